@@ -1,0 +1,15 @@
+//! shoal's core types. Nothing here does I/O: no files, sockets or clocks.
+//!
+//! - [`id`]: content ids (BLAKE3-256, shown as `b3sum` shows them).
+//! - [`wire`]: the bounded binary reader and writer every decoder is built on.
+//! - [`manifest`]: the canonical manifest of a collection (a folder).
+//! - [`ticket`]: the copy-paste-safe `shoal1...` ticket.
+//! - [`proto`]: the transfer protocol's messages and their codec.
+
+pub mod id;
+pub mod manifest;
+pub mod proto;
+pub mod ticket;
+pub mod wire;
+
+pub use id::{ContentId, Kind};

@@ -1,0 +1,1 @@
+//! The canonical manifest of a collection. (Being written.)

@@ -1,0 +1,1 @@
+//! The transfer protocol messages and codec. (Being written.)

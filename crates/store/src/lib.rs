@@ -1,0 +1,1 @@
+//! Verified piece storage and the SQLite database.

@@ -1,0 +1,1 @@
+//! The swarm scheduler. Filled by the swarm-core work.
