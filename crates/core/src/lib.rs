@@ -13,3 +13,4 @@ pub mod ticket;
 pub mod wire;
 
 pub use id::{ContentId, Kind};
+pub use manifest::{Entry, Manifest, ManifestError};
