@@ -14,3 +14,4 @@ pub mod wire;
 
 pub use id::{ContentId, Kind};
 pub use manifest::{Entry, Manifest, ManifestError};
+pub use ticket::{Provider, Ticket, TicketError};

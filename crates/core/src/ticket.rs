@@ -1,1 +1,757 @@
-//! Tickets. (Being written.)
+//! Tickets: everything needed to fetch some content, as one line of text.
+//!
+//! A ticket names the content (its id and kind), lists peers that provide it
+//! with addresses to reach them, and may carry a capability (an opaque
+//! credential for private shares). Its text form is
+//!
+//! ```text
+//! shoal1 <base32 of (body || checksum)>
+//! ```
+//!
+//! in lowercase RFC 4648 base32 without padding. Parsing accepts either case and
+//! ignores ASCII whitespace anywhere, so a ticket broken across lines by a mail
+//! client or a chat window still parses. The checksum catches typos and
+//! truncation before anything else is looked at.
+//!
+//! # Body (version 1)
+//!
+//! ```text
+//! version          1 byte, 1
+//! id               32 bytes
+//! kind             1 byte (0 file, 1 collection)
+//! provider count   varint, at most MAX_PROVIDERS
+//! each provider:
+//!   peer id        varint length + bytes (libp2p PeerId)
+//!   addr count     varint, at most MAX_ADDRS_PER_PROVIDER
+//!   each addr      varint length + bytes (multiaddr)
+//! capability       1 byte flag (0 none, 1 present), then if present
+//!                  varint length + bytes, at most MAX_CAPABILITY_LEN
+//! ```
+//!
+//! followed by the checksum: the first 4 bytes of
+//! BLAKE3(`"shoal-ticket"` || body).
+
+use std::fmt;
+use std::str::FromStr;
+
+use data_encoding::{BASE32_NOPAD, HEXLOWER};
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+
+use crate::id::{ContentId, Kind, ID_LEN};
+use crate::wire::{Reader, WireError, Writer};
+
+/// What every ticket starts with.
+pub const PREFIX: &str = "shoal1";
+
+/// The ticket body version this code reads and writes.
+pub const VERSION: u8 = 1;
+
+/// Longest ticket text, in characters, prefix included and whitespace not
+/// counted. Checked before anything is decoded; it is the limit that binds in
+/// practice (the per-field limits below would allow more together).
+pub const MAX_TICKET_CHARS: usize = 4096;
+
+/// Most providers one ticket may list.
+pub const MAX_PROVIDERS: usize = 16;
+
+/// Most addresses one provider may list.
+pub const MAX_ADDRS_PER_PROVIDER: usize = 8;
+
+/// Longest encoded multiaddr, in bytes.
+pub const MAX_ADDR_LEN: usize = 128;
+
+/// Longest encoded peer id, in bytes (an ed25519 peer id takes 38).
+pub const MAX_PEER_ID_LEN: usize = 64;
+
+/// Largest capability, in bytes.
+pub const MAX_CAPABILITY_LEN: usize = 1024;
+
+/// Length of the checksum that ends the binary form.
+pub const CHECKSUM_LEN: usize = 4;
+
+/// Domain separation for the checksum hash.
+const CHECKSUM_DOMAIN: &[u8] = b"shoal-ticket";
+
+/// Smallest body: version, id, kind, zero providers, no capability.
+const MIN_BODY_LEN: usize = 1 + ID_LEN + 1 + 1 + 1;
+
+/// Characters of base32 needed for the smallest body and its checksum.
+const MIN_DATA_CHARS: usize = ((MIN_BODY_LEN + CHECKSUM_LEN) * 8).div_ceil(5);
+
+/// A peer that provides the content, and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// What to fetch, from whom, and with which credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The content: a file's BLAKE3 or a collection's manifest id.
+    pub id: ContentId,
+    /// Whether `id` names a file or a collection.
+    pub kind: Kind,
+    /// Peers known to provide the content; may be empty (then the content is
+    /// looked up by id).
+    pub providers: Vec<Provider>,
+    /// An opaque credential for private shares.
+    pub capability: Option<Vec<u8>>,
+}
+
+/// Why a string is not a usable ticket. Each message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    #[error("not a shoal ticket: it should start with {PREFIX}")]
+    NotATicket,
+    #[error("the ticket has an invalid character {ch:?} at position {pos} (counting from 1); tickets use only the letters a-z and the digits 2-7: copy it again")]
+    InvalidChar { ch: char, pos: usize },
+    #[error("the ticket is longer than {MAX_TICKET_CHARS} characters; copy only the ticket")]
+    TooLong,
+    #[error("the ticket is too short ({chars} characters after {PREFIX}, at least {MIN_DATA_CHARS} needed): it was cut off; copy all of it")]
+    TooShort { chars: usize },
+    #[error("the ticket's checksum does not match: it was mistyped or cut off; copy it again")]
+    Checksum,
+    #[error("ticket version {0} is not supported by this shoal (it reads version {VERSION}); upgrade shoal")]
+    UnsupportedVersion(u8),
+    #[error("the ticket names an unknown kind of content (code {0}); upgrade shoal")]
+    UnknownKind(u8),
+    #[error("the ticket lists {count} providers, more than the limit of {MAX_PROVIDERS}; make a ticket with fewer")]
+    TooManyProviders { count: u64 },
+    #[error("a provider in the ticket has {count} addresses, more than the limit of {MAX_ADDRS_PER_PROVIDER}; make a ticket with fewer")]
+    TooManyAddrs { count: u64 },
+    #[error("the ticket's capability is {len} bytes, more than the limit of {MAX_CAPABILITY_LEN}; ask the sharer for a new ticket")]
+    CapabilityTooLarge { len: u64 },
+    #[error("the ticket holds an invalid peer id ({0}); ask the sharer for a new ticket")]
+    BadPeerId(String),
+    #[error("the ticket holds an invalid address ({0}); ask the sharer for a new ticket")]
+    BadMultiaddr(String),
+    #[error("the ticket's capability flag is {0}, not 0 or 1; ask the sharer for a new ticket")]
+    BadCapabilityFlag(u8),
+    #[error("the ticket is malformed ({0}); ask the sharer for a new ticket")]
+    Malformed(#[from] WireError),
+}
+
+fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut h = blake3::Hasher::new();
+    h.update(CHECKSUM_DOMAIN);
+    h.update(body);
+    let mut out = [0u8; CHECKSUM_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..CHECKSUM_LEN]);
+    out
+}
+
+impl Ticket {
+    /// The binary body (everything but the prefix and the checksum).
+    pub fn to_body(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(VERSION)
+            .raw(self.id.as_bytes())
+            .u8(self.kind.code())
+            .varint(self.providers.len() as u64);
+        for p in &self.providers {
+            w.bytes(&p.peer.to_bytes()).varint(p.addrs.len() as u64);
+            for a in &p.addrs {
+                w.bytes(a.as_ref());
+            }
+        }
+        match &self.capability {
+            None => w.u8(0),
+            Some(c) => w.u8(1).bytes(c),
+        };
+        w.into_vec()
+    }
+
+    /// Decodes a binary body (no prefix, no checksum), checking its version,
+    /// structure and every limit. Never panics; allocates at most the limits.
+    pub fn from_body(body: &[u8]) -> Result<Ticket, TicketError> {
+        let mut r = Reader::new(body);
+        let version = r.u8("ticket version")?;
+        if version != VERSION {
+            return Err(TicketError::UnsupportedVersion(version));
+        }
+        let id = ContentId::from_bytes(r.array::<ID_LEN>("content id")?);
+        let code = r.u8("content kind")?;
+        let kind = Kind::from_code(code).ok_or(TicketError::UnknownKind(code))?;
+        let count = r.varint("provider count")?;
+        if count > MAX_PROVIDERS as u64 {
+            return Err(TicketError::TooManyProviders { count });
+        }
+        let mut providers = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let raw = r.bytes(MAX_PEER_ID_LEN, "peer id")?;
+            let peer =
+                PeerId::from_bytes(raw).map_err(|e| TicketError::BadPeerId(e.to_string()))?;
+            let n = r.varint("address count")?;
+            if n > MAX_ADDRS_PER_PROVIDER as u64 {
+                return Err(TicketError::TooManyAddrs { count: n });
+            }
+            let mut addrs = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let raw = r.bytes(MAX_ADDR_LEN, "address")?;
+                let addr = Multiaddr::try_from(raw.to_vec())
+                    .map_err(|e| TicketError::BadMultiaddr(e.to_string()))?;
+                addrs.push(addr);
+            }
+            providers.push(Provider { peer, addrs });
+        }
+        let capability = match r.u8("capability flag")? {
+            0 => None,
+            1 => {
+                let len = r.varint("capability length")?;
+                if len > MAX_CAPABILITY_LEN as u64 {
+                    return Err(TicketError::CapabilityTooLarge { len });
+                }
+                // len <= MAX_CAPABILITY_LEN, and take() checks what is left.
+                Some(r.take(len as usize, "capability")?.to_vec())
+            }
+            flag => return Err(TicketError::BadCapabilityFlag(flag)),
+        };
+        r.finish()?;
+        Ok(Ticket {
+            id,
+            kind,
+            providers,
+            capability,
+        })
+    }
+
+    /// Checks that this ticket's text would parse back: every field within its
+    /// limit and the whole within [`MAX_TICKET_CHARS`]. [`fmt::Display`] writes
+    /// any ticket; call this before handing the text to someone.
+    pub fn validate(&self) -> Result<(), TicketError> {
+        if self.providers.len() > MAX_PROVIDERS {
+            return Err(TicketError::TooManyProviders {
+                count: self.providers.len() as u64,
+            });
+        }
+        for p in &self.providers {
+            if p.peer.to_bytes().len() > MAX_PEER_ID_LEN {
+                return Err(TicketError::BadPeerId(format!(
+                    "longer than {MAX_PEER_ID_LEN} bytes"
+                )));
+            }
+            if p.addrs.len() > MAX_ADDRS_PER_PROVIDER {
+                return Err(TicketError::TooManyAddrs {
+                    count: p.addrs.len() as u64,
+                });
+            }
+            if let Some(a) = p.addrs.iter().find(|a| a.len() > MAX_ADDR_LEN) {
+                return Err(TicketError::Malformed(WireError::TooLong {
+                    what: "address",
+                    len: a.len() as u64,
+                    max: MAX_ADDR_LEN as u64,
+                }));
+            }
+        }
+        if let Some(c) = &self.capability {
+            if c.len() > MAX_CAPABILITY_LEN {
+                return Err(TicketError::CapabilityTooLarge {
+                    len: c.len() as u64,
+                });
+            }
+        }
+        let data_len = self.to_body().len() + CHECKSUM_LEN;
+        if PREFIX.len() + (data_len * 8).div_ceil(5) > MAX_TICKET_CHARS {
+            return Err(TicketError::TooLong);
+        }
+        Ok(())
+    }
+
+    /// A plain view of the ticket for JSON output (`shoal ticket inspect
+    /// --json`): `version`, `id` (hex), `kind`, `providers` (`peer` in base58,
+    /// `addrs` as strings) and `capability` (hex or null).
+    pub fn view(&self) -> TicketView {
+        TicketView {
+            version: VERSION,
+            id: self.id,
+            kind: self.kind,
+            providers: self
+                .providers
+                .iter()
+                .map(|p| ProviderView {
+                    peer: p.peer.to_base58(),
+                    addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            capability: self.capability.as_deref().map(|c| HEXLOWER.encode(c)),
+        }
+    }
+}
+
+/// The JSON shape of a ticket; see [`Ticket::view`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TicketView {
+    pub version: u8,
+    pub id: ContentId,
+    pub kind: Kind,
+    pub providers: Vec<ProviderView>,
+    pub capability: Option<String>,
+}
+
+/// The JSON shape of a provider; see [`Ticket::view`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderView {
+    pub peer: String,
+    pub addrs: Vec<String>,
+}
+
+impl serde::Serialize for Ticket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(s)
+    }
+}
+
+impl fmt::Display for Ticket {
+    /// The text form: `shoal1` then lowercase base32 of body and checksum.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut data = self.to_body();
+        data.extend_from_slice(&checksum(&data));
+        f.write_str(PREFIX)?;
+        f.write_str(&BASE32_NOPAD.encode(&data).to_ascii_lowercase())
+    }
+}
+
+impl FromStr for Ticket {
+    type Err = TicketError;
+
+    /// Parses the text form, in this order: prefix, characters and length,
+    /// checksum, version, then structure; so a typo anywhere, even in the
+    /// version, is reported as a typo.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let prefix = PREFIX.as_bytes();
+        // Upper-case symbols as BASE32_NOPAD reads them; at most
+        // MAX_TICKET_CHARS of them whatever the input's length.
+        let mut symbols: Vec<u8> = Vec::new();
+        let mut seen = 0usize;
+        for (i, ch) in s.chars().enumerate() {
+            if ch.is_ascii_whitespace() {
+                continue;
+            }
+            if seen < prefix.len() {
+                if !prefix
+                    .get(seen)
+                    .is_some_and(|&p| ch.eq_ignore_ascii_case(&char::from(p)))
+                {
+                    return Err(TicketError::NotATicket);
+                }
+            } else {
+                if seen >= MAX_TICKET_CHARS {
+                    return Err(TicketError::TooLong);
+                }
+                let up = ch.to_ascii_uppercase();
+                if !matches!(up, 'A'..='Z' | '2'..='7') {
+                    return Err(TicketError::InvalidChar { ch, pos: i + 1 });
+                }
+                // An ASCII character, so the cast is exact.
+                symbols.push(up as u8);
+            }
+            seen += 1;
+        }
+        if seen < prefix.len() {
+            return Err(TicketError::NotATicket);
+        }
+        if symbols.len() < MIN_DATA_CHARS {
+            return Err(TicketError::TooShort {
+                chars: symbols.len(),
+            });
+        }
+        // With only valid symbols, decoding fails for an impossible length (a
+        // character lost or added) or for non-zero unused bits in the last
+        // character (a typo there): both are what the checksum would catch.
+        let data = BASE32_NOPAD
+            .decode(&symbols)
+            .map_err(|_| TicketError::Checksum)?;
+        let split = data
+            .len()
+            .checked_sub(CHECKSUM_LEN)
+            .ok_or(TicketError::Checksum)?;
+        let (body, sum) = data.split_at(split);
+        if checksum(body) != sum {
+            return Err(TicketError::Checksum);
+        }
+        Ticket::from_body(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_identity::Keypair;
+    use proptest::prelude::*;
+
+    fn peer(seed: u8) -> PeerId {
+        Keypair::ed25519_from_bytes([seed; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    fn ticket(providers: usize, capability: Option<Vec<u8>>) -> Ticket {
+        Ticket {
+            id: ContentId::of(b"hello"),
+            kind: Kind::Collection,
+            providers: (0..providers)
+                .map(|i| Provider {
+                    peer: peer(i as u8),
+                    addrs: (0..i)
+                        .map(|j| {
+                            format!("/ip4/192.168.1.{j}/udp/{}/quic-v1", 4000 + i)
+                                .parse()
+                                .unwrap()
+                        })
+                        .collect(),
+                })
+                .collect(),
+            capability,
+        }
+    }
+
+    /// A ticket's text for an arbitrary body, with a correct checksum.
+    fn text_of_body(body: &[u8]) -> String {
+        let mut data = body.to_vec();
+        data.extend_from_slice(&checksum(body));
+        format!(
+            "{PREFIX}{}",
+            BASE32_NOPAD.encode(&data).to_ascii_lowercase()
+        )
+    }
+
+    #[test]
+    fn round_trips_with_zero_one_and_several_providers() {
+        for (n, cap) in [
+            (0, None),
+            (1, None),
+            (3, None),
+            (0, Some(vec![])),
+            (1, Some(vec![1, 2, 3])),
+            (4, Some(vec![9; MAX_CAPABILITY_LEN])),
+        ] {
+            let t = ticket(n, cap);
+            t.validate().unwrap();
+            let text = t.to_string();
+            assert!(text.starts_with("shoal1"), "{text}");
+            assert!(
+                text[PREFIX.len()..]
+                    .chars()
+                    .all(|c| matches!(c, 'a'..='z' | '2'..='7')),
+                "{text}"
+            );
+            assert_eq!(text.parse::<Ticket>().unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn smallest_ticket_is_64_characters_after_the_prefix() {
+        let text = ticket(0, None).to_string();
+        assert_eq!(text.len(), PREFIX.len() + MIN_DATA_CHARS);
+        assert_eq!(MIN_DATA_CHARS, 64);
+    }
+
+    #[test]
+    fn every_single_character_flip_is_a_checksum_error() {
+        let text = ticket(2, Some(b"cap".to_vec())).to_string();
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+        for pos in PREFIX.len()..text.len() {
+            let mut bytes = text.clone().into_bytes();
+            let at = ALPHABET.iter().position(|&c| c == bytes[pos]).unwrap();
+            for step in [1, 16] {
+                bytes[pos] = ALPHABET[(at + step) % ALPHABET.len()];
+                let flipped = String::from_utf8(bytes.clone()).unwrap();
+                assert_eq!(
+                    flipped.parse::<Ticket>(),
+                    Err(TicketError::Checksum),
+                    "flip at {pos} by {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dropped_or_added_character_is_a_checksum_error() {
+        let text = ticket(1, None).to_string();
+        for pos in [PREFIX.len(), text.len() / 2, text.len() - 1] {
+            let mut dropped = text.clone();
+            dropped.remove(pos);
+            assert_eq!(dropped.parse::<Ticket>(), Err(TicketError::Checksum));
+            let mut added = text.clone();
+            added.insert(pos, 'q');
+            assert_eq!(added.parse::<Ticket>(), Err(TicketError::Checksum));
+        }
+    }
+
+    #[test]
+    fn upper_case_ticket_parses() {
+        let t = ticket(2, Some(vec![7]));
+        assert_eq!(t.to_string().to_uppercase().parse::<Ticket>().unwrap(), t);
+    }
+
+    #[test]
+    fn ticket_broken_across_lines_parses() {
+        let t = ticket(3, None);
+        let text = t.to_string();
+        let mut broken = String::from("  \n");
+        for (i, c) in text.chars().enumerate() {
+            broken.push(c);
+            match i % 13 {
+                2 => broken.push_str("\r\n"),
+                7 => broken.push(' '),
+                11 => broken.push('\t'),
+                _ => {}
+            }
+        }
+        broken.push('\n');
+        assert_eq!(broken.parse::<Ticket>().unwrap(), t);
+    }
+
+    #[test]
+    fn unknown_version_with_correct_checksum_is_a_version_error() {
+        let mut body = ticket(1, None).to_body();
+        body[0] = 2;
+        let err = text_of_body(&body).parse::<Ticket>().unwrap_err();
+        assert_eq!(err, TicketError::UnsupportedVersion(2));
+        assert_eq!(
+            err.to_string(),
+            "ticket version 2 is not supported by this shoal (it reads version 1); upgrade shoal"
+        );
+    }
+
+    #[test]
+    fn wrong_prefix_is_not_a_ticket() {
+        let text = ticket(0, None).to_string();
+        for bad in [
+            String::new(),
+            "shoa".into(),
+            format!("shoal2{}", &text[PREFIX.len()..]),
+            format!("x{text}"),
+            text[PREFIX.len()..].to_owned(),
+            "https://example.com".into(),
+        ] {
+            let err = bad.parse::<Ticket>().unwrap_err();
+            assert_eq!(err, TicketError::NotATicket, "{bad:?}");
+            assert_eq!(
+                err.to_string(),
+                "not a shoal ticket: it should start with shoal1"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_character_is_named_with_its_position() {
+        let text = ticket(0, None).to_string();
+        // '1', '8', '0' and '=' look plausible but are not in the alphabet.
+        for bad_char in ['1', '8', '0', '=', 'é'] {
+            let mut bad = String::from(" ");
+            bad.push_str(&text[..10]);
+            bad.push(bad_char);
+            bad.push_str(&text[11..]);
+            let err = bad.parse::<Ticket>().unwrap_err();
+            assert_eq!(
+                err,
+                TicketError::InvalidChar {
+                    ch: bad_char,
+                    pos: 12
+                }
+            );
+            assert!(err.to_string().contains("at position 12"), "{err}");
+        }
+    }
+
+    #[test]
+    fn too_short_ticket_is_reported_as_cut_off() {
+        let text = ticket(0, None).to_string();
+        let cut = &text[..text.len() - 1];
+        assert_eq!(
+            cut.parse::<Ticket>(),
+            Err(TicketError::TooShort { chars: 63 })
+        );
+        assert_eq!(
+            "shoal1".parse::<Ticket>(),
+            Err(TicketError::TooShort { chars: 0 })
+        );
+    }
+
+    #[test]
+    fn too_long_ticket_is_rejected_before_decoding() {
+        let long = format!("shoal1{}", "a".repeat(MAX_TICKET_CHARS));
+        assert_eq!(long.parse::<Ticket>(), Err(TicketError::TooLong));
+        // Whitespace does not count towards the limit.
+        let text = ticket(1, None).to_string();
+        let padded = format!("{}{text}", " ".repeat(MAX_TICKET_CHARS * 2));
+        assert!(padded.parse::<Ticket>().is_ok());
+    }
+
+    #[test]
+    fn structural_errors_after_a_good_checksum_are_reported() {
+        let good = ticket(1, Some(vec![1])).to_body();
+        // Layout of `good`: version, id, kind, count=1, peer id len, ...
+        let kind_at = 1 + ID_LEN;
+        let mut body = good.clone();
+        body[kind_at] = 9;
+        assert_eq!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::UnknownKind(9))
+        );
+
+        let mut body = good.clone();
+        body[kind_at + 1] = (MAX_PROVIDERS + 1) as u8;
+        assert_eq!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::TooManyProviders { count: 17 })
+        );
+
+        let mut body = good.clone();
+        body[kind_at + 3] ^= 0xff; // inside the peer id's multihash code
+        assert!(matches!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::BadPeerId(_))
+        ));
+
+        let mut body = good.clone();
+        body.push(0);
+        assert_eq!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::Malformed(WireError::Trailing(1)))
+        );
+
+        let mut body = good.clone();
+        let flag_at = body.len() - 3; // flag, len=1, byte
+        body[flag_at] = 5;
+        assert_eq!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::BadCapabilityFlag(5))
+        );
+
+        // One provider with too many addresses / an invalid address.
+        let p = peer(1).to_bytes();
+        let mut w = Writer::new();
+        w.u8(VERSION).raw(&[0; 32]).u8(0).varint(1).bytes(&p);
+        let prefix = w.into_vec();
+        let mut body = prefix.clone();
+        body.push(MAX_ADDRS_PER_PROVIDER as u8 + 1);
+        assert_eq!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::TooManyAddrs { count: 9 })
+        );
+        let mut body = prefix.clone();
+        body.extend_from_slice(&[1, 3, 0xff, 0xff, 0xff, 0]);
+        assert!(matches!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::BadMultiaddr(_))
+        ));
+        let mut w = Writer::new();
+        w.raw(&prefix)
+            .varint(0)
+            .u8(1)
+            .varint(MAX_CAPABILITY_LEN as u64 + 1);
+        assert_eq!(
+            Ticket::from_body(w.as_slice()),
+            Err(TicketError::CapabilityTooLarge { len: 1025 })
+        );
+    }
+
+    #[test]
+    fn validate_catches_tickets_that_would_not_parse() {
+        let mut t = ticket(0, None);
+        t.providers = (0..=MAX_PROVIDERS)
+            .map(|_| ticket(1, None).providers[0].clone())
+            .collect();
+        assert!(matches!(
+            t.validate(),
+            Err(TicketError::TooManyProviders { .. })
+        ));
+        // Within every per-field limit, but too long as text.
+        let mut t = ticket(0, Some(vec![0; MAX_CAPABILITY_LEN]));
+        let addr: Multiaddr = "/dns/a-rather-long-host-name.example.org/tcp/4001"
+            .parse()
+            .unwrap();
+        t.providers = (0..MAX_PROVIDERS as u8)
+            .map(|i| Provider {
+                peer: peer(i),
+                addrs: vec![addr.clone(); MAX_ADDRS_PER_PROVIDER],
+            })
+            .collect();
+        assert_eq!(t.validate(), Err(TicketError::TooLong));
+        assert_eq!(t.to_string().parse::<Ticket>(), Err(TicketError::TooLong));
+    }
+
+    #[test]
+    fn json_view_has_the_documented_fields() {
+        let t = ticket(2, Some(vec![0xab, 0x01]));
+        let v: serde_json::Value = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["id"], ContentId::of(b"hello").to_hex());
+        assert_eq!(v["kind"], "collection");
+        assert_eq!(v["capability"], "ab01");
+        assert_eq!(v["providers"][1]["peer"], peer(1).to_base58());
+        assert_eq!(
+            v["providers"][1]["addrs"][0],
+            "/ip4/192.168.1.0/udp/4001/quic-v1"
+        );
+        assert_eq!(v["providers"][0]["addrs"], serde_json::json!([]));
+        let v = serde_json::to_value(ticket(0, None)).unwrap();
+        assert!(v["capability"].is_null());
+        assert_eq!(v["providers"], serde_json::json!([]));
+    }
+
+    fn arb_addr() -> impl Strategy<Value = Multiaddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, port)| format!("/ip4/{}/tcp/{port}", std::net::Ipv4Addr::from(ip))),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| format!(
+                "/ip6/{}/udp/{port}/quic-v1",
+                std::net::Ipv6Addr::from(ip)
+            )),
+            ("[a-z]{1,20}\\.example", any::<u16>())
+                .prop_map(|(host, port)| format!("/dns4/{host}/tcp/{port}")),
+        ]
+        .prop_map(|s| s.parse().unwrap())
+    }
+
+    fn arb_ticket() -> impl Strategy<Value = Ticket> {
+        let provider = (any::<[u8; 32]>(), prop::collection::vec(arb_addr(), 0..4)).prop_map(
+            |(seed, addrs)| Provider {
+                peer: Keypair::ed25519_from_bytes(seed)
+                    .unwrap()
+                    .public()
+                    .to_peer_id(),
+                addrs,
+            },
+        );
+        (
+            any::<[u8; 32]>(),
+            any::<bool>(),
+            prop::collection::vec(provider, 0..5),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..200)),
+        )
+            .prop_map(|(id, file, providers, capability)| Ticket {
+                id: ContentId::from_bytes(id),
+                kind: if file { Kind::File } else { Kind::Collection },
+                providers,
+                capability,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn random_tickets_round_trip(t in arb_ticket()) {
+            prop_assert!(t.validate().is_ok());
+            let text = t.to_string();
+            prop_assert_eq!(text.parse::<Ticket>().unwrap(), t.clone());
+            prop_assert_eq!(Ticket::from_body(&t.to_body()).unwrap(), t);
+        }
+
+        #[test]
+        fn parsing_random_text_never_panics(s in "\\PC{0,200}") {
+            let _ = s.parse::<Ticket>();
+        }
+
+        #[test]
+        fn decoding_random_bodies_never_panics(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(t) = Ticket::from_body(&body) {
+                prop_assert_eq!(Ticket::from_body(&t.to_body()).unwrap(), t);
+            }
+        }
+    }
+}
