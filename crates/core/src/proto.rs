@@ -1,1 +1,0 @@
-//! The transfer protocol messages and codec. (Being written.)
