@@ -1,6 +1,21 @@
+//! Decodes arbitrary bytes as a manifest. Whatever decodes must be canonical:
+//! re-encoding gives back the very same bytes, and `Manifest::new` accepts the
+//! same entries and builds the same manifest.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use shoal_core::manifest::Manifest;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    let Ok(manifest) = Manifest::decode(data) else {
+        return;
+    };
+    let encoded = manifest.encode();
+    assert_eq!(encoded, data, "decode accepted a non-canonical encoding");
+    assert_eq!(manifest.encoded_len(), data.len());
+    assert_eq!(Manifest::decode(&encoded).ok().as_ref(), Some(&manifest));
+    assert_eq!(
+        Manifest::new(manifest.entries().to_vec()).ok().as_ref(),
+        Some(&manifest),
+        "new and decode disagree"
+    );
 });
