@@ -1,0 +1,125 @@
+//! Scheduler tuning knobs. Defaults are the values the simulator was tuned with.
+
+use std::time::Duration;
+
+/// How the picker orders the pieces it may request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PickerMode {
+    /// Rarest first with a random tie-break (the default).
+    RarestFirst,
+    /// Uniformly random (ablation).
+    Random,
+    /// Lowest index first (ablation; for streaming use `Event::SetSequential`).
+    Sequential,
+}
+
+/// Scheduler configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Piece size in bytes (for rates and pipeline depth). Default 256 KiB.
+    pub piece_size: u32,
+    /// Piece ordering.
+    pub picker: PickerMode,
+    /// Until this many pieces are complete, pick at random (get something to
+    /// trade quickly). Default 4.
+    pub random_first_pieces: u32,
+    /// Width of the sequential window (pieces) in streaming mode. Default 16.
+    pub sequential_window: u32,
+    /// Minimum requests in flight per unchoking peer. Default 2.
+    pub min_pipeline: u32,
+    /// Maximum requests in flight per peer. Default 64 (16 MiB at 256 KiB).
+    pub max_pipeline: u32,
+    /// Round-trip assumed before one is measured. Default 100 ms.
+    pub default_rtt: Duration,
+    /// A request with no piece from that peer for this long moves to other
+    /// peers. Default 15 s.
+    pub request_timeout: Duration,
+    /// An unchoking peer that delivers nothing for this long while we wait is
+    /// snubbed: one request at a time and no regular unchoke. Default 60 s.
+    pub snub_timeout: Duration,
+    /// Duplicate the last outstanding requests near the end. Default on.
+    pub endgame: bool,
+    /// In endgame, at most this many peers are asked for the same piece. Default 3.
+    pub endgame_max_requesters: u32,
+    /// Use the choker; when off every interested peer is unchoked (ablation).
+    pub choking: bool,
+    /// Regular upload slots. Default 4.
+    pub regular_slots: u32,
+    /// Optimistic upload slots. Default 1.
+    pub optimistic_slots: u32,
+    /// Regular slots are re-chosen this often. Default 10 s.
+    pub rechoke_interval: Duration,
+    /// The optimistic unchoke rotates this often. Default 30 s.
+    pub optimistic_interval: Duration,
+    /// Peers connected for less than this are favoured for optimistic unchoke.
+    /// Default 60 s.
+    pub new_peer_age: Duration,
+    /// Weight of a new peer in the optimistic draw (others weigh 1). Default 3.
+    pub new_peer_weight: u32,
+    /// When seeding, a peer keeps a regular slot at most this long while others
+    /// wait. Default 20 s.
+    pub seed_slot_time: Duration,
+    /// Initial seeding (super-seeding): a seeder reveals pieces one peer at a
+    /// time so that no piece goes out twice while others have not gone out once.
+    /// Default on.
+    pub initial_seeding: bool,
+    /// Pieces revealed to one unchoked peer at a time during initial seeding.
+    /// Default 4.
+    pub initial_seeding_offers: u32,
+    /// Serve uploads at all. Off makes a leech-only node (the free rider).
+    pub serve_uploads: bool,
+    /// Pieces being sent at once over all peers; more wait in per-peer queues
+    /// served round-robin. Default 2.
+    pub max_active_uploads: u32,
+    /// Requests a remote may have queued with us; more are rejected. Default 128.
+    pub max_remote_requests: u32,
+    /// Failed pieces from one peer before it is banned. Default 2.
+    pub ban_threshold: u32,
+    /// Most peers kept; more are disconnected. Default 80.
+    pub max_peers: u32,
+    /// Below this many peers, ask the driver for more. Default 30.
+    pub min_peers: u32,
+    /// Most banned peer keys remembered. Default 4096.
+    pub max_banned: u32,
+    /// Interval of `Event::Tick`. Default 500 ms.
+    pub tick_interval: Duration,
+    /// Upload queues are served rarest piece first instead of FIFO. Default off.
+    pub upload_rarest_first: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            piece_size: 256 * 1024,
+            picker: PickerMode::RarestFirst,
+            random_first_pieces: 4,
+            sequential_window: 16,
+            min_pipeline: 2,
+            max_pipeline: 64,
+            default_rtt: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(15),
+            snub_timeout: Duration::from_secs(60),
+            endgame: true,
+            endgame_max_requesters: 3,
+            choking: true,
+            regular_slots: 4,
+            optimistic_slots: 1,
+            rechoke_interval: Duration::from_secs(10),
+            optimistic_interval: Duration::from_secs(30),
+            new_peer_age: Duration::from_secs(60),
+            new_peer_weight: 3,
+            seed_slot_time: Duration::from_secs(20),
+            initial_seeding: true,
+            initial_seeding_offers: 4,
+            serve_uploads: true,
+            max_active_uploads: 2,
+            max_remote_requests: 128,
+            ban_threshold: 2,
+            max_peers: 80,
+            min_peers: 30,
+            max_banned: 4096,
+            tick_interval: Duration::from_millis(500),
+            upload_rarest_first: false,
+        }
+    }
+}

@@ -1,0 +1,1353 @@
+//! The swarm scheduler state machine. See STATE.md for states and transitions.
+
+use crate::bitfield::Bitfield;
+use crate::config::Config;
+use crate::picker::{PickOptions, Picker};
+use crate::rate::RateMeter;
+use crate::types::{Action, DisconnectReason, Event, Msg, PeerKey, Time};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// Errors of `Swarm::new`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SwarmError {
+    /// The bitfield of pieces already had does not cover `num_pieces`.
+    #[error("the have-bitfield covers {got} pieces but the content has {expected}; pass a bitfield of the content's piece count")]
+    HaveLength {
+        /// Pieces in the content.
+        expected: u32,
+        /// Pieces covered by the bitfield passed.
+        got: u32,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid scheduler configuration: {0}")]
+    Config(&'static str),
+}
+
+/// Which upload slot a peer holds (None = choked by us).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Choked.
+    None,
+    /// One of the regular (reciprocation or seeding) slots.
+    Regular,
+    /// The optimistic slot.
+    Optimistic,
+}
+
+/// Counters, for reports and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Piece bytes sent (upload done).
+    pub uploaded: u64,
+    /// Piece bytes received (including duplicates).
+    pub downloaded: u64,
+    /// Piece bytes received that we already had or were verifying.
+    pub wasted: u64,
+    /// Pieces that failed verification.
+    pub hash_failures: u32,
+    /// Requests moved away from a stalled peer.
+    pub timeouts: u32,
+    /// Duplicate (endgame) requests sent.
+    pub endgame_requests: u32,
+}
+
+#[derive(Clone, Debug)]
+struct OutReq {
+    piece: u32,
+    sent_at: Time,
+}
+
+#[derive(Debug)]
+struct Peer {
+    connected_at: Time,
+    have: Bitfield,
+    have_count: u32,
+    /// They choke us.
+    peer_choking: bool,
+    unchoked_us_at: Time,
+    peer_interested: bool,
+    am_interested: bool,
+    /// Pieces they have that we have not verified.
+    interesting: u32,
+    slot: Slot,
+    unchoked_at: Time,
+    choked_at: Time,
+    requests: Vec<OutReq>,
+    /// Reset when requests go from none to some, and on every piece.
+    waiting_since: Time,
+    last_piece_at: Time,
+    upload_queue: VecDeque<u32>,
+    uploading: Vec<u32>,
+    in_ring: bool,
+    down: RateMeter,
+    up: RateMeter,
+    snubbed: bool,
+    /// Requests timed out; one request at a time until a piece arrives.
+    stalled: bool,
+    rtt: Option<Duration>,
+    strikes: u32,
+    failed: Vec<u32>,
+    /// Pieces revealed during initial seeding (empty otherwise).
+    revealed: Bitfield,
+    /// Pieces offered during initial seeding and not yet being sent.
+    offers: Vec<u32>,
+    /// When a piece was last offered (initial seeding).
+    offered_at: Time,
+    /// Stayed uninterested in pieces offered during initial seeding (another
+    /// seeder, hiding its pieces like us); cleared by `Interested`.
+    declined: bool,
+}
+
+#[derive(Debug)]
+struct InitialSeeding {
+    /// Pieces known to be out in the swarm (sent once or seen at a peer).
+    sent: Bitfield,
+    /// Pieces offered to one peer or being sent, and not yet out.
+    offered: Bitfield,
+}
+
+/// The sans-IO swarm scheduler for one piece of content.
+///
+/// Feed events with [`Swarm::handle`], drain [`Swarm::poll_action`] after
+/// each, and deliver `Event::Tick` at [`Swarm::poll_timeout`]. Deterministic:
+/// the same events at the same times with the same seed give the same actions.
+#[derive(Debug)]
+pub struct Swarm {
+    cfg: Config,
+    picker: Picker,
+    peers: BTreeMap<PeerKey, Peer>,
+    rng: ChaCha8Rng,
+    actions: VecDeque<Action>,
+    now: Time,
+    next_tick: Time,
+    next_rechoke: Time,
+    next_optimistic: Time,
+    sequential: bool,
+    active_uploads: u32,
+    upload_ring: VecDeque<PeerKey>,
+    seeding: Option<InitialSeeding>,
+    banned: BTreeSet<PeerKey>,
+    banned_order: VecDeque<PeerKey>,
+    last_want_peers: Option<Time>,
+    dirty: BTreeSet<PeerKey>,
+    all_dirty: bool,
+    slots_dirty: bool,
+    stats: Stats,
+}
+
+impl Swarm {
+    /// A scheduler for content of `num_pieces` pieces, of which `have` are
+    /// already verified. Randomness comes only from `rng_seed`.
+    pub fn new(
+        config: Config,
+        num_pieces: u32,
+        have: Bitfield,
+        rng_seed: u64,
+    ) -> Result<Self, SwarmError> {
+        if have.len() != num_pieces {
+            return Err(SwarmError::HaveLength {
+                expected: num_pieces,
+                got: have.len(),
+            });
+        }
+        if config.min_pipeline == 0 || config.min_pipeline > config.max_pipeline {
+            return Err(SwarmError::Config("need 1 <= min_pipeline <= max_pipeline"));
+        }
+        if config.max_active_uploads == 0
+            || config.piece_size == 0
+            || config.tick_interval.is_zero()
+        {
+            return Err(SwarmError::Config(
+                "max_active_uploads, piece_size and tick_interval must be positive",
+            ));
+        }
+        let complete = have.is_full();
+        let seeding =
+            (complete && config.initial_seeding && num_pieces > 0).then(|| InitialSeeding {
+                sent: Bitfield::new(num_pieces),
+                offered: Bitfield::new(num_pieces),
+            });
+        Ok(Swarm {
+            cfg: config,
+            picker: Picker::new(have),
+            peers: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            actions: VecDeque::new(),
+            now: Duration::ZERO,
+            next_tick: Duration::ZERO,
+            next_rechoke: Duration::ZERO,
+            next_optimistic: Duration::ZERO,
+            sequential: false,
+            active_uploads: 0,
+            upload_ring: VecDeque::new(),
+            seeding,
+            banned: BTreeSet::new(),
+            banned_order: VecDeque::new(),
+            last_want_peers: None,
+            dirty: BTreeSet::new(),
+            all_dirty: false,
+            slots_dirty: false,
+            stats: Stats::default(),
+        })
+    }
+
+    // ---- getters ----
+
+    /// The verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    /// True when every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// The piece picker (states and availability), read-only.
+    pub fn picker(&self) -> &Picker {
+        &self.picker
+    }
+
+    /// Number of connected peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether initial seeding (super-seeding) is still going on.
+    pub fn initial_seeding(&self) -> bool {
+        self.seeding.is_some()
+    }
+
+    /// The upload slot `peer` holds, `None` when not connected.
+    pub fn slot(&self, peer: PeerKey) -> Option<Slot> {
+        self.peers.get(&peer).map(|p| p.slot)
+    }
+
+    /// Whether `peer` is marked as snubbing us.
+    pub fn is_snubbed(&self, peer: PeerKey) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.snubbed)
+    }
+
+    /// Whether `peer` is banned.
+    pub fn is_banned(&self, peer: PeerKey) -> bool {
+        self.banned.contains(&peer)
+    }
+
+    /// Pieces requested from `peer` and not yet received.
+    pub fn outstanding(&self, peer: PeerKey) -> Vec<u32> {
+        self.peers
+            .get(&peer)
+            .map(|p| p.requests.iter().map(|r| r.piece).collect())
+            .unwrap_or_default()
+    }
+
+    /// The number of requests we keep in flight to `peer` now:
+    /// `ceil(rate × rtt / piece_size) + 1` within `[min_pipeline, max_pipeline]`,
+    /// where rate is the peer's rolling download rate to us and rtt the
+    /// smallest request-to-piece delay seen (`default_rtt` before one is seen);
+    /// 1 for snubbed or stalled peers.
+    pub fn pipeline_depth(&mut self, peer: PeerKey) -> Option<u32> {
+        let now = self.now;
+        let cfg = &self.cfg;
+        self.peers.get_mut(&peer).map(|p| depth(cfg, p, now))
+    }
+
+    /// When the driver should deliver the next `Event::Tick`.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.next_tick)
+    }
+
+    /// The next output, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- input ----
+
+    /// Feeds one event at `now` (non-decreasing; an earlier `now` is treated
+    /// as the last one seen).
+    pub fn handle(&mut self, event: Event, now: Time) {
+        self.now = self.now.max(now);
+        match event {
+            Event::PeerConnected { peer, outbound: _ } => self.on_connected(peer),
+            Event::PeerDisconnected { peer } => {
+                if self.peers.contains_key(&peer) {
+                    self.remove_peer(peer);
+                }
+            }
+            Event::Message { peer, msg } => {
+                if self.peers.contains_key(&peer) {
+                    self.on_message(peer, msg);
+                }
+            }
+            Event::PieceVerified { piece, from } => self.on_verified(piece, from),
+            Event::PieceFailed { piece, from } => self.on_failed(piece, from),
+            Event::Tick => self.on_tick(),
+            Event::SetSequential(on) => {
+                self.sequential = on;
+                self.all_dirty = true;
+            }
+            Event::UploadDone { peer, piece } => self.on_upload_done(peer, piece),
+        }
+        self.after_event();
+        #[cfg(any(test, debug_assertions))]
+        if let Err(e) = self.check_invariants() {
+            panic!("swarm invariant broken: {e}");
+        }
+    }
+
+    fn send(&mut self, peer: PeerKey, msg: Msg) {
+        self.actions.push_back(Action::Send { peer, msg });
+    }
+
+    fn on_connected(&mut self, key: PeerKey) {
+        if self.banned.contains(&key) {
+            self.actions.push_back(Action::Disconnect {
+                peer: key,
+                reason: DisconnectReason::Banned,
+            });
+            return;
+        }
+        if self.peers.contains_key(&key) {
+            return;
+        }
+        if self.peers.len() >= self.cfg.max_peers as usize {
+            self.actions.push_back(Action::Disconnect {
+                peer: key,
+                reason: DisconnectReason::TooManyPeers,
+            });
+            return;
+        }
+        let n = self.picker.len();
+        let now = self.now;
+        self.peers.insert(
+            key,
+            Peer {
+                connected_at: now,
+                have: Bitfield::new(n),
+                have_count: 0,
+                peer_choking: true,
+                unchoked_us_at: now,
+                peer_interested: false,
+                am_interested: false,
+                interesting: 0,
+                slot: Slot::None,
+                unchoked_at: now,
+                choked_at: now,
+                requests: Vec::new(),
+                waiting_since: now,
+                last_piece_at: now,
+                upload_queue: VecDeque::new(),
+                uploading: Vec::new(),
+                in_ring: false,
+                down: RateMeter::default(),
+                up: RateMeter::default(),
+                snubbed: false,
+                stalled: false,
+                rtt: None,
+                strikes: 0,
+                failed: Vec::new(),
+                revealed: if self.seeding.is_some() {
+                    Bitfield::new(n)
+                } else {
+                    Bitfield::new(0)
+                },
+                offers: Vec::new(),
+                offered_at: now,
+                declined: false,
+            },
+        );
+        if self.seeding.is_none() && self.picker.have_count() > 0 {
+            let bf = self.picker.have().clone();
+            self.send(key, Msg::Bitfield(bf));
+        }
+        // A seeder in initial seeding reveals nothing yet; the peer is a
+        // candidate for a slot because it lacks pieces.
+        self.slots_dirty = true;
+    }
+
+    fn remove_peer(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.remove(&key) else {
+            return;
+        };
+        for r in &peer.requests {
+            self.picker.on_request_dropped(r.piece, true);
+        }
+        for p in peer.have.ones() {
+            self.picker.remove_availability(p);
+        }
+        self.active_uploads -= peer.uploading.len() as u32;
+        if peer.in_ring {
+            self.upload_ring.retain(|k| *k != key);
+        }
+        if let Some(s) = self.seeding.as_mut() {
+            for &p in peer.offers.iter().chain(peer.uploading.iter()) {
+                s.offered.clear(p);
+            }
+        }
+        if peer.slot != Slot::None {
+            self.slots_dirty = true;
+        }
+        self.dirty.remove(&key);
+        self.all_dirty = true;
+    }
+
+    fn violation(&mut self, key: PeerKey) {
+        self.actions.push_back(Action::Disconnect {
+            peer: key,
+            reason: DisconnectReason::ProtocolViolation,
+        });
+        self.remove_peer(key);
+    }
+
+    fn on_message(&mut self, key: PeerKey, msg: Msg) {
+        let n = self.picker.len();
+        match msg {
+            Msg::KeepAlive | Msg::PeerExchange => {}
+            Msg::Bitfield(bf) => {
+                if bf.len() != n {
+                    return self.violation(key);
+                }
+                for p in bf.ones() {
+                    self.add_have(key, p);
+                }
+                self.check_both_complete(key);
+            }
+            Msg::Have { piece } => {
+                if piece >= n {
+                    return self.violation(key);
+                }
+                self.add_have(key, piece);
+                self.check_both_complete(key);
+            }
+            Msg::Interested => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_interested = true;
+                    p.declined = false;
+                    if p.slot == Slot::None {
+                        self.slots_dirty = true;
+                    }
+                }
+            }
+            Msg::NotInterested => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_interested = false;
+                }
+                if self.peers.get(&key).is_some_and(|p| p.slot != Slot::None)
+                    && !self.wants_upload(key)
+                {
+                    self.set_slot(key, Slot::None);
+                    self.slots_dirty = true;
+                }
+            }
+            Msg::Choke => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.peer_choking = true;
+                }
+            }
+            Msg::Unchoke => {
+                let now = self.now;
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.peer_choking {
+                        p.peer_choking = false;
+                        p.unchoked_us_at = now;
+                        self.dirty.insert(key);
+                    }
+                }
+            }
+            Msg::Request { piece } => self.on_request(key, piece),
+            Msg::Cancel { piece } => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.upload_queue.retain(|q| *q != piece);
+                }
+            }
+            Msg::Piece { piece } => self.on_piece(key, piece),
+            Msg::Reject { piece } => {
+                if piece >= n {
+                    return self.violation(key);
+                }
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if let Some(i) = p.requests.iter().position(|r| r.piece == piece) {
+                        p.requests.swap_remove(i);
+                        self.picker.on_request_dropped(piece, false);
+                        self.all_dirty = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_have(&mut self, key: PeerKey, piece: u32) {
+        let we_have = self.picker.have().get(piece);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.have.set(piece) {
+            return;
+        }
+        p.have_count += 1;
+        self.picker.add_availability(piece);
+        if !we_have {
+            p.interesting += 1;
+            if !p.am_interested {
+                p.am_interested = true;
+                self.actions.push_back(Action::Send {
+                    peer: key,
+                    msg: Msg::Interested,
+                });
+            }
+            self.dirty.insert(key);
+        }
+        if let Some(s) = self.seeding.as_mut() {
+            // The piece is out in the swarm (perhaps from another seeder):
+            // it no longer needs our first copy.
+            if s.sent.set(piece) && s.offered.clear(piece) {
+                let mut holders = Vec::new();
+                for (k, other) in self.peers.iter_mut() {
+                    let before = other.offers.len();
+                    other.offers.retain(|o| *o != piece);
+                    if other.offers.len() != before {
+                        holders.push(*k);
+                    }
+                }
+                for k in holders {
+                    self.top_up_offers(k);
+                }
+            }
+            self.maybe_end_initial_seeding();
+        }
+    }
+
+    fn check_both_complete(&mut self, key: PeerKey) {
+        let n = self.picker.len();
+        if self.picker.is_complete() && self.peers.get(&key).is_some_and(|p| p.have_count == n) {
+            self.actions.push_back(Action::Disconnect {
+                peer: key,
+                reason: DisconnectReason::BothComplete,
+            });
+            self.remove_peer(key);
+        }
+    }
+
+    fn on_request(&mut self, key: PeerKey, piece: u32) {
+        if piece >= self.picker.len() {
+            return self.violation(key);
+        }
+        let we_have = self.picker.have().get(piece);
+        let seeding = self.seeding.is_some();
+        let serve = self.cfg.serve_uploads;
+        let cap = self.cfg.max_remote_requests as usize;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let hidden = seeding && !p.revealed.get(piece);
+        if !serve
+            || p.slot == Slot::None
+            || !we_have
+            || hidden
+            || p.upload_queue.len() + p.uploading.len() >= cap
+        {
+            self.actions.push_back(Action::Send {
+                peer: key,
+                msg: Msg::Reject { piece },
+            });
+            return;
+        }
+        if p.upload_queue.contains(&piece) || p.uploading.contains(&piece) {
+            return;
+        }
+        p.upload_queue.push_back(piece);
+        if !p.in_ring {
+            p.in_ring = true;
+            self.upload_ring.push_back(key);
+        }
+    }
+
+    fn on_piece(&mut self, key: PeerKey, piece: u32) {
+        if piece >= self.picker.len() {
+            return self.violation(key);
+        }
+        let now = self.now;
+        let size = self.cfg.piece_size as u64;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(i) = p.requests.iter().position(|r| r.piece == piece) {
+            let r = p.requests.swap_remove(i);
+            let sample = now.saturating_sub(r.sent_at);
+            p.rtt = Some(p.rtt.map_or(sample, |old| old.min(sample)));
+            self.picker.on_request_dropped(piece, false);
+        }
+        p.down.add(size, now);
+        p.last_piece_at = now;
+        p.waiting_since = now;
+        p.snubbed = false;
+        p.stalled = false;
+        self.stats.downloaded += size;
+        self.dirty.insert(key);
+        let state = self.picker.state(piece);
+        if matches!(
+            state,
+            crate::picker::PieceState::Have | crate::picker::PieceState::Verifying
+        ) {
+            self.stats.wasted += size;
+            return;
+        }
+        // Endgame losers: cancel the same piece everywhere else.
+        if self.picker.requesters(piece) > 0 {
+            let mut losers = Vec::new();
+            for (k, other) in self.peers.iter_mut() {
+                if let Some(i) = other.requests.iter().position(|r| r.piece == piece) {
+                    other.requests.swap_remove(i);
+                    losers.push(*k);
+                }
+            }
+            for k in losers {
+                self.picker.on_request_dropped(piece, false);
+                self.send(k, Msg::Cancel { piece });
+                self.dirty.insert(k);
+            }
+        }
+        self.picker.begin_verify(piece);
+        self.actions
+            .push_back(Action::VerifyAndStore { piece, from: key });
+    }
+
+    fn on_verified(&mut self, piece: u32, _from: PeerKey) {
+        if !self.picker.verified(piece) {
+            return;
+        }
+        let mut lost_interest = Vec::new();
+        // Have goes to every peer, including those that have the piece: a
+        // seeder in initial seeding learns from it that its piece is out.
+        let tell: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for (k, p) in self.peers.iter_mut() {
+            if p.have.get(piece) {
+                p.interesting -= 1;
+                if p.interesting == 0 && p.am_interested {
+                    p.am_interested = false;
+                    lost_interest.push(*k);
+                }
+            }
+        }
+        for k in tell {
+            self.send(k, Msg::Have { piece });
+        }
+        for k in lost_interest {
+            self.send(k, Msg::NotInterested);
+        }
+        if self.picker.is_complete() {
+            self.actions.push_back(Action::Complete);
+            let n = self.picker.len();
+            let done: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.have_count == n)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in done {
+                self.check_both_complete(k);
+            }
+            // Switch to the seeding policy now rather than at the next rechoke.
+            self.rechoke(false);
+        }
+    }
+
+    fn on_failed(&mut self, piece: u32, from: PeerKey) {
+        if !self.picker.failed(piece) {
+            return;
+        }
+        self.stats.hash_failures += 1;
+        self.all_dirty = true;
+        let threshold = self.cfg.ban_threshold;
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        p.strikes += 1;
+        if p.failed.len() < 64 {
+            p.failed.push(piece);
+        }
+        if p.strikes >= threshold {
+            self.ban(from);
+        }
+    }
+
+    fn ban(&mut self, key: PeerKey) {
+        self.actions.push_back(Action::Ban { peer: key });
+        self.actions.push_back(Action::Disconnect {
+            peer: key,
+            reason: DisconnectReason::Banned,
+        });
+        self.remove_peer(key);
+        if self.banned.insert(key) {
+            self.banned_order.push_back(key);
+            if self.banned_order.len() > self.cfg.max_banned as usize {
+                if let Some(old) = self.banned_order.pop_front() {
+                    self.banned.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn on_upload_done(&mut self, key: PeerKey, piece: u32) {
+        let now = self.now;
+        let size = self.cfg.piece_size as u64;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = p.uploading.iter().position(|q| *q == piece) else {
+            return;
+        };
+        p.uploading.swap_remove(i);
+        p.up.add(size, now);
+        self.active_uploads -= 1;
+        self.stats.uploaded += size;
+        if let Some(s) = self.seeding.as_mut() {
+            s.sent.set(piece);
+            s.offered.clear(piece);
+            self.maybe_end_initial_seeding();
+        }
+    }
+
+    fn maybe_end_initial_seeding(&mut self) {
+        let Some(s) = self.seeding.as_ref() else {
+            return;
+        };
+        if !s.sent.is_full() {
+            return;
+        }
+        self.seeding = None;
+        let n = self.picker.len();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.offers.clear();
+                p.revealed = Bitfield::new(0);
+            }
+            self.send(k, Msg::Bitfield(Bitfield::full(n)));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + self.cfg.tick_interval;
+        // Request timeouts (work stealing) and snubbing.
+        let timeout = self.cfg.request_timeout;
+        let snub = self.cfg.snub_timeout;
+        let mut cancels = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            if !p.requests.is_empty() && now.saturating_sub(p.waiting_since) > timeout {
+                for r in p.requests.drain(..) {
+                    cancels.push((*k, r.piece));
+                }
+                p.stalled = true;
+            }
+            if !p.peer_choking
+                && p.am_interested
+                && now.saturating_sub(p.last_piece_at.max(p.unchoked_us_at)) > snub
+            {
+                if !p.snubbed && p.slot == Slot::Regular {
+                    self.slots_dirty = true;
+                }
+                p.snubbed = true;
+            }
+        }
+        if self.seeding.is_some() {
+            let patience = (self.cfg.default_rtt * 10).max(Duration::from_secs(1));
+            let declined: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.slot != Slot::None
+                        && !p.peer_interested
+                        && !p.offers.is_empty()
+                        && now.saturating_sub(p.offered_at) > patience
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in declined {
+                if let Some(p) = self.peers.get_mut(&k) {
+                    p.declined = true;
+                }
+                self.set_slot(k, Slot::None);
+                self.slots_dirty = true;
+            }
+        }
+        for (k, piece) in cancels {
+            self.picker.on_request_dropped(piece, true);
+            self.stats.timeouts += 1;
+            self.send(k, Msg::Cancel { piece });
+            self.all_dirty = true;
+        }
+        if now >= self.next_rechoke {
+            self.next_rechoke = now + self.cfg.rechoke_interval;
+            let rotate = now >= self.next_optimistic;
+            if rotate {
+                self.next_optimistic = now + self.cfg.optimistic_interval;
+            }
+            self.rechoke(rotate);
+        }
+        let want = self.cfg.min_peers as usize;
+        if self.peers.len() < want
+            && self
+                .last_want_peers
+                .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(5))
+        {
+            self.last_want_peers = Some(now);
+            self.actions.push_back(Action::WantPeers {
+                n: (want - self.peers.len()) as u32,
+            });
+        }
+    }
+
+    // ---- choker ----
+
+    /// A peer we could usefully upload to: it says it is interested or,
+    /// during initial seeding (when we reveal nothing unasked), it lacks pieces.
+    fn wants_upload(&self, key: PeerKey) -> bool {
+        let n = self.picker.len();
+        self.peers.get(&key).is_some_and(|p| {
+            p.peer_interested || (self.seeding.is_some() && p.have_count < n && !p.declined)
+        })
+    }
+
+    /// Candidates ordered best first for regular slots. Leeching: fastest
+    /// uploaders to us first, snubbing peers excluded. Seeding: peers we
+    /// upload to fastest first among those unchoked for less than
+    /// `seed_slot_time`, then choked peers waiting longest, then the rest.
+    fn ranked_candidates(&mut self, only_choked: bool) -> Vec<PeerKey> {
+        let now = self.now;
+        let seeding = self.picker.is_complete();
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !only_choked || p.slot == Slot::None)
+            .map(|(k, _)| *k)
+            .filter(|k| self.wants_upload(*k))
+            .collect();
+        let mut scored: Vec<(u8, f64, u64, PeerKey)> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let tie: u64 = self.rng.random();
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            if seeding {
+                let (group, score) = if p.slot == Slot::Regular {
+                    if now.saturating_sub(p.unchoked_at) < self.cfg.seed_slot_time {
+                        (0, -p.up.rate(now))
+                    } else {
+                        (2, p.unchoked_at.as_secs_f64())
+                    }
+                } else {
+                    (1, p.choked_at.as_secs_f64())
+                };
+                scored.push((group, score, tie, k));
+            } else {
+                if p.snubbed {
+                    continue;
+                }
+                // Tit-for-tat: a peer that chokes us while we want its pieces
+                // does not reciprocate; it ranks behind every peer that does.
+                let group = u8::from(p.peer_choking && p.am_interested);
+                scored.push((group, -p.down.rate(now), tie, k));
+            }
+        }
+        scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        scored.into_iter().map(|s| s.3).collect()
+    }
+
+    fn draw_optimistic(&mut self, exclude: &[PeerKey]) -> Option<PeerKey> {
+        let now = self.now;
+        let mut pool = Vec::new();
+        for (k, p) in &self.peers {
+            if exclude.contains(k) || !self.wants_upload(*k) {
+                continue;
+            }
+            let w = if now.saturating_sub(p.connected_at) < self.cfg.new_peer_age {
+                self.cfg.new_peer_weight.max(1)
+            } else {
+                1
+            };
+            pool.push((*k, w));
+        }
+        let total: u32 = pool.iter().map(|x| x.1).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = self.rng.random_range(0..total);
+        for (k, w) in pool {
+            if r < w {
+                return Some(k);
+            }
+            r -= w;
+        }
+        None
+    }
+
+    fn reciprocates(&self, key: PeerKey) -> bool {
+        self.peers
+            .get(&key)
+            .is_some_and(|p| !(p.peer_choking && p.am_interested))
+    }
+
+    /// Re-chooses every slot (every `rechoke_interval`; optimistic when `rotate`).
+    fn rechoke(&mut self, rotate: bool) {
+        if !self.cfg.serve_uploads {
+            return;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        if !self.cfg.choking {
+            for k in keys {
+                let s = if self.wants_upload(k) {
+                    Slot::Regular
+                } else {
+                    Slot::None
+                };
+                self.set_slot(k, s);
+            }
+            return;
+        }
+        let ranked = self.ranked_candidates(false);
+        let regular: Vec<PeerKey> = ranked
+            .into_iter()
+            .take(self.cfg.regular_slots as usize)
+            .collect();
+        let current_opt = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.slot == Slot::Optimistic)
+            .map(|(k, _)| *k);
+        let optimistic = if self.cfg.optimistic_slots == 0 {
+            None
+        } else {
+            match current_opt {
+                Some(k) if !rotate && !regular.contains(&k) && self.wants_upload(k) => Some(k),
+                _ => self.draw_optimistic(&regular),
+            }
+        };
+        for k in keys {
+            let s = if regular.contains(&k) {
+                Slot::Regular
+            } else if optimistic == Some(k) {
+                Slot::Optimistic
+            } else {
+                Slot::None
+            };
+            self.set_slot(k, s);
+        }
+        self.slots_dirty = false;
+    }
+
+    /// Fills free slots without demoting anyone (on interest, departures).
+    fn fill_slots(&mut self) {
+        if !self.cfg.serve_uploads {
+            return;
+        }
+        if !self.cfg.choking {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                if self.wants_upload(k) {
+                    self.set_slot(k, Slot::Regular);
+                }
+            }
+            return;
+        }
+        let regular = self
+            .peers
+            .values()
+            .filter(|p| p.slot == Slot::Regular)
+            .count();
+        let free = (self.cfg.regular_slots as usize).saturating_sub(regular);
+        let mut ranked = self.ranked_candidates(true).into_iter();
+        for k in ranked.by_ref().take(free) {
+            self.set_slot(k, Slot::Regular);
+        }
+        if !self.picker.is_complete() {
+            // A reciprocating candidate displaces a regular-slot holder that
+            // chokes us while we want its pieces.
+            for k in ranked {
+                if !self.reciprocates(k) {
+                    break;
+                }
+                let Some(victim) = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.slot == Slot::Regular && p.peer_choking && p.am_interested)
+                    .map(|(v, _)| *v)
+                else {
+                    break;
+                };
+                self.set_slot(victim, Slot::None);
+                self.set_slot(k, Slot::Regular);
+            }
+        }
+        let has_opt = self.peers.values().any(|p| p.slot == Slot::Optimistic);
+        if !has_opt && self.cfg.optimistic_slots > 0 {
+            let taken: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.slot != Slot::None)
+                .map(|(k, _)| *k)
+                .collect();
+            if let Some(k) = self.draw_optimistic(&taken) {
+                self.set_slot(k, Slot::Optimistic);
+            }
+        }
+    }
+
+    fn set_slot(&mut self, key: PeerKey, slot: Slot) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let old = p.slot;
+        p.slot = slot;
+        if old == Slot::None && slot != Slot::None {
+            p.unchoked_at = now;
+            self.send(key, Msg::Unchoke);
+            self.top_up_offers(key);
+        } else if old != Slot::None && slot == Slot::None {
+            p.choked_at = now;
+            let rejected: Vec<u32> = p.upload_queue.drain(..).collect();
+            let offers: Vec<u32> = std::mem::take(&mut p.offers);
+            if let Some(s) = self.seeding.as_mut() {
+                for o in offers {
+                    s.offered.clear(o);
+                }
+            }
+            self.send(key, Msg::Choke);
+            for piece in rejected {
+                self.send(key, Msg::Reject { piece });
+            }
+        }
+    }
+
+    /// Initial seeding: keep `initial_seeding_offers` never-sent pieces
+    /// revealed to an unchoked peer, each revealed to one peer only.
+    fn top_up_offers(&mut self, key: PeerKey) {
+        let want = self.cfg.initial_seeding_offers as usize;
+        let Some(s) = self.seeding.as_mut() else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.slot == Slot::None {
+            return;
+        }
+        let n = self.picker.len();
+        let mut revealed = Vec::new();
+        while p.offers.len() < want {
+            // Pool: not out, not offered, not at this peer; rarest first.
+            let mut best = u32::MAX;
+            let mut ties = 0u32;
+            let avail = |q: u32| self.picker.availability(q);
+            let in_pool = |q: u32| !s.sent.get(q) && !s.offered.get(q) && !p.have.get(q);
+            for q in 0..n {
+                if in_pool(q) {
+                    let a = avail(q);
+                    if a < best {
+                        best = a;
+                        ties = 1;
+                    } else if a == best {
+                        ties += 1;
+                    }
+                }
+            }
+            if ties == 0 {
+                break;
+            }
+            let mut k = self.rng.random_range(0..ties);
+            let mut chosen = None;
+            for q in 0..n {
+                if in_pool(q) && avail(q) == best {
+                    if k == 0 {
+                        chosen = Some(q);
+                        break;
+                    }
+                    k -= 1;
+                }
+            }
+            let Some(q) = chosen else { break };
+            p.offered_at = self.now;
+            s.offered.set(q);
+            p.offers.push(q);
+            if p.revealed.set(q) {
+                revealed.push(q);
+            }
+        }
+        for piece in revealed {
+            self.send(key, Msg::Have { piece });
+        }
+    }
+
+    // ---- after every event ----
+
+    fn after_event(&mut self) {
+        if self.slots_dirty {
+            self.slots_dirty = false;
+            self.fill_slots();
+        }
+        self.start_uploads();
+        let keys: Vec<PeerKey> = if self.all_dirty {
+            self.peers.keys().copied().collect()
+        } else {
+            self.dirty.iter().copied().collect()
+        };
+        self.all_dirty = false;
+        self.dirty.clear();
+        for k in keys {
+            self.fill_requests(k);
+        }
+    }
+
+    fn start_uploads(&mut self) {
+        while self.active_uploads < self.cfg.max_active_uploads {
+            let Some(key) = self.upload_ring.pop_front() else {
+                break;
+            };
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            p.in_ring = false;
+            if p.slot == Slot::None || p.upload_queue.is_empty() {
+                continue;
+            }
+            let idx = if self.cfg.upload_rarest_first {
+                let mut best = 0;
+                for (i, q) in p.upload_queue.iter().enumerate() {
+                    if self.picker.availability(*q) < self.picker.availability(p.upload_queue[best])
+                    {
+                        best = i;
+                    }
+                }
+                best
+            } else {
+                0
+            };
+            let Some(piece) = p.upload_queue.remove(idx) else {
+                continue;
+            };
+            p.uploading.push(piece);
+            p.offers.retain(|o| *o != piece);
+            if !p.upload_queue.is_empty() {
+                p.in_ring = true;
+                self.upload_ring.push_back(key);
+            }
+            self.active_uploads += 1;
+            self.actions
+                .push_back(Action::SendPiece { peer: key, piece });
+            self.top_up_offers(key);
+        }
+    }
+
+    fn fill_requests(&mut self, key: PeerKey) {
+        let now = self.now;
+        let opts = PickOptions {
+            mode: self.cfg.picker,
+            random_first: self.cfg.random_first_pieces,
+            sequential_window: self.sequential.then_some(self.cfg.sequential_window),
+        };
+        let Swarm {
+            cfg,
+            picker,
+            peers,
+            rng,
+            actions,
+            stats,
+            ..
+        } = self;
+        let Some(p) = peers.get_mut(&key) else { return };
+        if p.peer_choking || !p.am_interested {
+            return;
+        }
+        let depth = depth(cfg, p, now) as usize;
+        while p.requests.len() < depth {
+            let failed = &p.failed;
+            let mut piece = picker.pick(&p.have, &|q| failed.contains(&q), opts, rng);
+            let mut endgame = false;
+            if piece.is_none() && cfg.endgame && picker.missing_count() == 0 {
+                let reqs = &p.requests;
+                piece = picker.pick_endgame(
+                    &p.have,
+                    &|q| failed.contains(&q) || reqs.iter().any(|r| r.piece == q),
+                    cfg.endgame_max_requesters,
+                    rng,
+                );
+                endgame = true;
+            }
+            let Some(piece) = piece else { break };
+            if endgame {
+                stats.endgame_requests += 1;
+            }
+            picker.on_request(piece);
+            if p.requests.is_empty() {
+                p.waiting_since = now;
+            }
+            p.requests.push(OutReq {
+                piece,
+                sent_at: now,
+            });
+            actions.push_back(Action::Send {
+                peer: key,
+                msg: Msg::Request { piece },
+            });
+        }
+    }
+
+    // ---- invariants ----
+
+    /// Checks every internal invariant; `Err` names the first one broken.
+    /// Called after every event in debug and test builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.picker.check()?;
+        let n = self.picker.len();
+        let mut requesters = vec![0u32; n as usize];
+        let mut availability = vec![0u32; n as usize];
+        let mut uploading = 0u32;
+        let mut regular = 0u32;
+        let mut optimistic = 0u32;
+        let mut offered_by_peers = Bitfield::new(n);
+        for (k, p) in &self.peers {
+            if self.banned.contains(k) {
+                return Err(format!("banned peer {k:?} is connected"));
+            }
+            if p.have.len() != n || p.have.count_ones() != p.have_count {
+                return Err(format!("peer {k:?} have count wrong"));
+            }
+            let mut interesting = 0;
+            for q in p.have.ones() {
+                availability[q as usize] += 1;
+                if !self.picker.have().get(q) {
+                    interesting += 1;
+                }
+            }
+            if interesting != p.interesting || p.am_interested != (interesting > 0) {
+                return Err(format!(
+                    "peer {k:?} interest: counted {interesting}, kept {} ({})",
+                    p.interesting, p.am_interested
+                ));
+            }
+            for (i, r) in p.requests.iter().enumerate() {
+                if p.requests[..i].iter().any(|o| o.piece == r.piece) {
+                    return Err(format!("peer {k:?} has piece {} requested twice", r.piece));
+                }
+                if !p.have.get(r.piece) {
+                    return Err(format!("peer {k:?} asked for piece {} it lacks", r.piece));
+                }
+                requesters[r.piece as usize] += 1;
+            }
+            if p.requests.len() > self.cfg.max_pipeline as usize {
+                return Err(format!("peer {k:?} pipeline over max"));
+            }
+            if p.upload_queue.len() + p.uploading.len() > self.cfg.max_remote_requests as usize {
+                return Err(format!("peer {k:?} upload queue over cap"));
+            }
+            if p.slot == Slot::None && !p.upload_queue.is_empty() {
+                return Err(format!("choked peer {k:?} has queued uploads"));
+            }
+            if !p.upload_queue.is_empty() && !p.in_ring {
+                return Err(format!(
+                    "peer {k:?} has queued uploads but is not in the ring"
+                ));
+            }
+            for q in p.upload_queue.iter().chain(p.uploading.iter()) {
+                if !self.picker.have().get(*q) {
+                    return Err(format!("peer {k:?} would be sent piece {q} we do not have"));
+                }
+            }
+            uploading += p.uploading.len() as u32;
+            match p.slot {
+                Slot::Regular => regular += 1,
+                Slot::Optimistic => optimistic += 1,
+                Slot::None => {}
+            }
+            if !self.cfg.serve_uploads && p.slot != Slot::None {
+                return Err(format!("peer {k:?} unchoked although uploads are off"));
+            }
+            if let Some(s) = &self.seeding {
+                for &o in &p.offers {
+                    if !s.offered.get(o) || s.sent.get(o) || !p.revealed.get(o) {
+                        return Err(format!("peer {k:?} offer {o} not in offered state"));
+                    }
+                    if !offered_by_peers.set(o) {
+                        return Err(format!("piece {o} offered to two peers"));
+                    }
+                }
+                if p.slot == Slot::None && !p.offers.is_empty() {
+                    return Err(format!("choked peer {k:?} holds offers"));
+                }
+            } else if !p.offers.is_empty() {
+                return Err(format!("peer {k:?} holds offers outside initial seeding"));
+            }
+        }
+        for q in 0..n {
+            if requesters[q as usize] != self.picker.requesters(q) {
+                return Err(format!(
+                    "piece {q}: {} requests outstanding but picker counts {}",
+                    requesters[q as usize],
+                    self.picker.requesters(q)
+                ));
+            }
+            if availability[q as usize] != self.picker.availability(q) {
+                return Err(format!("piece {q}: availability mismatch"));
+            }
+        }
+        if uploading != self.active_uploads || uploading > self.cfg.max_active_uploads {
+            return Err(format!(
+                "active uploads {uploading} vs {}",
+                self.active_uploads
+            ));
+        }
+        if self.cfg.choking && (regular > self.cfg.regular_slots || optimistic > 1) {
+            return Err(format!(
+                "{regular} regular and {optimistic} optimistic slots in use"
+            ));
+        }
+        if let Some(s) = &self.seeding {
+            if !self.picker.is_complete() {
+                return Err("initial seeding without every piece".into());
+            }
+            for q in s.offered.ones() {
+                if s.sent.get(q) {
+                    return Err(format!("piece {q} both offered and out"));
+                }
+            }
+        }
+        if self.banned.len() > self.cfg.max_banned as usize {
+            return Err("ban list over its cap".into());
+        }
+        Ok(())
+    }
+}
+
+fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {
+    if p.snubbed || p.stalled {
+        return 1;
+    }
+    let rate = p.down.rate(now);
+    let rtt = p.rtt.unwrap_or(cfg.default_rtt).as_secs_f64();
+    let bdp = (rate * rtt / cfg.piece_size as f64).ceil();
+    let d = if bdp.is_finite() && bdp >= 0.0 {
+        bdp.min(u32::MAX as f64 / 2.0) as u32 + 1
+    } else {
+        1
+    };
+    d.clamp(cfg.min_pipeline, cfg.max_pipeline)
+}
