@@ -59,6 +59,8 @@ pub enum ProtoError {
     WrongPieceLength { piece: u32, len: u64, expected: u64 },
     #[error("{msg} for piece {piece}, which has no outstanding request")]
     Unrequested { msg: &'static str, piece: u32 },
+    #[error("a second request for piece {piece} while the first is outstanding")]
+    DuplicateRequest { piece: u32 },
     #[error("more than {max} outstanding {what}")]
     TooManyRequests { what: &'static str, max: u32 },
     #[error("nothing received for {secs} s")]
@@ -87,6 +89,7 @@ impl ProtoError {
             Self::Unexpected { .. } => CloseCode::UnexpectedMessage,
             Self::Unrequested { .. } => CloseCode::UnrequestedPiece,
             Self::TooManyRequests { .. } => CloseCode::TooManyRequests,
+            Self::DuplicateRequest { .. } => CloseCode::ProtocolViolation,
             Self::Timeout { .. } => CloseCode::Timeout,
         }
     }

@@ -22,6 +22,7 @@ mod codec;
 mod codes;
 mod error;
 mod message;
+mod state;
 
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ pub use codec::{
 pub use codes::{CloseCode, DenyReason, RejectReason};
 pub use error::ProtoError;
 pub use message::{Hello, Message, MessageType, PexPeer};
+pub use state::{ConnectionState, Layout, Received, Role};
 
 /// The libp2p protocol id of the transfer protocol (version 1).
 pub const PROTOCOL_ID: &str = "/shoal/xfer/1";
