@@ -10,6 +10,7 @@ macro_rules! code_enum {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
         pub enum $name {
             $( $(#[$vmeta])* $var, )*
             /// A code this version does not know. Decoding never yields `Unknown(c)` for a

@@ -215,6 +215,21 @@ pub struct PexPeer<'a> {
     pub addrs: Vec<&'a [u8]>,
 }
 
+impl PexPeer<'_> {
+    /// The peer id and the addresses that parse (as the spec requires, an entry whose
+    /// peer id does not parse is ignored: `None`; addresses that do not parse are
+    /// dropped).
+    pub fn parse(&self) -> Option<(libp2p_identity::PeerId, Vec<multiaddr::Multiaddr>)> {
+        let peer = libp2p_identity::PeerId::from_bytes(self.peer).ok()?;
+        let addrs = self
+            .addrs
+            .iter()
+            .filter_map(|a| multiaddr::Multiaddr::try_from(a.to_vec()).ok())
+            .collect();
+        Some((peer, addrs))
+    }
+}
+
 /// One message of the transfer protocol. Byte fields borrow from the decoded buffer.
 ///
 /// Every value that [`super::encode`] accepts decodes back to an equal value.

@@ -688,3 +688,34 @@ fn session_violations_map_to_their_close_codes() {
         assert_eq!(e.close_code(), code, "{e}");
     }
 }
+
+#[test]
+fn pex_entries_parse_into_peer_ids_and_multiaddrs() {
+    let peer = libp2p_identity::Keypair::ed25519_from_bytes([7; 32])
+        .unwrap()
+        .public()
+        .to_peer_id();
+    let addr: multiaddr::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+    let peer_bytes = peer.to_bytes();
+    let addr_bytes = addr.to_vec();
+    let msg = Message::PeerExchange {
+        added: vec![
+            PexPeer {
+                peer: &peer_bytes,
+                addrs: vec![&addr_bytes, b"\xff\xff not an address"],
+            },
+            PexPeer {
+                peer: b"not a peer id",
+                addrs: vec![&addr_bytes],
+            },
+        ],
+        dropped: vec![],
+    };
+    let mut buf = Vec::new();
+    encode(&msg, &mut buf).unwrap();
+    let (Message::PeerExchange { added, .. }, _) = decode_frame(&buf).unwrap().unwrap() else {
+        panic!("not a PeerExchange");
+    };
+    assert_eq!(added[0].parse(), Some((peer, vec![addr])));
+    assert_eq!(added[1].parse(), None);
+}
