@@ -29,8 +29,8 @@
 //! the download folder or mean different things on different systems (`..`, `.`,
 //! absolute paths, empty components, NUL, backslashes, control characters), any
 //! path that is listed twice or is both a file and a folder, and anything beyond
-//! the limits below. Decoding never panics and allocates at most about three
-//! times the length of its input.
+//! the limits below. Decoding never panics and allocates less than four times
+//! the length of its input.
 
 use std::fmt;
 
@@ -327,8 +327,10 @@ impl Manifest {
     ///
     /// Accepts exactly the outputs of [`Manifest::encode`]: anything else (a
     /// non-canonical varint, entries out of order, trailing bytes, a bad path,
-    /// a limit exceeded) is an error. Never panics; allocates at most about three
-    /// times `bytes.len()`, itself at most [`MAX_ENCODED_LEN`].
+    /// a limit exceeded) is an error. Never panics; allocates less than four
+    /// times `bytes.len()` (itself at most [`MAX_ENCODED_LEN`]): an entry of at
+    /// least [`MIN_ENTRY_LEN`] bytes becomes a 64-byte [`Entry`] plus a copy of its
+    /// path, and the file/folder check keeps at most one reference per entry.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         if bytes.len() > MAX_ENCODED_LEN {
             return Err(ManifestError::TooLarge {
@@ -833,6 +835,14 @@ mod tests {
                     left: 40
                 }))
             );
+        }
+    }
+
+    #[test]
+    fn entry_size_matches_the_documented_allocation_bound() {
+        // `decode`'s allocation bound assumes this (on 64-bit targets).
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(std::mem::size_of::<Entry>(), 64);
         }
     }
 
