@@ -72,6 +72,13 @@ pub enum StoreError {
         #[source]
         source: VerifyError,
     },
+    /// The folder's file list was refused by the manifest rules.
+    #[error("cannot build the manifest of {}: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: shoal_core::manifest::ManifestError,
+    },
     /// A database operation failed.
     #[error("database error while trying to {action}: {source}; if this persists, check the data directory's disk space and permissions")]
     Db {

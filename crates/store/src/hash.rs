@@ -121,54 +121,56 @@ pub(crate) fn hash_open_file(
         let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
         let mut leaves = vec![[0u8; 32]; n as usize];
 
-        let results: Vec<Vec<(u32, Vec<Cv>)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut done = Vec::new();
-                        let mut buf = vec![0u8; per_batch as usize * ps];
-                        loop {
-                            if stop.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            let b = next.fetch_add(1, Ordering::Relaxed);
-                            if b >= batches {
-                                break;
-                            }
-                            let first = b * per_batch;
-                            let last = (first + per_batch).min(n);
-                            let start = layout.piece_offset(first);
-                            let end = layout.piece_range(last - 1).end;
-                            let bytes = &mut buf[..(end - start) as usize];
-                            if let Err(e) = read_at(bytes, start) {
-                                stop.store(true, Ordering::Relaxed);
-                                if let Ok(mut slot) = first_error.lock() {
-                                    slot.get_or_insert(e);
-                                }
-                                break;
-                            }
-                            let cvs = (first..last)
-                                .map(|i| {
-                                    let r = layout.piece_range(i);
-                                    let piece = &bytes
-                                        [(r.start - start) as usize..(r.end - start) as usize];
-                                    piece_cv_unchecked(&layout, i, piece)
-                                })
-                                .collect();
-                            done.push((first, cvs));
-                            progress(end - start);
-                        }
-                        done
+        let work = || {
+            let mut done = Vec::new();
+            let mut buf = vec![0u8; per_batch as usize * ps];
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    break;
+                }
+                let first = b * per_batch;
+                let last = (first + per_batch).min(n);
+                let start = layout.piece_offset(first);
+                let end = layout.piece_range(last - 1).end;
+                let bytes = &mut buf[..(end - start) as usize];
+                if let Err(e) = read_at(bytes, start) {
+                    stop.store(true, Ordering::Relaxed);
+                    if let Ok(mut slot) = first_error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    break;
+                }
+                let cvs = (first..last)
+                    .map(|i| {
+                        let r = layout.piece_range(i);
+                        let piece = &bytes[(r.start - start) as usize..(r.end - start) as usize];
+                        piece_cv_unchecked(&layout, i, piece)
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                // A worker only panics on a bug; its batches then stay missing and
-                // are caught by the completeness check below.
-                .filter_map(|h| h.join().ok())
-                .collect()
-        });
+                    .collect();
+                done.push((first, cvs));
+                progress(end - start);
+            }
+            done
+        };
+        let results: Vec<Vec<(u32, Vec<Cv>)>> = if workers == 1 {
+            // No thread to spawn: many small files are hashed this way in parallel
+            // by the folder walker.
+            vec![work()]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+                handles
+                    .into_iter()
+                    // A worker only panics on a bug; its batches then stay missing
+                    // and are caught by the completeness check below.
+                    .filter_map(|h| h.join().ok())
+                    .collect()
+            })
+        };
         if let Some(e) = first_error.into_inner().ok().flatten() {
             return Err(e);
         }

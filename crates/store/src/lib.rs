@@ -3,14 +3,29 @@
 //! - [`layout`]: how a content is cut into pieces.
 //! - [`tree`]: BLAKE3 verified streaming at piece granularity (pure, no I/O).
 //! - [`hash`]: multi-threaded, bounded-memory hashing of files into outboards.
-//! - [`error`]: [`StoreError`].
+//! - [`walk`]: hashing a file or a whole folder into a collection.
+//! - [`partial`]: downloads written piece by piece, verified first; verified reads
+//!   for serving.
+//! - [`db`]: the SQLite database, the only code that speaks SQL.
+//! - [`store`]: the [`Store`] facade the node and CLI use.
+//! - [`error`]: the error type, [`StoreError`].
+//!
+//! The crash model is described in `DESIGN.md` beside this crate.
 
+pub mod db;
 pub mod error;
 pub mod hash;
 pub mod layout;
+pub mod partial;
+pub mod store;
 pub mod tree;
+pub mod walk;
 
+pub use db::{Db, SearchHit, Share, ShareFile, Visibility};
 pub use error::StoreError;
 pub use hash::{hash_bytes, hash_file};
 pub use layout::{LayoutError, PieceLayout, DEFAULT_PIECE_SIZE, MAX_PIECE_SIZE};
+pub use partial::{read_piece, PartialFile};
+pub use store::{Added, Store};
 pub use tree::{verify_piece_with_proof, Cv, Outboard, VerifyError};
+pub use walk::{hash_path, Hashed, SkipReason, Skipped};

@@ -1,0 +1,391 @@
+//! Downloads in progress: verified positioned writes into a partial file, with a
+//! per-download bitfield persisted in the database; and verified reads for serving.
+//!
+//! Crash model (see `DESIGN.md`): a piece only ever goes from absent to
+//! verified-present. [`PartialFile::flush`] first `fdatasync`s the partial file,
+//! then stores the bitfield, so a bit recorded as present implies its bytes are
+//! durable. A crash loses at most the pieces written since the last flush, which
+//! are fetched again; it never makes a missing or corrupt piece look present.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use shoal_core::Kind;
+
+use crate::db::{Db, DownloadState};
+use crate::error::StoreError;
+use crate::hash::hash_file;
+use crate::tree::{Outboard, VerifyError};
+
+/// The suffix of a partial file next to its destination.
+pub const PART_SUFFIX: &str = ".shoal-part";
+
+/// A bit per piece, most significant bit first (BitTorrent order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bits {
+    bytes: Vec<u8>,
+    len: u32,
+}
+
+impl Bits {
+    fn new(len: u32) -> Self {
+        Self {
+            bytes: vec![0; (len as usize).div_ceil(8)],
+            len,
+        }
+    }
+
+    /// Parses stored bits; `None` if the length is wrong or a spare bit is set.
+    fn from_bytes(bytes: &[u8], len: u32) -> Option<Self> {
+        if bytes.len() != (len as usize).div_ceil(8) {
+            return None;
+        }
+        let spare = (bytes.len() * 8) as u32 - len;
+        if spare > 0 {
+            let last = *bytes.last()?;
+            if last & ((1u8 << spare) - 1) != 0 {
+                return None;
+            }
+        }
+        Some(Self {
+            bytes: bytes.to_vec(),
+            len,
+        })
+    }
+
+    fn get(&self, i: u32) -> bool {
+        i < self.len && self.bytes[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
+    }
+
+    fn set(&mut self, i: u32) {
+        if i < self.len {
+            self.bytes[(i / 8) as usize] |= 0x80 >> (i % 8);
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.bytes.iter().map(|b| b.count_ones()).sum()
+    }
+}
+
+/// The partial file path for `dest`: `dest` with [`PART_SUFFIX`] appended.
+pub fn part_path_for(dest: &Path) -> PathBuf {
+    let mut s: OsString = dest.as_os_str().to_owned();
+    s.push(PART_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// One file being downloaded: verified pieces are written in place, at their
+/// offset, into a partial file that is renamed to its destination when complete.
+#[derive(Debug)]
+pub struct PartialFile {
+    db: Db,
+    key: i64,
+    outboard: Outboard,
+    dest: PathBuf,
+    part: PathBuf,
+    file: File,
+    bits: Bits,
+    /// Pieces written since the last flush.
+    unflushed: u32,
+}
+
+impl PartialFile {
+    /// Opens the download of the content `outboard` describes to `dest`, through
+    /// the partial file `part` (default: [`part_path_for`]`(dest)`). If the
+    /// database has a download for that partial file, of the same content, and
+    /// the partial file still has the content's length, it resumes from the
+    /// persisted bitfield; otherwise it starts over with an empty partial file.
+    pub fn open(
+        db: &Db,
+        outboard: Outboard,
+        dest: &Path,
+        part: Option<&Path>,
+    ) -> Result<Self, StoreError> {
+        let part = part
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| part_path_for(dest));
+        let layout = outboard.layout();
+        let n = layout.num_pieces();
+        if let Some(parent) = part.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(StoreError::io("create the folder", parent))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(StoreError::io("open the partial file", &part))?;
+        let file_len = file
+            .metadata()
+            .map_err(StoreError::io("read the metadata of", &part))?
+            .len();
+
+        let resumed = db.download_by_part(&part)?.and_then(|d| {
+            let same = d.id == outboard.root()
+                && d.piece_size == layout.piece_size()
+                && d.length == layout.len()
+                && file_len == layout.len();
+            if same {
+                Bits::from_bytes(&d.bitfield, n).map(|bits| (d.key, bits))
+            } else {
+                None
+            }
+        });
+        let (key, bits) = match resumed {
+            Some(r) => r,
+            None => {
+                // Start over: whatever the file held is not trusted.
+                file.set_len(0)
+                    .and_then(|()| file.set_len(layout.len()))
+                    .map_err(StoreError::io("size the partial file", &part))?;
+                let bits = Bits::new(n);
+                let key = db.start_download(
+                    &outboard.root(),
+                    Kind::File,
+                    dest,
+                    &part,
+                    layout.piece_size(),
+                    layout.len(),
+                    &bits.bytes,
+                )?;
+                (key, bits)
+            }
+        };
+        Ok(Self {
+            db: db.clone(),
+            key,
+            outboard,
+            dest: dest.to_path_buf(),
+            part,
+            file,
+            bits,
+            unflushed: 0,
+        })
+    }
+
+    /// The content's outboard.
+    pub fn outboard(&self) -> &Outboard {
+        &self.outboard
+    }
+
+    /// The final destination.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// The partial file.
+    pub fn part(&self) -> &Path {
+        &self.part
+    }
+
+    /// The download's key in the database.
+    pub fn key(&self) -> i64 {
+        self.key
+    }
+
+    /// Verifies `data` as piece `index` and, only if it matches, writes it at its
+    /// offset. A piece already present is not written again. On a verification
+    /// failure nothing is written and the error says why.
+    pub fn write_piece(&mut self, index: u32, data: &[u8]) -> Result<(), StoreError> {
+        self.outboard
+            .verify_piece(index, data)
+            .map_err(|source| StoreError::Verify {
+                id: self.outboard.root(),
+                source,
+            })?;
+        if self.bits.get(index) {
+            return Ok(());
+        }
+        let offset = self.outboard.layout().piece_offset(index);
+        self.file
+            .write_all_at(data, offset)
+            .map_err(StoreError::io("write to the partial file", &self.part))?;
+        self.bits.set(index);
+        self.unflushed += 1;
+        Ok(())
+    }
+
+    /// Whether piece `index` is present (verified and written; durable after the
+    /// next [`flush`](Self::flush)).
+    pub fn has(&self, index: u32) -> bool {
+        self.bits.get(index)
+    }
+
+    /// The pieces still missing, in order.
+    pub fn missing(&self) -> Vec<u32> {
+        (0..self.bits.len).filter(|&i| !self.bits.get(i)).collect()
+    }
+
+    /// How many pieces are present.
+    pub fn present(&self) -> u32 {
+        self.bits.count()
+    }
+
+    /// Whether every piece is present.
+    pub fn is_complete(&self) -> bool {
+        self.bits.count() == self.bits.len
+    }
+
+    /// The bitfield, one bit per piece, most significant bit first.
+    pub fn bitfield(&self) -> &[u8] {
+        &self.bits.bytes
+    }
+
+    /// Pieces written since the last flush (the caller may flush every N).
+    pub fn unflushed(&self) -> u32 {
+        self.unflushed
+    }
+
+    /// Makes every written piece durable, then records them as present: data is
+    /// synced before the bits are stored, never the other way round.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.unflushed == 0 {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(StoreError::io("sync the partial file", &self.part))?;
+        self.db.set_download_bitfield(self.key, &self.bits.bytes)?;
+        self.unflushed = 0;
+        Ok(())
+    }
+
+    /// Completes the download: checks every piece is present, syncs, and moves the
+    /// partial file to its destination without ever replacing an existing file.
+    /// If the destination already holds exactly this content, the partial file is
+    /// dropped and that is success. Returns the destination.
+    pub fn finish(mut self) -> Result<PathBuf, StoreError> {
+        if !self.is_complete() {
+            return Err(StoreError::Incomplete {
+                path: self.dest.clone(),
+                missing: self.bits.len - self.bits.count(),
+                total: self.bits.len,
+            });
+        }
+        self.file
+            .sync_all()
+            .map_err(StoreError::io("sync the partial file", &self.part))?;
+        self.unflushed = self.unflushed.max(1);
+        self.flush()?;
+        self.place()?;
+        if let Some(parent) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        self.db
+            .set_download_state(self.key, DownloadState::Complete)?;
+        Ok(self.dest)
+    }
+
+    /// Moves the partial file to `dest` unless `dest` exists: a hard link fails
+    /// atomically if the destination exists, then the partial name is removed.
+    fn place(&self) -> Result<(), StoreError> {
+        match std::fs::hard_link(&self.part, &self.dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return self.already_there(),
+            Err(_) => {
+                // Some file systems have no hard links: fall back to a checked
+                // rename (a race with another writer is then possible, though
+                // unlikely).
+                if std::fs::symlink_metadata(&self.dest).is_ok() {
+                    return self.already_there();
+                }
+                return std::fs::rename(&self.part, &self.dest).map_err(StoreError::io(
+                    "move the download into place at",
+                    &self.dest,
+                ));
+            }
+        }
+        std::fs::remove_file(&self.part).map_err(StoreError::io("remove", &self.part))
+    }
+
+    /// The destination exists: fine if it is exactly this content.
+    fn already_there(&self) -> Result<(), StoreError> {
+        let same = std::fs::symlink_metadata(&self.dest)
+            .map(|m| m.is_file() && m.len() == self.outboard.layout().len())
+            .unwrap_or(false)
+            && hash_file(&self.dest, &|_| {})
+                .map(|ob| ob.root() == self.outboard.root())
+                .unwrap_or(false);
+        if !same {
+            return Err(StoreError::DestinationExists {
+                path: self.dest.clone(),
+            });
+        }
+        std::fs::remove_file(&self.part).map_err(StoreError::io("remove", &self.part))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("sync the folder", dir))
+}
+
+/// Reads piece `index` of `source` into `buf` (resized to the piece's length) and
+/// re-verifies it against `outboard`, so bytes that no longer match the id are
+/// never served: a modified or truncated source gives
+/// [`StoreError::SourceChanged`].
+pub fn read_piece(
+    source: &Path,
+    outboard: &Outboard,
+    index: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let file = File::open(source).map_err(StoreError::io("open", source))?;
+    read_piece_from(&file, source, outboard, index, buf)
+}
+
+/// [`read_piece`] from an already open file (`source` names it in errors).
+pub fn read_piece_from(
+    file: &File,
+    source: &Path,
+    outboard: &Outboard,
+    index: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let layout = outboard.layout();
+    if index >= layout.num_pieces() {
+        return Err(StoreError::Verify {
+            id: outboard.root(),
+            source: VerifyError::IndexOutOfRange {
+                index,
+                num_pieces: layout.num_pieces(),
+            },
+        });
+    }
+    let changed = || StoreError::SourceChanged {
+        path: source.to_path_buf(),
+        id: outboard.root(),
+        piece: index,
+    };
+    buf.resize(layout.piece_len(index), 0);
+    match file.read_exact_at(buf, layout.piece_offset(index)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(changed()),
+        Err(e) => return Err(StoreError::io("read", source)(e)),
+    }
+    outboard.verify_piece(index, buf).map_err(|_| changed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_reject_wrong_length_and_spare_bits() {
+        let mut b = Bits::new(10);
+        b.set(0);
+        b.set(9);
+        assert!(b.get(0) && b.get(9) && !b.get(5) && !b.get(10));
+        assert_eq!(b.bytes, vec![0x80, 0x40]);
+        assert_eq!(Bits::from_bytes(&b.bytes, 10), Some(b.clone()));
+        assert_eq!(Bits::from_bytes(&[0x80, 0x41], 10), None);
+        assert_eq!(Bits::from_bytes(&[0x80], 10), None);
+        assert_eq!(Bits::from_bytes(&[], 0), Some(Bits::new(0)));
+    }
+}

@@ -1,0 +1,381 @@
+//! The [`Store`] facade: a data directory with the database and outboard files.
+//!
+//! Layout of the data directory (created with mode 0700):
+//! - `shoal.db` (+ WAL files): the SQLite database ([`Db`]).
+//! - `outboards/<hex id>.obao`: outboards of contents of more than one piece,
+//!   written atomically (temporary file, fsync, rename). Contents of at most one
+//!   piece need no file: their outboard follows from their id.
+
+use std::fs::{DirBuilder, File};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shoal_core::{ContentId, Kind};
+
+use crate::db::{now_secs, Db, NewShare, OutboardRecord, SearchHit, Share, ShareFile, Visibility};
+use crate::error::StoreError;
+use crate::hash::{hash_bytes, Progress};
+use crate::layout::PieceLayout;
+use crate::partial::PartialFile;
+use crate::tree::Outboard;
+use crate::walk::{hash_path, Hashed, Skipped};
+
+/// Visibility of a newly added share: reachable with its ticket only.
+pub const DEFAULT_VISIBILITY: Visibility = Visibility::Unlisted;
+
+/// Default number of results of [`Store::search`].
+pub const DEFAULT_SEARCH_LIMIT: u32 = 100;
+
+/// What [`Store::add_with_report`] did.
+#[derive(Debug, Clone)]
+pub struct Added {
+    /// The share (the existing one if the content was already shared).
+    pub share: Share,
+    /// Whether the content was already shared (nothing was changed).
+    pub existed: bool,
+    /// Entries of a folder that were left out (links, sockets, …).
+    pub skipped: Vec<Skipped>,
+}
+
+/// shoal's local state: the database and the outboards, in one data directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    outboards: PathBuf,
+    db: Db,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens the store in `data_dir`, creating the directory (mode 0700), the
+    /// database `shoal.db` and `outboards/` as needed.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(StoreError::io("create the data directory", data_dir))?;
+        let outboards = data_dir.join("outboards");
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&outboards)
+            .map_err(StoreError::io("create the folder", &outboards))?;
+        let db = Db::open(&data_dir.join("shoal.db"))?;
+        Ok(Store {
+            dir: data_dir.to_path_buf(),
+            outboards,
+            db,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Shares a file or folder in place (nothing is copied): hashes it, stores
+    /// its outboards, records it with [`DEFAULT_VISIBILITY`]. Adding content that
+    /// is already shared returns the existing share unchanged. `name` defaults to
+    /// the file or folder name.
+    pub fn add(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<Share, StoreError> {
+        self.add_with_report(path, name, progress).map(|a| a.share)
+    }
+
+    /// [`Store::add`], also saying whether the share existed and what was skipped.
+    pub fn add_with_report(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<Added, StoreError> {
+        let canon = path.canonicalize().map_err(StoreError::io("find", path))?;
+        let hashed = hash_path(&canon, progress)?;
+        self.add_hashed(&hashed, name)
+    }
+
+    /// Records an already hashed file or folder (see [`crate::walk::hash_path`];
+    /// its path should be canonical).
+    pub fn add_hashed(&self, hashed: &Hashed, name: Option<&str>) -> Result<Added, StoreError> {
+        let id = hashed.id();
+        let skipped = match hashed {
+            Hashed::File(_) => Vec::new(),
+            Hashed::Folder(d) => d.skipped.clone(),
+        };
+        if let Some(share) = self.db.share(&id)? {
+            return Ok(Added {
+                share,
+                existed: true,
+                skipped,
+            });
+        }
+        let (path, files, manifest_bytes, mut records) = match hashed {
+            Hashed::File(f) => (
+                f.path.clone(),
+                Vec::new(),
+                None,
+                vec![self.save_outboard(&f.outboard)?],
+            ),
+            Hashed::Folder(d) => {
+                let mut records = Vec::with_capacity(d.files.len() + 1);
+                for f in &d.files {
+                    records.push(self.save_outboard(&f.outboard)?);
+                }
+                let files: Vec<ShareFile> = d
+                    .files
+                    .iter()
+                    .map(|f| ShareFile {
+                        path: f.path.clone(),
+                        size: f.size,
+                        id: f.id,
+                        mtime_ns: f.mtime_ns,
+                    })
+                    .collect();
+                (d.root.clone(), files, Some(d.manifest.encode()), records)
+            }
+        };
+        if let Some(bytes) = &manifest_bytes {
+            // The manifest is served like any blob, so it has an outboard too.
+            let ob = hash_bytes(bytes).map_err(|source| StoreError::Layout {
+                path: path.clone(),
+                source,
+            })?;
+            records.push(self.save_outboard(&ob)?);
+        }
+        let default_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let share = Share {
+            id,
+            kind: hashed.kind(),
+            name: name.map(str::to_string).unwrap_or(default_name),
+            path,
+            size: hashed.size(),
+            files: match hashed {
+                Hashed::File(_) => 1,
+                Hashed::Folder(d) => d.files.len() as u64,
+            },
+            visibility: DEFAULT_VISIBILITY,
+            added_at: now_secs(),
+        };
+        let inserted = self.db.insert_share(&NewShare {
+            share: &share,
+            manifest: manifest_bytes.as_deref(),
+            files: &files,
+            outboards: &records,
+        })?;
+        if !inserted {
+            // Added concurrently by someone else: theirs stands.
+            if let Some(existing) = self.db.share(&id)? {
+                return Ok(Added {
+                    share: existing,
+                    existed: true,
+                    skipped,
+                });
+            }
+        }
+        Ok(Added {
+            share,
+            existed: false,
+            skipped,
+        })
+    }
+
+    /// Every share, oldest first.
+    pub fn shares(&self) -> Result<Vec<Share>, StoreError> {
+        self.db.shares()
+    }
+
+    /// The share with this id.
+    pub fn share(&self, id: &ContentId) -> Result<Option<Share>, StoreError> {
+        self.db.share(id)
+    }
+
+    /// The files of a collection share, sorted by path.
+    pub fn share_files(&self, id: &ContentId) -> Result<Vec<ShareFile>, StoreError> {
+        self.db.share_files(id)
+    }
+
+    /// Changes who may see a share; `false` if there is no such share.
+    pub fn set_visibility(&self, id: &ContentId, v: Visibility) -> Result<bool, StoreError> {
+        self.db.set_visibility(id, v)
+    }
+
+    /// Stops sharing `id`: removes it from the index and deletes the outboards
+    /// nothing else refers to. **Never touches the shared files.** `false` if there
+    /// was no such share.
+    pub fn remove(&self, id: &ContentId) -> Result<bool, StoreError> {
+        let Some(files) = self.db.remove_share(id)? else {
+            return Ok(false);
+        };
+        for f in files {
+            if !is_outboard_file_name(&f) {
+                continue;
+            }
+            let p = self.outboards.join(&f);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove the outboard", &p)(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Full-text search over share names and file paths (see [`Db::search`]).
+    pub fn search(&self, query: &str) -> Result<Vec<SearchHit>, StoreError> {
+        self.db.search(query, DEFAULT_SEARCH_LIMIT)
+    }
+
+    /// Where the bytes of content `id` are read from when serving it, if shared.
+    pub fn source_of(&self, id: &ContentId) -> Result<Option<PathBuf>, StoreError> {
+        self.db.source_of(id)
+    }
+
+    /// The manifest encoding of a collection share.
+    pub fn manifest(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.manifest(id)
+    }
+
+    /// The verified outboard of content `id`, if known (shared or downloading).
+    pub fn outboard(&self, id: &ContentId) -> Result<Option<Outboard>, StoreError> {
+        let Some(rec) = self.db.outboard(id)? else {
+            return Ok(None);
+        };
+        let layout =
+            PieceLayout::with_piece_size(rec.size, u64::from(rec.piece_size)).map_err(|e| {
+                StoreError::Corrupt {
+                    what: format!("the outboard record of {id}: {e}"),
+                }
+            })?;
+        let Some(file) = rec.file else {
+            return Outboard::trivial(*id, layout)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("the outboard record of {id} lacks its file"),
+                });
+        };
+        if !is_outboard_file_name(&file) {
+            return Err(StoreError::Corrupt {
+                what: format!("the outboard file name {file:?} of {id}"),
+            });
+        }
+        let path = self.outboards.join(&file);
+        let expected = u64::from(layout.num_pieces()) * 32;
+        let actual = std::fs::metadata(&path)
+            .map_err(StoreError::io("read the outboard", &path))?
+            .len();
+        if actual != expected {
+            return Err(StoreError::CorruptOutboard {
+                id: *id,
+                path,
+                source: crate::tree::VerifyError::WrongOutboardLength { expected, actual },
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(StoreError::io("read the outboard", &path))?;
+        Outboard::decode(*id, layout, &bytes)
+            .map(Some)
+            .map_err(|source| StoreError::CorruptOutboard {
+                id: *id,
+                path,
+                source,
+            })
+    }
+
+    /// Keeps a verified outboard (e.g. fetched for a download) so that it survives
+    /// a restart; a no-op if it is already kept.
+    pub fn put_outboard(&self, outboard: &Outboard) -> Result<(), StoreError> {
+        let rec = self.save_outboard(outboard)?;
+        self.db.insert_outboard(&rec)
+    }
+
+    /// Starts or resumes downloading the content `outboard` describes to `dest`
+    /// (see [`PartialFile::open`]); the outboard is kept too.
+    pub fn open_download(
+        &self,
+        outboard: Outboard,
+        dest: &Path,
+        part: Option<&Path>,
+    ) -> Result<PartialFile, StoreError> {
+        self.put_outboard(&outboard)?;
+        PartialFile::open(&self.db, outboard, dest, part)
+    }
+
+    /// Writes an outboard file if the content needs one; returns its record.
+    fn save_outboard(&self, ob: &Outboard) -> Result<OutboardRecord, StoreError> {
+        let layout = ob.layout();
+        let id = ob.root();
+        let file = if layout.num_pieces() <= 1 {
+            None
+        } else {
+            let name = format!("{id}.obao");
+            let path = self.outboards.join(&name);
+            let expected = u64::from(layout.num_pieces()) * 32;
+            let present = std::fs::metadata(&path)
+                .map(|m| m.len() == expected)
+                .unwrap_or(false);
+            if !present {
+                write_atomically(&self.outboards, &path, &ob.encode())?;
+            }
+            Some(name)
+        };
+        Ok(OutboardRecord {
+            id,
+            piece_size: layout.piece_size(),
+            size: layout.len(),
+            file,
+        })
+    }
+
+    /// The kind of a shared content id, if shared (as a share or inside one).
+    pub fn kind_of(&self, id: &ContentId) -> Result<Option<Kind>, StoreError> {
+        if let Some(s) = self.db.share(id)? {
+            return Ok(Some(s.kind));
+        }
+        Ok(self.db.source_of(id)?.map(|_| Kind::File))
+    }
+}
+
+/// Whether `name` is `<64 hex digits>.obao`, the only outboard file names the
+/// store creates (so a damaged database cannot make it read or delete others).
+fn is_outboard_file_name(name: &str) -> bool {
+    name.strip_suffix(".obao")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Writes `bytes` to `path` via a temporary file in `dir`, fsync, rename, and
+/// a directory fsync, so `path` is either absent or complete.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
+        f.write_all(bytes).map_err(StoreError::io("write", &tmp))?;
+        f.sync_all().map_err(StoreError::io("sync", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(StoreError::io("rename into place", path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io("sync the folder", dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,284 @@
+//! Indexing a file or a folder: every regular file hashed, a folder turned into a
+//! collection manifest.
+//!
+//! Below a folder, symbolic links are **not followed** and not included (a link
+//! could point outside the folder or make a cycle); sockets, FIFOs and devices are
+//! skipped too. Each skipped entry is reported so the caller can warn. A name that
+//! is not valid UTF-8 is an error, since collection paths are UTF-8.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use shoal_core::manifest::{Entry, Manifest, ManifestError, MAX_ENTRIES};
+use shoal_core::{ContentId, Kind};
+
+use crate::error::StoreError;
+use crate::hash::{default_threads, hash_file_with, Progress};
+use crate::tree::Outboard;
+
+/// Files up to this size are hashed one per thread, many at a time; larger ones
+/// one at a time with every thread.
+const SMALL_FILE: u64 = 16 * 1024 * 1024;
+
+/// The result of hashing a path.
+#[derive(Debug, Clone)]
+pub enum Hashed {
+    /// A single regular file.
+    File(HashedFile),
+    /// A folder: a collection.
+    Folder(HashedFolder),
+}
+
+/// A hashed regular file.
+#[derive(Debug, Clone)]
+pub struct HashedFile {
+    /// The file's path, as given.
+    pub path: PathBuf,
+    /// Its outboard; `outboard.root()` is its id.
+    pub outboard: Outboard,
+    /// Modification time in nanoseconds since the Unix epoch, if known.
+    pub mtime_ns: Option<i64>,
+}
+
+/// One file of a hashed folder.
+#[derive(Debug, Clone)]
+pub struct FolderFile {
+    /// Path relative to the folder, '/'-separated, UTF-8.
+    pub path: String,
+    /// Size in bytes (as hashed).
+    pub size: u64,
+    /// Content id.
+    pub id: ContentId,
+    /// Its outboard.
+    pub outboard: Outboard,
+    /// Modification time in nanoseconds since the Unix epoch, if known.
+    pub mtime_ns: Option<i64>,
+}
+
+/// A hashed folder.
+#[derive(Debug, Clone)]
+pub struct HashedFolder {
+    /// The folder's path, as given.
+    pub root: PathBuf,
+    /// Every regular file below it, sorted by path (byte order, as in the manifest).
+    pub files: Vec<FolderFile>,
+    /// The canonical manifest.
+    pub manifest: Manifest,
+    /// The collection id (BLAKE3 of the manifest's encoding).
+    pub id: ContentId,
+    /// Entries left out, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry left out of a collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The entry's full path.
+    pub path: PathBuf,
+    /// Why it was left out.
+    pub reason: SkipReason,
+}
+
+/// Why an entry was left out of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A Unix socket.
+    Socket,
+    /// A named pipe.
+    Fifo,
+    /// A block or character device.
+    Device,
+    /// Some other kind of entry.
+    Other,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SkipReason::Symlink => "symbolic link (not followed)",
+            SkipReason::Socket => "socket",
+            SkipReason::Fifo => "named pipe",
+            SkipReason::Device => "device",
+            SkipReason::Other => "not a regular file",
+        })
+    }
+}
+
+impl Hashed {
+    /// The content id: the file's hash, or the collection id.
+    pub fn id(&self) -> ContentId {
+        match self {
+            Hashed::File(f) => f.outboard.root(),
+            Hashed::Folder(d) => d.id,
+        }
+    }
+
+    /// File or collection.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Hashed::File(_) => Kind::File,
+            Hashed::Folder(_) => Kind::Collection,
+        }
+    }
+
+    /// Total size in bytes of the file or of every file in the folder.
+    pub fn size(&self) -> u64 {
+        match self {
+            Hashed::File(f) => f.outboard.layout().len(),
+            Hashed::Folder(d) => d.manifest.total_size(),
+        }
+    }
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> Option<i64> {
+    meta.mtime()
+        .checked_mul(1_000_000_000)?
+        .checked_add(meta.mtime_nsec())
+}
+
+/// Hashes a regular file or a folder (the path itself is followed if it is a
+/// link; nothing below a folder is). `progress` gets byte increments.
+pub fn hash_path(path: &Path, progress: Progress<'_>) -> Result<Hashed, StoreError> {
+    let meta = fs::metadata(path).map_err(StoreError::io("read the metadata of", path))?;
+    if meta.is_file() {
+        let outboard = hash_file_with(path, None, default_threads(), progress)?;
+        return Ok(Hashed::File(HashedFile {
+            path: path.to_path_buf(),
+            outboard,
+            mtime_ns: mtime_ns(&meta),
+        }));
+    }
+    if !meta.is_dir() {
+        return Err(StoreError::NotShareable {
+            path: path.to_path_buf(),
+        });
+    }
+    hash_folder(path, progress).map(Hashed::Folder)
+}
+
+struct Found {
+    rel: String,
+    abs: PathBuf,
+    size: u64,
+}
+
+/// Lists every regular file below `root`, depth first, without following links.
+fn list_folder(root: &Path) -> Result<(Vec<Found>, Vec<Skipped>), StoreError> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(StoreError::io("list the folder", &dir))?;
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io("list the folder", &dir))?;
+            let abs = entry.path();
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|_| StoreError::NonUtf8Name { path: abs.clone() })?;
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            // `file_type` does not follow symbolic links.
+            let ft = entry
+                .file_type()
+                .map_err(StoreError::io("read the type of", &abs))?;
+            if ft.is_dir() {
+                stack.push((abs, rel));
+            } else if ft.is_file() {
+                let meta = entry
+                    .metadata()
+                    .map_err(StoreError::io("read the metadata of", &abs))?;
+                files.push(Found {
+                    rel,
+                    abs,
+                    size: meta.len(),
+                });
+                if files.len() > MAX_ENTRIES {
+                    return Err(StoreError::Manifest {
+                        path: root.to_path_buf(),
+                        source: ManifestError::TooManyEntries {
+                            count: files.len() as u64,
+                        },
+                    });
+                }
+            } else {
+                let reason = if ft.is_symlink() {
+                    SkipReason::Symlink
+                } else if ft.is_socket() {
+                    SkipReason::Socket
+                } else if ft.is_fifo() {
+                    SkipReason::Fifo
+                } else if ft.is_block_device() || ft.is_char_device() {
+                    SkipReason::Device
+                } else {
+                    SkipReason::Other
+                };
+                skipped.push(Skipped { path: abs, reason });
+            }
+        }
+    }
+    files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    skipped.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    Ok((files, skipped))
+}
+
+fn hash_folder(root: &Path, progress: Progress<'_>) -> Result<HashedFolder, StoreError> {
+    let (found, skipped) = list_folder(root)?;
+    let hash_one = |f: &Found, threads: usize| -> Result<FolderFile, StoreError> {
+        let outboard = hash_file_with(&f.abs, None, threads, progress)?;
+        // The mtime is read after hashing, so a later rescan that sees the same
+        // mtime knows the hashed bytes are at least that recent.
+        let mtime = fs::symlink_metadata(&f.abs).ok().and_then(|m| mtime_ns(&m));
+        Ok(FolderFile {
+            path: f.rel.clone(),
+            size: outboard.layout().len(),
+            id: outboard.root(),
+            outboard,
+            mtime_ns: mtime,
+        })
+    };
+    // Small files in parallel across files; large ones one by one, each using
+    // every core.
+    let mut hashed: Vec<Option<FolderFile>> = found
+        .par_iter()
+        .map(|f| {
+            if f.size <= SMALL_FILE {
+                hash_one(f, 1).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    for (slot, f) in hashed.iter_mut().zip(&found) {
+        if slot.is_none() {
+            *slot = Some(hash_one(f, default_threads())?);
+        }
+    }
+    let files: Vec<FolderFile> = hashed.into_iter().flatten().collect();
+    let entries = files
+        .iter()
+        .map(|f| Entry {
+            path: f.path.clone(),
+            size: f.size,
+            id: f.id,
+        })
+        .collect();
+    let manifest = Manifest::new(entries).map_err(|source| StoreError::Manifest {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    Ok(HashedFolder {
+        root: root.to_path_buf(),
+        id: manifest.id(),
+        files,
+        manifest,
+        skipped,
+    })
+}

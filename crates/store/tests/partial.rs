@@ -1,0 +1,230 @@
+//! Partial downloads: verified writes, resume after reopening, finishing safely;
+//! verified reads for serving.
+
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_core::ContentId;
+use shoal_store::hash::hash_bytes_with_layout;
+use shoal_store::partial::{part_path_for, read_piece};
+use shoal_store::{hash_file, Outboard, PieceLayout, Store, StoreError, VerifyError};
+
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+fn outboard(data: &[u8], piece_size: u64) -> Outboard {
+    let layout = PieceLayout::with_piece_size(data.len() as u64, piece_size).unwrap();
+    hash_bytes_with_layout(layout, data).unwrap()
+}
+
+fn piece(ob: &Outboard, data: &[u8], i: u32) -> Vec<u8> {
+    let r = ob.layout().piece_range(i);
+    data[r.start as usize..r.end as usize].to_vec()
+}
+
+#[test]
+fn pieces_in_random_order_resume_after_reopen_and_finish_identical() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(100 * 1024 + 17, 1);
+    let ob = outboard(&data, 4096);
+    let n = ob.layout().num_pieces();
+    let dest = out.path().join("sub/dir/file.bin");
+    let mut order: Vec<u32> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
+    let (first, rest) = order.split_at(order.len() / 2);
+
+    {
+        let store = Store::open(data_dir.path()).unwrap();
+        let mut part = store.open_download(ob.clone(), &dest, None).unwrap();
+        assert_eq!(part.part(), part_path_for(&dest));
+        for &i in first {
+            part.write_piece(i, &piece(&ob, &data, i)).unwrap();
+        }
+        part.flush().unwrap();
+        // Written but never flushed: may be refetched after a restart, and that
+        // is allowed; here the process "stops" before flushing it.
+        part.write_piece(rest[0], &piece(&ob, &data, rest[0]))
+            .unwrap();
+        assert!(!part.is_complete());
+    }
+
+    // A new Store (new database connection) resumes from the persisted bits.
+    let store = Store::open(data_dir.path()).unwrap();
+    let ob2 = store.outboard(&ob.root()).unwrap().unwrap();
+    assert_eq!(ob2, ob);
+    let mut part = store.open_download(ob2, &dest, None).unwrap();
+    for &i in first {
+        assert!(part.has(i), "piece {i} lost after reopen");
+    }
+    assert_eq!(part.present(), first.len() as u32);
+    let missing = part.missing();
+    assert_eq!(missing.len(), rest.len());
+    for i in missing {
+        part.write_piece(i, &piece(&ob, &data, i)).unwrap();
+    }
+    assert!(part.is_complete());
+    let key = part.key();
+    let placed = part.finish().unwrap();
+    assert_eq!(placed, dest);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert!(!part_path_for(&dest).exists());
+    let dl = store
+        .db()
+        .downloads()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.key == key)
+        .unwrap();
+    assert_eq!(dl.state, shoal_store::db::DownloadState::Complete);
+}
+
+#[test]
+fn bad_piece_is_rejected_and_nothing_is_written() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(20_000, 2);
+    let ob = outboard(&data, 4096);
+    let dest = out.path().join("f");
+    let store = Store::open(data_dir.path()).unwrap();
+    let mut part = store.open_download(ob.clone(), &dest, None).unwrap();
+
+    let mut bad = piece(&ob, &data, 2);
+    bad[100] ^= 0x04;
+    let err = part.write_piece(2, &bad).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Verify {
+                source: VerifyError::HashMismatch { index: 2 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A correct piece for another index is refused too.
+    assert!(part.write_piece(3, &piece(&ob, &data, 2)).is_err());
+    assert!(part.write_piece(99, &piece(&ob, &data, 2)).is_err());
+    assert!(!part.has(2) && !part.has(3));
+    part.flush().unwrap();
+    let on_disk = std::fs::read(part.part()).unwrap();
+    assert_eq!(on_disk.len(), data.len());
+    assert!(on_disk.iter().all(|&b| b == 0), "bytes were written");
+}
+
+#[test]
+fn finish_refuses_when_incomplete() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(10_000, 3);
+    let ob = outboard(&data, 1024);
+    let dest = out.path().join("f");
+    let store = Store::open(data_dir.path()).unwrap();
+    let mut part = store.open_download(ob.clone(), &dest, None).unwrap();
+    part.write_piece(0, &piece(&ob, &data, 0)).unwrap();
+    match part.finish() {
+        Err(StoreError::Incomplete { missing, total, .. }) => {
+            assert_eq!((missing, total), (9, 10));
+        }
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+    assert!(!dest.exists());
+}
+
+#[test]
+fn finish_never_clobbers_a_different_file_but_accepts_an_identical_one() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(5000, 4);
+    let ob = outboard(&data, 1024);
+    let store = Store::open(data_dir.path()).unwrap();
+    let fill = |dest: &std::path::Path| {
+        let mut part = store.open_download(ob.clone(), dest, None).unwrap();
+        for i in 0..ob.layout().num_pieces() {
+            part.write_piece(i, &piece(&ob, &data, i)).unwrap();
+        }
+        part
+    };
+
+    let dest = out.path().join("taken");
+    std::fs::write(&dest, b"precious user data").unwrap();
+    let err = fill(&dest).finish().unwrap_err();
+    assert!(matches!(err, StoreError::DestinationExists { .. }), "{err}");
+    assert!(err.to_string().contains("taken"));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"precious user data");
+
+    let same = out.path().join("same");
+    std::fs::write(&same, &data).unwrap();
+    fill(&same).finish().unwrap();
+    assert_eq!(std::fs::read(&same).unwrap(), data);
+    assert!(!part_path_for(&same).exists());
+}
+
+#[test]
+fn empty_content_downloads_to_an_empty_file() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layout = PieceLayout::for_len(0).unwrap();
+    let ob = Outboard::trivial(ContentId::of(b""), layout).unwrap();
+    let store = Store::open(data_dir.path()).unwrap();
+    let dest = out.path().join("empty");
+    let part = store.open_download(ob, &dest, None).unwrap();
+    assert!(part.is_complete());
+    assert!(part.missing().is_empty());
+    part.finish().unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"");
+}
+
+#[test]
+fn serving_reverifies_and_reports_a_changed_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(3 * 256 * 1024 + 5, 5);
+    let path = dir.path().join("shared.bin");
+    std::fs::write(&path, &data).unwrap();
+    let ob = hash_file(&path, &|_| {}).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..ob.layout().num_pieces() {
+        read_piece(&path, &ob, i, &mut buf).unwrap();
+        assert_eq!(buf, piece(&ob, &data, i));
+    }
+    // Modify one byte in piece 1.
+    let mut changed = data.clone();
+    changed[256 * 1024 + 10] ^= 1;
+    std::fs::write(&path, &changed).unwrap();
+    read_piece(&path, &ob, 0, &mut buf).unwrap();
+    let err = read_piece(&path, &ob, 1, &mut buf).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SourceChanged { piece: 1, .. }),
+        "{err:?}"
+    );
+    // Truncated: the last piece is short now.
+    std::fs::write(&path, &data[..data.len() - 1]).unwrap();
+    let last = ob.layout().num_pieces() - 1;
+    assert!(matches!(
+        read_piece(&path, &ob, last, &mut buf),
+        Err(StoreError::SourceChanged { .. })
+    ));
+}
+
+#[test]
+fn a_partial_file_that_lost_its_bytes_starts_over() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(8192, 6);
+    let ob = outboard(&data, 1024);
+    let dest = out.path().join("f");
+    let store = Store::open(data_dir.path()).unwrap();
+    let mut part = store.open_download(ob.clone(), &dest, None).unwrap();
+    for i in 0..4 {
+        part.write_piece(i, &piece(&ob, &data, i)).unwrap();
+    }
+    part.flush().unwrap();
+    let part_path = part.part().to_path_buf();
+    drop(part);
+    std::fs::remove_file(&part_path).unwrap();
+    let part = store.open_download(ob, &dest, None).unwrap();
+    assert_eq!(part.present(), 0);
+}

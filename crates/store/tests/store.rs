@@ -1,0 +1,341 @@
+//! The Store facade and the database: indexing, listing, search, removal, reopening.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use shoal_core::manifest::Manifest;
+use shoal_core::{ContentId, Kind};
+use shoal_store::db::{Db, SCHEMA_VERSION};
+use shoal_store::walk::SkipReason;
+use shoal_store::{hash_path, Hashed, Store, StoreError, Visibility};
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// A folder with nested dirs, empty files, unicode names and spaces, plus a
+/// multi-piece file. Returns (relative path, contents), sorted by path.
+fn sample_folder(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let mut files = vec![
+        (
+            "ñandú/日本語.txt".to_string(),
+            "こんにちは".as_bytes().to_vec(),
+        ),
+        ("a b/c d/e f.txt".to_string(), b"spaces".to_vec()),
+        ("a b/empty".to_string(), Vec::new()),
+        ("top.bin".to_string(), big),
+        (
+            "deep/er/and/deeper/holiday photos.jpg".to_string(),
+            vec![7u8; 5000],
+        ),
+        ("z-empty-too".to_string(), Vec::new()),
+    ];
+    for (rel, data) in &files {
+        write(root, rel, data);
+    }
+    std::fs::create_dir_all(root.join("empty dir/inner")).unwrap();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+#[test]
+fn folder_is_indexed_with_paths_sizes_and_ids_and_survives_reopen() {
+    let data = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("my folder");
+    let files = sample_folder(&root);
+
+    let store = Store::open(data.path()).unwrap();
+    let share = store.add(&root, None, &|_| {}).unwrap();
+    assert_eq!(share.kind, Kind::Collection);
+    assert_eq!(share.name, "my folder");
+    assert_eq!(share.path, root.canonicalize().unwrap());
+    assert_eq!(share.files, files.len() as u64);
+    assert_eq!(
+        share.size,
+        files.iter().map(|(_, d)| d.len() as u64).sum::<u64>()
+    );
+    assert_eq!(share.visibility, Visibility::Unlisted);
+
+    // The collection id is the BLAKE3 of the manifest of these files.
+    let manifest = Manifest::decode(&store.manifest(&share.id).unwrap().unwrap()).unwrap();
+    assert_eq!(manifest.id(), share.id);
+    assert_eq!(ContentId::of(&manifest.encode()), share.id);
+
+    let check = |store: &Store| {
+        let listed = store.share_files(&share.id).unwrap();
+        assert_eq!(listed.len(), files.len());
+        for (f, (rel, bytes)) in listed.iter().zip(&files) {
+            assert_eq!(&f.path, rel);
+            assert_eq!(f.size, bytes.len() as u64);
+            assert_eq!(f.id, ContentId::of(bytes), "{rel}");
+            assert!(f.mtime_ns.is_some());
+            let ob = store.outboard(&f.id).unwrap().unwrap();
+            assert_eq!(ob.root(), f.id);
+            // Every file can be served from its source.
+            let src_path = store.source_of(&f.id).unwrap().unwrap();
+            assert_eq!(std::fs::read(src_path).unwrap(), *bytes);
+        }
+        assert_eq!(store.shares().unwrap(), vec![share.clone()]);
+        assert_eq!(store.share(&share.id).unwrap().as_ref(), Some(&share));
+        assert!(store.outboard(&share.id).unwrap().is_some());
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(data.path()).unwrap();
+    check(&store);
+    // Outboard files exist only for multi-piece contents (top.bin).
+    let obao: Vec<_> = std::fs::read_dir(data.path().join("outboards"))
+        .unwrap()
+        .collect();
+    assert_eq!(obao.len(), 1);
+}
+
+#[test]
+fn adding_the_same_content_again_returns_the_existing_share() {
+    let data = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "a.txt", b"hello");
+    write(src.path(), "copy.txt", b"hello");
+    let store = Store::open(data.path()).unwrap();
+    let first = store.add(&src.path().join("a.txt"), None, &|_| {}).unwrap();
+    let again = store
+        .add_with_report(&src.path().join("copy.txt"), Some("other"), &|_| {})
+        .unwrap();
+    assert!(again.existed);
+    assert_eq!(again.share, first);
+    assert_eq!(store.shares().unwrap().len(), 1);
+    assert_eq!(first.id, ContentId::of(b"hello"));
+    assert_eq!(first.kind, Kind::File);
+    assert_eq!(first.files, 1);
+}
+
+#[test]
+fn data_dir_is_private() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("shoal-data");
+    Store::open(&dir).unwrap();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(dir.join("shoal.db").is_file());
+    assert!(dir.join("outboards").is_dir());
+}
+
+#[test]
+fn search_finds_files_by_a_word_and_survives_hostile_queries() {
+    let data = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("Vacation 2026");
+    sample_folder(&root);
+    let store = Store::open(data.path()).unwrap();
+    let share = store.add(&root, None, &|_| {}).unwrap();
+
+    let hits = store.search("holiday").unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        hits[0].path.as_deref(),
+        Some("deep/er/and/deeper/holiday photos.jpg")
+    );
+    assert_eq!(hits[0].share, share.id);
+    assert_eq!(hits[0].id, ContentId::of(&[7u8; 5000]));
+    assert_eq!(hits[0].size, 5000);
+
+    // A word of the share's name finds the share itself.
+    let hits = store.search("vacation").unwrap();
+    assert!(hits.iter().any(|h| h.path.is_none() && h.id == share.id));
+    // Prefixes, case and diacritics are forgiving.
+    assert!(!store.search("HOLI").unwrap().is_empty());
+    assert!(!store.search("nandu").unwrap().is_empty());
+    assert!(!store.search("日本語").unwrap().is_empty());
+    // Several words must all match.
+    assert_eq!(store.search("holiday photos").unwrap().len(), 1);
+    assert!(store.search("holiday nothere").unwrap().is_empty());
+
+    for hostile in [
+        "\"",
+        "AND (",
+        "OR",
+        "NOT",
+        "*",
+        "\"holiday",
+        "holiday\"",
+        "a:b",
+        "NEAR(",
+        "^",
+        "((((",
+        "-",
+        "col:holiday",
+        "'; DROP TABLE shares; --",
+        "",
+    ] {
+        let res = store.search(hostile);
+        assert!(res.is_ok(), "query {hostile:?} failed: {res:?}");
+    }
+    assert_eq!(store.search("\"holiday").unwrap().len(), 1);
+    // Operators are plain words: "and" is a folder name in the path, "not" is not.
+    assert_eq!(store.search("AND holiday").unwrap().len(), 1);
+    assert_eq!(store.search("NOT holiday").unwrap().len(), 0);
+    assert_eq!(store.shares().unwrap().len(), 1);
+}
+
+#[test]
+fn remove_deletes_index_and_unreferenced_outboards_but_never_source_files() {
+    let data = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("photos");
+    let files = sample_folder(&root);
+    // A separate file share with the same big content as a file in the folder:
+    // its outboard stays referenced after the folder is removed.
+    let big = files
+        .iter()
+        .find(|(p, _)| p == "top.bin")
+        .unwrap()
+        .1
+        .clone();
+    write(src.path(), "big-copy.bin", &big);
+
+    let store = Store::open(data.path()).unwrap();
+    let folder = store.add(&root, None, &|_| {}).unwrap();
+    let single = store
+        .add(&src.path().join("big-copy.bin"), None, &|_| {})
+        .unwrap();
+    assert_eq!(store.shares().unwrap().len(), 2);
+
+    assert!(store.remove(&folder.id).unwrap());
+    assert!(!store.remove(&folder.id).unwrap());
+    assert!(store.share(&folder.id).unwrap().is_none());
+    assert!(store.share_files(&folder.id).unwrap().is_empty());
+    assert!(store.search("holiday").unwrap().is_empty());
+    assert!(store.outboard(&folder.id).unwrap().is_none());
+    assert!(store
+        .outboard(&ContentId::of(&[7u8; 5000]))
+        .unwrap()
+        .is_none());
+    // Still referenced by the single-file share.
+    assert!(store.outboard(&single.id).unwrap().is_some());
+    for (rel, bytes) in &files {
+        assert_eq!(&std::fs::read(root.join(rel)).unwrap(), bytes, "{rel}");
+    }
+
+    assert!(store.remove(&single.id).unwrap());
+    assert!(store.outboard(&single.id).unwrap().is_none());
+    assert_eq!(
+        std::fs::read_dir(data.path().join("outboards"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(src.path().join("big-copy.bin").is_file());
+    assert!(store.shares().unwrap().is_empty());
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+    db.upsert_peer("12D3KooWpeer", &["/ip4/127.0.0.1/tcp/1".into()], 5)
+        .unwrap();
+    drop(db);
+    // Re-running 0001 would fail on CREATE TABLE; reopening must not.
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+    let peers = db.peers().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].addrs, vec!["/ip4/127.0.0.1/tcp/1".to_string()]);
+    drop(db);
+
+    let conn = rusqlite_set_version(&path, SCHEMA_VERSION + 1);
+    drop(conn);
+    match Db::open(&path) {
+        Err(StoreError::SchemaTooNew { found, known }) => {
+            assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+fn rusqlite_set_version(path: &Path, v: i64) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!("PRAGMA user_version = {v}"))
+        .unwrap();
+    conn
+}
+
+#[test]
+fn symlinks_and_fifos_are_skipped_and_reported() {
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("f");
+    write(&root, "real.txt", b"real");
+    std::os::unix::fs::symlink(root.join("real.txt"), root.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+    let fifo = root.join("pipe");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let Hashed::Folder(d) = hash_path(&root, &|_| {}).unwrap() else {
+        panic!("expected a folder");
+    };
+    assert_eq!(d.files.len(), 1);
+    assert_eq!(d.files[0].path, "real.txt");
+    let reasons: Vec<_> = d.skipped.iter().map(|s| s.reason).collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == SkipReason::Symlink)
+            .count(),
+        2
+    );
+    if ok {
+        assert!(reasons.contains(&SkipReason::Fifo));
+    }
+}
+
+#[test]
+fn non_utf8_name_is_an_error_naming_the_path() {
+    use std::os::unix::ffi::OsStrExt;
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("f");
+    std::fs::create_dir_all(&root).unwrap();
+    let bad = root.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::write(&bad, b"x").unwrap();
+    let err = hash_path(&root, &|_| {}).unwrap_err();
+    assert!(matches!(err, StoreError::NonUtf8Name { .. }), "{err:?}");
+    assert!(err.to_string().contains("bad"), "{err}");
+}
+
+#[test]
+fn ten_thousand_tiny_files_are_indexed() {
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("many");
+    for d in 0..100 {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f:03}")), format!("{d}-{f}")).unwrap();
+        }
+    }
+    let start = std::time::Instant::now();
+    let h = hash_path(&root, &|_| {}).unwrap();
+    let took = start.elapsed();
+    let Hashed::Folder(d) = h else {
+        panic!("expected a folder")
+    };
+    assert_eq!(d.files.len(), 10_000);
+    assert_eq!(d.files[123].path, "d001/f023");
+    assert_eq!(d.files[123].id, ContentId::of(b"1-23"));
+    println!("hashed 10,000 tiny files in {took:?}");
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let start = std::time::Instant::now();
+    let added = store.add_hashed(&Hashed::Folder(d), None).unwrap();
+    println!("recorded them in {:?}", start.elapsed());
+    assert_eq!(added.share.files, 10_000);
+    assert_eq!(store.share_files(&added.share.id).unwrap().len(), 10_000);
+}
