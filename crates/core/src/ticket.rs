@@ -9,7 +9,7 @@
 //! ```
 //!
 //! in lowercase RFC 4648 base32 without padding. Parsing accepts either case and
-//! ignores ASCII whitespace anywhere, so a ticket broken across lines by a mail
+//! ignores whitespace anywhere, so a ticket broken across lines by a mail
 //! client or a chat window still parses. The checksum catches typos and
 //! truncation before anything else is looked at.
 //!
@@ -313,6 +313,13 @@ impl fmt::Display for Ticket {
     }
 }
 
+/// Characters that copying and pasting can insert into a ticket: line breaks,
+/// spaces (including the non-breaking ones some chat apps use) and the
+/// invisible zero-width space and byte-order mark.
+fn is_ignored(ch: char) -> bool {
+    ch.is_whitespace() || matches!(ch, '\u{200b}' | '\u{feff}')
+}
+
 impl FromStr for Ticket {
     type Err = TicketError;
 
@@ -326,7 +333,7 @@ impl FromStr for Ticket {
         let mut symbols: Vec<u8> = Vec::new();
         let mut seen = 0usize;
         for (i, ch) in s.chars().enumerate() {
-            if ch.is_ascii_whitespace() {
+            if is_ignored(ch) {
                 continue;
             }
             if seen < prefix.len() {
@@ -503,6 +510,25 @@ mod tests {
         }
         broken.push('\n');
         assert_eq!(broken.parse::<Ticket>().unwrap(), t);
+    }
+
+    #[test]
+    fn pasted_invisible_characters_are_ignored() {
+        let t = ticket(1, None);
+        let text = t.to_string();
+        let pasted = format!(
+            "\u{feff}{}\u{a0}{}\u{200b}{}\u{2028}",
+            &text[..3],
+            &text[3..40],
+            &text[40..]
+        );
+        assert_eq!(pasted.parse::<Ticket>().unwrap(), t);
+        // Positions count the ignored characters, as the user sees them.
+        let bad = format!("\u{a0}\u{a0}{}1", &text[..10]);
+        assert_eq!(
+            bad.parse::<Ticket>(),
+            Err(TicketError::InvalidChar { ch: '1', pos: 13 })
+        );
     }
 
     #[test]
