@@ -1,12 +1,18 @@
 //! Decodes frames from arbitrary bytes, as a stream: every frame that decodes must
 //! re-encode to exactly its own bytes (the encoding is canonical) and decode again to
-//! an equal message; errors and "need more bytes" end the stream. Never panics.
+//! an equal message. The decoded messages are also fed to a responder's
+//! `ConnectionState`, which must never panic. Errors and "need more bytes" end the
+//! stream.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use shoal_core::proto::{decode_frame, encode};
+use shoal_core::proto::{
+    decode_frame, encode, ConnectionState, Hello, Message, Received, Role, MIN_PIECE_SIZE,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
+    let mut conn = ConnectionState::new(Role::Responder);
+    let mut conn_ok = true;
     while let Ok(Some((msg, used))) = decode_frame(rest) {
         assert!(used > 0 && used <= rest.len());
         let mut again = Vec::new();
@@ -17,6 +23,26 @@ fuzz_target!(|data: &[u8]| {
             .expect("re-encoded frame is complete");
         assert_eq!(n, again.len());
         assert_eq!(back, msg);
+        if conn_ok {
+            match conn.on_recv(&msg) {
+                // Accept with a small layout (the hello's, when it gave one) so that
+                // the rules after the handshake get exercised too.
+                Ok(Received::Hello) => {
+                    if let Message::Hello(h) = &msg {
+                        let reply = Hello {
+                            piece_size: h.piece_size.or(Some(MIN_PIECE_SIZE)),
+                            content_len: h.content_len.or(Some(10 * u64::from(MIN_PIECE_SIZE))),
+                            ..Hello::new(h.content)
+                        };
+                        let _ = conn.on_send(&Message::Hello(reply));
+                        let _ = conn.on_send(&Message::HaveAll);
+                        let _ = conn.on_send(&Message::Unchoke);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => conn_ok = false,
+            }
+        }
         rest = &rest[used..];
     }
 });

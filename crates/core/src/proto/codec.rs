@@ -28,7 +28,7 @@ impl FrameHeader {
 
     /// Bytes of the body.
     pub fn body_len(&self) -> usize {
-        self.frame_len - Self::LEN
+        self.frame_len.saturating_sub(Self::LEN)
     }
 }
 
