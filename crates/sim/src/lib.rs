@@ -42,6 +42,9 @@ pub enum SimError {
     /// The scenario name is not known.
     #[error("unknown scenario {0:?}; run with --list to see the scenarios")]
     UnknownScenario(String),
+    /// A `--set` value is not a known knob or does not parse.
+    #[error("unknown or malformed setting {0:?}; see apply_setting for the knobs")]
+    Setting(String),
     /// A scheduler could not be created.
     #[error("scheduler setup failed for peer {peer}: {source}")]
     Swarm {
@@ -151,6 +154,8 @@ pub struct Options {
     pub endgame: bool,
     /// Check invariants after every event.
     pub check_invariants: bool,
+    /// Extra scheduler settings `name=value` (see [`apply_setting`]).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -161,8 +166,38 @@ impl Default for Options {
             initial_seeding: true,
             endgame: true,
             check_invariants: false,
+            settings: Vec::new(),
         }
     }
+}
+
+/// Sets one scheduler knob by name (for experiments from the command line).
+pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), SimError> {
+    let bad = || SimError::Setting(format!("{name}={value}"));
+    let num = || value.parse::<u32>().map_err(|_| bad());
+    let flag = || value.parse::<bool>().map_err(|_| bad());
+    let ms = || {
+        value
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| bad())
+    };
+    match name {
+        "max_active_uploads" => cfg.max_active_uploads = num()?,
+        "initial_seeding_slots" => cfg.initial_seeding_slots = num()?,
+        "initial_seeding_offers" => cfg.initial_seeding_offers = num()?,
+        "endgame_max_requesters" => cfg.endgame_max_requesters = num()?,
+        "min_pipeline" => cfg.min_pipeline = num()?,
+        "regular_slots" => cfg.regular_slots = num()?,
+        "optimistic_slots" => cfg.optimistic_slots = num()?,
+        "random_first_pieces" => cfg.random_first_pieces = num()?,
+        "upload_rarest_first" => cfg.upload_rarest_first = flag()?,
+        "rechoke_interval_ms" => cfg.rechoke_interval = ms()?,
+        "seed_slot_time_ms" => cfg.seed_slot_time = ms()?,
+        "default_rtt_ms" => cfg.default_rtt = ms()?,
+        _ => return Err(bad()),
+    }
+    Ok(())
 }
 
 /// The scenario names `scenario` knows.
@@ -177,13 +212,17 @@ pub const SCENARIOS: &[&str] = &[
 ];
 
 fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Scenario {
-    let config = Config {
+    let mut config = Config {
         picker: opts.picker,
         choking: opts.choke,
         initial_seeding: opts.initial_seeding,
         endgame: opts.endgame,
         ..Config::default()
     };
+    for (k, v) in &opts.settings {
+        // Validated by `scenario` before building.
+        let _ = apply_setting(&mut config, k, v);
+    }
     Scenario {
         name: name.to_string(),
         file_bytes,
@@ -200,6 +239,9 @@ fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Sc
 
 /// Builds the named scenario with the given mechanism switches.
 pub fn scenario(name: &str, opts: &Options) -> Result<Scenario, SimError> {
+    for (k, v) in &opts.settings {
+        apply_setting(&mut Config::default(), k, v)?;
+    }
     let flash = |leechers: usize| {
         let mut peers = vec![PeerSpec::seeder(20.0, 100.0)];
         peers.extend((0..leechers).map(|_| PeerSpec::leecher(20.0, 100.0)));
@@ -318,6 +360,8 @@ pub struct Report {
     pub events: u64,
     /// Simulated seconds at the end.
     pub sim_end_s: f64,
+    /// Leechers' piece bytes uploaded / (their upload capacity × last finish).
+    pub leecher_upload_utilisation: f64,
     /// Pieces the seeders uploaded / pieces in the content.
     pub seeder_upload_copies: f64,
     /// Piece bytes received that were already had, MiB.
@@ -1068,13 +1112,6 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
             break;
         }
     }
-    if std::env::var("SHOAL_SIM_DEBUG").is_ok() {
-        for (i, node) in sim.nodes.iter().enumerate() {
-            if let Some(s) = &node.swarm {
-                eprintln!("peer {i}: {s:#?}");
-            }
-        }
-    }
     // Final audit: every piece a scheduler claims must be stored verified-good.
     for node in &sim.nodes {
         if let Some(s) = &node.swarm {
@@ -1116,6 +1153,18 @@ fn report(sim: Sim<'_>, seed: u64, wall: Instant) -> Report {
         .filter(|n| n.spec.seed)
         .map(|n| n.uploaded)
         .sum();
+    let lu: f64 = sim
+        .nodes
+        .iter()
+        .filter(|n| !n.spec.seed)
+        .map(|n| n.uploaded as f64)
+        .sum();
+    let lcap: f64 = sim
+        .nodes
+        .iter()
+        .filter(|n| !n.spec.seed && !n.spec.free_rider)
+        .map(|n| n.spec.up)
+        .sum();
     let content = sim.n as f64 * f64::from(sim.piece_size);
     let peers: Vec<PeerReport> = sim
         .nodes
@@ -1153,6 +1202,7 @@ fn report(sim: Sim<'_>, seed: u64, wall: Instant) -> Report {
         wall_s: wall.elapsed().as_secs_f64(),
         events: sim.events,
         sim_end_s: sim.now as f64 / 1e6,
+        leecher_upload_utilisation: lu / (lcap * last).max(1.0),
         seeder_upload_copies: seeder_up as f64 / content,
         wasted_mib: stats.wasted as f64 / MIB as f64,
         hash_failures: stats.hash_failures,

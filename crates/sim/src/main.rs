@@ -43,6 +43,16 @@ struct Args {
     /// Check scheduler invariants after every event.
     #[arg(long)]
     check_invariants: bool,
+    /// Scheduler knob for experiments, `name=value` (repeatable), e.g.
+    /// `max_active_uploads=1`.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
 }
 
 fn main() -> Result<()> {
@@ -63,6 +73,7 @@ fn main() -> Result<()> {
         initial_seeding: !args.no_initial_seeding,
         endgame: !args.no_endgame,
         check_invariants: args.check_invariants,
+        settings: args.settings,
     };
     let sc = scenario(&args.scenario, &opts)?;
     let r = run(&sc, args.seed)?;
@@ -75,8 +86,8 @@ fn main() -> Result<()> {
         r.scenario, r.completed, r.last_finish_s, r.bound_s, r.ratio_to_bound, r.bad_data_accepted, r.wall_s, r.events
     );
     println!(
-        "  seeder copies={:.2} wasted={:.1}MiB hash_failures={} timeouts={} endgame_requests={} protocol_errors={}",
-        r.seeder_upload_copies, r.wasted_mib, r.hash_failures, r.timeouts, r.endgame_requests, r.protocol_errors
+        "  leecher upload utilisation={:.3} seeder copies={:.2} wasted={:.1}MiB hash_failures={} timeouts={} endgame_requests={} protocol_errors={}",
+        r.leecher_upload_utilisation, r.seeder_upload_copies, r.wasted_mib, r.hash_failures, r.timeouts, r.endgame_requests, r.protocol_errors
     );
     if let Some(fr) = r.free_rider_ratio {
         println!("  free-rider download ratio vs reciprocating leechers: {fr:.3}");

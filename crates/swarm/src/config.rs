@@ -63,13 +63,21 @@ pub struct Config {
     /// time so that no piece goes out twice while others have not gone out once.
     /// Default on.
     pub initial_seeding: bool,
+    /// Regular slots while initial seeding: fresh pieces spread fastest when
+    /// every peer gets its own to trade, so a super-seeder serves many peers
+    /// at once (its uploads are still capped by `max_active_uploads`).
+    /// Default 64.
+    pub initial_seeding_slots: u32,
     /// Pieces revealed to one unchoked peer at a time during initial seeding.
     /// Default 4.
     pub initial_seeding_offers: u32,
     /// Serve uploads at all. Off makes a leech-only node (the free rider).
     pub serve_uploads: bool,
     /// Pieces being sent at once over all peers; more wait in per-peer queues
-    /// served round-robin. Default 2.
+    /// served round-robin. One at a time finishes each piece soonest, so it can
+    /// be forwarded sooner; the next starts when the driver reports
+    /// `UploadDone`, so the link never idles while requests are queued.
+    /// Default 1.
     pub max_active_uploads: u32,
     /// Requests a remote may have queued with us; more are rejected. Default 128.
     pub max_remote_requests: u32,
@@ -83,7 +91,8 @@ pub struct Config {
     pub max_banned: u32,
     /// Interval of `Event::Tick`. Default 500 ms.
     pub tick_interval: Duration,
-    /// Upload queues are served rarest piece first instead of FIFO. Default off.
+    /// Upload queues are served rarest piece first instead of FIFO, so the
+    /// freshest pieces spread first. Default on.
     pub upload_rarest_first: bool,
 }
 
@@ -110,16 +119,17 @@ impl Default for Config {
             new_peer_weight: 3,
             seed_slot_time: Duration::from_secs(20),
             initial_seeding: true,
+            initial_seeding_slots: 64,
             initial_seeding_offers: 4,
             serve_uploads: true,
-            max_active_uploads: 2,
+            max_active_uploads: 1,
             max_remote_requests: 128,
             ban_threshold: 2,
             max_peers: 80,
             min_peers: 30,
             max_banned: 4096,
             tick_interval: Duration::from_millis(500),
-            upload_rarest_first: false,
+            upload_rarest_first: true,
         }
     }
 }

@@ -103,7 +103,7 @@ struct Peer {
 
 #[derive(Debug)]
 struct InitialSeeding {
-    /// Pieces known to be out in the swarm (sent once or seen at a peer).
+    /// Pieces known to be out in the swarm (uploaded once or seen at a peer).
     sent: Bitfield,
     /// Pieces offered to one peer or being sent, and not yet out.
     offered: Bitfield,
@@ -135,6 +135,8 @@ pub struct Swarm {
     dirty: BTreeSet<PeerKey>,
     all_dirty: bool,
     slots_dirty: bool,
+    /// Initial seeding: pieces went back to the pool; re-offer them.
+    offers_dirty: bool,
     stats: Stats,
 }
 
@@ -190,6 +192,7 @@ impl Swarm {
             dirty: BTreeSet::new(),
             all_dirty: false,
             slots_dirty: false,
+            offers_dirty: false,
             stats: Stats::default(),
         })
     }
@@ -397,6 +400,7 @@ impl Swarm {
             for &p in peer.offers.iter().chain(peer.uploading.iter()) {
                 s.offered.clear(p);
             }
+            self.offers_dirty = true;
         }
         if peer.slot != Slot::None {
             self.slots_dirty = true;
@@ -723,22 +727,32 @@ impl Swarm {
     }
 
     fn maybe_end_initial_seeding(&mut self) {
+        let n = self.picker.len();
         let Some(s) = self.seeding.as_ref() else {
             return;
         };
-        if !s.sent.is_full() {
+        // Every piece is out, or another complete peer is here.
+        if s.sent.is_full() || self.peers.values().any(|p| p.have_count == n) {
+            self.end_initial_seeding();
+        }
+    }
+
+    /// Leaves initial seeding: every peer learns that we have every piece.
+    fn end_initial_seeding(&mut self) {
+        if self.seeding.take().is_none() {
             return;
         }
-        self.seeding = None;
         let n = self.picker.len();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             if let Some(p) = self.peers.get_mut(&k) {
                 p.offers.clear();
                 p.revealed = Bitfield::new(0);
+                p.declined = false;
             }
             self.send(k, Msg::Bitfield(Bitfield::full(n)));
         }
+        self.slots_dirty = true;
     }
 
     fn on_tick(&mut self) {
@@ -781,12 +795,18 @@ impl Swarm {
                 })
                 .map(|(k, _)| *k)
                 .collect();
+            let any = !declined.is_empty();
             for k in declined {
                 if let Some(p) = self.peers.get_mut(&k) {
                     p.declined = true;
                 }
                 self.set_slot(k, Slot::None);
                 self.slots_dirty = true;
+            }
+            if any {
+                // Another seeder is here: hiding pieces now only starves
+                // fast requesters of work, so reveal everything.
+                self.end_initial_seeding();
             }
         }
         for (k, piece) in cancels {
@@ -900,6 +920,14 @@ impl Swarm {
         None
     }
 
+    fn regular_slots(&self) -> u32 {
+        if self.seeding.is_some() {
+            self.cfg.initial_seeding_slots
+        } else {
+            self.cfg.regular_slots
+        }
+    }
+
     fn reciprocates(&self, key: PeerKey) -> bool {
         self.peers
             .get(&key)
@@ -973,7 +1001,7 @@ impl Swarm {
             .values()
             .filter(|p| p.slot == Slot::Regular)
             .count();
-        let free = (self.cfg.regular_slots as usize).saturating_sub(regular);
+        let free = (self.regular_slots() as usize).saturating_sub(regular);
         let mut ranked = self.ranked_candidates(true).into_iter();
         for k in ranked.by_ref().take(free) {
             self.set_slot(k, Slot::Regular);
@@ -1030,6 +1058,7 @@ impl Swarm {
                 for o in offers {
                     s.offered.clear(o);
                 }
+                self.offers_dirty = true;
             }
             self.send(key, Msg::Choke);
             for piece in rejected {
@@ -1103,6 +1132,19 @@ impl Swarm {
         if self.slots_dirty {
             self.slots_dirty = false;
             self.fill_slots();
+        }
+        if self.offers_dirty {
+            self.offers_dirty = false;
+            let want = self.cfg.initial_seeding_offers as usize;
+            let short: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.slot != Slot::None && p.offers.len() < want)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in short {
+                self.top_up_offers(k);
+            }
         }
         self.start_uploads();
         let keys: Vec<PeerKey> = if self.all_dirty {
@@ -1178,20 +1220,19 @@ impl Swarm {
             return;
         }
         let depth = depth(cfg, p, now) as usize;
-        while p.requests.len() < depth {
+        loop {
+            let Some(p) = peers.get_mut(&key) else { return };
+            if p.requests.len() >= depth {
+                break;
+            }
             let failed = &p.failed;
             let mut piece = picker.pick(&p.have, &|q| failed.contains(&q), opts, rng);
             let mut endgame = false;
             if piece.is_none() && cfg.endgame && picker.missing_count() == 0 {
-                let reqs = &p.requests;
-                piece = picker.pick_endgame(
-                    &p.have,
-                    &|q| failed.contains(&q) || reqs.iter().any(|r| r.piece == q),
-                    cfg.endgame_max_requesters,
-                    rng,
-                );
                 endgame = true;
+                piece = endgame_pick(cfg, picker, peers, key, now);
             }
+            let Some(p) = peers.get_mut(&key) else { return };
             let Some(piece) = piece else { break };
             if endgame {
                 stats.endgame_requests += 1;
@@ -1315,7 +1356,7 @@ impl Swarm {
                 self.active_uploads
             ));
         }
-        if self.cfg.choking && (regular > self.cfg.regular_slots || optimistic > 1) {
+        if self.cfg.choking && (regular > self.regular_slots() || optimistic > 1) {
             return Err(format!(
                 "{regular} regular and {optimistic} optimistic slots in use"
             ));
@@ -1335,6 +1376,67 @@ impl Swarm {
         }
         Ok(())
     }
+}
+
+/// When `p` would deliver one more piece asked now, or the `i`-th of its
+/// requests sent at `sent_at`: one round trip, then pieces at its measured
+/// rate (a peer that never delivered counts as very slow).
+fn eta(cfg: &Config, p: &mut Peer, now: Time, sent_at: Time, i: usize) -> Time {
+    let rate = p.down.rate(now).max(cfg.piece_size as f64 / 30.0);
+    let rtt = p.rtt.unwrap_or(cfg.default_rtt);
+    let per_piece = cfg.piece_size as f64 / rate;
+    sent_at.max(now.saturating_sub(rtt)) + rtt + Duration::from_secs_f64(per_piece * (i + 1) as f64)
+}
+
+/// Endgame: among pieces `key` has that are requested from others (fewer
+/// than `endgame_max_requesters`), the one whose earliest expected arrival
+/// is latest, if `key` would deliver it sooner. Duplicates that cannot win
+/// are not sent, which keeps endgame waste low in large swarms.
+fn endgame_pick(
+    cfg: &Config,
+    picker: &Picker,
+    peers: &mut BTreeMap<PeerKey, Peer>,
+    key: PeerKey,
+    now: Time,
+) -> Option<u32> {
+    let n = picker.len() as usize;
+    let mut best_eta: Vec<Option<Time>> = vec![None; n];
+    for (k, o) in peers.iter_mut() {
+        if *k == key {
+            continue;
+        }
+        let mut sent: Vec<Time> = o.requests.iter().map(|r| r.sent_at).collect();
+        sent.sort_unstable();
+        for i in 0..o.requests.len() {
+            let r_sent = o.requests[i].sent_at;
+            let pos = sent.partition_point(|t| *t < r_sent);
+            let e = eta(cfg, o, now, r_sent, pos);
+            let q = o.requests[i].piece as usize;
+            if let Some(slot) = best_eta.get_mut(q) {
+                *slot = Some(slot.map_or(e, |b: Time| b.min(e)));
+            }
+        }
+    }
+    let p = peers.get_mut(&key)?;
+    let mine = eta(cfg, p, now, now, p.requests.len());
+    let mut choice: Option<(Time, u32)> = None;
+    for (q, e) in best_eta.iter().enumerate() {
+        let (Some(e), q) = (*e, q as u32) else {
+            continue;
+        };
+        if !p.have.get(q)
+            || picker.requesters(q) >= cfg.endgame_max_requesters
+            || p.failed.contains(&q)
+            || p.requests.iter().any(|r| r.piece == q)
+            || e <= mine
+        {
+            continue;
+        }
+        if choice.is_none_or(|(ce, _)| e > ce) {
+            choice = Some((e, q));
+        }
+    }
+    choice.map(|c| c.1)
 }
 
 fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {
