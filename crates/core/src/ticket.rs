@@ -252,11 +252,54 @@ impl Ticket {
                 });
             }
         }
-        let data_len = self.to_body().len() + CHECKSUM_LEN;
-        if PREFIX.len() + (data_len * 8).div_ceil(5) > MAX_TICKET_CHARS {
+        if self.text_len() > MAX_TICKET_CHARS {
             return Err(TicketError::TooLong);
         }
         Ok(())
+    }
+
+    /// Drops what does not fit so that [`Ticket::validate`] passes: addresses
+    /// and peer ids over their length limits, providers and addresses beyond
+    /// their count limits, then, while the text is too long, the last address
+    /// of the provider with the most, and when each has one, the last provider.
+    /// Put the best providers and addresses first: they are the ones kept.
+    ///
+    /// Fails only if the capability is over its limit, which cannot be trimmed.
+    pub fn shrink_to_fit(&mut self) -> Result<(), TicketError> {
+        if let Some(c) = &self.capability {
+            if c.len() > MAX_CAPABILITY_LEN {
+                return Err(TicketError::CapabilityTooLarge {
+                    len: c.len() as u64,
+                });
+            }
+        }
+        self.providers
+            .retain(|p| p.peer.to_bytes().len() <= MAX_PEER_ID_LEN);
+        self.providers.truncate(MAX_PROVIDERS);
+        for p in &mut self.providers {
+            p.addrs.retain(|a| a.len() <= MAX_ADDR_LEN);
+            p.addrs.truncate(MAX_ADDRS_PER_PROVIDER);
+        }
+        while self.text_len() > MAX_TICKET_CHARS {
+            let most = self
+                .providers
+                .iter_mut()
+                // On ties max_by_key takes the last, so earlier providers keep more.
+                .max_by_key(|p| p.addrs.len())
+                .filter(|p| p.addrs.len() > 1);
+            if let Some(p) = most {
+                p.addrs.pop();
+            } else if self.providers.pop().is_none() {
+                // Unreachable within the limits: the largest capability alone fits.
+                return Err(TicketError::TooLong);
+            }
+        }
+        Ok(())
+    }
+
+    /// Characters of the text form.
+    fn text_len(&self) -> usize {
+        PREFIX.len() + ((self.to_body().len() + CHECKSUM_LEN) * 8).div_ceil(5)
     }
 
     /// A plain view of the ticket for JSON output (`shoal ticket inspect
@@ -700,6 +743,57 @@ mod tests {
             .collect();
         assert_eq!(t.validate(), Err(TicketError::TooLong));
         assert_eq!(t.to_string().parse::<Ticket>(), Err(TicketError::TooLong));
+    }
+
+    #[test]
+    fn shrink_to_fit_keeps_the_first_providers_and_addresses() {
+        let addr = |i: usize| -> Multiaddr {
+            format!("/dns/host-number-{i:03}.a-rather-long-domain.example.org/tcp/4001")
+                .parse()
+                .unwrap()
+        };
+        let long_addr: Multiaddr = format!("/dns/{}/tcp/1", "x".repeat(MAX_ADDR_LEN))
+            .parse()
+            .unwrap();
+        let mut t = ticket(0, Some(vec![0; 512]));
+        t.providers = (0..MAX_PROVIDERS + 4)
+            .map(|i| Provider {
+                peer: peer(i as u8),
+                addrs: std::iter::once(long_addr.clone())
+                    .chain((0..MAX_ADDRS_PER_PROVIDER + 2).map(|j| addr(100 * i + j)))
+                    .collect(),
+            })
+            .collect();
+        let original = t.clone();
+        assert!(t.validate().is_err());
+        t.shrink_to_fit().unwrap();
+        t.validate().unwrap();
+        assert_eq!(t.to_string().parse::<Ticket>().unwrap(), t);
+        assert!(
+            t.to_string().len() > MAX_TICKET_CHARS - 200,
+            "trimmed too much"
+        );
+        // What is kept is a prefix of what was given, minus the over-long address.
+        assert!(!t.providers.is_empty());
+        for (kept, given) in t.providers.iter().zip(&original.providers) {
+            assert_eq!(kept.peer, given.peer);
+            assert!(!kept.addrs.is_empty());
+            assert_eq!(kept.addrs[..], given.addrs[1..=kept.addrs.len()]);
+        }
+        assert_eq!(t.capability, original.capability);
+        let counts: Vec<usize> = t.providers.iter().map(|p| p.addrs.len()).collect();
+        assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+
+        // A ticket that fits is left alone.
+        let mut small = ticket(3, Some(vec![1]));
+        small.shrink_to_fit().unwrap();
+        assert_eq!(small, ticket(3, Some(vec![1])));
+
+        let mut huge_cap = ticket(1, Some(vec![0; MAX_CAPABILITY_LEN + 1]));
+        assert_eq!(
+            huge_cap.shrink_to_fit(),
+            Err(TicketError::CapabilityTooLarge { len: 1025 })
+        );
     }
 
     #[test]
