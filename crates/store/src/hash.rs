@@ -231,3 +231,36 @@ pub fn hash_bytes_with_layout(layout: PieceLayout, data: &[u8]) -> Result<Outboa
         .collect();
     Outboard::build(layout, leaves)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose size differs from the length read when hashing started (it
+    /// was truncated or appended to meanwhile) is refused, whatever the path taken.
+    #[test]
+    fn file_that_changed_size_during_hashing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![5u8; 3 * 1024 * 1024 + 3]).unwrap();
+        let file = File::open(&path).unwrap();
+        let real = file.metadata().unwrap().len();
+        for (claimed, threads) in [
+            (real + 1, 2),               // shrank: the last read hits EOF
+            (real - 1, 2),               // grew after the length was read
+            (real + 5 * 1024 * 1024, 1), // shrank a lot
+            (1000, 1),                   // single piece, grew
+        ] {
+            let layout = PieceLayout::with_piece_size(claimed, 256 * 1024).unwrap();
+            let err = hash_open_file(&file, &path, layout, threads, &|_| {}).unwrap_err();
+            assert!(
+                matches!(err, StoreError::FileChanged { expected, actual, .. }
+                    if expected == claimed && actual == real),
+                "claimed {claimed}: {err:?}"
+            );
+            assert!(err
+                .to_string()
+                .contains("changed while it was being hashed"));
+        }
+    }
+}

@@ -36,6 +36,10 @@ pub enum Hashed {
 pub struct HashedFile {
     /// The file's path, as given.
     pub path: PathBuf,
+    /// Content id (= `outboard.root()`).
+    pub id: ContentId,
+    /// Size in bytes, as hashed.
+    pub size: u64,
     /// Its outboard; `outboard.root()` is its id.
     pub outboard: Outboard,
     /// Modification time in nanoseconds since the Unix epoch, if known.
@@ -108,11 +112,17 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped {}: {}", self.path.display(), self.reason)
+    }
+}
+
 impl Hashed {
     /// The content id: the file's hash, or the collection id.
     pub fn id(&self) -> ContentId {
         match self {
-            Hashed::File(f) => f.outboard.root(),
+            Hashed::File(f) => f.id,
             Hashed::Folder(d) => d.id,
         }
     }
@@ -148,6 +158,8 @@ pub fn hash_path(path: &Path, progress: Progress<'_>) -> Result<Hashed, StoreErr
         let outboard = hash_file_with(path, None, default_threads(), progress)?;
         return Ok(Hashed::File(HashedFile {
             path: path.to_path_buf(),
+            id: outboard.root(),
+            size: outboard.layout().len(),
             outboard,
             mtime_ns: mtime_ns(&meta),
         }));
