@@ -278,7 +278,7 @@ impl PartialFile {
         }
         self.db
             .set_download_state(self.key, DownloadState::Complete)?;
-        Ok(self.dest)
+        Ok(std::mem::take(&mut self.dest))
     }
 
     /// Moves the partial file to `dest` unless `dest` exists: a hard link fails
@@ -317,6 +317,15 @@ impl PartialFile {
             });
         }
         std::fs::remove_file(&self.part).map_err(StoreError::io("remove", &self.part))
+    }
+}
+
+impl Drop for PartialFile {
+    /// Best effort: persist what was written, so a download that is simply
+    /// dropped (not crashed) resumes where it stopped. Errors are ignored here;
+    /// call [`PartialFile::flush`] to see them.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
