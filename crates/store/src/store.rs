@@ -20,7 +20,7 @@ use crate::hash::{hash_bytes, Progress};
 use crate::layout::PieceLayout;
 use crate::partial::PartialFile;
 use crate::tree::Outboard;
-use crate::walk::{hash_path, Hashed, Skipped};
+use crate::walk::{hash_path_excluding, Hashed, Skipped};
 
 /// Visibility of a newly added share: reachable with its ticket only.
 pub const DEFAULT_VISIBILITY: Visibility = Visibility::Unlisted;
@@ -103,12 +103,16 @@ impl Store {
         progress: Progress<'_>,
     ) -> Result<Added, StoreError> {
         let canon = path.canonicalize().map_err(StoreError::io("find", path))?;
-        let hashed = hash_path(&canon, progress)?;
+        // Sharing a folder that holds the data directory must not hash the
+        // database while it is being written.
+        let exclude: Vec<PathBuf> = self.dir.canonicalize().into_iter().collect();
+        let hashed = hash_path_excluding(&canon, &exclude, progress)?;
         self.add_hashed(&hashed, name)
     }
 
-    /// Records an already hashed file or folder (see [`crate::walk::hash_path`];
-    /// its path should be canonical).
+    /// Records an already hashed file or folder (see
+    /// [`crate::walk::hash_path_excluding`]; its path should be canonical and it
+    /// should exclude [`Store::dir`]).
     pub fn add_hashed(&self, hashed: &Hashed, name: Option<&str>) -> Result<Added, StoreError> {
         let id = hashed.id();
         let skipped = match hashed {

@@ -3,7 +3,8 @@
 //!
 //! Below a folder, symbolic links are **not followed** and not included (a link
 //! could point outside the folder or make a cycle); sockets, FIFOs and devices are
-//! skipped too. Each skipped entry is reported so the caller can warn. A name that
+//! skipped too, and so are unfinished downloads (`*.shoal-part`) and, when asked,
+//! shoal's own data directory. Each skipped entry is reported so the caller can warn. A name that
 //! is not valid UTF-8 is an error, since collection paths are UTF-8.
 
 use std::fs;
@@ -16,6 +17,7 @@ use shoal_core::{ContentId, Kind};
 
 use crate::error::StoreError;
 use crate::hash::{default_threads, hash_file_with, Progress};
+use crate::partial::PART_SUFFIX;
 use crate::tree::Outboard;
 
 /// Files up to this size are hashed one per thread, many at a time; larger ones
@@ -98,6 +100,10 @@ pub enum SkipReason {
     Device,
     /// Some other kind of entry.
     Other,
+    /// An unfinished shoal download (`*.shoal-part`), which changes as it fills.
+    PartialDownload,
+    /// shoal's own data directory (its database changes while it is hashed).
+    DataDir,
 }
 
 impl std::fmt::Display for SkipReason {
@@ -108,6 +114,8 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Fifo => "named pipe",
             SkipReason::Device => "device",
             SkipReason::Other => "not a regular file",
+            SkipReason::PartialDownload => "unfinished shoal download",
+            SkipReason::DataDir => "shoal's own data directory",
         })
     }
 }
@@ -153,6 +161,17 @@ fn mtime_ns(meta: &fs::Metadata) -> Option<i64> {
 /// Hashes a regular file or a folder (the path itself is followed if it is a
 /// link; nothing below a folder is). `progress` gets byte increments.
 pub fn hash_path(path: &Path, progress: Progress<'_>) -> Result<Hashed, StoreError> {
+    hash_path_excluding(path, &[], progress)
+}
+
+/// [`hash_path`], leaving out (and reporting as [`SkipReason::DataDir`]) the
+/// folders in `exclude` (compared as given, so pass canonical paths for a
+/// canonical `path`).
+pub fn hash_path_excluding(
+    path: &Path,
+    exclude: &[PathBuf],
+    progress: Progress<'_>,
+) -> Result<Hashed, StoreError> {
     let meta = fs::metadata(path).map_err(StoreError::io("read the metadata of", path))?;
     if meta.is_file() {
         let outboard = hash_file_with(path, None, default_threads(), progress)?;
@@ -169,7 +188,7 @@ pub fn hash_path(path: &Path, progress: Progress<'_>) -> Result<Hashed, StoreErr
             path: path.to_path_buf(),
         });
     }
-    hash_folder(path, progress).map(Hashed::Folder)
+    hash_folder(path, exclude, progress).map(Hashed::Folder)
 }
 
 struct Found {
@@ -179,7 +198,7 @@ struct Found {
 }
 
 /// Lists every regular file below `root`, depth first, without following links.
-fn list_folder(root: &Path) -> Result<(Vec<Found>, Vec<Skipped>), StoreError> {
+fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skipped>), StoreError> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
@@ -202,7 +221,19 @@ fn list_folder(root: &Path) -> Result<(Vec<Found>, Vec<Skipped>), StoreError> {
                 .file_type()
                 .map_err(StoreError::io("read the type of", &abs))?;
             if ft.is_dir() {
-                stack.push((abs, rel));
+                if exclude.contains(&abs) {
+                    skipped.push(Skipped {
+                        path: abs,
+                        reason: SkipReason::DataDir,
+                    });
+                } else {
+                    stack.push((abs, rel));
+                }
+            } else if ft.is_file() && rel.ends_with(PART_SUFFIX) {
+                skipped.push(Skipped {
+                    path: abs,
+                    reason: SkipReason::PartialDownload,
+                });
             } else if ft.is_file() {
                 let meta = entry
                     .metadata()
@@ -241,8 +272,12 @@ fn list_folder(root: &Path) -> Result<(Vec<Found>, Vec<Skipped>), StoreError> {
     Ok((files, skipped))
 }
 
-fn hash_folder(root: &Path, progress: Progress<'_>) -> Result<HashedFolder, StoreError> {
-    let (found, skipped) = list_folder(root)?;
+fn hash_folder(
+    root: &Path,
+    exclude: &[PathBuf],
+    progress: Progress<'_>,
+) -> Result<HashedFolder, StoreError> {
+    let (found, skipped) = list_folder(root, exclude)?;
     let hash_one = |f: &Found, threads: usize| -> Result<FolderFile, StoreError> {
         let outboard = hash_file_with(&f.abs, None, threads, progress)?;
         // The mtime is read after hashing, so a later rescan that sees the same

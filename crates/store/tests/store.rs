@@ -339,3 +339,26 @@ fn ten_thousand_tiny_files_are_indexed() {
     assert_eq!(added.share.files, 10_000);
     assert_eq!(store.share_files(&added.share.id).unwrap().len(), 10_000);
 }
+
+#[test]
+fn sharing_a_folder_that_holds_the_data_dir_leaves_it_and_partial_downloads_out() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path().canonicalize().unwrap();
+    write(&home, "notes.txt", b"notes");
+    write(&home, "movie.mkv.shoal-part", b"half a movie");
+    let store = Store::open(&home.join(".local/share/shoal")).unwrap();
+    let added = store.add_with_report(&home, None, &|_| {}).unwrap();
+    assert_eq!(added.share.files, 1);
+    let files = store.share_files(&added.share.id).unwrap();
+    assert_eq!(files[0].path, "notes.txt");
+    let reasons: Vec<_> = added.skipped.iter().map(|s| s.reason).collect();
+    assert!(
+        reasons.contains(&SkipReason::PartialDownload),
+        "{reasons:?}"
+    );
+    // `.local` itself is walked; the data dir below it is skipped.
+    assert!(added
+        .skipped
+        .iter()
+        .any(|s| s.reason == SkipReason::DataDir && s.path.ends_with(".local/share/shoal")));
+}
