@@ -184,6 +184,8 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
     };
     match name {
         "max_active_uploads" => cfg.max_active_uploads = num()?,
+        "unreciprocated_allowance" => cfg.unreciprocated_allowance = num()?,
+        "reciprocation_grace_ms" => cfg.reciprocation_grace = ms()?,
         "initial_seeding_slots" => cfg.initial_seeding_slots = num()?,
         "initial_seeding_offers" => cfg.initial_seeding_offers = num()?,
         "endgame_max_requesters" => cfg.endgame_max_requesters = num()?,
@@ -219,9 +221,17 @@ fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Sc
         endgame: opts.endgame,
         ..Config::default()
     };
+    let mut initial_connections = 40;
+    let mut max_connections = 80;
     for (k, v) in &opts.settings {
         // Validated by `scenario` before building.
-        let _ = apply_setting(&mut config, k, v);
+        match (k.as_str(), v.parse::<usize>()) {
+            ("initial_connections", Ok(x)) => initial_connections = x,
+            ("max_connections", Ok(x)) => max_connections = x,
+            _ => {
+                let _ = apply_setting(&mut config, k, v);
+            }
+        }
     }
     Scenario {
         name: name.to_string(),
@@ -229,8 +239,8 @@ fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Sc
         latency: Duration::from_millis(20),
         loss: 0.0,
         peers,
-        initial_connections: 40,
-        max_connections: 80,
+        initial_connections,
+        max_connections,
         config,
         time_limit: Duration::from_secs(600),
         check_invariants: opts.check_invariants,
@@ -240,7 +250,9 @@ fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Sc
 /// Builds the named scenario with the given mechanism switches.
 pub fn scenario(name: &str, opts: &Options) -> Result<Scenario, SimError> {
     for (k, v) in &opts.settings {
-        apply_setting(&mut Config::default(), k, v)?;
+        if k != "initial_connections" && k != "max_connections" {
+            apply_setting(&mut Config::default(), k, v)?;
+        }
     }
     let flash = |leechers: usize| {
         let mut peers = vec![PeerSpec::seeder(20.0, 100.0)];
@@ -329,6 +341,8 @@ pub struct PeerReport {
     pub uploaded_mib: f64,
     /// Piece bytes received, MiB.
     pub downloaded_mib: f64,
+    /// Piece bytes received from seeders, MiB.
+    pub from_seeders_mib: f64,
     /// How many peers banned this one.
     pub banned_by: u32,
 }
@@ -467,6 +481,7 @@ struct Node {
     good: Bitfield,
     pending: Vec<(u32, u32, bool)>,
     downloaded: u64,
+    from_seeders: u64,
     uploaded: u64,
     banned_by: u32,
 }
@@ -478,6 +493,9 @@ struct Sim<'a> {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Item>,
+    /// Items pushed with non-decreasing times (messages at exactly the base
+    /// latency): a FIFO is already sorted, and far cheaper than the heap.
+    lane: VecDeque<Item>,
     nodes: Vec<Node>,
     flows: Vec<Flow>,
     free_flows: Vec<usize>,
@@ -503,11 +521,31 @@ fn us(d: f64) -> u64 {
 impl<'a> Sim<'a> {
     fn push(&mut self, t: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Item {
+        let item = Item {
             t,
             seq: self.seq,
             ev,
-        });
+        };
+        let lat = self.sc.latency.as_micros() as u64;
+        if t == self.now + lat && self.lane.back().is_none_or(|b| b.t <= t) {
+            self.lane.push_back(item);
+        } else {
+            self.queue.push(item);
+        }
+    }
+
+    /// The earliest item of the heap and the lane, by (time, sequence).
+    fn pop(&mut self) -> Option<Item> {
+        let lane_first = match (self.lane.front(), self.queue.peek()) {
+            (Some(l), Some(h)) => (l.t, l.seq) < (h.t, h.seq),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if lane_first {
+            self.lane.pop_front()
+        } else {
+            self.queue.pop()
+        }
     }
 
     fn delay(&mut self) -> u64 {
@@ -979,6 +1017,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
             good: Bitfield::new(n),
             pending: Vec::new(),
             downloaded: 0,
+            from_seeders: 0,
             uploaded: 0,
             banned_by: 0,
         })
@@ -991,6 +1030,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
         now: 0,
         seq: 0,
         queue: BinaryHeap::new(),
+        lane: VecDeque::new(),
         nodes,
         flows: Vec::new(),
         free_flows: Vec::new(),
@@ -1023,7 +1063,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
         }
     }
     let limit = sc.time_limit.as_micros() as u64;
-    while let Some(item) = sim.queue.pop() {
+    while let Some(item) = sim.pop() {
         if item.t > limit {
             break;
         }
@@ -1063,6 +1103,9 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
             } => {
                 if sim.conn_id(from, to) == Some(conn) {
                     sim.nodes[to as usize].downloaded += u64::from(piece_size);
+                    if sim.nodes[from as usize].spec.seed {
+                        sim.nodes[to as usize].from_seeders += u64::from(piece_size);
+                    }
                     sim.nodes[to as usize].pending.push((from, piece, corrupt));
                     sim.work.push_back((
                         to,
@@ -1186,6 +1229,7 @@ fn report(sim: Sim<'_>, seed: u64, wall: Instant) -> Report {
             finish_s: n.finish.map(|t| t as f64 / 1e6),
             uploaded_mib: n.uploaded as f64 / MIB as f64,
             downloaded_mib: n.downloaded as f64 / MIB as f64,
+            from_seeders_mib: n.from_seeders as f64 / MIB as f64,
             banned_by: n.banned_by,
         })
         .collect();

@@ -110,7 +110,7 @@ fn main() -> Result<()> {
     if r.peers.len() <= 40 {
         for p in &r.peers {
             println!(
-                "  peer {:>3} {:<10} up={:>5.1}Mbit join={:>5.1}s finish={:>8} up={:>7.1}MiB down={:>7.1}MiB banned_by={}",
+                "  peer {:>3} {:<10} up={:>5.1}Mbit join={:>5.1}s finish={:>8} up={:>7.1}MiB down={:>7.1}MiB (from seeders {:>5.1}) banned_by={}",
                 p.index,
                 p.role,
                 p.up_mbit,
@@ -118,6 +118,7 @@ fn main() -> Result<()> {
                 p.finish_s.map_or("-".to_string(), |f| format!("{f:.2}s")),
                 p.uploaded_mib,
                 p.downloaded_mib,
+                p.from_seeders_mib,
                 p.banned_by
             );
         }

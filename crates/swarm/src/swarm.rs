@@ -89,7 +89,10 @@ struct Peer {
     stalled: bool,
     rtt: Option<Duration>,
     strikes: u32,
+    /// Pieces this peer sent corrupted, or timed out on since its last
+    /// piece: not asked of it again (bounded).
     failed: Vec<u32>,
+    avoid: Vec<u32>,
     /// Pieces revealed during initial seeding (empty otherwise).
     revealed: Bitfield,
     /// Pieces offered during initial seeding and not yet being sent.
@@ -363,6 +366,7 @@ impl Swarm {
                 rtt: None,
                 strikes: 0,
                 failed: Vec::new(),
+                avoid: Vec::new(),
                 revealed: if self.seeding.is_some() {
                     Bitfield::new(n)
                 } else {
@@ -460,6 +464,9 @@ impl Swarm {
             Msg::Choke => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.peer_choking = true;
+                    if p.slot == Slot::Regular {
+                        self.slots_dirty = true;
+                    }
                 }
             }
             Msg::Unchoke => {
@@ -554,15 +561,25 @@ impl Swarm {
         let seeding = self.seeding.is_some();
         let serve = self.cfg.serve_uploads;
         let cap = self.cfg.max_remote_requests as usize;
+        let leeching = !self.picker.is_complete();
+        let piece_size = u64::from(self.cfg.piece_size);
+        let allowance = u64::from(self.cfg.unreciprocated_allowance).saturating_mul(piece_size);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         let hidden = seeding && !p.revealed.get(piece);
+        let committed = (p.upload_queue.len() + p.uploading.len()) as u64;
+        // While we leech, a peer that chokes us gets at most
+        // `unreciprocated_allowance` pieces more than it gave us.
+        let unreciprocated = leeching
+            && p.peer_choking
+            && p.up.total() + (committed + 1) * piece_size > p.down.total() + allowance;
         if !serve
             || p.slot == Slot::None
             || !we_have
             || hidden
-            || p.upload_queue.len() + p.uploading.len() >= cap
+            || unreciprocated
+            || committed as usize >= cap
         {
             self.actions.push_back(Action::Send {
                 peer: key,
@@ -600,6 +617,7 @@ impl Swarm {
         p.waiting_since = now;
         p.snubbed = false;
         p.stalled = false;
+        p.avoid.clear();
         self.stats.downloaded += size;
         self.dirty.insert(key);
         let state = self.picker.state(piece);
@@ -761,6 +779,8 @@ impl Swarm {
             return;
         }
         self.next_tick = now + self.cfg.tick_interval;
+        // Reciprocation grace periods expire silently.
+        self.slots_dirty = true;
         // Request timeouts (work stealing) and snubbing.
         let timeout = self.cfg.request_timeout;
         let snub = self.cfg.snub_timeout;
@@ -769,6 +789,9 @@ impl Swarm {
             if !p.requests.is_empty() && now.saturating_sub(p.waiting_since) > timeout {
                 for r in p.requests.drain(..) {
                     cancels.push((*k, r.piece));
+                    if p.avoid.len() < 64 {
+                        p.avoid.push(r.piece);
+                    }
                 }
                 p.stalled = true;
             }
@@ -879,13 +902,10 @@ impl Swarm {
                 };
                 scored.push((group, score, tie, k));
             } else {
-                if p.snubbed {
+                if p.snubbed || freeloads(&self.cfg, seeding, p, now) {
                     continue;
                 }
-                // Tit-for-tat: a peer that chokes us while we want its pieces
-                // does not reciprocate; it ranks behind every peer that does.
-                let group = u8::from(p.peer_choking && p.am_interested);
-                scored.push((group, -p.down.rate(now), tie, k));
+                scored.push((0, -p.down.rate(now), tie, k));
             }
         }
         scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -928,10 +948,8 @@ impl Swarm {
         }
     }
 
-    fn reciprocates(&self, key: PeerKey) -> bool {
-        self.peers
-            .get(&key)
-            .is_some_and(|p| !(p.peer_choking && p.am_interested))
+    fn freeloads(&self, p: &Peer) -> bool {
+        freeloads(&self.cfg, self.picker.is_complete(), p, self.now)
     }
 
     /// Re-chooses every slot (every `rechoke_interval`; optimistic when `rotate`).
@@ -996,34 +1014,25 @@ impl Swarm {
             }
             return;
         }
+        // Tit-for-tat: a peer that chokes us while we want its pieces loses
+        // its regular slot (it may still win the optimistic one).
+        let freeloaders: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.slot == Slot::Regular && self.freeloads(p))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in freeloaders {
+            self.set_slot(k, Slot::None);
+        }
         let regular = self
             .peers
             .values()
             .filter(|p| p.slot == Slot::Regular)
             .count();
         let free = (self.regular_slots() as usize).saturating_sub(regular);
-        let mut ranked = self.ranked_candidates(true).into_iter();
-        for k in ranked.by_ref().take(free) {
+        for k in self.ranked_candidates(true).into_iter().take(free) {
             self.set_slot(k, Slot::Regular);
-        }
-        if !self.picker.is_complete() {
-            // A reciprocating candidate displaces a regular-slot holder that
-            // chokes us while we want its pieces.
-            for k in ranked {
-                if !self.reciprocates(k) {
-                    break;
-                }
-                let Some(victim) = self
-                    .peers
-                    .iter()
-                    .find(|(_, p)| p.slot == Slot::Regular && p.peer_choking && p.am_interested)
-                    .map(|(v, _)| *v)
-                else {
-                    break;
-                };
-                self.set_slot(victim, Slot::None);
-                self.set_slot(k, Slot::Regular);
-            }
         }
         let has_opt = self.peers.values().any(|p| p.slot == Slot::Optimistic);
         if !has_opt && self.cfg.optimistic_slots > 0 {
@@ -1161,7 +1170,18 @@ impl Swarm {
 
     fn start_uploads(&mut self) {
         while self.active_uploads < self.cfg.max_active_uploads {
-            let Some(key) = self.upload_ring.pop_front() else {
+            // While leeching, peers that unchoke us are served first; the
+            // others get only capacity nobody reciprocating wants.
+            let leeching = !self.picker.is_complete();
+            let pos = if leeching {
+                self.upload_ring
+                    .iter()
+                    .position(|k| self.peers.get(k).is_some_and(|p| !p.peer_choking))
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let Some(key) = self.upload_ring.remove(pos) else {
                 break;
             };
             let Some(p) = self.peers.get_mut(&key) else {
@@ -1225,8 +1245,13 @@ impl Swarm {
             if p.requests.len() >= depth {
                 break;
             }
-            let failed = &p.failed;
-            let mut piece = picker.pick(&p.have, &|q| failed.contains(&q), opts, rng);
+            let (failed, avoid) = (&p.failed, &p.avoid);
+            let mut piece = picker.pick(
+                &p.have,
+                &|q| failed.contains(&q) || avoid.contains(&q),
+                opts,
+                rng,
+            );
             let mut endgame = false;
             if piece.is_none() && cfg.endgame && picker.missing_count() == 0 {
                 endgame = true;
@@ -1380,12 +1405,25 @@ impl Swarm {
 
 /// When `p` would deliver one more piece asked now, or the `i`-th of its
 /// requests sent at `sent_at`: one round trip, then pieces at its measured
-/// rate (a peer that never delivered counts as very slow).
+/// rate (a peer that never delivered is assumed to send one piece a
+/// second). A request already later than expected counts as late again by
+/// as much, so stalled requests look worse the longer they stall.
 fn eta(cfg: &Config, p: &mut Peer, now: Time, sent_at: Time, i: usize) -> Time {
-    let rate = p.down.rate(now).max(cfg.piece_size as f64 / 30.0);
+    let measured = p.down.rate(now);
+    let rate = if p.down.total() == 0 {
+        cfg.piece_size as f64
+    } else {
+        measured.max(cfg.piece_size as f64 / 60.0)
+    };
     let rtt = p.rtt.unwrap_or(cfg.default_rtt);
     let per_piece = cfg.piece_size as f64 / rate;
-    sent_at.max(now.saturating_sub(rtt)) + rtt + Duration::from_secs_f64(per_piece * (i + 1) as f64)
+    let start = sent_at.max(p.waiting_since);
+    let expected = start + rtt + Duration::from_secs_f64(per_piece * (i + 1) as f64);
+    if expected >= now {
+        expected
+    } else {
+        now + (now - expected)
+    }
 }
 
 /// Endgame: among pieces `key` has that are requested from others (fewer
@@ -1427,6 +1465,7 @@ fn endgame_pick(
         if !p.have.get(q)
             || picker.requesters(q) >= cfg.endgame_max_requesters
             || p.failed.contains(&q)
+            || p.avoid.contains(&q)
             || p.requests.iter().any(|r| r.piece == q)
             || e <= mine
         {
@@ -1437,6 +1476,15 @@ fn endgame_pick(
         }
     }
     choice.map(|c| c.1)
+}
+
+/// While we leech, a peer connected for longer than `reciprocation_grace`
+/// that chokes us although we want its pieces does not reciprocate.
+fn freeloads(cfg: &Config, complete: bool, p: &Peer, now: Time) -> bool {
+    !complete
+        && p.peer_choking
+        && p.am_interested
+        && now.saturating_sub(p.connected_at) > cfg.reciprocation_grace
 }
 
 fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {
