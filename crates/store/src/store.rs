@@ -39,6 +39,16 @@ pub struct Added {
     pub skipped: Vec<Skipped>,
 }
 
+/// Where the bytes of a content id come from when serving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blob {
+    /// A shared file (or a file inside a shared folder), read in place; re-verify
+    /// every piece read from it (see [`crate::partial::read_piece_from`]).
+    File(PathBuf),
+    /// A collection's manifest encoding, kept in the database.
+    Manifest(Vec<u8>),
+}
+
 /// shoal's local state: the database and the outboards, in one data directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -248,6 +258,15 @@ impl Store {
     /// Where the bytes of content `id` are read from when serving it, if shared.
     pub fn source_of(&self, id: &ContentId) -> Result<Option<PathBuf>, StoreError> {
         self.db.source_of(id)
+    }
+
+    /// Where to read content `id` from to serve it: a file in place, or a
+    /// collection's manifest. `None` if this node does not share it.
+    pub fn blob(&self, id: &ContentId) -> Result<Option<Blob>, StoreError> {
+        if let Some(bytes) = self.db.manifest(id)? {
+            return Ok(Some(Blob::Manifest(bytes)));
+        }
+        Ok(self.db.source_of(id)?.map(Blob::File))
     }
 
     /// The manifest encoding of a collection share.

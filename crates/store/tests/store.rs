@@ -7,7 +7,7 @@ use shoal_core::manifest::Manifest;
 use shoal_core::{ContentId, Kind};
 use shoal_store::db::{Db, SCHEMA_VERSION};
 use shoal_store::walk::SkipReason;
-use shoal_store::{hash_path, Hashed, Store, StoreError, Visibility};
+use shoal_store::{hash_path, Blob, Hashed, Store, StoreError, Visibility};
 
 fn write(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
@@ -82,6 +82,17 @@ fn folder_is_indexed_with_paths_sizes_and_ids_and_survives_reopen() {
         assert_eq!(store.shares().unwrap(), vec![share.clone()]);
         assert_eq!(store.share(&share.id).unwrap().as_ref(), Some(&share));
         assert!(store.outboard(&share.id).unwrap().is_some());
+        // The collection is served as its manifest, each file from its source.
+        let Some(Blob::Manifest(bytes)) = store.blob(&share.id).unwrap() else {
+            panic!("a collection is served as its manifest");
+        };
+        assert_eq!(ContentId::of(&bytes), share.id);
+        let top = ContentId::of(&files.iter().find(|f| f.0 == "top.bin").unwrap().1);
+        assert_eq!(
+            store.blob(&top).unwrap(),
+            Some(Blob::File(share.path.join("top.bin")))
+        );
+        assert_eq!(store.blob(&ContentId::of(b"unknown")).unwrap(), None);
     };
     check(&store);
     drop(store);
