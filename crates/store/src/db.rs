@@ -77,7 +77,9 @@ pub struct Share {
     pub kind: Kind,
     /// Display name.
     pub name: String,
-    /// Canonical path of the shared file or folder.
+    /// Canonical path of the shared file or folder (serialized lossily as UTF-8,
+    /// so a listing never fails on an odd file name).
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     /// Total size in bytes.
     pub size: u64,
@@ -87,6 +89,10 @@ pub struct Share {
     pub visibility: Visibility,
     /// When it was added, in Unix seconds.
     pub added_at: i64,
+}
+
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
 }
 
 /// One file of a collection share.

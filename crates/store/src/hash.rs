@@ -199,9 +199,11 @@ pub(crate) fn hash_open_file(
     if now != layout.len() {
         return Err(changed(file));
     }
-    Outboard::build(layout, leaves).map_err(|source| StoreError::Verify {
-        id: shoal_core::ContentId::of(b""),
-        source,
+    // Every leaf was filled above, so the count matches and this cannot fail.
+    Outboard::build(layout, leaves).map_err(|e| StoreError::Io {
+        action: "hash",
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
     })
 }
 

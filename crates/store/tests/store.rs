@@ -373,3 +373,31 @@ fn sharing_a_folder_that_holds_the_data_dir_leaves_it_and_partial_downloads_out(
         .iter()
         .any(|s| s.reason == SkipReason::DataDir && s.path.ends_with(".local/share/shoal")));
 }
+
+#[test]
+fn a_folder_whose_own_path_is_not_utf8_is_stored_exactly_and_lists_as_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let src = tempfile::tempdir().unwrap();
+    let root = src
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9 folder"));
+    write(&root, "inside.txt", b"inside");
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let share = store.add(&root, None, &|_| {}).unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let listed = store.share(&share.id).unwrap().unwrap();
+    assert_eq!(listed.path, root.canonicalize().unwrap());
+    assert_eq!(
+        store.source_of(&ContentId::of(b"inside")).unwrap().unwrap(),
+        root.canonicalize().unwrap().join("inside.txt")
+    );
+    let json = serde_json::to_value(&listed).unwrap();
+    assert!(json["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("caf\u{fffd} folder"));
+    assert_eq!(json["visibility"], "unlisted");
+    assert_eq!(json["kind"], "collection");
+    assert_eq!(json["id"], share.id.to_string());
+}
