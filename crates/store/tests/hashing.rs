@@ -221,3 +221,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Hostile outboards and proofs are rejected, never a panic or an acceptance.
+    #[test]
+    fn arbitrary_outboards_and_proofs_are_rejected_without_panic(
+        len in 0u64..100_000,
+        shift in 0u32..4,
+        bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+        index in 0u32..200,
+        proof in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+    ) {
+        let layout = PieceLayout::with_piece_size(len, 1024u64 << shift).unwrap();
+        let root = ContentId::of(&bytes);
+        prop_assert!(Outboard::decode(root, layout, &bytes).is_err() || layout.num_pieces() <= 1);
+        let piece_len = layout.piece_len(index);
+        let data = vec![0xa5u8; piece_len];
+        prop_assert!(verify_piece_with_proof(root, &layout, index, &data, &proof).is_err());
+    }
+}
