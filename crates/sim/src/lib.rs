@@ -185,7 +185,6 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
     match name {
         "max_active_uploads" => cfg.max_active_uploads = num()?,
         "unreciprocated_allowance" => cfg.unreciprocated_allowance = num()?,
-        "reciprocation_grace_ms" => cfg.reciprocation_grace = ms()?,
         "initial_seeding_slots" => cfg.initial_seeding_slots = num()?,
         "initial_seeding_offers" => cfg.initial_seeding_offers = num()?,
         "endgame_max_requesters" => cfg.endgame_max_requesters = num()?,
@@ -194,6 +193,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
         "optimistic_slots" => cfg.optimistic_slots = num()?,
         "random_first_pieces" => cfg.random_first_pieces = num()?,
         "upload_rarest_first" => cfg.upload_rarest_first = flag()?,
+        "idle_slot_timeout_ms" => cfg.idle_slot_timeout = ms()?,
         "rechoke_interval_ms" => cfg.rechoke_interval = ms()?,
         "seed_slot_time_ms" => cfg.seed_slot_time = ms()?,
         "default_rtt_ms" => cfg.default_rtt = ms()?,
@@ -376,6 +376,11 @@ pub struct Report {
     pub sim_end_s: f64,
     /// Leechers' piece bytes uploaded / (their upload capacity × last finish).
     pub leecher_upload_utilisation: f64,
+    /// When the first seeder left initial seeding, seconds (None: never ended
+    /// or never started).
+    pub initial_seeding_end_s: Option<f64>,
+    /// Pieces a seeder started sending again while still in initial seeding.
+    pub initial_seeding_duplicates: u64,
     /// Pieces the seeders uploaded / pieces in the content.
     pub seeder_upload_copies: f64,
     /// Piece bytes received that were already had, MiB.
@@ -479,6 +484,7 @@ struct Node {
     next_tick: Option<u64>,
     finish: Option<u64>,
     good: Bitfield,
+    sent_once: Bitfield,
     pending: Vec<(u32, u32, bool)>,
     downloaded: u64,
     from_seeders: u64,
@@ -512,6 +518,8 @@ struct Sim<'a> {
     needed_initial_leechers: u64,
     progress_leaves: Vec<(u32, f64)>,
     free_rider_ratio: Option<f64>,
+    initial_seeding_end: Option<u64>,
+    initial_seeding_dups: u64,
 }
 
 fn us(d: f64) -> u64 {
@@ -839,6 +847,13 @@ impl<'a> Sim<'a> {
             let next = swarm
                 .poll_timeout()
                 .map(|t| (t.as_micros() as u64).max(self.now));
+            let seeding_ended = !swarm.initial_seeding() && swarm.config().initial_seeding;
+            if seeding_ended
+                && self.nodes[p as usize].spec.seed
+                && self.initial_seeding_end.is_none()
+            {
+                self.initial_seeding_end = Some(self.now);
+            }
             for a in actions {
                 self.apply(p, a);
             }
@@ -868,8 +883,15 @@ impl<'a> Sim<'a> {
                 }
             }
             Action::SendPiece { peer, piece } => {
-                if !self.nodes[p as usize].good.get(piece) {
+                let node = &mut self.nodes[p as usize];
+                if !node.good.get(piece) {
                     self.bad += 1;
+                }
+                if node.spec.seed
+                    && node.swarm.as_ref().is_some_and(|s| s.initial_seeding())
+                    && !node.sent_once.set(piece)
+                {
+                    self.initial_seeding_dups += 1;
                 }
                 self.start_flow(p, peer.0, piece);
             }
@@ -1015,6 +1037,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
             next_tick: None,
             finish: None,
             good: Bitfield::new(n),
+            sent_once: Bitfield::new(n),
             pending: Vec::new(),
             downloaded: 0,
             from_seeders: 0,
@@ -1055,6 +1078,8 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
             })
             .collect(),
         free_rider_ratio: None,
+        initial_seeding_end: None,
+        initial_seeding_dups: 0,
     };
     for (i, p) in sc.peers.iter().enumerate() {
         sim.push(us(p.join), Ev::Join { peer: i as u32 });
@@ -1247,6 +1272,8 @@ fn report(sim: Sim<'_>, seed: u64, wall: Instant) -> Report {
         events: sim.events,
         sim_end_s: sim.now as f64 / 1e6,
         leecher_upload_utilisation: lu / (lcap * last).max(1.0),
+        initial_seeding_duplicates: sim.initial_seeding_dups,
+        initial_seeding_end_s: sim.initial_seeding_end.map(|t| t as f64 / 1e6),
         seeder_upload_copies: seeder_up as f64 / content,
         wasted_mib: stats.wasted as f64 / MIB as f64,
         hash_failures: stats.hash_failures,

@@ -89,6 +89,12 @@ fn main() -> Result<()> {
         "  leecher upload utilisation={:.3} seeder copies={:.2} wasted={:.1}MiB hash_failures={} timeouts={} endgame_requests={} protocol_errors={}",
         r.leecher_upload_utilisation, r.seeder_upload_copies, r.wasted_mib, r.hash_failures, r.timeouts, r.endgame_requests, r.protocol_errors
     );
+    if let Some(t) = r.initial_seeding_end_s {
+        println!(
+            "  initial seeding ended at {t:.2}s ({} duplicates before)",
+            r.initial_seeding_duplicates
+        );
+    }
     if let Some(fr) = r.free_rider_ratio {
         println!("  free-rider download ratio vs reciprocating leechers: {fr:.3}");
     }

@@ -47,15 +47,15 @@ pub struct Config {
     pub regular_slots: u32,
     /// Optimistic upload slots. Default 1.
     pub optimistic_slots: u32,
-    /// While leeching, a peer connected longer than this that chokes us
-    /// although we want its pieces gets no regular slot (tit-for-tat).
-    /// Default 2 s.
-    pub reciprocation_grace: Duration,
     /// While leeching, a peer that chokes us is served at most this many
-    /// pieces more than it has sent us; its further requests are rejected.
-    /// Bootstraps newcomers without feeding free riders. Default 4;
+    /// pieces more than it has sent us; then it loses its slot (regular or
+    /// optimistic) and its requests are rejected until it sends us
+    /// something. Bootstraps newcomers without feeding free riders. Default 4;
     /// `u32::MAX` disables the limit.
     pub unreciprocated_allowance: u32,
+    /// When our upload is idle, a slot holder that has asked for nothing for
+    /// this long yields its slot to a waiting interested peer. Default 1 s.
+    pub idle_slot_timeout: Duration,
     /// Regular slots are re-chosen this often. Default 10 s.
     pub rechoke_interval: Duration,
     /// The optimistic unchoke rotates this often. Default 30 s.
@@ -122,8 +122,8 @@ impl Default for Config {
             choking: true,
             regular_slots: 4,
             optimistic_slots: 1,
-            reciprocation_grace: Duration::from_secs(2),
             unreciprocated_allowance: 4,
+            idle_slot_timeout: Duration::from_secs(1),
             rechoke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             new_peer_age: Duration::from_secs(60),

@@ -81,6 +81,8 @@ struct Peer {
     last_piece_at: Time,
     upload_queue: VecDeque<u32>,
     uploading: Vec<u32>,
+    /// When they last asked us for a piece.
+    last_request_at: Time,
     in_ring: bool,
     down: RateMeter,
     up: RateMeter,
@@ -358,6 +360,7 @@ impl Swarm {
                 last_piece_at: now,
                 upload_queue: VecDeque::new(),
                 uploading: Vec::new(),
+                last_request_at: now,
                 in_ring: false,
                 down: RateMeter::default(),
                 up: RateMeter::default(),
@@ -561,25 +564,22 @@ impl Swarm {
         let seeding = self.seeding.is_some();
         let serve = self.cfg.serve_uploads;
         let cap = self.cfg.max_remote_requests as usize;
-        let leeching = !self.picker.is_complete();
-        let piece_size = u64::from(self.cfg.piece_size);
-        let allowance = u64::from(self.cfg.unreciprocated_allowance).saturating_mul(piece_size);
+        let complete = self.picker.is_complete();
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         let hidden = seeding && !p.revealed.get(piece);
-        let committed = (p.upload_queue.len() + p.uploading.len()) as u64;
-        // While we leech, a peer that chokes us gets at most
-        // `unreciprocated_allowance` pieces more than it gave us.
-        let unreciprocated = leeching
-            && p.peer_choking
-            && p.up.total() + (committed + 1) * piece_size > p.down.total() + allowance;
+        let committed = p.upload_queue.len() + p.uploading.len();
+        let unreciprocated = freeloads(&self.cfg, complete, p);
+        if unreciprocated {
+            self.slots_dirty = true;
+        }
         if !serve
             || p.slot == Slot::None
             || !we_have
             || hidden
             || unreciprocated
-            || committed as usize >= cap
+            || committed >= cap
         {
             self.actions.push_back(Action::Send {
                 peer: key,
@@ -587,6 +587,7 @@ impl Swarm {
             });
             return;
         }
+        p.last_request_at = self.now;
         if p.upload_queue.contains(&piece) || p.uploading.contains(&piece) {
             return;
         }
@@ -838,6 +839,7 @@ impl Swarm {
             self.send(k, Msg::Cancel { piece });
             self.all_dirty = true;
         }
+        self.rotate_idle_slots();
         if now >= self.next_rechoke {
             self.next_rechoke = now + self.cfg.rechoke_interval;
             let rotate = now >= self.next_optimistic;
@@ -902,7 +904,7 @@ impl Swarm {
                 };
                 scored.push((group, score, tie, k));
             } else {
-                if p.snubbed || freeloads(&self.cfg, seeding, p, now) {
+                if p.snubbed || freeloads(&self.cfg, seeding, p) {
                     continue;
                 }
                 scored.push((0, -p.down.rate(now), tie, k));
@@ -916,7 +918,7 @@ impl Swarm {
         let now = self.now;
         let mut pool = Vec::new();
         for (k, p) in &self.peers {
-            if exclude.contains(k) || !self.wants_upload(*k) {
+            if exclude.contains(k) || !self.wants_upload(*k) || self.freeloads(p) {
                 continue;
             }
             let w = if now.saturating_sub(p.connected_at) < self.cfg.new_peer_age {
@@ -949,7 +951,42 @@ impl Swarm {
     }
 
     fn freeloads(&self, p: &Peer) -> bool {
-        freeloads(&self.cfg, self.picker.is_complete(), p, self.now)
+        freeloads(&self.cfg, self.picker.is_complete(), p)
+    }
+
+    /// Our upload is idle while slot holders ask for nothing: a holder that
+    /// has not requested anything for `idle_slot_timeout` yields its slot to
+    /// a waiting peer (the slot count stays 4 + 1; only who holds them moves).
+    fn rotate_idle_slots(&mut self) {
+        if !self.cfg.choking || !self.cfg.serve_uploads || self.active_uploads > 0 {
+            return;
+        }
+        let now = self.now;
+        let idle_after = self.cfg.idle_slot_timeout;
+        let waiting = self
+            .peers
+            .iter()
+            .filter(|(k, p)| p.slot == Slot::None && self.wants_upload(**k) && !self.freeloads(p))
+            .count();
+        if waiting == 0 {
+            return;
+        }
+        let idle: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.slot != Slot::None
+                    && p.upload_queue.is_empty()
+                    && p.uploading.is_empty()
+                    && now.saturating_sub(p.last_request_at.max(p.unchoked_at)) >= idle_after
+            })
+            .map(|(k, _)| *k)
+            .take(waiting)
+            .collect();
+        for k in idle {
+            self.set_slot(k, Slot::None);
+            self.slots_dirty = true;
+        }
     }
 
     /// Re-chooses every slot (every `rechoke_interval`; optimistic when `rotate`).
@@ -972,7 +1009,7 @@ impl Swarm {
         let ranked = self.ranked_candidates(false);
         let regular: Vec<PeerKey> = ranked
             .into_iter()
-            .take(self.cfg.regular_slots as usize)
+            .take(self.regular_slots() as usize)
             .collect();
         let current_opt = self
             .peers
@@ -1014,12 +1051,12 @@ impl Swarm {
             }
             return;
         }
-        // Tit-for-tat: a peer that chokes us while we want its pieces loses
-        // its regular slot (it may still win the optimistic one).
+        // Tit-for-tat: a peer that chokes us and took its allowance loses
+        // its slot, so the slot goes to a peer that reciprocates.
         let freeloaders: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.slot == Slot::Regular && self.freeloads(p))
+            .filter(|(_, p)| p.slot != Slot::None && self.freeloads(p))
             .map(|(k, _)| *k)
             .collect();
         for k in freeloaders {
@@ -1478,13 +1515,16 @@ fn endgame_pick(
     choice.map(|c| c.1)
 }
 
-/// While we leech, a peer connected for longer than `reciprocation_grace`
-/// that chokes us although we want its pieces does not reciprocate.
-fn freeloads(cfg: &Config, complete: bool, p: &Peer, now: Time) -> bool {
+/// While we leech, a peer that chokes us and has been sent (or promised)
+/// `unreciprocated_allowance` pieces more than it sent us does not
+/// reciprocate: no slot, requests rejected, until it sends us something.
+fn freeloads(cfg: &Config, complete: bool, p: &Peer) -> bool {
+    let piece = u64::from(cfg.piece_size);
+    let committed = (p.upload_queue.len() + p.uploading.len()) as u64 * piece;
     !complete
         && p.peer_choking
-        && p.am_interested
-        && now.saturating_sub(p.connected_at) > cfg.reciprocation_grace
+        && p.up.total() + committed
+            >= p.down.total() + u64::from(cfg.unreciprocated_allowance).saturating_mul(piece)
 }
 
 fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {

@@ -1,0 +1,142 @@
+//! The swarm scenarios of docs/benchmarks.md, asserting their targets.
+//!
+//! Schedulers check their invariants after every event here (debug builds do
+//! so automatically; `check_invariants` also collects violations).
+
+use shoal_sim::{run, scenario, Options, Report};
+use shoal_swarm::PickerMode;
+
+fn go(name: &str, opts: Options) -> Report {
+    let sc = scenario(name, &opts).expect("known scenario");
+    let r = run(&sc, 1).expect("scenario runs");
+    assert!(
+        r.invariant_errors.is_empty(),
+        "{name}: {:?}",
+        r.invariant_errors
+    );
+    assert_eq!(r.bad_data_accepted, 0, "{name}: unverified data accepted");
+    assert_eq!(
+        r.protocol_errors, 0,
+        "{name}: VerifyAndStore for bytes never received"
+    );
+    r
+}
+
+fn checked() -> Options {
+    Options {
+        check_invariants: true,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn flash_crowd_7_finishes_within_1_15_of_the_p2p_bound() {
+    let r = go("flash-crowd-7", checked());
+    assert!(r.completed);
+    assert!(r.ratio_to_bound <= 1.15, "ratio {:.3}", r.ratio_to_bound);
+}
+
+#[test]
+fn flash_crowd_15_finishes_within_1_15_of_the_p2p_bound() {
+    let r = go("flash-crowd-15", checked());
+    assert!(r.completed);
+    assert!(r.ratio_to_bound <= 1.15, "ratio {:.3}", r.ratio_to_bound);
+}
+
+#[test]
+fn heterogeneous_seeders_fill_the_leecher_within_1_10_of_f_over_sum_u() {
+    let r = go("heterogeneous", checked());
+    assert!(r.completed);
+    // bound = F / Σu here (the leecher's download is faster than Σu).
+    assert!(
+        (r.bound_s - 32.0 * 8.0 * 1.048_576 / 31.0).abs() < 0.01,
+        "bound {}",
+        r.bound_s
+    );
+    assert!(r.ratio_to_bound <= 1.10, "ratio {:.3}", r.ratio_to_bound);
+}
+
+#[test]
+fn churn_everyone_who_stays_finishes() {
+    let r = go("churn", checked());
+    assert!(r.completed, "finish times {:?}", r.finish_s);
+    // Late joiners finished too.
+    for p in r.peers.iter().filter(|p| p.join_s > 0.0) {
+        assert!(
+            p.finish_s.is_some(),
+            "peer {} joined at {} and never finished",
+            p.index,
+            p.join_s
+        );
+    }
+}
+
+#[test]
+fn free_rider_gets_clearly_less_than_reciprocating_leechers() {
+    let r = go("free-rider", checked());
+    assert!(r.completed);
+    let ratio = r
+        .free_rider_ratio
+        .expect("measured when the first leecher completes");
+    assert!(
+        ratio < 0.6,
+        "free rider got {ratio:.2} of a reciprocating leecher's data"
+    );
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_no_bad_data_is_accepted() {
+    let r = go("corrupt-peer", checked());
+    assert!(r.completed, "every honest leecher finishes");
+    assert!(r.hash_failures > 0, "the liar did serve corrupt pieces");
+    let liar = r
+        .peers
+        .iter()
+        .find(|p| p.role == "corrupt")
+        .expect("a liar");
+    assert!(liar.banned_by >= 1, "the liar is banned");
+    assert!(
+        r.peers
+            .iter()
+            .filter(|p| p.role != "corrupt")
+            .all(|p| p.banned_by == 0),
+        "no honest peer banned"
+    );
+}
+
+#[test]
+fn same_seed_gives_the_same_run() {
+    let a = go("flash-crowd-7", Options::default());
+    let b = go("flash-crowd-7", Options::default());
+    assert_eq!(a.finish_s, b.finish_s);
+    assert_eq!(a.events, b.events);
+}
+
+#[test]
+fn rarest_first_beats_sequential_picking_in_a_flash_crowd() {
+    let rarest = go("flash-crowd-15", Options::default());
+    let sequential = go(
+        "flash-crowd-15",
+        Options {
+            picker: PickerMode::Sequential,
+            ..Options::default()
+        },
+    );
+    assert!(
+        sequential.last_finish_s > rarest.last_finish_s * 1.05,
+        "sequential {:.2}s vs rarest {:.2}s",
+        sequential.last_finish_s,
+        rarest.last_finish_s
+    );
+}
+
+/// Takes minutes at opt-level 1; run in release:
+/// `cargo test --release -p shoal-sim --test scenarios -- --ignored scale`.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "slow in debug builds; run with --release")]
+fn scale_1000_finishes_within_1_15_of_the_bound_in_under_a_minute() {
+    let r = go("scale-1000", Options::default());
+    assert!(r.completed);
+    assert!(r.ratio_to_bound <= 1.15, "ratio {:.3}", r.ratio_to_bound);
+    assert!(r.wall_s < 60.0, "wall {:.1}s", r.wall_s);
+}
