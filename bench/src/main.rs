@@ -1,1 +1,189 @@
-fn main() {}
+//! shoal's benchmarks: programs that print figures, each compared in the same run
+//! against a yardstick (these machines are shared and noisy, so only ratios
+//! measured side by side mean anything). Figures go to `docs/benchmarks.md`.
+//!
+//! `shoal-bench hash [--size 4G] [--file PATH] [--runs 3]`: indexes a file with
+//! shoal's multi-threaded streaming hasher and runs `b3sum` (multi-threaded,
+//! mmap) on the same file, alternating, and prints the best time of each, the
+//! ratio, and shoal's peak RSS.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "shoal-bench", about = "shoal benchmarks (they print figures)")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// shoal's indexing speed against b3sum on the same file.
+    Hash {
+        /// File size, e.g. 4G, 512M (binary units).
+        #[arg(long, default_value = "4G")]
+        size: String,
+        /// Where to create the test file (re-used if it already has the size).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Runs of each; the best time counts.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Fail unless shoal reaches at least this fraction of b3sum's speed.
+        #[arg(long)]
+        min_ratio: Option<f64>,
+        /// Fail unless shoal's peak RSS stays under this many MiB.
+        #[arg(long)]
+        max_rss_mib: Option<u64>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().bench {
+        Bench::Hash {
+            size,
+            file,
+            runs,
+            min_ratio,
+            max_rss_mib,
+        } => bench_hash(&size, file, runs, min_ratio, max_rss_mib),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("{s:?} is not a size; use e.g. 4G, 512M, 1000"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("{s:?} is too large"))
+}
+
+/// Writes `size` bytes of pseudo-random data (xorshift, 4 MiB at a time).
+fn make_file(path: &Path, size: u64) -> Result<()> {
+    if std::fs::metadata(path)
+        .map(|m| m.len() == size)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    eprintln!("creating {} ({size} bytes)", path.display());
+    let mut out = std::io::BufWriter::with_capacity(
+        4 << 20,
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 4 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn gbps(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e9
+}
+
+fn bench_hash(
+    size: &str,
+    file: Option<PathBuf>,
+    runs: u32,
+    min_ratio: Option<f64>,
+    max_rss_mib: Option<u64>,
+) -> Result<()> {
+    let size = parse_size(size)?;
+    let path = file.unwrap_or_else(|| std::env::temp_dir().join(format!("shoal-bench-{size}.bin")));
+    make_file(&path, size)?;
+
+    let b3sum = |path: &Path| -> Result<(String, Duration)> {
+        let start = Instant::now();
+        let out = Command::new("b3sum")
+            .arg("--no-names")
+            .arg(path)
+            .output()
+            .context("cannot run b3sum; install it (apt-get install b3sum)")?;
+        let t = start.elapsed();
+        if !out.status.success() {
+            bail!("b3sum failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((String::from_utf8_lossy(&out.stdout).trim().to_owned(), t))
+    };
+
+    // Warm the page cache so both read from memory.
+    let (expected, _) = b3sum(&path)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "file: {} ({:.2} GiB), cores: {threads}",
+        path.display(),
+        size as f64 / (1u64 << 30) as f64
+    );
+
+    let mut best_shoal = Duration::MAX;
+    let mut best_b3sum = Duration::MAX;
+    for run in 1..=runs.max(1) {
+        let start = Instant::now();
+        let outboard = shoal_store::hash::hash_file(&path, &|_| {})
+            .with_context(|| format!("shoal could not hash {}", path.display()))?;
+        let t_shoal = start.elapsed();
+        let got = outboard.root().to_string();
+        if got != expected {
+            bail!("shoal's id {got} differs from b3sum's {expected}");
+        }
+        let (_, t_b3sum) = b3sum(&path)?;
+        println!(
+            "run {run}: shoal {:.3} s ({:.2} GB/s), b3sum {:.3} s ({:.2} GB/s)",
+            t_shoal.as_secs_f64(),
+            gbps(size, t_shoal),
+            t_b3sum.as_secs_f64(),
+            gbps(size, t_b3sum)
+        );
+        best_shoal = best_shoal.min(t_shoal);
+        best_b3sum = best_b3sum.min(t_b3sum);
+    }
+    let ratio = best_b3sum.as_secs_f64() / best_shoal.as_secs_f64();
+    let rss_mib = peak_rss_kib().unwrap_or(0) / 1024;
+    println!(
+        "best: shoal {:.3} s, b3sum {:.3} s; shoal speed / b3sum speed = {ratio:.2}; shoal peak RSS {rss_mib} MiB",
+        best_shoal.as_secs_f64(),
+        best_b3sum.as_secs_f64()
+    );
+    if let Some(min) = min_ratio {
+        if ratio < min {
+            bail!("shoal reached {ratio:.2}x of b3sum's speed, below the goal of {min}");
+        }
+    }
+    if let Some(max) = max_rss_mib {
+        if rss_mib >= max {
+            bail!("shoal's peak RSS was {rss_mib} MiB, not under {max} MiB");
+        }
+    }
+    Ok(())
+}

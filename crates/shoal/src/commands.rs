@@ -1,0 +1,276 @@
+//! What each subcommand does. Errors carry context that names the thing that failed
+//! and what to do, so `main` can print them as one line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use shoal_core::{ContentId, Ticket};
+use shoal_store::{Hashed, Share, Store};
+
+use crate::cli::{Cli, Command, Global, TicketCommand};
+use crate::output::{byte_bar, checksum_line, display_path, human_size, table};
+
+/// Returned when every problem was already printed (one line each), so `main`
+/// only sets the exit code.
+#[derive(Debug)]
+pub struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("errors were reported above")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Hash { paths } => hash(&paths),
+        Command::Add { path, name, json } => add(&cli.global, &path, name.as_deref(), json),
+        Command::Shares { json } => shares(&cli.global, json),
+        Command::Rm { id } => rm(&cli.global, &id),
+        Command::Ticket(TicketCommand::Inspect { ticket, json }) => inspect(&ticket, json),
+    }
+}
+
+/// The data directory: `--data-dir`, `SHOAL_DATA_DIR`, or the platform default.
+fn data_dir(global: &Global) -> Result<PathBuf> {
+    if let Some(dir) = &global.data_dir {
+        return Ok(dir.clone());
+    }
+    directories::ProjectDirs::from("", "", "shoal")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .ok_or_else(|| {
+            anyhow!("cannot find a home directory for shoal's data; pass --data-dir DIR or set SHOAL_DATA_DIR")
+        })
+}
+
+fn open_store(global: &Global) -> Result<Store> {
+    let dir = data_dir(global)?;
+    Store::open(&dir).with_context(|| format!("cannot open shoal's data dir {}", dir.display()))
+}
+
+/// `shoal hash`: `b3sum`-compatible lines. Like `b3sum`, a path that fails is
+/// reported and the others are still hashed; the exit code is non-zero if any failed.
+fn hash(paths: &[PathBuf]) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut failed = false;
+    for path in paths {
+        let shown = display_path(path);
+        let result = hash_one(path, &shown).and_then(|lines| {
+            let mut out = stdout.lock();
+            for line in lines {
+                writeln!(out, "{line}").context("cannot write to stdout")?;
+            }
+            Ok(())
+        });
+        if let Err(err) = result {
+            eprintln!("error: {}", crate::one_line(&err));
+            failed = true;
+        }
+    }
+    if failed {
+        return Err(AlreadyReported.into());
+    }
+    Ok(())
+}
+
+fn hash_one(path: &Path, shown: &str) -> Result<Vec<String>> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        anyhow!("cannot read {shown}: {e}; check that the path exists and is readable")
+    })?;
+    let total = meta.is_file().then_some(meta.len());
+    let bar = byte_bar(total, &format!("hashing {shown}"));
+    let hashed = shoal_store::hash_path(path, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let hashed = hashed.with_context(|| format!("cannot hash {shown}"))?;
+    Ok(match hashed {
+        Hashed::File(file) => vec![checksum_line(&file.id, shown)],
+        Hashed::Folder(folder) => {
+            for skipped in &folder.skipped {
+                eprintln!("warning: {skipped}");
+            }
+            let base = shown.trim_end_matches('/');
+            let mut lines: Vec<String> = folder
+                .files
+                .iter()
+                .map(|f| checksum_line(&f.id, &format!("{base}/{}", f.path)))
+                .collect();
+            lines.push(checksum_line(&folder.id, &format!("{base}/")));
+            lines
+        }
+    })
+}
+
+fn add(global: &Global, path: &Path, name: Option<&str>, json: bool) -> Result<()> {
+    let shown = display_path(path);
+    if let Some(name) = name {
+        validate_name(name)?;
+    }
+    let store = open_store(global)?;
+    let total = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let bar = byte_bar(total, &format!("indexing {shown}"));
+    let added = store.add_with_report(path, name, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    let added = added.with_context(|| format!("cannot add {shown}"))?;
+    for skipped in &added.skipped {
+        eprintln!("warning: {skipped}");
+    }
+    let share = &added.share;
+    if json {
+        println!("{}", serde_json::to_string(&share)?);
+    } else {
+        eprintln!(
+            "{} {} '{}' ({}, {} file{}) in place from {}",
+            if added.existed {
+                "already shared:"
+            } else {
+                "added"
+            },
+            share.kind,
+            share.name,
+            human_size(share.size),
+            share.files,
+            if share.files == 1 { "" } else { "s" },
+            share.path.display(),
+        );
+        println!("{}", share.id);
+    }
+    Ok(())
+}
+
+/// Share names are shown in listings and tickets: keep them printable and short.
+fn validate_name(name: &str) -> Result<()> {
+    const MAX_NAME: usize = 255;
+    if name.trim().is_empty() {
+        bail!("--name is empty; give a name with at least one visible character");
+    }
+    if name.len() > MAX_NAME {
+        bail!(
+            "--name is {} bytes long; use at most {MAX_NAME} bytes",
+            name.len()
+        );
+    }
+    if name.chars().any(char::is_control) {
+        bail!("--name contains a control character (such as a newline or tab); use printable characters only");
+    }
+    Ok(())
+}
+
+fn shares(global: &Global, json: bool) -> Result<()> {
+    let store = open_store(global)?;
+    let shares = store.shares().context("cannot list shares")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&shares)?);
+        return Ok(());
+    }
+    if shares.is_empty() {
+        eprintln!("no shares yet; add one with `shoal add PATH`");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = shares
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.kind.to_string(),
+                human_size(s.size),
+                s.files.to_string(),
+                s.visibility.to_string(),
+                s.name.clone(),
+                s.path.display().to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ID", "KIND", "SIZE", "FILES", "VISIBILITY", "NAME", "PATH"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn rm(global: &Global, id: &str) -> Result<()> {
+    let store = open_store(global)?;
+    let share = find_share(&store, id)?;
+    let removed = store
+        .remove(&share.id)
+        .with_context(|| format!("cannot remove share {}", share.id))?;
+    if !removed {
+        bail!(
+            "share {} vanished while removing it; nothing to do",
+            share.id
+        );
+    }
+    eprintln!(
+        "removed '{}' ({}) from the index; the files at {} are untouched",
+        share.name,
+        share.id,
+        share.path.display()
+    );
+    Ok(())
+}
+
+/// Finds a share by its full id or by a unique prefix of at least 8 hex digits.
+fn find_share(store: &Store, id: &str) -> Result<Share> {
+    const MIN_PREFIX: usize = 8;
+    let id = id.trim();
+    if let Ok(full) = id.parse::<ContentId>() {
+        return store
+            .share(&full)
+            .context("cannot read the share index")?
+            .ok_or_else(|| anyhow!("no share with id {full}; `shoal shares` lists them"));
+    }
+    let lower = id.to_ascii_lowercase();
+    if lower.len() < MIN_PREFIX || lower.len() > 64 || !lower.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        bail!("{id:?} is not a share id: give the 64 hex digits `shoal shares` prints, or a unique prefix of at least {MIN_PREFIX}");
+    }
+    let matches: Vec<Share> = store
+        .shares()
+        .context("cannot read the share index")?
+        .into_iter()
+        .filter(|s| s.id.to_string().starts_with(&lower))
+        .collect();
+    match matches.len() {
+        0 => bail!("no share id starts with {lower}; `shoal shares` lists them"),
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        n => bail!("{n} shares start with {lower}; give more digits"),
+    }
+}
+
+fn inspect(text: &str, json: bool) -> Result<()> {
+    let ticket: Ticket = text
+        .parse()
+        .map_err(|e| anyhow!("not a valid ticket: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ticket)?);
+        return Ok(());
+    }
+    println!(
+        "ticket    shoal ticket, version {}",
+        shoal_core::ticket::VERSION
+    );
+    println!("content   {} ({})", ticket.id, ticket.kind);
+    println!("providers {}", ticket.providers.len());
+    for provider in &ticket.providers {
+        println!("  peer {}", provider.peer);
+        if provider.addrs.is_empty() {
+            println!("    (no addresses: found through the DHT)");
+        }
+        for addr in &provider.addrs {
+            println!("    {addr}");
+        }
+    }
+    match &ticket.capability {
+        None => println!("capability none (anyone with the ticket may fetch an unlisted share)"),
+        Some(cap) => println!("capability {} bytes", cap.len()),
+    }
+    Ok(())
+}

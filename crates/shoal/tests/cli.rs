@@ -1,0 +1,334 @@
+//! End-to-end tests of the `shoal` binary: real processes, real files, and
+//! `b3sum` (Debian package `b3sum`, installed by `.ci/run`) as the reference.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use shoal_core::{ContentId, Kind, Provider, Ticket};
+
+fn shoal(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.env("SHOAL_DATA_DIR", data_dir)
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the shoal binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// Asserts the command failed with exactly one `error:` line and no panic.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure, got {out:?}");
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(
+        lines[0].contains(needle),
+        "{err:?} should mention {needle:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn b3sum(args: &[PathBuf]) -> String {
+    let out = Command::new("b3sum")
+        .args(args)
+        .output()
+        .expect("b3sum is installed (apt-get install b3sum; .ci/run does it)");
+    assert!(out.status.success(), "b3sum failed: {out:?}");
+    String::from_utf8(out.stdout).expect("b3sum prints UTF-8")
+}
+
+#[test]
+fn hash_equals_b3sum_for_edge_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = 1024;
+    let sizes = [
+        0,
+        1,
+        1023,
+        1024,
+        1025,
+        16 * k - 1,
+        16 * k,
+        16 * k + 1,
+        256 * k - 1,
+        256 * k,
+        256 * k + 1,
+        1024 * k + 7,
+        20 * 1024 * k + 12345,
+    ];
+    let mut paths = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let path = dir.path().join(format!("file-{size}.bin"));
+        std::fs::write(&path, pseudo_random(*size, i as u64 + 1)).unwrap();
+        paths.push(path);
+    }
+    let out = run(shoal(&dir.path().join("data")).arg("hash").args(&paths));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), b3sum(&paths));
+}
+
+#[test]
+fn hash_escapes_odd_names_like_b3sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("back\\slash and space.txt");
+    std::fs::write(&path, b"odd").unwrap();
+    let out = run(shoal(&dir.path().join("data")).arg("hash").arg(&path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), b3sum(std::slice::from_ref(&path)));
+}
+
+#[test]
+fn hash_folder_prints_each_file_then_the_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("photos");
+    std::fs::create_dir_all(folder.join("2024/summer")).unwrap();
+    std::fs::write(folder.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(
+        folder.join("2024/summer/beach.jpg"),
+        pseudo_random(70_000, 9),
+    )
+    .unwrap();
+    std::fs::write(folder.join("empty"), b"").unwrap();
+
+    let out = run(shoal(&dir.path().join("data")).arg("hash").arg(&folder));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+
+    // Every file line is exactly what b3sum prints for that file.
+    let files = [
+        folder.join("2024/summer/beach.jpg"),
+        folder.join("a.txt"),
+        folder.join("empty"),
+    ];
+    let expected = b3sum(&files);
+    assert_eq!(lines[..3].join("\n") + "\n", expected);
+
+    // The last line names the folder with a trailing slash and a collection id
+    // that does not depend on how the folder was spelled.
+    let base = folder.display().to_string();
+    let (id, name) = lines[3].split_once("  ").unwrap();
+    assert_eq!(name, format!("{base}/"));
+    id.parse::<ContentId>().unwrap();
+    let again = run(shoal(&dir.path().join("data"))
+        .arg("hash")
+        .arg(format!("{base}/")));
+    assert_eq!(stdout(&again).lines().last().unwrap(), lines[3]);
+}
+
+#[test]
+fn hash_reports_a_missing_path_and_still_hashes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(&good, b"good").unwrap();
+    let missing = dir.path().join("missing");
+    let out = run(shoal(&dir.path().join("data"))
+        .arg("hash")
+        .arg(&missing)
+        .arg(&good));
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), b3sum(std::slice::from_ref(&good)));
+    let err = stderr(&out);
+    assert!(err.contains("missing"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn add_list_and_remove_never_touch_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("report final.pdf");
+    std::fs::write(&file, pseudo_random(300_000, 3)).unwrap();
+    let folder = dir.path().join("música");
+    std::fs::create_dir_all(folder.join("álbum uno")).unwrap();
+    std::fs::write(
+        folder.join("álbum uno/canción 1.mp3"),
+        pseudo_random(5000, 4),
+    )
+    .unwrap();
+    std::fs::write(folder.join("vacío.txt"), b"").unwrap();
+
+    let out = run(shoal(&data).arg("add").arg(&file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file_id = stdout(&out).trim().to_owned();
+    assert_eq!(
+        format!("{file_id}  {}\n", file.display()),
+        b3sum(std::slice::from_ref(&file))
+    );
+
+    let out = run(shoal(&data)
+        .arg("add")
+        .arg(&folder)
+        .arg("--name")
+        .arg("my music"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let folder_id = stdout(&out).trim().to_owned();
+    let hashed = run(shoal(&data).arg("hash").arg(&folder));
+    let collection_line = stdout(&hashed).lines().last().unwrap().to_owned();
+    assert!(collection_line.starts_with(&folder_id), "{collection_line}");
+
+    // Adding the same content again does not duplicate it.
+    let out = run(shoal(&data).arg("add").arg(&file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), file_id);
+
+    let out = run(shoal(&data).arg("shares").arg("--json"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shares: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let shares = shares.as_array().unwrap();
+    assert_eq!(shares.len(), 2, "{shares:?}");
+    let music = shares
+        .iter()
+        .find(|s| s["id"] == folder_id.as_str())
+        .unwrap();
+    assert_eq!(music["name"], "my music");
+    assert_eq!(music["kind"], "collection");
+    assert_eq!(music["files"], 2);
+    assert_eq!(music["size"], 5000);
+    let pdf = shares.iter().find(|s| s["id"] == file_id.as_str()).unwrap();
+    assert_eq!(pdf["kind"], "file");
+    assert_eq!(pdf["size"], 300_000);
+    assert_eq!(pdf["name"], "report final.pdf");
+
+    let out = run(shoal(&data).arg("shares"));
+    assert!(out.status.success());
+    let table = stdout(&out);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains("my music") && table.contains("report final.pdf"),
+        "{table}"
+    );
+
+    // Remove by unique prefix; the user's files stay.
+    let out = run(shoal(&data).arg("rm").arg(&folder_id[..12]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(folder.join("álbum uno/canción 1.mp3").exists());
+    let out = run(shoal(&data).arg("rm").arg(&file_id));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(file.exists());
+    let out = run(shoal(&data).arg("shares").arg("--json"));
+    let shares: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(shares.as_array().unwrap().len(), 0);
+
+    // Removing again says what is wrong.
+    let out = run(shoal(&data).arg("rm").arg(&file_id));
+    assert_one_line_error(&out, "no share with id");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert_one_line_error(
+        &run(shoal(&data).arg("add").arg(dir.path().join("nope"))),
+        "nope",
+    );
+    assert_one_line_error(&run(shoal(&data).arg("rm").arg("xyz")), "not a share id");
+    assert_one_line_error(
+        &run(shoal(&data).arg("rm").arg("abcdef0123")),
+        "no share id starts with",
+    );
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    assert_one_line_error(
+        &run(shoal(&data).arg("add").arg(&file).arg("--name").arg("a\nb")),
+        "control character",
+    );
+}
+
+#[test]
+fn data_dir_that_is_a_file_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("occupied");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let out = run(shoal(&not_a_dir).arg("shares"));
+    assert_one_line_error(&out, "occupied");
+}
+
+fn sample_ticket() -> Ticket {
+    let peer = libp2p_identity::Keypair::ed25519_from_bytes([7u8; 32])
+        .expect("32 bytes make an ed25519 key")
+        .public()
+        .to_peer_id();
+    Ticket {
+        id: ContentId::of(b"hello"),
+        kind: Kind::File,
+        providers: vec![Provider {
+            peer,
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        }],
+        capability: None,
+    }
+}
+
+#[test]
+fn ticket_inspect_shows_what_it_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let ticket = sample_ticket();
+    let text = ticket.to_string();
+    let out = run(shoal(dir.path())
+        .args(["ticket", "inspect", "--json"])
+        .arg(&text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["id"], ticket.id.to_string());
+    assert_eq!(json["kind"], "file");
+    assert_eq!(
+        json["providers"][0]["peer"],
+        ticket.providers[0].peer.to_string()
+    );
+    assert_eq!(json["providers"][0]["addrs"][0], "/ip4/127.0.0.1/tcp/4001");
+
+    let out = run(shoal(dir.path()).args(["ticket", "inspect"]).arg(&text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let human = stdout(&out);
+    assert!(human.contains(&ticket.id.to_string()), "{human}");
+    assert!(human.contains("/ip4/127.0.0.1/tcp/4001"), "{human}");
+}
+
+#[test]
+fn ticket_inspect_catches_a_typo() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = sample_ticket().to_string();
+    // Change one character in the middle to another base32 character.
+    let mut chars: Vec<char> = text.chars().collect();
+    let mid = chars.len() / 2;
+    chars[mid] = if chars[mid] == 'a' { 'b' } else { 'a' };
+    let typo: String = chars.into_iter().collect();
+    let out = run(shoal(dir.path()).args(["ticket", "inspect"]).arg(&typo));
+    assert_one_line_error(&out, "checksum");
+
+    let out = run(shoal(dir.path())
+        .args(["ticket", "inspect"])
+        .arg("hello world"));
+    assert_one_line_error(&out, "shoal1");
+}
