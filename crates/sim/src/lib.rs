@@ -192,6 +192,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
         "regular_slots" => cfg.regular_slots = num()?,
         "optimistic_slots" => cfg.optimistic_slots = num()?,
         "random_first_pieces" => cfg.random_first_pieces = num()?,
+        "steal_when_idle" => cfg.steal_when_idle = flag()?,
         "upload_rarest_first" => cfg.upload_rarest_first = flag()?,
         "idle_slot_timeout_ms" => cfg.idle_slot_timeout = ms()?,
         "rechoke_interval_ms" => cfg.rechoke_interval = ms()?,
@@ -319,7 +320,14 @@ pub fn scenario(name: &str, opts: &Options) -> Result<Scenario, SimError> {
             base(name, 32 * MIB, peers, opts)
         }
         "scale-1000" => base(name, 64 * MIB, flash(999), opts),
-        other => return Err(SimError::UnknownScenario(other.to_string())),
+        other => match other
+            .strip_prefix("flash-crowd-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            // Any size, for exploring: 1 seeder + N leechers, 32 MiB.
+            Some(n) if (1..=5000).contains(&n) => base(name, 32 * MIB, flash(n), opts),
+            _ => return Err(SimError::UnknownScenario(other.to_string())),
+        },
     };
     Ok(s)
 }
@@ -391,9 +399,14 @@ pub struct Report {
     pub timeouts: u32,
     /// Endgame duplicate requests.
     pub endgame_requests: u32,
+    /// Requests duplicated outside endgame by idle faster peers.
+    pub steals: u32,
     /// Free rider's received bytes / mean of reciprocating leechers, measured
     /// when the first reciprocating leecher completes.
     pub free_rider_ratio: Option<f64>,
+    /// Per second: the fraction of live, unfinished leechers that were
+    /// uploading at that instant.
+    pub leecher_busy: Vec<f64>,
     /// Per-peer finish times (seconds; None: did not finish or seeder).
     pub finish_s: Vec<Option<f64>>,
     /// Per-peer details.
@@ -429,6 +442,7 @@ enum Ev {
     Leave {
         peer: u32,
     },
+    Sample,
 }
 
 struct Item {
@@ -520,6 +534,7 @@ struct Sim<'a> {
     free_rider_ratio: Option<f64>,
     initial_seeding_end: Option<u64>,
     initial_seeding_dups: u64,
+    busy: Vec<f64>,
 }
 
 fn us(d: f64) -> u64 {
@@ -1080,7 +1095,9 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
         free_rider_ratio: None,
         initial_seeding_end: None,
         initial_seeding_dups: 0,
+        busy: Vec::new(),
     };
+    sim.push(1_000_000, Ev::Sample);
     for (i, p) in sc.peers.iter().enumerate() {
         sim.push(us(p.join), Ev::Join { peer: i as u32 });
         if let Leave::At(t) = p.leave {
@@ -1095,6 +1112,19 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
         sim.now = item.t;
         match item.ev {
             Ev::Join { peer } => sim.join(peer)?,
+            Ev::Sample => {
+                let (mut busy, mut all) = (0usize, 0usize);
+                for n in sim
+                    .nodes
+                    .iter()
+                    .filter(|n| n.alive && !n.spec.seed && n.finish.is_none())
+                {
+                    all += 1;
+                    busy += usize::from(!n.out_flows.is_empty());
+                }
+                sim.busy.push(busy as f64 / all.max(1) as f64);
+                sim.push(item.t + 1_000_000, Ev::Sample);
+            }
             Ev::Leave { peer } => sim.leave(peer),
             Ev::Tick { peer } => {
                 let node = &sim.nodes[peer as usize];
@@ -1213,6 +1243,7 @@ fn report(sim: Sim<'_>, seed: u64, wall: Instant) -> Report {
             stats.hash_failures += st.hash_failures;
             stats.timeouts += st.timeouts;
             stats.endgame_requests += st.endgame_requests;
+            stats.steals += st.steals;
         }
     }
     let seeder_up: u64 = sim
@@ -1273,12 +1304,18 @@ fn report(sim: Sim<'_>, seed: u64, wall: Instant) -> Report {
         sim_end_s: sim.now as f64 / 1e6,
         leecher_upload_utilisation: lu / (lcap * last).max(1.0),
         initial_seeding_duplicates: sim.initial_seeding_dups,
+        leecher_busy: sim
+            .busy
+            .iter()
+            .map(|b| (b * 1000.0).round() / 1000.0)
+            .collect(),
         initial_seeding_end_s: sim.initial_seeding_end.map(|t| t as f64 / 1e6),
         seeder_upload_copies: seeder_up as f64 / content,
         wasted_mib: stats.wasted as f64 / MIB as f64,
         hash_failures: stats.hash_failures,
         timeouts: stats.timeouts,
         endgame_requests: stats.endgame_requests,
+        steals: stats.steals,
         free_rider_ratio: sim.free_rider_ratio,
         finish_s: peers
             .iter()

@@ -41,6 +41,12 @@ pub struct Config {
     pub endgame: bool,
     /// In endgame, at most this many peers are asked for the same piece. Default 3.
     pub endgame_max_requesters: u32,
+    /// Outside endgame too, a peer that unchokes us but has nothing new to
+    /// offer and no request in flight duplicates a request it would deliver
+    /// sooner than the peer holding it (same rule as endgame). Default off:
+    /// it raised utilisation but not finish times in the simulator, at the
+    /// cost of much duplicate data.
+    pub steal_when_idle: bool,
     /// Use the choker; when off every interested peer is unchoked (ablation).
     pub choking: bool,
     /// Regular upload slots. Default 4.
@@ -119,6 +125,7 @@ impl Default for Config {
             snub_timeout: Duration::from_secs(60),
             endgame: true,
             endgame_max_requesters: 3,
+            steal_when_idle: false,
             choking: true,
             regular_slots: 4,
             optimistic_slots: 1,

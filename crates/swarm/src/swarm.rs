@@ -52,6 +52,8 @@ pub struct Stats {
     pub timeouts: u32,
     /// Duplicate (endgame) requests sent.
     pub endgame_requests: u32,
+    /// Requests duplicated outside endgame by an idle, faster peer.
+    pub steals: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +71,8 @@ struct Peer {
     peer_choking: bool,
     unchoked_us_at: Time,
     peer_interested: bool,
+    /// Sent `Interested` at least once: a leecher, not a hiding seeder.
+    ever_interested: bool,
     am_interested: bool,
     /// Pieces they have that we have not verified.
     interesting: u32,
@@ -350,6 +354,7 @@ impl Swarm {
                 peer_choking: true,
                 unchoked_us_at: now,
                 peer_interested: false,
+                ever_interested: false,
                 am_interested: false,
                 interesting: 0,
                 slot: Slot::None,
@@ -447,6 +452,7 @@ impl Swarm {
             Msg::Interested => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.peer_interested = true;
+                    p.ever_interested = true;
                     p.declined = false;
                     if p.slot == Slot::None {
                         self.slots_dirty = true;
@@ -496,6 +502,10 @@ impl Swarm {
                 if let Some(p) = self.peers.get_mut(&key) {
                     if let Some(i) = p.requests.iter().position(|r| r.piece == piece) {
                         p.requests.swap_remove(i);
+                        // Not asked of this peer again until it sends something.
+                        if p.avoid.len() < 64 {
+                            p.avoid.push(piece);
+                        }
                         self.picker.on_request_dropped(piece, false);
                         self.all_dirty = true;
                     }
@@ -654,9 +664,15 @@ impl Swarm {
             return;
         }
         let mut lost_interest = Vec::new();
-        // Have goes to every peer, including those that have the piece: a
-        // seeder in initial seeding learns from it that its piece is out.
-        let tell: Vec<PeerKey> = self.peers.keys().copied().collect();
+        // Have goes to every peer that lacks the piece, and to those that have
+        // it unless they are known leechers: a seeder in initial seeding
+        // (which never says Interested) learns from it that its piece is out.
+        let tell: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !(p.have.get(piece) && p.ever_interested))
+            .map(|(k, _)| *k)
+            .collect();
         for (k, p) in self.peers.iter_mut() {
             if p.have.get(piece) {
                 p.interesting -= 1;
@@ -737,6 +753,8 @@ impl Swarm {
         p.uploading.swap_remove(i);
         p.up.add(size, now);
         self.active_uploads -= 1;
+        // It may have used up its allowance: re-examine its slot.
+        self.slots_dirty = true;
         self.stats.uploaded += size;
         if let Some(s) = self.seeding.as_mut() {
             s.sent.set(piece);
@@ -771,7 +789,8 @@ impl Swarm {
             }
             self.send(k, Msg::Bitfield(Bitfield::full(n)));
         }
-        self.slots_dirty = true;
+        // Back to 4 + 1 slots under the seeding policy.
+        self.rechoke(false);
     }
 
     fn on_tick(&mut self) {
@@ -1056,7 +1075,12 @@ impl Swarm {
         let freeloaders: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.slot != Slot::None && self.freeloads(p))
+            .filter(|(_, p)| {
+                p.slot != Slot::None
+                    && p.upload_queue.is_empty()
+                    && p.uploading.is_empty()
+                    && self.freeloads(p)
+            })
             .map(|(k, _)| *k)
             .collect();
         for k in freeloaders {
@@ -1290,14 +1314,23 @@ impl Swarm {
                 rng,
             );
             let mut endgame = false;
+            let mut steal = false;
             if piece.is_none() && cfg.endgame && picker.missing_count() == 0 {
                 endgame = true;
+                piece = endgame_pick(cfg, picker, peers, key, now);
+            } else if piece.is_none() && cfg.steal_when_idle && p.requests.is_empty() {
+                // Nothing new to ask of this peer and its pipeline is empty:
+                // take over a piece another peer would deliver later.
+                steal = true;
                 piece = endgame_pick(cfg, picker, peers, key, now);
             }
             let Some(p) = peers.get_mut(&key) else { return };
             let Some(piece) = piece else { break };
             if endgame {
                 stats.endgame_requests += 1;
+            }
+            if steal {
+                stats.steals += 1;
             }
             picker.on_request(piece);
             if p.requests.is_empty() {
@@ -1515,16 +1548,17 @@ fn endgame_pick(
     choice.map(|c| c.1)
 }
 
-/// While we leech, a peer that chokes us and has been sent (or promised)
-/// `unreciprocated_allowance` pieces more than it sent us does not
-/// reciprocate: no slot, requests rejected, until it sends us something.
+/// While we leech, a peer that chokes us cannot take one more piece once
+/// it was sent (or promised) `unreciprocated_allowance` pieces more than it
+/// sent us: requests rejected, no slot, until it sends us something. One
+/// rule for rejecting, demoting and unchoking, so slots do not flap.
 fn freeloads(cfg: &Config, complete: bool, p: &Peer) -> bool {
     let piece = u64::from(cfg.piece_size);
     let committed = (p.upload_queue.len() + p.uploading.len()) as u64 * piece;
     !complete
         && p.peer_choking
-        && p.up.total() + committed
-            >= p.down.total() + u64::from(cfg.unreciprocated_allowance).saturating_mul(piece)
+        && p.up.total() + committed + piece
+            > p.down.total() + u64::from(cfg.unreciprocated_allowance).saturating_mul(piece)
 }
 
 fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {

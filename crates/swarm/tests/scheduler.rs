@@ -536,6 +536,7 @@ fn choker_uses_four_regular_slots_and_one_optimistic() {
 fn regular_slots_are_rechosen_every_ten_seconds_by_rate_to_us() {
     let mut h = H::leecher(Config {
         random_first_pieces: 0,
+        idle_slot_timeout: Duration::from_secs(1_000),
         ..Config::default()
     });
     h.tick(); // first rechoke at t=0; next at 10 s
@@ -582,6 +583,7 @@ fn optimistic_unchoke_rotates_every_thirty_seconds() {
     // Long seeding slots, so only the optimistic timer moves slots.
     let cfg = Config {
         seed_slot_time: Duration::from_secs(1_000),
+        idle_slot_timeout: Duration::from_secs(1_000),
         ..no_initial_seeding()
     };
     let mut h = seeder_with_interested(12, cfg);
@@ -632,6 +634,43 @@ fn new_peers_are_favoured_for_the_optimistic_slot() {
         new_wins > trials * 6 / 10,
         "new peers won {new_wins}/{trials}"
     );
+}
+
+#[test]
+fn idle_slot_holders_yield_to_waiting_peers_when_our_upload_is_idle() {
+    let mut h = seeder_with_interested(8, no_initial_seeding());
+    h.tick();
+    assert_eq!(slots(&h, 8), (4, 1));
+    let holders: Vec<u32> = (1..=8)
+        .filter(|k| h.s.slot(PeerKey(*k)) != Some(Slot::None))
+        .collect();
+    // Nobody requests anything for 2 s while 3 interested peers wait.
+    h.at_ms(2_000);
+    h.tick();
+    let now_holding: Vec<u32> = (1..=8)
+        .filter(|k| h.s.slot(PeerKey(*k)) != Some(Slot::None))
+        .collect();
+    assert_ne!(holders, now_holding, "idle holders yielded their slots");
+    let (regular, optimistic) = slots(&h, 8);
+    assert!(regular <= 4 && optimistic <= 1, "still 4 + 1 slots");
+    // A holder that keeps requesting keeps its slot.
+    let mut h = seeder_with_interested(8, no_initial_seeding());
+    h.tick();
+    let busy = (1..=8)
+        .find(|k| h.s.slot(PeerKey(*k)) == Some(Slot::Regular))
+        .unwrap();
+    let mut t = 0;
+    for piece in 0..20 {
+        t += 100;
+        h.at_ms(t);
+        h.msg(busy, Msg::Request { piece });
+        h.ev(Event::UploadDone {
+            peer: PeerKey(busy),
+            piece,
+        });
+        h.tick();
+    }
+    assert_eq!(h.s.slot(PeerKey(busy)), Some(Slot::Regular));
 }
 
 #[test]
