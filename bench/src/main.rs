@@ -108,6 +108,23 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds (user + system) of this process and of its waited-for children,
+/// from `/proc/self/stat` (clock ticks of 10 ms): less sensitive than wall time to
+/// other load on a shared machine.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime is field 14 overall.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let tick = 100.0;
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
+    // rest[0] is field 3 (state), so field n is rest[n - 3].
+    (get(11) + get(12), get(13) + get(14))
+}
+
 fn gbps(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64() / 1e9
 }
@@ -148,7 +165,9 @@ fn bench_hash(
 
     let mut best_shoal = Duration::MAX;
     let mut best_b3sum = Duration::MAX;
+    let (mut cpu_shoal, mut cpu_b3sum) = (f64::MAX, f64::MAX);
     for run in 1..=runs.max(1) {
+        let (self0, _) = cpu_seconds();
         let start = Instant::now();
         let outboard = shoal_store::hash::hash_file(&path, &|_| {})
             .with_context(|| format!("shoal could not hash {}", path.display()))?;
@@ -157,9 +176,14 @@ fn bench_hash(
         if got != expected {
             bail!("shoal's id {got} differs from b3sum's {expected}");
         }
+        let (self1, children0) = cpu_seconds();
         let (_, t_b3sum) = b3sum(&path)?;
+        let (_, children1) = cpu_seconds();
+        let (c_shoal, c_b3sum) = (self1 - self0, children1 - children0);
+        cpu_shoal = cpu_shoal.min(c_shoal);
+        cpu_b3sum = cpu_b3sum.min(c_b3sum);
         println!(
-            "run {run}: shoal {:.3} s ({:.2} GB/s), b3sum {:.3} s ({:.2} GB/s)",
+            "run {run}: shoal {:.3} s ({:.2} GB/s, {c_shoal:.2} CPU s), b3sum {:.3} s ({:.2} GB/s, {c_b3sum:.2} CPU s)",
             t_shoal.as_secs_f64(),
             gbps(size, t_shoal),
             t_b3sum.as_secs_f64(),
@@ -171,7 +195,8 @@ fn bench_hash(
     let ratio = best_b3sum.as_secs_f64() / best_shoal.as_secs_f64();
     let rss_mib = peak_rss_kib().unwrap_or(0) / 1024;
     println!(
-        "best: shoal {:.3} s, b3sum {:.3} s; shoal speed / b3sum speed = {ratio:.2}; shoal peak RSS {rss_mib} MiB",
+        "best: shoal {:.3} s, b3sum {:.3} s; shoal speed / b3sum speed = {ratio:.2}; \
+         CPU s: shoal {cpu_shoal:.2}, b3sum {cpu_b3sum:.2}; shoal peak RSS {rss_mib} MiB",
         best_shoal.as_secs_f64(),
         best_b3sum.as_secs_f64()
     );
