@@ -1,0 +1,220 @@
+//! Nodes on 127.0.0.1: libp2p transfer streams, the fast path chosen through
+//! `/shoal/fastpath/1`, and provider lookup through a bootstrap node.
+//!
+//! The tests run one at a time (a shared lock): the machine has two cores.
+
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use shoal_core::ContentId;
+use shoal_net::{
+    DhtMode, IncomingTransfer, Keypair, Multiaddr, Net, NetConfig, NetEvent, NetEvents, PathKind,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tokio::time::timeout;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+const T: Duration = Duration::from_secs(30);
+
+fn config(fast: bool) -> NetConfig {
+    let mut c = NetConfig {
+        dht_mode: DhtMode::Server,
+        ..NetConfig::default()
+    };
+    if !fast {
+        c.fast_listen.clear();
+    }
+    c
+}
+
+async fn node(cfg: NetConfig) -> (Net, NetEvents) {
+    let (net, events) = Net::start(Keypair::generate_ed25519(), cfg).await.unwrap();
+    timeout(T, net.wait_listening(T)).await.unwrap().unwrap();
+    (net, events)
+}
+
+fn with_p2p(addr: &Multiaddr, net: &Net) -> Multiaddr {
+    addr.clone().with(Protocol::P2p(net.peer_id()))
+}
+
+/// Writes `out` and reads the peer's `expected_in` on one stream, concurrently.
+async fn exchange(
+    stream: shoal_net::TransferStream,
+    out: &'static [u8],
+    expected_in: &'static [u8],
+) {
+    let (mut r, mut w) = tokio::io::split(stream);
+    let write = async {
+        w.write_all(out).await.unwrap();
+        w.flush().await.unwrap();
+    };
+    let read = async {
+        let mut buf = vec![0u8; expected_in.len()];
+        r.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, expected_in);
+    };
+    timeout(T, async { tokio::join!(write, read) })
+        .await
+        .unwrap();
+}
+
+async fn next_incoming(events: &mut NetEvents) -> IncomingTransfer {
+    timeout(T, events.incoming.recv()).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libp2p_stream_carries_bytes_both_ways_on_a_direct_connection() {
+    let _serial = SERIAL.lock().await;
+    let (a, _a_events) = node(config(false)).await;
+    let (b, mut b_events) = node(config(false)).await;
+    assert!(b.fast_addrs().is_empty());
+    for addr in b.listen_addrs() {
+        assert_eq!(multiaddr_ip_is_loopback(&addr), Some(true), "{addr}");
+    }
+
+    let hints = b.ticket_addrs();
+    let (stream, path) = timeout(T, a.open_transfer(b.peer_id(), &hints))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Direct);
+
+    let a_side = exchange(stream, b"ping from a", b"pong from b");
+    let b_side = async {
+        let inc = next_incoming(&mut b_events).await;
+        assert_eq!(inc.peer, a.peer_id());
+        assert_eq!(inc.path, PathKind::Direct);
+        exchange(inc.stream, b"pong from b", b"ping from a").await;
+    };
+    tokio::join!(a_side, b_side);
+    assert!(a
+        .connections()
+        .iter()
+        .any(|c| c.peer == b.peer_id() && !c.relayed));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_is_found_through_the_fastpath_query_and_proves_both_ids() {
+    let _serial = SERIAL.lock().await;
+    let (a, _a_events) = node(config(true)).await;
+    let (b, mut b_events) = node(config(true)).await;
+    assert_eq!(b.fast_addrs().len(), 1);
+
+    // Only libp2p addresses as hints: the fast address must come from B itself.
+    let hints: Vec<Multiaddr> = b
+        .ticket_addrs()
+        .into_iter()
+        .filter(|m| !shoal_net::addrs::is_fast_multiaddr(m))
+        .collect();
+    let (stream, path) = timeout(T, a.open_transfer(b.peer_id(), &hints))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Fast);
+    let a_side = exchange(stream, b"hello over tls", b"hello back");
+    let b_side = async {
+        let inc = next_incoming(&mut b_events).await;
+        assert_eq!(inc.peer, a.peer_id());
+        assert_eq!(inc.path, PathKind::Fast);
+        exchange(inc.stream, b"hello back", b"hello over tls").await;
+    };
+    tokio::join!(a_side, b_side);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_addrs_are_bound_listen_addrs_and_never_unspecified() {
+    let _serial = SERIAL.lock().await;
+    let mut cfg = config(true);
+    cfg.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
+    cfg.fast_listen = vec!["0.0.0.0:0".parse().unwrap()];
+    let (n, _events) = node(cfg).await;
+    let listen = n.listen_addrs();
+    let ticket = n.ticket_addrs();
+    assert!(!ticket.is_empty() && ticket.len() <= 8, "{ticket:?}");
+    for a in &ticket {
+        assert!(
+            listen.contains(a) || n.external_addrs().contains(a),
+            "{a} not bound"
+        );
+        assert_eq!(
+            a.iter()
+                .next()
+                .map(|p| matches!(p, Protocol::Ip4(ip) if ip.is_unspecified())),
+            Some(false),
+            "{a}"
+        );
+    }
+    assert!(ticket.iter().any(shoal_net::addrs::is_fast_multiaddr));
+    n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_is_found_through_a_bootstrap_node_and_its_provider_reached() {
+    let _serial = SERIAL.lock().await;
+    let (b, mut b_events) = node(config(false)).await;
+    let b_addr = with_p2p(&b.listen_addrs()[0], &b);
+    let cid = ContentId::of(b"the shared file");
+
+    let mut a_cfg = config(false);
+    a_cfg.bootstrap = vec![(b.peer_id(), b.listen_addrs()[0].clone())];
+    let (a, mut a_events) = node(a_cfg).await;
+    timeout(Duration::from_secs(60), a.provide(&cid))
+        .await
+        .unwrap()
+        .unwrap();
+    // The bootstrap node stored A's record (the publication is fire-and-forget).
+    timeout(T, async {
+        loop {
+            match b_events.events.recv().await {
+                Some(NetEvent::ProviderRecordStored { provider, cid: c }) => {
+                    assert_eq!(provider, a.peer_id());
+                    assert_eq!(c, Some(cid));
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("B stopped"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let c_cfg = NetConfig {
+        bootstrap: vec![
+            shoal_net::config::parse_peer_addr("--bootstrap", &b_addr.to_string()).unwrap(),
+        ],
+        ..config(false)
+    };
+    let (c, _c_events) = node(c_cfg).await;
+    let found = timeout(T, c.find_providers(&cid, T))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, vec![a.peer_id()]);
+
+    // No address hints at all: the connection made during the lookup is used.
+    let (stream, path) = timeout(T, c.open_transfer(a.peer_id(), &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Direct);
+    let c_side = exchange(stream, b"want", b"have");
+    let a_side = async {
+        let inc = next_incoming(&mut a_events).await;
+        assert_eq!(inc.peer, c.peer_id());
+        exchange(inc.stream, b"have", b"want").await;
+    };
+    tokio::join!(c_side, a_side);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+fn multiaddr_ip_is_loopback(m: &Multiaddr) -> Option<bool> {
+    shoal_net::addrs::multiaddr_ip(m).map(|ip| ip.is_loopback())
+}
