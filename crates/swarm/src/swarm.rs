@@ -484,6 +484,8 @@ impl Swarm {
                     if p.peer_choking {
                         p.peer_choking = false;
                         p.unchoked_us_at = now;
+                        // A fresh chance: pieces it rejected may be asked again.
+                        p.avoid.clear();
                         self.dirty.insert(key);
                     }
                 }
@@ -575,12 +577,14 @@ impl Swarm {
         let serve = self.cfg.serve_uploads;
         let cap = self.cfg.max_remote_requests as usize;
         let complete = self.picker.is_complete();
+
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         let hidden = seeding && !p.revealed.get(piece);
         let committed = p.upload_queue.len() + p.uploading.len();
         let unreciprocated = freeloads(&self.cfg, complete, p);
+
         if unreciprocated {
             self.slots_dirty = true;
         }
