@@ -34,7 +34,7 @@ pub(crate) struct Behaviour {
     pub autonat_server: autonat::v2::server::Behaviour,
     pub relay_server: Toggle<relay::Behaviour>,
     pub relay_client: relay::client::Behaviour,
-    pub dcutr: dcutr::Behaviour,
+    pub dcutr: Toggle<dcutr::Behaviour>,
     pub upnp: Toggle<upnp::tokio::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
 }
@@ -122,7 +122,7 @@ impl Behaviour {
             autonat_server: autonat::v2::server::Behaviour::default(),
             relay_server,
             relay_client,
-            dcutr: dcutr::Behaviour::new(peer_id),
+            dcutr: Toggle::from(cfg.hole_punching.then(|| dcutr::Behaviour::new(peer_id))),
             upnp,
             stream: libp2p_stream::Behaviour::new(),
         })

@@ -77,6 +77,9 @@ pub struct NetConfig {
     pub relay_max_circuit_bytes: u64,
     /// Relay server: lifetime of a circuit.
     pub relay_max_circuit_duration: Duration,
+    /// Try to upgrade relayed connections to direct ones (DCUtR). Tests that
+    /// need a connection to stay relayed turn it off.
+    pub hole_punching: bool,
     /// Kademlia protocol name; must start with `/`.
     pub kad_protocol: String,
     /// DHT participation.
@@ -106,6 +109,7 @@ impl Default for NetConfig {
             relay_server: false,
             relay_max_circuit_bytes: DEFAULT_RELAY_MAX_CIRCUIT_BYTES,
             relay_max_circuit_duration: Duration::from_secs(DEFAULT_RELAY_MAX_CIRCUIT_SECS),
+            hole_punching: true,
             kad_protocol: DEFAULT_KAD_PROTOCOL.to_owned(),
             dht_mode: DhtMode::Auto,
             limits: ConnectionLimits::default(),

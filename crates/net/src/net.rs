@@ -156,6 +156,7 @@ pub enum NetEvent {
 }
 
 /// The receiving ends [`Net::start`] hands out.
+#[derive(Debug)]
 pub struct NetEvents {
     /// Node events, bounded; see [`NetEvent`].
     pub events: mpsc::Receiver<NetEvent>,
@@ -295,12 +296,21 @@ impl Net {
         let mut startup_listeners = HashSet::new();
         let mut explicit_ip_listeners = HashSet::new();
         for addr in &config.listen {
-            let id = swarm
-                .listen_on(addr.clone())
-                .map_err(|e| NetError::Listen {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
+            probe_tcp_port(addr)?;
+            let id = match swarm.listen_on(addr.clone()) {
+                Ok(id) => id,
+                // The default `[::]:0` must not stop a node on a host without IPv6.
+                Err(e) if is_ipv6_wildcard(addr) && config.listen.len() > 1 => {
+                    tracing::warn!("not listening on {addr}: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(NetError::Listen {
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            };
             if !is_relayed(addr) {
                 startup_listeners.insert(id);
                 if multiaddr_ip(addr).is_some_and(|ip| !ip.is_unspecified()) {
@@ -735,6 +745,35 @@ impl Net {
             t.abort();
         }
     }
+}
+
+/// libp2p-tcp listens with `SO_REUSEPORT`, so a second node on the same TCP
+/// port would start silently and share the port's connections with the
+/// first. A plain bind first turns that into a clear error.
+fn probe_tcp_port(addr: &Multiaddr) -> Result<()> {
+    let mut it = addr.iter();
+    let ip = match it.next() {
+        Some(Protocol::Ip4(a)) => IpAddr::V4(a),
+        Some(Protocol::Ip6(a)) => IpAddr::V6(a),
+        _ => return Ok(()),
+    };
+    let port = match (it.next(), it.next()) {
+        (Some(Protocol::Tcp(p)), None) if p != 0 => p,
+        _ => return Ok(()),
+    };
+    match std::net::TcpListener::bind(SocketAddr::new(ip, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(NetError::Listen {
+            addr: addr.clone(),
+            reason: "the port is already in use (is another shoal node running?)".into(),
+        }),
+        // Other failures (e.g. no IPv6) are left for libp2p to report.
+        Err(_) => Ok(()),
+    }
+}
+
+fn is_ipv6_wildcard(m: &Multiaddr) -> bool {
+    matches!(m.iter().next(), Some(Protocol::Ip6(ip)) if ip.is_unspecified())
 }
 
 fn path_of(connections: &Connections, peer: &PeerId) -> PathKind {

@@ -178,3 +178,26 @@ async fn echo_of_64_mib_in_large_chunks_is_intact() {
     timeout(T, writer).await.unwrap().unwrap();
     assert_eq!(timeout(T, srv).await.unwrap().unwrap(), TOTAL as u64);
 }
+
+#[tokio::test]
+async fn client_offering_another_alpn_is_refused() {
+    let ks = Keypair::generate_ed25519();
+    let kc = Keypair::generate_ed25519();
+    let server = FastTls::new(&ks).unwrap();
+    let (listener, addr) = loopback_listener().await;
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        server.accept(tcp).await.map(|_| ())
+    });
+
+    // A plain libp2p TLS client (ALPN "libp2p") proving the right ids.
+    let cfg = libp2p::tls::make_client_config(&kc, Some(ks.public().to_peer_id())).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let client = timeout(T, connector.connect(name, tcp)).await.unwrap();
+    assert!(client.is_err(), "a client without shoal-xfer/1 got through");
+    let srv = timeout(T, srv).await.unwrap().unwrap();
+    let err = srv.unwrap_err();
+    assert!(matches!(err, NetError::Handshake { .. }), "{err:?}");
+}

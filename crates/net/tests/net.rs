@@ -218,3 +218,93 @@ async fn content_is_found_through_a_bootstrap_node_and_its_provider_reached() {
 fn multiaddr_ip_is_loopback(m: &Multiaddr) -> Option<bool> {
     shoal_net::addrs::multiaddr_ip(m).map(|ip| ip.is_loopback())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_runs_through_a_relay_when_the_peer_only_listens_there() {
+    let _serial = SERIAL.lock().await;
+    let mut r_cfg = config(false);
+    r_cfg.relay_server = true;
+    r_cfg.relay_max_circuit_bytes = 0;
+    let (r, _r_events) = node(r_cfg).await;
+    let r_addr = r.listen_addrs()[0].clone();
+
+    // A has no direct listener: only a reservation on R. No hole punching, so
+    // the connection stays relayed.
+    let mut a_cfg = config(false);
+    a_cfg.listen.clear();
+    a_cfg.relays = vec![(r.peer_id(), r_addr)];
+    a_cfg.hole_punching = false;
+    let (a, mut a_events) = node(a_cfg).await;
+    let circuit = timeout(T, async {
+        loop {
+            match a_events.events.recv().await {
+                Some(NetEvent::ListenAddr(m)) if shoal_net::addrs::is_relayed(&m) => break m,
+                Some(_) => continue,
+                None => panic!("A stopped"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(a.ticket_addrs(), vec![circuit.clone()]);
+
+    let mut b_cfg = config(false);
+    b_cfg.hole_punching = false;
+    let (b, _b_events) = node(b_cfg).await;
+    let (stream, path) = timeout(T, b.open_transfer(a.peer_id(), &[with_p2p(&circuit, &a)]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Relayed);
+    assert!(b
+        .connections()
+        .iter()
+        .filter(|c| c.peer == a.peer_id())
+        .all(|c| c.relayed));
+    let b_side = exchange(stream, b"through the relay", b"and back");
+    let a_side = async {
+        let inc = next_incoming(&mut a_events).await;
+        assert_eq!(inc.peer, b.peer_id());
+        assert_eq!(inc.path, PathKind::Relayed);
+        exchange(inc.stream, b"and back", b"through the relay").await;
+    };
+    tokio::join!(b_side, a_side);
+    for n in [a, b, r] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_on_a_taken_port_fails_clearly() {
+    let _serial = SERIAL.lock().await;
+    let (a, _a_events) = node(config(true)).await;
+    let taken = a
+        .listen_addrs()
+        .into_iter()
+        .find(|m| {
+            !shoal_net::addrs::is_fast_multiaddr(m)
+                && m.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+        })
+        .unwrap();
+    let mut cfg = config(false);
+    cfg.listen = vec![taken.clone()];
+    let err = Net::start(Keypair::generate_ed25519(), cfg)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, shoal_net::NetError::Listen { .. }), "{err:?}");
+    assert!(err.to_string().contains(&taken.to_string()), "{err}");
+
+    let fast = a.fast_addrs()[0].clone();
+    let (sa, _) = shoal_net::addrs::parse_fast_multiaddr(&fast).unwrap();
+    let mut cfg = config(true);
+    cfg.fast_listen = vec![sa];
+    let err = Net::start(Keypair::generate_ed25519(), cfg)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, shoal_net::NetError::FastListen { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--fast-listen"), "{err}");
+    a.shutdown().await;
+}
