@@ -1338,3 +1338,19 @@ impl SwarmTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_key_is_the_blake3_multihash_of_the_content_id() {
+        let cid = ContentId::of(b"x");
+        let key = provider_key(&cid);
+        let mut expected = vec![0x1e, 0x20];
+        expected.extend_from_slice(cid.as_bytes());
+        assert_eq!(key.as_ref(), &expected[..]);
+        assert_eq!(content_id_of_key(&key), Some(cid));
+        assert_eq!(content_id_of_key(&RecordKey::new(&[1u8, 2, 3])), None);
+    }
+}

@@ -308,3 +308,54 @@ async fn listening_on_a_taken_port_fails_clearly() {
     assert!(err.to_string().contains("--fast-listen"), "{err}");
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_fast_address_is_used_without_any_libp2p_connection() {
+    let _serial = SERIAL.lock().await;
+    let (b, mut b_events) = node(config(true)).await;
+    let (c, _c_events) = node(config(true)).await;
+    let (stream, path) = timeout(T, c.open_transfer(b.peer_id(), &b.ticket_addrs()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Fast);
+    assert!(
+        !c.is_connected(&b.peer_id()),
+        "libp2p was dialed needlessly"
+    );
+    let c_side = exchange(stream, b"direct", b"indeed");
+    let b_side = async {
+        let inc = next_incoming(&mut b_events).await;
+        assert_eq!((inc.peer, inc.path), (c.peer_id(), PathKind::Fast));
+        exchange(inc.stream, b"indeed", b"direct").await;
+    };
+    tokio::join!(c_side, b_side);
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_address_of_another_peer_is_refused_and_libp2p_used_instead() {
+    let _serial = SERIAL.lock().await;
+    let (a, _a_events) = node(config(true)).await;
+    let (b, mut b_events) = node(config(false)).await;
+    let (c, _c_events) = node(config(true)).await;
+    // A stale ticket: B's libp2p addresses, but A's fast-path address.
+    let mut hints = a.fast_addrs();
+    hints.extend(b.ticket_addrs());
+    let (stream, path) = timeout(T, c.open_transfer(b.peer_id(), &hints))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Direct);
+    let c_side = exchange(stream, b"are you b?", b"yes");
+    let b_side = async {
+        let inc = next_incoming(&mut b_events).await;
+        assert_eq!(inc.peer, c.peer_id());
+        exchange(inc.stream, b"yes", b"are you b?").await;
+    };
+    tokio::join!(c_side, b_side);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
