@@ -419,6 +419,7 @@ fn endgame_duplicates_the_last_request_and_cancels_the_loser() {
 fn corrupt_pieces_ban_the_sender_after_two_and_are_refetched_from_others() {
     let cfg = Config {
         random_first_pieces: 0,
+        min_pipeline: 2,
         ..Config::default()
     };
     let mut h = H::leecher(cfg);
@@ -536,6 +537,7 @@ fn choker_uses_four_regular_slots_and_one_optimistic() {
 fn regular_slots_are_rechosen_every_ten_seconds_by_rate_to_us() {
     let mut h = H::leecher(Config {
         random_first_pieces: 0,
+        min_pipeline: 2,
         idle_slot_timeout: Duration::from_secs(1_000),
         ..Config::default()
     });
