@@ -55,8 +55,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const FAST_ADDR_TTL: Duration = Duration::from_secs(300);
 /// A fast address that proved another peer id is not tried again for this long.
 const MISMATCH_PENALTY: Duration = Duration::from_secs(600);
-/// A fast address that failed otherwise is not tried again for this long.
-const FAILURE_PENALTY: Duration = Duration::from_secs(60);
+/// A fast address that failed otherwise is not tried again for this long
+/// (the life of a cached `/shoal/fastpath/1` answer).
+const FAILURE_PENALTY: Duration = Duration::from_secs(300);
 /// Fast-path candidates tried per `open_transfer` before falling back.
 const MAX_FAST_ATTEMPTS: usize = 3;
 /// Concurrent `/shoal/fastpath/1` answers being written.
@@ -671,15 +672,18 @@ impl Net {
 
     /// Same IP as a live direct connection first; loopback candidates only when
     /// we reach the peer over loopback or know nothing better; penalised
-    /// addresses skipped; at most [`MAX_FAST_ATTEMPTS`].
+    /// addresses skipped; at most [`MAX_FAST_ATTEMPTS`], or one global
+    /// address when the peer is reached only through a relay.
     fn order_fast_candidates(&self, peer: &PeerId, cands: Vec<SocketAddr>) -> Vec<SocketAddr> {
-        let direct_ips: Vec<IpAddr> = lock(&self.inner.connections)
+        let (direct_ips, relayed_only): (Vec<IpAddr>, bool) = lock(&self.inner.connections)
             .get(peer)
             .map(|cs| {
-                cs.iter()
+                let ips = cs
+                    .iter()
                     .filter(|c| !c.relayed)
                     .filter_map(|c| multiaddr_ip(&c.remote_addr))
-                    .collect()
+                    .collect();
+                (ips, !cs.is_empty() && cs.iter().all(|c| c.relayed))
             })
             .unwrap_or_default();
         let now = Instant::now();
@@ -694,8 +698,15 @@ impl Net {
         if !direct_ips.is_empty() && !over_loopback {
             cands.retain(|sa| !sa.ip().is_loopback());
         }
+        let mut attempts = MAX_FAST_ATTEMPTS;
+        if direct_ips.is_empty() && relayed_only {
+            // Reached only through a relay: the peer's private addresses are
+            // most likely behind its NAT, and each costs a connect timeout.
+            cands.retain(|sa| ip_rank(sa.ip()) <= 1);
+            attempts = 1;
+        }
         cands.sort_by_key(|sa| (!direct_ips.contains(&sa.ip()), ip_rank(sa.ip())));
-        cands.truncate(MAX_FAST_ATTEMPTS);
+        cands.truncate(attempts);
         cands
     }
 
