@@ -1355,6 +1355,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_and_streams_can_move_between_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn send<T: Send + 'static>() {}
+        send_sync::<Net>();
+        send::<TransferStream>();
+        send::<IncomingTransfer>();
+        send::<NetEvents>();
+    }
+
+    #[test]
     fn provider_key_is_the_blake3_multihash_of_the_content_id() {
         let cid = ContentId::of(b"x");
         let key = provider_key(&cid);

@@ -46,6 +46,12 @@ fn clear_env() {
 const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
 
 #[test]
+fn flags_are_well_formed_for_clap() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
+
+#[test]
 fn defaults_listen_on_all_interfaces_with_switches_off() {
     let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
     clear_env();
