@@ -50,8 +50,12 @@ pub enum NetError {
     // ---- running ----
     #[error("the network task has stopped; restart the node")]
     Stopped,
-    #[error("timed out after {secs} s while {what}")]
-    Timeout { what: String, secs: u64 },
+    #[error("timed out after {secs} s while {what}; {hint}")]
+    Timeout {
+        what: String,
+        secs: u64,
+        hint: &'static str,
+    },
     #[error(
         "cannot connect to peer {peer}: {reason}; check the ticket's addresses or try again later"
     )]

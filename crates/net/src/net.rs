@@ -40,6 +40,9 @@ use crate::{IncomingTransfer, PathKind, TransferStream};
 pub const XFER_PROTOCOL: StreamProtocol = StreamProtocol::new(shoal_core::proto::PROTOCOL_ID);
 /// Asks a peer for its fast-path addresses (one bounded frame, then close).
 pub const FASTPATH_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/fastpath/1");
+const PEER_HINT: &str =
+    "the peer may be offline or unreachable from here: try again later or another address";
+
 /// Multihash code of BLAKE3 (DHT keys are the multihash of the content id).
 pub const BLAKE3_MULTIHASH: u64 = 0x1e;
 
@@ -458,6 +461,7 @@ impl Net {
             .map_err(|_| NetError::Timeout {
                 what: "waiting for the listeners to report their addresses".into(),
                 secs: timeout.as_secs(),
+                hint: "the machine may be overloaded: try again",
             })?
             .map_err(|_| NetError::Stopped)?;
         Ok(self.listen_addrs())
@@ -511,6 +515,7 @@ impl Net {
             .map_err(|_| NetError::Timeout {
                 what: format!("connecting to {peer}"),
                 secs: DIAL_TIMEOUT.as_secs(),
+                hint: PEER_HINT,
             })?
             .map_err(|_| NetError::Stopped)?
     }
@@ -531,6 +536,7 @@ impl Net {
             .map_err(|_| NetError::Timeout {
                 what: format!("publishing the provider record for {cid}"),
                 secs: PROVIDE_TIMEOUT.as_secs(),
+                hint: "the DHT peers did not answer: check the bootstrap nodes; the node retries by itself",
             })?
             .map_err(|_| NetError::Stopped)?
     }
@@ -644,6 +650,7 @@ impl Net {
         .map_err(|_| NetError::Timeout {
             what: format!("opening a transfer stream to {peer}"),
             secs: OPEN_STREAM_TIMEOUT.as_secs(),
+            hint: PEER_HINT,
         })?
         .map_err(|e| NetError::OpenStream {
             peer,
@@ -734,6 +741,7 @@ impl Net {
             .map_err(|_| NetError::Timeout {
                 what: format!("asking {peer} for its fast-path addresses"),
                 secs: FASTPATH_QUERY_TIMEOUT.as_secs(),
+                hint: PEER_HINT,
             })?
             .map_err(|reason| NetError::OpenStream { peer, reason })?;
         let mut cache = lock(&self.inner.fast_addrs);
