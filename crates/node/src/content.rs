@@ -1,0 +1,1539 @@
+//! One task per content id (a download or a seed): owns the [`Swarm`] scheduler,
+//! maps peer ids to scheduler keys, runs the sessions, executes the scheduler's
+//! actions against storage, and fetches the outboard before a download starts.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p_identity::PeerId;
+use shoal_core::proto::{
+    Bitfield as WireBitfield, CloseCode, ConnectionState, DenyReason, Hello, Layout, Message,
+    RejectReason, Role, CV_LEN, MAX_OUTBOARD_CVS, MAX_OUTSTANDING_OUTBOARD_REQUESTS, MAX_TEXT_LEN,
+};
+use shoal_core::ContentId;
+use shoal_store::{read_piece, Cv, Outboard, PartialFile, PieceLayout, StoreError};
+use shoal_swarm::{
+    Action, Bitfield as SwarmBitfield, DisconnectReason, Event, Msg, PeerKey, Swarm,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::NodeError;
+use crate::node::{Connector, PeerProgress, Progress, Shared};
+use crate::session::{
+    frame_of, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader, InMsg,
+    Out, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
+};
+
+/// Events of a content task (its single input channel).
+pub(crate) enum Ev {
+    /// An inbound stream whose hello names this content (the hello was read).
+    Inbound {
+        peer: PeerId,
+        fr: FrameReader<ReadHalf>,
+        w: WriteHalf,
+        piece_size: Option<u32>,
+        content_len: Option<u64>,
+    },
+    /// A dial finished.
+    Dialed {
+        peer: PeerId,
+        res: Result<BoxStream, NodeError>,
+    },
+    Session(PeerKey, SessionEvent),
+    UploadRead {
+        key: PeerKey,
+        piece: u32,
+        res: Result<Vec<u8>, StoreError>,
+    },
+    Verified {
+        key: PeerKey,
+        piece: u32,
+        len: usize,
+        res: Result<(), StoreError>,
+    },
+    Finished(Result<PathBuf, StoreError>),
+    Flushed(Result<(), StoreError>),
+}
+
+/// Where pieces are served from.
+enum Source {
+    /// Nothing yet (a download before its outboard).
+    None,
+    /// A file in place (a share, or a finished download).
+    File(PathBuf),
+    /// Bytes in memory (a collection manifest).
+    Memory(Arc<Vec<u8>>),
+    /// A download in progress.
+    Partial {
+        part: PathBuf,
+        file: Arc<Mutex<Option<PartialFile>>>,
+    },
+}
+
+/// What a download needs beyond a seed.
+pub(crate) struct DownloadCfg {
+    pub(crate) dest: PathBuf,
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) done: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
+    /// The largest content accepted (a manifest's limit, a collection file's size).
+    pub(crate) max_len: Option<u64>,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct PeerConn {
+    id: PeerId,
+    state: Arc<Mutex<ConnectionState>>,
+    out: mpsc::Sender<Out>,
+    _reader: AbortOnDrop,
+    writer: Option<JoinHandle<()>>,
+    outbound: bool,
+    /// The layout the peer's hello gave (or that we gave, as responder).
+    layout: Option<Layout>,
+    /// The peer's availability, until it is handed to the scheduler.
+    avail: Option<Availability>,
+    established: bool,
+    registered: bool,
+    /// Pieces announced to this peer (availability message and `Have`s).
+    announced: Option<SwarmBitfield>,
+    /// Pieces being read or sent to this peer (the scheduler's in-flight uploads).
+    uploading: HashSet<u32>,
+    downloaded: u64,
+    uploaded: u64,
+    rate_mark: (u64, u64),
+    down_rate: f64,
+    up_rate: f64,
+}
+
+impl Drop for PeerConn {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}
+
+/// Our availability message for a new connection.
+enum OurAvail {
+    None,
+    All,
+    Bits(WireBitfield),
+}
+
+impl OurAvail {
+    fn message(&self) -> Message<'_> {
+        match self {
+            Self::None => Message::HaveNone,
+            Self::All => Message::HaveAll,
+            Self::Bits(b) => b.to_message(),
+        }
+    }
+}
+
+struct OutboardFetch {
+    key: PeerKey,
+    layout: Layout,
+    leaves: Vec<u8>,
+    next: u32,
+    outstanding: u32,
+    received: u32,
+}
+
+/// Contents of at most this many bytes (a manifest) may be served from memory.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const FLUSH_PIECES: u32 = 64;
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// Dial attempts in flight at once per download.
+const MAX_DIALS: usize = 8;
+
+pub(crate) struct Content {
+    id: ContentId,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Ev>,
+    layout: Option<Layout>,
+    outboard: Option<Arc<Outboard>>,
+    ob_bytes: Option<Arc<Vec<u8>>>,
+    ob_fetch: Option<OutboardFetch>,
+    ob_tried: HashSet<PeerId>,
+    swarm: Option<Swarm>,
+    source: Source,
+    peers: HashMap<PeerKey, PeerConn>,
+    by_id: HashMap<PeerId, PeerKey>,
+    dialing: HashSet<PeerId>,
+    dialed: HashSet<PeerId>,
+    banned: HashSet<PeerId>,
+    pending_piece: Option<(PeerKey, u32, Vec<u8>)>,
+    download: Option<DownloadCfg>,
+    finishing: bool,
+    complete: bool,
+    failed: Option<String>,
+    progress: watch::Sender<Progress>,
+    start: Instant,
+    next_flush: Instant,
+    last_progress: Instant,
+    last_rates: Instant,
+    next_key: u32,
+    events: VecDeque<Event>,
+    want_peers: u32,
+    /// Piece bytes received from and sent to each peer id over this task's life.
+    totals: HashMap<PeerId, (u64, u64)>,
+}
+
+impl Drop for Content {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.registry.lock() {
+            if r.get(&self.id).is_some_and(|s| s.same_channel(&self.tx)) {
+                r.remove(&self.id);
+            }
+        }
+    }
+}
+
+fn layout_of(ob: &Outboard) -> Option<Layout> {
+    let l = ob.layout();
+    Layout::new(l.len(), l.piece_size()).ok()
+}
+
+fn piece_layout(l: Layout) -> Option<PieceLayout> {
+    PieceLayout::with_piece_size(l.content_len(), u64::from(l.piece_size())).ok()
+}
+
+fn text(s: &str) -> &str {
+    if s.len() <= MAX_TEXT_LEN {
+        return s;
+    }
+    let mut end = MAX_TEXT_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Content {
+    fn new(
+        id: ContentId,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Ev>,
+        progress: watch::Sender<Progress>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            id,
+            shared,
+            tx,
+            layout: None,
+            outboard: None,
+            ob_bytes: None,
+            ob_fetch: None,
+            ob_tried: HashSet::new(),
+            swarm: None,
+            source: Source::None,
+            peers: HashMap::new(),
+            by_id: HashMap::new(),
+            dialing: HashSet::new(),
+            dialed: HashSet::new(),
+            banned: HashSet::new(),
+            pending_piece: None,
+            download: None,
+            finishing: false,
+            complete: false,
+            failed: None,
+            progress,
+            start: now,
+            next_flush: now + FLUSH_EVERY,
+            last_progress: now,
+            last_rates: now,
+            next_key: 0,
+            events: VecDeque::new(),
+            want_peers: 0,
+            totals: HashMap::new(),
+        }
+    }
+
+    /// A seeding task for a content this node shares, served from `file` or from
+    /// `memory` (a manifest).
+    pub(crate) fn seed(
+        id: ContentId,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Ev>,
+        outboard: Outboard,
+        source_file: Option<PathBuf>,
+        memory: Option<Vec<u8>>,
+    ) -> Result<Self, NodeError> {
+        let (ptx, _) = watch::channel(Progress::new(id));
+        let mut c = Self::new(id, shared, tx, ptx);
+        let layout = layout_of(&outboard)
+            .ok_or_else(|| NodeError::Internal(format!("the outboard of {id} has a bad layout")))?;
+        c.layout = Some(layout);
+        c.source = match (source_file, memory) {
+            (Some(p), _) => Source::File(p),
+            (None, Some(m)) => Source::Memory(Arc::new(m)),
+            (None, None) => Source::None,
+        };
+        c.set_outboard(outboard);
+        let n = layout.num_pieces();
+        let swarm = Swarm::new(
+            c.swarm_config(layout),
+            n,
+            SwarmBitfield::full(n),
+            c.seed_rng(),
+        )
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+        c.swarm = Some(swarm);
+        c.complete = true;
+        Ok(c)
+    }
+
+    /// A download task of `id` into `cfg.dest`.
+    pub(crate) fn download(
+        id: ContentId,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Ev>,
+        progress: watch::Sender<Progress>,
+        cfg: DownloadCfg,
+    ) -> Self {
+        let mut c = Self::new(id, shared, tx, progress);
+        c.download = Some(cfg);
+        c.want_peers = c.shared.cfg.max_peers;
+        c
+    }
+
+    fn seed_rng(&self) -> u64 {
+        let b = self.id.as_bytes();
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(s) ^ u64::from(self.start.elapsed().subsec_nanos())
+    }
+
+    fn swarm_config(&self, layout: Layout) -> shoal_swarm::Config {
+        let mut cfg = self.shared.cfg.swarm.clone();
+        cfg.piece_size = layout.piece_size();
+        cfg.max_peers = self.shared.cfg.max_peers;
+        cfg
+    }
+
+    fn set_outboard(&mut self, ob: Outboard) {
+        self.ob_bytes = Some(Arc::new(ob.encode()));
+        self.outboard = Some(Arc::new(ob));
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The task's main loop.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Ev>) {
+        self.dial_more();
+        loop {
+            let deadline = match self.swarm.as_ref().and_then(|s| s.poll_timeout()) {
+                Some(t) => (self.start + t).min(self.next_flush),
+                None => self.next_flush,
+            };
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= self.next_flush {
+                        self.next_flush = Instant::now() + FLUSH_EVERY;
+                        self.flush();
+                        self.update_rates();
+                        self.publish(true);
+                    }
+                    if self.swarm.as_ref().and_then(|s| s.poll_timeout())
+                        .is_some_and(|t| self.start + t <= Instant::now())
+                    {
+                        self.feed(Event::Tick);
+                    }
+                }
+            }
+            self.dial_more();
+            self.publish(false);
+        }
+    }
+
+    // ---- peers and sessions ----
+
+    fn our_availability(&self) -> (OurAvail, Option<SwarmBitfield>) {
+        let Some(s) = self.swarm.as_ref() else {
+            return (OurAvail::None, None);
+        };
+        let have = s.have().clone();
+        let n = have.len();
+        if s.initial_seeding() || have.count_ones() == 0 {
+            return (OurAvail::None, Some(SwarmBitfield::new(n)));
+        }
+        if have.is_full() {
+            return (OurAvail::All, Some(have));
+        }
+        match WireBitfield::new(n) {
+            Ok(mut b) => {
+                for i in have.ones() {
+                    b.set(i);
+                }
+                (OurAvail::Bits(b), Some(have))
+            }
+            Err(_) => (OurAvail::None, Some(SwarmBitfield::new(n))),
+        }
+    }
+
+    fn our_hello(&self) -> Hello<'static> {
+        let mut h = Hello::new(self.id);
+        if let Some(l) = self.layout.filter(|_| self.outboard.is_some()) {
+            h.piece_size = Some(l.piece_size());
+            h.content_len = Some(l.content_len());
+        }
+        h
+    }
+
+    /// Starts the reader and writer of a new session whose first frames are already
+    /// accounted in `state`.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_session(
+        &mut self,
+        peer: PeerId,
+        fr: FrameReader<ReadHalf>,
+        w: WriteHalf,
+        state: ConnectionState,
+        first: Vec<Vec<u8>>,
+        outbound: bool,
+        layout: Option<Layout>,
+        announced: Option<SwarmBitfield>,
+    ) {
+        let key = PeerKey(self.next_key);
+        self.next_key = self.next_key.wrapping_add(1);
+        let state = Arc::new(Mutex::new(state));
+        let (otx, orx) = mpsc::channel(WRITE_QUEUE);
+        for f in first {
+            let _ = otx.try_send(Out::Frame(f));
+        }
+        let wrap = |k, e| Ev::Session(k, e);
+        let reader = tokio::spawn(run_reader(
+            fr,
+            key,
+            state.clone(),
+            self.tx.clone(),
+            wrap,
+            self.shared.pool.clone(),
+            !outbound,
+        ));
+        let writer = tokio::spawn(run_writer(
+            w,
+            orx,
+            key,
+            state.clone(),
+            self.tx.clone(),
+            wrap,
+        ));
+        self.by_id.insert(peer, key);
+        self.peers.insert(
+            key,
+            PeerConn {
+                id: peer,
+                state,
+                out: otx,
+                _reader: AbortOnDrop(reader),
+                writer: Some(writer),
+                outbound,
+                layout,
+                avail: None,
+                established: false,
+                registered: false,
+                announced,
+                uploading: HashSet::new(),
+                downloaded: 0,
+                uploaded: 0,
+                rate_mark: (0, 0),
+                down_rate: 0.0,
+                up_rate: 0.0,
+            },
+        );
+    }
+
+    fn admit(
+        &mut self,
+        peer: PeerId,
+        fr: FrameReader<ReadHalf>,
+        mut w: WriteHalf,
+        piece_size: Option<u32>,
+        content_len: Option<u64>,
+    ) {
+        let deny = |reason: DenyReason, why: &'static str| (reason, why);
+        let verdict = if self.banned.contains(&peer) {
+            Err(deny(DenyReason::Banned, "banned for this content"))
+        } else if self.by_id.contains_key(&peer) {
+            Err(deny(DenyReason::Busy, "already connected for this content"))
+        } else if self.peers.len() >= self.shared.cfg.max_peers as usize {
+            Err(deny(DenyReason::Busy, "too many peers for this content"))
+        } else {
+            match self.layout.filter(|_| self.outboard.is_some()) {
+                None => Err(deny(DenyReason::NotFound, "content not available yet")),
+                Some(l) if piece_size.is_some_and(|p| p != l.piece_size()) => {
+                    Err(deny(DenyReason::PieceSizeMismatch, "different piece size"))
+                }
+                Some(l) if content_len.is_some_and(|n| n != l.content_len()) => {
+                    Err(deny(DenyReason::LengthMismatch, "different content length"))
+                }
+                Some(l) => Ok(l),
+            }
+        };
+        let layout = match verdict {
+            Ok(l) => l,
+            Err((reason, why)) => {
+                tokio::spawn(async move {
+                    let msg = Message::Deny { reason, text: why };
+                    let _ = crate::session::write_frame(&mut w, &msg).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                });
+                return;
+            }
+        };
+        let mut state = ConnectionState::new(Role::Responder);
+        let their = Hello {
+            piece_size,
+            content_len,
+            ..Hello::new(self.id)
+        };
+        let ours = self.our_hello();
+        let (avail, announced) = self.our_availability();
+        let ok = state.on_recv(&Message::Hello(their)).is_ok()
+            && state.on_send(&Message::Hello(ours.clone())).is_ok()
+            && state.on_send(&avail.message()).is_ok();
+        let frames = frame_of(&Message::Hello(ours)).zip(frame_of(&avail.message()));
+        let Some((hello, avail)) = frames.filter(|_| ok) else {
+            tracing::warn!(%peer, "could not build the handshake reply");
+            return;
+        };
+        self.spawn_session(
+            peer,
+            fr,
+            w,
+            state,
+            vec![hello, avail],
+            false,
+            Some(layout),
+            announced,
+        );
+    }
+
+    fn on_dialed(&mut self, peer: PeerId, stream: BoxStream) {
+        if self.banned.contains(&peer) || self.by_id.contains_key(&peer) {
+            return;
+        }
+        let (r, w) = tokio::io::split(stream);
+        let mut state = ConnectionState::new(Role::Initiator);
+        let hello = self.our_hello();
+        let (avail, announced) = if hello.piece_size.is_some() {
+            self.our_availability()
+        } else {
+            (OurAvail::None, None)
+        };
+        let ok = state.on_send(&Message::Hello(hello.clone())).is_ok()
+            && state.on_send(&avail.message()).is_ok();
+        let frames = frame_of(&Message::Hello(hello)).zip(frame_of(&avail.message()));
+        let Some((hf, avail)) = frames.filter(|_| ok) else {
+            return;
+        };
+        self.spawn_session(
+            peer,
+            FrameReader::new(r),
+            w,
+            state,
+            vec![hf, avail],
+            true,
+            None,
+            announced,
+        );
+    }
+
+    /// Sends `msg` to `key` if the protocol allows it now; false otherwise (or if the
+    /// peer's queue is full, in which case the peer is dropped).
+    fn send(&mut self, key: PeerKey, msg: &Message<'_>) -> bool {
+        let Some(p) = self.peers.get(&key) else {
+            return false;
+        };
+        let allowed = match p.state.lock() {
+            Ok(mut s) => s.on_send(msg),
+            Err(_) => return false,
+        };
+        if let Err(e) = allowed {
+            tracing::debug!(?key, error = %e, "not sending {:?}", msg.message_type());
+            return false;
+        }
+        let Some(f) = frame_of(msg) else {
+            return false;
+        };
+        let full = p.out.try_send(Out::Frame(f)).is_err();
+        if full {
+            self.drop_peer(key, Some((CloseCode::Shutdown, "too slow")), true);
+            return false;
+        }
+        true
+    }
+
+    /// Closes the session with `key`: `Close { code }` (if given) then shutdown.
+    /// `tell_swarm`: the scheduler still knows the peer and must forget it.
+    fn drop_peer(&mut self, key: PeerKey, close: Option<(CloseCode, &str)>, tell_swarm: bool) {
+        let Some(mut p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.by_id.remove(&p.id);
+        if self
+            .pending_piece
+            .as_ref()
+            .is_some_and(|(k, _, _)| *k == key)
+        {
+            self.pending_piece = None;
+        }
+        if let Some((code, why)) = close {
+            let msg = Message::Close {
+                code,
+                text: text(why),
+            };
+            let ok = p.state.lock().map(|mut s| s.on_send(&msg).is_ok());
+            if let (Ok(true), Some(f)) = (ok, frame_of(&msg)) {
+                let _ = p.out.try_send(Out::Close(f));
+            }
+        }
+        if let Some(w) = p.writer.take() {
+            reap_writer(w);
+        }
+        if tell_swarm && p.registered {
+            self.events.push_back(Event::PeerDisconnected { peer: key });
+        }
+        if self.ob_fetch.as_ref().is_some_and(|f| f.key == key) {
+            self.ob_fetch = None;
+            self.ob_tried.insert(p.id);
+        }
+        drop(p);
+        self.drain_events();
+        self.start_outboard();
+    }
+
+    fn dial_more(&mut self) {
+        if self.complete || self.failed.is_some() {
+            return;
+        }
+        let Some(d) = self.download.as_ref() else {
+            return;
+        };
+        let connector = d.connector.clone();
+        let room = (self.shared.cfg.max_peers as usize)
+            .saturating_sub(self.peers.len() + self.dialing.len())
+            .min(MAX_DIALS.saturating_sub(self.dialing.len()))
+            .min(self.want_peers as usize);
+        if room == 0 {
+            return;
+        }
+        let candidates: Vec<PeerId> = connector
+            .peers()
+            .into_iter()
+            .filter(|p| {
+                *p != self.shared.local
+                    && !self.banned.contains(p)
+                    && !self.by_id.contains_key(p)
+                    && !self.dialing.contains(p)
+                    && !self.dialed.contains(p)
+            })
+            .take(room)
+            .collect();
+        for peer in candidates {
+            self.dialing.insert(peer);
+            self.dialed.insert(peer);
+            self.want_peers = self.want_peers.saturating_sub(1);
+            let c = connector.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let res = c.connect(peer).await;
+                let _ = tx.send(Ev::Dialed { peer, res }).await;
+            });
+        }
+        if self.peers.is_empty() && self.dialing.is_empty() && self.swarm.is_none() {
+            self.fail(NodeError::NoPeers {
+                id: self.id,
+                why: "every known peer was tried".into(),
+            });
+        }
+    }
+
+    // ---- events ----
+
+    fn on_event(&mut self, ev: Ev) {
+        match ev {
+            Ev::Inbound {
+                peer,
+                fr,
+                w,
+                piece_size,
+                content_len,
+            } => self.admit(peer, fr, w, piece_size, content_len),
+            Ev::Dialed { peer, res } => {
+                self.dialing.remove(&peer);
+                match res {
+                    Ok(s) => self.on_dialed(peer, s),
+                    Err(e) => tracing::debug!(%peer, error = %e, "dial failed"),
+                }
+            }
+            Ev::Session(key, ev) => self.on_session(key, ev),
+            Ev::UploadRead { key, piece, res } => self.on_upload_read(key, piece, res),
+            Ev::Verified {
+                key,
+                piece,
+                len,
+                res,
+            } => self.on_verified(key, piece, len, res),
+            Ev::Finished(res) => self.on_finished(res),
+            Ev::Flushed(res) => {
+                if let Err(e) = res {
+                    self.fail(e.into());
+                }
+            }
+        }
+    }
+
+    fn on_session(&mut self, key: PeerKey, ev: SessionEvent) {
+        match ev {
+            SessionEvent::Msg(m) => self.on_msg(key, m),
+            SessionEvent::Denied { reason, text } => {
+                tracing::debug!(?key, ?reason, text = %text.escape_debug(), "denied");
+                self.drop_peer(key, None, true);
+            }
+            SessionEvent::Closed { code, text } => {
+                tracing::debug!(?key, ?code, text = %text.escape_debug(), "closed by peer");
+                self.drop_peer(key, None, true);
+            }
+            SessionEvent::Gone(why) => {
+                tracing::debug!(?key, %why, "session ended");
+                self.drop_peer(key, None, true);
+            }
+            SessionEvent::Violation(e) => {
+                tracing::debug!(?key, error = %e, "protocol violation");
+                let why = e.to_string();
+                self.drop_peer(key, Some((e.close_code(), &why)), true);
+            }
+            SessionEvent::PieceSent { piece, buf } => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.uploaded += buf.len() as u64;
+                    self.totals.entry(p.id).or_default().1 += buf.len() as u64;
+                    if p.uploading.remove(&piece) {
+                        self.events
+                            .push_back(Event::UploadDone { peer: key, piece });
+                    }
+                }
+                self.shared.pool.give(buf);
+                self.drain_events();
+            }
+        }
+    }
+
+    fn on_msg(&mut self, key: PeerKey, m: InMsg) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let registered = p.registered;
+        let msg = match m {
+            InMsg::Hello {
+                piece_size,
+                content_len,
+            } => {
+                let Ok(l) = Layout::new(content_len, piece_size) else {
+                    return self.drop_peer(key, Some((CloseCode::BadHello, "bad layout")), true);
+                };
+                p.layout = Some(l);
+                if self.layout.is_none() && self.download.is_some() {
+                    self.layout = Some(l);
+                }
+                return;
+            }
+            InMsg::Availability(a) => {
+                p.avail = Some(a);
+                p.established = true;
+                self.try_register(key);
+                self.start_outboard();
+                return;
+            }
+            InMsg::OutboardRequest { first, count } => {
+                return self.serve_outboard(key, first, count);
+            }
+            InMsg::OutboardResponse { first, cvs } => return self.on_outboard(key, first, cvs),
+            InMsg::RequestWhileChoking(piece) => {
+                self.send(
+                    key,
+                    &Message::Reject {
+                        piece,
+                        reason: RejectReason::Choked,
+                    },
+                );
+                return;
+            }
+            InMsg::Nothing => return,
+            InMsg::Have(piece) if !registered => {
+                // Kept with the availability until the scheduler knows the peer.
+                let n = p.layout.or(self.layout).map_or(0, |l| l.num_pieces());
+                match p.avail.take() {
+                    Some(Availability::All) => p.avail = Some(Availability::All),
+                    Some(Availability::Some(mut b)) => {
+                        b.set(piece);
+                        p.avail = Some(Availability::Some(b));
+                    }
+                    _ => {
+                        if let Ok(mut b) = WireBitfield::new(n) {
+                            b.set(piece);
+                            p.avail = Some(Availability::Some(b));
+                        }
+                    }
+                }
+                return;
+            }
+            _ if !registered => {
+                // Only possible before the scheduler knows the peer (no outboard
+                // yet): nothing was requested from it and it cannot be unchoked.
+                if let InMsg::Request(piece) = m {
+                    self.send(
+                        key,
+                        &Message::Reject {
+                            piece,
+                            reason: RejectReason::NotAvailable,
+                        },
+                    );
+                }
+                return;
+            }
+            InMsg::Have(piece) => Msg::Have { piece },
+            InMsg::Interested => Msg::Interested,
+            InMsg::NotInterested => Msg::NotInterested,
+            InMsg::Choke => Msg::Choke,
+            InMsg::Unchoke => Msg::Unchoke,
+            InMsg::Request(piece) => Msg::Request { piece },
+            InMsg::Cancel(piece) => {
+                // The scheduler drops a cancelled queued upload silently, but the
+                // protocol wants one answer per request: reject it here.
+                let unanswered = p
+                    .state
+                    .lock()
+                    .map(|s| s.peer_requests().any(|r| r == piece))
+                    .unwrap_or(false);
+                let queued = unanswered && !p.uploading.contains(&piece);
+                self.feed(Event::Message {
+                    peer: key,
+                    msg: Msg::Cancel { piece },
+                });
+                if queued {
+                    self.send(
+                        key,
+                        &Message::Reject {
+                            piece,
+                            reason: RejectReason::Cancelled,
+                        },
+                    );
+                }
+                return;
+            }
+            InMsg::Piece(piece, data) => {
+                if let Some((_, _, old)) = self.pending_piece.replace((key, piece, data)) {
+                    self.shared.pool.give(old);
+                }
+                self.feed(Event::Message {
+                    peer: key,
+                    msg: Msg::Piece { piece },
+                });
+                if let Some((_, _, buf)) = self.pending_piece.take() {
+                    // Not named by VerifyAndStore (a duplicate): discarded.
+                    self.shared.pool.give(buf);
+                }
+                return;
+            }
+            InMsg::Reject(piece) => Msg::Reject { piece },
+        };
+        self.feed(Event::Message { peer: key, msg });
+    }
+
+    /// Hands an established peer to the scheduler, once both exist.
+    fn try_register(&mut self, key: PeerKey) {
+        let Some(layout) = self.layout.filter(|_| self.swarm.is_some()) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.registered || p.avail.is_none() {
+            return;
+        }
+        if p.layout.is_some_and(|l| l != layout) {
+            return self.drop_peer(
+                key,
+                Some((CloseCode::Normal, "another layout for this content")),
+                false,
+            );
+        }
+        p.registered = true;
+        let n = layout.num_pieces();
+        if p.announced.is_none() {
+            p.announced = Some(SwarmBitfield::new(n));
+        }
+        let bf = match p.avail.take() {
+            Some(Availability::All) => Some(SwarmBitfield::full(n)),
+            Some(Availability::Some(b)) => {
+                let mut s = SwarmBitfield::new(n);
+                for i in b.iter_ones() {
+                    s.set(i);
+                }
+                Some(s)
+            }
+            _ => None,
+        };
+        let outbound = p.outbound;
+        self.events.push_back(Event::PeerConnected {
+            peer: key,
+            outbound,
+        });
+        if let Some(bf) = bf.filter(|b| b.count_ones() > 0) {
+            self.events.push_back(Event::Message {
+                peer: key,
+                msg: Msg::Bitfield(bf),
+            });
+        }
+        // Choke and interest messages that came before: the connection kept them.
+        let (choking, interested) = p
+            .state
+            .lock()
+            .map(|s| (s.peer_choking(), s.peer_interested()))
+            .unwrap_or((true, false));
+        if !choking {
+            self.events.push_back(Event::Message {
+                peer: key,
+                msg: Msg::Unchoke,
+            });
+        }
+        if interested {
+            self.events.push_back(Event::Message {
+                peer: key,
+                msg: Msg::Interested,
+            });
+        }
+        self.drain_events();
+    }
+
+    // ---- outboard ----
+
+    fn serve_outboard(&mut self, key: PeerKey, first: u32, count: u32) {
+        let bytes = self.ob_bytes.clone();
+        let cvs: &[u8] = match bytes.as_deref() {
+            Some(b) if self.layout.is_some_and(|l| l.num_pieces() > 1) => {
+                let start = first as usize * CV_LEN;
+                let end = start + count as usize * CV_LEN;
+                b.get(start..end).unwrap_or(&[])
+            }
+            _ => &[],
+        };
+        self.send(key, &Message::OutboardResponse { first, cvs });
+    }
+
+    /// Starts fetching the outboard from an established peer that gave a layout.
+    fn start_outboard(&mut self) {
+        if self.download.is_none()
+            || self.outboard.is_some()
+            || self.ob_fetch.is_some()
+            || self.failed.is_some()
+        {
+            return;
+        }
+        let cand = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established && !self.ob_tried.contains(&p.id))
+            .find_map(|(k, p)| p.layout.map(|l| (*k, l)));
+        let Some((key, layout)) = cand else {
+            if self.peers.is_empty() && self.dialing.is_empty() {
+                self.dial_more();
+            }
+            return;
+        };
+        let too_big = self
+            .download
+            .as_ref()
+            .and_then(|d| d.max_len)
+            .is_some_and(|m| layout.content_len() > m);
+        if too_big {
+            if let Some(id) = self.peers.get(&key).map(|p| p.id) {
+                self.ob_tried.insert(id);
+            }
+            return self.drop_peer(
+                key,
+                Some((CloseCode::Normal, "the content is larger than expected")),
+                false,
+            );
+        }
+        self.layout = Some(layout);
+        if layout.num_pieces() <= 1 {
+            let trivial = piece_layout(layout).and_then(|pl| Outboard::trivial(self.id, pl));
+            match trivial {
+                Some(ob) => return self.init_download(ob),
+                None => {
+                    let id = self.peers.get(&key).map(|p| p.id);
+                    if let Some(id) = id {
+                        self.ob_tried.insert(id);
+                    }
+                    return self.drop_peer(
+                        key,
+                        Some((CloseCode::BadData, "the layout does not fit the content id")),
+                        false,
+                    );
+                }
+            }
+        }
+        self.ob_fetch = Some(OutboardFetch {
+            key,
+            layout,
+            leaves: vec![0; layout.num_pieces() as usize * CV_LEN],
+            next: 0,
+            outstanding: 0,
+            received: 0,
+        });
+        self.request_outboard();
+    }
+
+    fn request_outboard(&mut self) {
+        loop {
+            let Some(f) = self.ob_fetch.as_mut() else {
+                return;
+            };
+            let n = f.layout.num_pieces();
+            if f.next >= n || f.outstanding >= MAX_OUTSTANDING_OUTBOARD_REQUESTS {
+                return;
+            }
+            let first = f.next;
+            let count = (n - first).min(MAX_OUTBOARD_CVS);
+            f.next += count;
+            f.outstanding += 1;
+            let key = f.key;
+            if !self.send(key, &Message::OutboardRequest { first, count }) {
+                self.ob_fetch = None;
+                return;
+            }
+        }
+    }
+
+    fn on_outboard(&mut self, key: PeerKey, first: u32, cvs: Vec<u8>) {
+        let Some(f) = self.ob_fetch.as_mut().filter(|f| f.key == key) else {
+            return;
+        };
+        f.outstanding = f.outstanding.saturating_sub(1);
+        let start = first as usize * CV_LEN;
+        let ok = !cvs.is_empty()
+            && f.leaves
+                .get_mut(start..start + cvs.len())
+                .map(|dst| dst.copy_from_slice(&cvs))
+                .is_some();
+        if !ok {
+            // The peer cannot give the outboard now: ask another one.
+            self.ob_fetch = None;
+            if let Some(p) = self.peers.get(&key) {
+                self.ob_tried.insert(p.id);
+            }
+            return self.start_outboard();
+        }
+        f.received += (cvs.len() / CV_LEN) as u32;
+        if f.received < f.layout.num_pieces() {
+            return self.request_outboard();
+        }
+        let Some(f) = self.ob_fetch.take() else {
+            return;
+        };
+        let leaves: Vec<Cv> = f
+            .leaves
+            .chunks_exact(CV_LEN)
+            .map(|c| {
+                let mut cv = [0u8; CV_LEN];
+                cv.copy_from_slice(c);
+                cv
+            })
+            .collect();
+        let verified =
+            piece_layout(f.layout).and_then(|pl| Outboard::from_leaves(self.id, pl, leaves).ok());
+        match verified {
+            Some(ob) => self.init_download(ob),
+            None => {
+                if let Some(p) = self.peers.get(&key) {
+                    let id = p.id;
+                    self.ob_tried.insert(id);
+                    self.banned.insert(id);
+                }
+                self.layout = None;
+                self.drop_peer(
+                    key,
+                    Some((
+                        CloseCode::BadData,
+                        "the outboard does not match the content id",
+                    )),
+                    false,
+                );
+            }
+        }
+    }
+
+    // ---- download ----
+
+    fn init_download(&mut self, ob: Outboard) {
+        let Some(d) = self.download.as_ref() else {
+            return;
+        };
+        let Some(layout) = layout_of(&ob) else {
+            return;
+        };
+        let partial = match self.shared.store.open_download(ob.clone(), &d.dest, None) {
+            Ok(p) => p,
+            Err(e) => return self.fail(e.into()),
+        };
+        self.layout = Some(layout);
+        self.set_outboard(ob);
+        let n = layout.num_pieces();
+        let mut have = SwarmBitfield::new(n);
+        for i in 0..n {
+            if partial.has(i) {
+                have.set(i);
+            }
+        }
+        let complete = partial.is_complete();
+        let part = partial.part().to_path_buf();
+        let file = Arc::new(Mutex::new(Some(partial)));
+        self.source = Source::Partial { part, file };
+        match Swarm::new(self.swarm_config(layout), n, have, self.seed_rng()) {
+            Ok(s) => self.swarm = Some(s),
+            Err(e) => return self.fail(NodeError::Internal(e.to_string())),
+        }
+        self.publish(true);
+        if complete {
+            return self.finish();
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.try_register(k);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Source::Partial { file, .. } = &self.source {
+            if self.finishing {
+                return;
+            }
+            let file = file.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let res = tokio::task::spawn_blocking(move || match file.lock() {
+                    Ok(mut g) => g.as_mut().map_or(Ok(()), |p| p.flush()),
+                    Err(_) => Ok(()),
+                })
+                .await
+                .unwrap_or(Ok(()));
+                let _ = tx.send(Ev::Flushed(res)).await;
+            });
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.finishing || self.complete {
+            return;
+        }
+        let Source::Partial { file, .. } = &self.source else {
+            return;
+        };
+        self.finishing = true;
+        let file = file.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let res = tokio::task::spawn_blocking(move || {
+                let taken = file.lock().ok().and_then(|mut g| g.take());
+                match taken {
+                    Some(p) => p.finish(),
+                    None => Err(StoreError::Corrupt {
+                        what: "the partial download was already closed".into(),
+                    }),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Corrupt {
+                    what: format!("finishing the download failed: {e}"),
+                })
+            });
+            let _ = tx.send(Ev::Finished(res)).await;
+        });
+    }
+
+    fn on_finished(&mut self, res: Result<PathBuf, StoreError>) {
+        match res {
+            Ok(path) => {
+                self.complete = true;
+                self.source = Source::File(path.clone());
+                self.publish(true);
+                if let Some(done) = self.download.as_mut().and_then(|d| d.done.take()) {
+                    let _ = done.send(Ok(path));
+                }
+            }
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    fn fail(&mut self, e: NodeError) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::debug!(id = %self.id, error = %e, "download failed");
+        self.failed = Some(e.to_string());
+        self.publish(true);
+        if let Some(done) = self.download.as_mut().and_then(|d| d.done.take()) {
+            let _ = done.send(Err(e));
+        }
+    }
+
+    // ---- the scheduler ----
+
+    fn feed(&mut self, ev: Event) {
+        self.events.push_back(ev);
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.events.pop_front() {
+            let now = self.now();
+            let Some(s) = self.swarm.as_mut() else {
+                self.events.clear();
+                return;
+            };
+            s.handle(ev, now);
+            while let Some(a) = self.swarm.as_mut().and_then(|s| s.poll_action()) {
+                self.act(a);
+            }
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Send { peer, msg } => self.send_msg(peer, msg),
+            Action::SendPiece { peer, piece } => self.send_piece(peer, piece),
+            Action::VerifyAndStore { piece, from } => self.verify(piece, from),
+            Action::Ban { peer } => {
+                if let Some(p) = self.peers.get(&peer) {
+                    self.banned.insert(p.id);
+                }
+            }
+            Action::Disconnect { peer, reason } => {
+                let (code, why) = match reason {
+                    DisconnectReason::Banned => {
+                        (CloseCode::BadData, "sent pieces that failed verification")
+                    }
+                    DisconnectReason::ProtocolViolation => {
+                        (CloseCode::ProtocolViolation, "protocol violation")
+                    }
+                    DisconnectReason::BothComplete => (CloseCode::Normal, "both complete"),
+                    DisconnectReason::TooManyPeers => (CloseCode::Normal, "too many peers"),
+                };
+                self.drop_peer(peer, Some((code, why)), false);
+            }
+            Action::WantPeers { n } => {
+                self.want_peers = self.want_peers.max(n);
+            }
+            Action::Complete => self.finish(),
+        }
+    }
+
+    fn send_msg(&mut self, key: PeerKey, msg: Msg) {
+        let m = match msg {
+            Msg::KeepAlive => Message::KeepAlive,
+            Msg::Bitfield(bf) => {
+                // The protocol has one availability message, in the handshake; later
+                // pieces are announced one by one.
+                let new: Vec<u32> = match self.peers.get(&key).and_then(|p| p.announced.as_ref()) {
+                    Some(a) => bf.ones().filter(|&i| !a.get(i)).collect(),
+                    None => bf.ones().collect(),
+                };
+                for piece in new {
+                    self.send_have(key, piece);
+                }
+                return;
+            }
+            Msg::Have { piece } => return self.send_have(key, piece),
+            Msg::Interested => Message::Interested,
+            Msg::NotInterested => Message::NotInterested,
+            Msg::Choke => Message::Choke,
+            Msg::Unchoke => Message::Unchoke,
+            Msg::Request { piece } => {
+                if !self.send(key, &Message::Request { piece }) {
+                    // Keep the scheduler's view equal to the connection's.
+                    self.events.push_back(Event::Message {
+                        peer: key,
+                        msg: Msg::Reject { piece },
+                    });
+                }
+                return;
+            }
+            Msg::Cancel { piece } => Message::Cancel { piece },
+            Msg::Reject { piece } => {
+                let choking = self
+                    .peers
+                    .get(&key)
+                    .and_then(|p| p.state.lock().ok().map(|s| s.am_choking()))
+                    .unwrap_or(true);
+                Message::Reject {
+                    piece,
+                    reason: if choking {
+                        RejectReason::Choked
+                    } else {
+                        RejectReason::Overloaded
+                    },
+                }
+            }
+            Msg::Piece { .. } | Msg::PeerExchange => return,
+        };
+        self.send(key, &m);
+    }
+
+    fn send_have(&mut self, key: PeerKey, piece: u32) {
+        if self.send(key, &Message::Have { piece }) {
+            if let Some(a) = self.peers.get_mut(&key).and_then(|p| p.announced.as_mut()) {
+                a.set(piece);
+            }
+        }
+    }
+
+    fn send_piece(&mut self, key: PeerKey, piece: u32) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(ob) = self.outboard.clone() else {
+            return;
+        };
+        p.uploading.insert(piece);
+        enum Src {
+            File(PathBuf),
+            Memory(Arc<Vec<u8>>),
+        }
+        let src = match &self.source {
+            Source::File(path) => Src::File(path.clone()),
+            Source::Partial { part, .. } => Src::File(part.clone()),
+            Source::Memory(m) => Src::Memory(m.clone()),
+            Source::None => Src::Memory(Arc::new(Vec::new())),
+        };
+        let mut buf = self.shared.pool.take();
+        let sem = self.shared.io_limit.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let res = tokio::task::spawn_blocking(move || {
+                let res = match src {
+                    Src::File(path) => read_piece(&path, &ob, piece, &mut buf),
+                    Src::Memory(m) => {
+                        let r = ob.layout().piece_range(piece);
+                        match m.get(r.start as usize..r.end as usize) {
+                            Some(d) => {
+                                buf.extend_from_slice(d);
+                                ob.verify_piece(piece, &buf)
+                                    .map_err(|source| StoreError::Verify {
+                                        id: ob.root(),
+                                        source,
+                                    })
+                            }
+                            None => Err(StoreError::Corrupt {
+                                what: "piece out of range of the served bytes".into(),
+                            }),
+                        }
+                    }
+                };
+                res.map(|()| buf)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Corrupt {
+                    what: format!("reading a piece failed: {e}"),
+                })
+            });
+            let _ = tx.send(Ev::UploadRead { key, piece, res }).await;
+        });
+    }
+
+    fn on_upload_read(&mut self, key: PeerKey, piece: u32, res: Result<Vec<u8>, StoreError>) {
+        let Some(p) = self.peers.get(&key) else {
+            if let Ok(buf) = res {
+                self.shared.pool.give(buf);
+            }
+            return;
+        };
+        match res {
+            Ok(buf) => {
+                let allowed = p
+                    .state
+                    .lock()
+                    .map(|mut s| s.on_send(&Message::Piece { piece, data: &buf }).is_ok())
+                    .unwrap_or(false);
+                if allowed {
+                    if p.out.try_send(Out::Piece { piece, data: buf }).is_err() {
+                        self.drop_peer(key, Some((CloseCode::Shutdown, "too slow")), true);
+                    }
+                    return;
+                }
+                self.shared.pool.give(buf);
+            }
+            Err(e) => {
+                tracing::warn!(id = %self.id, piece, error = %e, "cannot serve a piece");
+                self.send(
+                    key,
+                    &Message::Reject {
+                        piece,
+                        reason: RejectReason::NotAvailable,
+                    },
+                );
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&key) {
+            if p.uploading.remove(&piece) {
+                self.feed(Event::UploadDone { peer: key, piece });
+            }
+        }
+    }
+
+    fn verify(&mut self, piece: u32, from: PeerKey) {
+        let buf = match self.pending_piece.take() {
+            Some((k, p, buf)) if k == from && p == piece => buf,
+            other => {
+                self.pending_piece = other;
+                self.events.push_back(Event::PieceFailed { piece, from });
+                return;
+            }
+        };
+        let Source::Partial { file, .. } = &self.source else {
+            self.shared.pool.give(buf);
+            return;
+        };
+        let file = file.clone();
+        let tx = self.tx.clone();
+        let pool = self.shared.pool.clone();
+        let sem = self.shared.io_limit.clone();
+        tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let len = buf.len();
+            let res = tokio::task::spawn_blocking(move || {
+                let res = match file.lock() {
+                    Ok(mut g) => match g.as_mut() {
+                        Some(p) => p.write_piece(piece, &buf).and_then(|()| {
+                            if p.unflushed() >= FLUSH_PIECES {
+                                p.flush()
+                            } else {
+                                Ok(())
+                            }
+                        }),
+                        None => Ok(()),
+                    },
+                    Err(_) => Err(StoreError::Corrupt {
+                        what: "the partial download is poisoned".into(),
+                    }),
+                };
+                pool.give(buf);
+                res
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Corrupt {
+                    what: format!("verifying a piece failed: {e}"),
+                })
+            });
+            let _ = tx
+                .send(Ev::Verified {
+                    key: from,
+                    piece,
+                    len,
+                    res,
+                })
+                .await;
+        });
+    }
+
+    fn on_verified(&mut self, key: PeerKey, piece: u32, len: usize, res: Result<(), StoreError>) {
+        match res {
+            Ok(()) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.downloaded += len as u64;
+                    self.totals.entry(p.id).or_default().0 += len as u64;
+                }
+                self.feed(Event::PieceVerified { piece, from: key });
+            }
+            Err(StoreError::Verify { .. }) => {
+                self.feed(Event::PieceFailed { piece, from: key });
+            }
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    // ---- progress ----
+
+    fn update_rates(&mut self) {
+        let dt = self.last_rates.elapsed().as_secs_f64();
+        self.last_rates = Instant::now();
+        if dt <= 0.0 {
+            return;
+        }
+        for p in self.peers.values_mut() {
+            p.down_rate = (p.downloaded - p.rate_mark.0) as f64 / dt;
+            p.up_rate = (p.uploaded - p.rate_mark.1) as f64 / dt;
+            p.rate_mark = (p.downloaded, p.uploaded);
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        if !force && self.last_progress.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        if self.progress.receiver_count() == 0 {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let (pieces_done, num_pieces, done_bytes) = match (&self.swarm, self.outboard.as_ref()) {
+            (Some(s), Some(ob)) => {
+                let l = ob.layout();
+                let done: u64 = s.have().ones().map(|i| l.piece_len(i) as u64).sum();
+                (s.have().count_ones(), l.num_pieces(), done)
+            }
+            _ => (0, 0, 0),
+        };
+        let complete = self.complete;
+        let failed = self.failed.clone();
+        let total = self.layout.map(|l| l.content_len());
+        let peers: Vec<PeerProgress> = self
+            .totals
+            .iter()
+            .map(|(id, (down, up))| {
+                let conn = self.by_id.get(id).and_then(|k| self.peers.get(k));
+                PeerProgress {
+                    peer: *id,
+                    connected: conn.is_some(),
+                    downloaded: *down,
+                    uploaded: *up,
+                    down_rate: conn.map_or(0.0, |p| p.down_rate),
+                    up_rate: conn.map_or(0.0, |p| p.up_rate),
+                }
+            })
+            .collect();
+        let connected = self.peers.len();
+        self.progress.send_modify(|pr| {
+            pr.total_bytes = total;
+            pr.done_bytes = done_bytes;
+            pr.pieces_done = pieces_done;
+            pr.num_pieces = num_pieces;
+            pr.complete = complete;
+            pr.failed = failed;
+            pr.connected_peers = connected;
+            pr.peers = peers;
+        });
+    }
+}

@@ -1,0 +1,589 @@
+//! The facade the CLI and the daemon use: serve inbound transfer streams, start
+//! downloads of files and collections, watch their progress.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use libp2p_identity::PeerId;
+use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message, HELLO_TIMEOUT};
+use shoal_core::{ContentId, Kind, Manifest};
+use shoal_store::{hash_bytes, Blob, Store};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::content::{Content, DownloadCfg, Ev};
+use crate::error::NodeError;
+use crate::session::{write_frame, BoxStream, BufPool, FrameReader, ReadError};
+
+/// Limits and tuning of a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Most connections per content (inbound and outbound together).
+    pub max_peers: u32,
+    /// Piece reads and verifications running at once (blocking threads).
+    pub io_concurrency: usize,
+    /// The scheduler's knobs (`piece_size` and `max_peers` are set per content).
+    /// Its `max_remote_requests` bounds the uploads queued per peer.
+    pub swarm: shoal_swarm::Config,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 50,
+            io_concurrency: 8,
+            swarm: shoal_swarm::Config::default(),
+        }
+    }
+}
+
+/// Opens transfer streams to peers for a download; the networking layer
+/// implements it (tickets, DHT, mDNS feed `peers`).
+pub trait Connector: Send + Sync + 'static {
+    /// Opens an authenticated stream to `peer` (over `/shoal/xfer/1` or the TLS
+    /// fast path).
+    fn connect(
+        &self,
+        peer: PeerId,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxStream, NodeError>> + Send + '_>>;
+    /// Peers believed to have the content; each is dialed at most once per download.
+    fn peers(&self) -> Vec<PeerId>;
+}
+
+/// One peer's share of a transfer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerProgress {
+    pub peer: PeerId,
+    /// Whether a session with the peer is open now.
+    pub connected: bool,
+    /// Verified piece bytes received from the peer.
+    pub downloaded: u64,
+    /// Piece bytes sent to the peer.
+    pub uploaded: u64,
+    /// Bytes per second, over the last second.
+    pub down_rate: f64,
+    pub up_rate: f64,
+}
+
+/// The state of a transfer, for progress bars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub id: ContentId,
+    /// The content's length, once a peer told it (for a collection: all files).
+    pub total_bytes: Option<u64>,
+    /// Verified bytes present.
+    pub done_bytes: u64,
+    pub pieces_done: u32,
+    pub num_pieces: u32,
+    pub connected_peers: usize,
+    /// Every peer that took part, by peer id.
+    pub peers: Vec<PeerProgress>,
+    pub complete: bool,
+    /// Why the transfer failed, if it did.
+    pub failed: Option<String>,
+}
+
+impl Progress {
+    pub(crate) fn new(id: ContentId) -> Self {
+        Self {
+            id,
+            total_bytes: None,
+            done_bytes: 0,
+            pieces_done: 0,
+            num_pieces: 0,
+            connected_peers: 0,
+            peers: Vec::new(),
+            complete: false,
+            failed: None,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) local: PeerId,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) registry: Mutex<HashMap<ContentId, mpsc::Sender<Ev>>>,
+    pub(crate) pool: BufPool,
+    pub(crate) io_limit: Arc<Semaphore>,
+}
+
+/// Content-task queue length.
+const CONTENT_QUEUE: usize = 256;
+
+/// A shoal node: serves what its store shares and downloads content.
+///
+/// Dropping the node stops its seeding tasks (downloads stop with their handles).
+pub struct Node {
+    shared: Arc<Shared>,
+    seeds: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(s) = self.seeds.lock() {
+            for h in s.iter() {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// Where a download stands; dropping it stops the download (progress is kept on
+/// disk, so starting it again resumes).
+pub struct DownloadHandle {
+    progress: watch::Receiver<Progress>,
+    result: Option<oneshot::Receiver<Result<PathBuf, NodeError>>>,
+    task: Option<JoinHandle<()>>,
+    id: ContentId,
+}
+
+impl Drop for DownloadHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl DownloadHandle {
+    /// Progress updates (at most every 100 ms, and on every state change).
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Waits for the download to finish: the path of the file or collection
+    /// folder. The transfer task keeps serving other peers until the handle is
+    /// dropped.
+    pub async fn result(&mut self) -> Result<PathBuf, NodeError> {
+        let Some(rx) = self.result.take() else {
+            return Err(NodeError::Stopped { id: self.id });
+        };
+        rx.await.unwrap_or(Err(NodeError::Stopped { id: self.id }))
+    }
+
+    /// Stops the download and waits until its tasks are gone (its partial file is
+    /// closed and its progress persisted).
+    pub async fn stop(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && shoal_core::manifest::check_path(name).is_ok()
+}
+
+impl Node {
+    /// A node serving `store`'s shares, identified by `local` (its own peer id,
+    /// which it never dials).
+    pub fn new(store: Store, local: PeerId, config: NodeConfig) -> Self {
+        let io = config.io_concurrency.max(1);
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                local,
+                cfg: config,
+                registry: Mutex::new(HashMap::new()),
+                pool: BufPool::default(),
+                io_limit: Arc::new(Semaphore::new(io)),
+            }),
+            seeds: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.shared.local
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Serves an inbound transfer stream from the authenticated `peer`: reads its
+    /// hello (within `HELLO_TIMEOUT`), then hands the stream to the task of the
+    /// content it names, starting a seeding task if the store shares it. Denies
+    /// (`NotFound`, `BadHello`, `VersionUnsupported`, `Busy`, `Banned`, layout
+    /// mismatches) what it cannot serve. Returns once the stream is handed over.
+    pub async fn accept(&self, peer: PeerId, stream: BoxStream) -> Result<(), NodeError> {
+        let (r, mut w) = tokio::io::split(stream);
+        let mut fr = FrameReader::new(r);
+        let n = match tokio::time::timeout(HELLO_TIMEOUT, fr.fill_frame()).await {
+            Err(_) => {
+                let close = Message::Close {
+                    code: CloseCode::Timeout,
+                    text: "no hello",
+                };
+                let _ = write_frame(&mut w, &close).await;
+                return Err(NodeError::Closed {
+                    code: CloseCode::Timeout,
+                    text: "no hello within the hello timeout".into(),
+                });
+            }
+            Ok(Err(ReadError::Io(e))) => return Err(e.into()),
+            Ok(Err(ReadError::Proto(e))) => {
+                deny(&mut w, e.deny_reason(), "bad hello").await;
+                return Err(e.into());
+            }
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(n))) => n,
+        };
+        let (id, piece_size, content_len) = match decode_frame(fr.frame(n)) {
+            Ok(Some((Message::Hello(h), _))) => (h.content, h.piece_size, h.content_len),
+            Ok(Some((Message::Close { .. }, _))) => return Ok(()),
+            Ok(_) => {
+                deny(
+                    &mut w,
+                    DenyReason::BadHello,
+                    "the first message must be Hello",
+                )
+                .await;
+                return Err(NodeError::Closed {
+                    code: CloseCode::UnexpectedMessage,
+                    text: "the first message was not a hello".into(),
+                });
+            }
+            Err(e) => {
+                deny(&mut w, e.deny_reason(), "bad hello").await;
+                return Err(e.into());
+            }
+        };
+        fr.consume(n);
+        let Some(tx) = self.content_task(id)? else {
+            deny(&mut w, DenyReason::NotFound, "not shared here").await;
+            return Ok(());
+        };
+        let ev = Ev::Inbound {
+            peer,
+            fr,
+            w,
+            piece_size,
+            content_len,
+        };
+        tx.send(ev).await.map_err(|_| NodeError::Stopped { id })
+    }
+
+    /// The task serving `id`: a running download or seed, or a new seeding task if
+    /// the store shares `id`.
+    fn content_task(&self, id: ContentId) -> Result<Option<mpsc::Sender<Ev>>, NodeError> {
+        let mut reg = self
+            .shared
+            .registry
+            .lock()
+            .map_err(|_| NodeError::Internal("the content registry is poisoned".into()))?;
+        if let Some(tx) = reg.get(&id) {
+            if !tx.is_closed() {
+                return Ok(Some(tx.clone()));
+            }
+        }
+        let store = &self.shared.store;
+        let (outboard, file, memory) = match store.blob(&id)? {
+            None => return Ok(None),
+            Some(Blob::File(path)) => match store.outboard(&id)? {
+                Some(ob) => (ob, Some(path), None),
+                None => return Ok(None),
+            },
+            Some(Blob::Manifest(bytes)) => {
+                let ob = match store.outboard(&id)? {
+                    Some(ob) => ob,
+                    None => hash_bytes(&bytes)
+                        .map_err(|e| NodeError::Internal(format!("manifest of {id}: {e}")))?,
+                };
+                (ob, None, Some(bytes))
+            }
+        };
+        let (tx, rx) = mpsc::channel(CONTENT_QUEUE);
+        let c = Content::seed(id, self.shared.clone(), tx.clone(), outboard, file, memory)?;
+        let h = tokio::spawn(c.run(rx));
+        if let Ok(mut s) = self.seeds.lock() {
+            s.retain(|h| !h.is_finished());
+            s.push(h.abort_handle());
+        }
+        reg.insert(id, tx.clone());
+        Ok(Some(tx))
+    }
+
+    /// Downloads content `id` into `out_dir`, named `name` (default: the id in
+    /// hex), from the peers `connector` finds. A file goes to `out_dir/name`; a
+    /// collection to `out_dir/name/<path>` for each of its files, never outside
+    /// that folder. Starting the same download again resumes it.
+    pub fn download(
+        &self,
+        id: ContentId,
+        kind: Kind,
+        out_dir: &Path,
+        name: Option<&str>,
+        connector: Arc<dyn Connector>,
+    ) -> DownloadHandle {
+        let (ptx, prx) = watch::channel(Progress::new(id));
+        let (rtx, rrx) = oneshot::channel();
+        let shared = self.shared.clone();
+        let out_dir = out_dir.to_path_buf();
+        let name = name.map(str::to_owned);
+        let task = tokio::spawn(async move {
+            let name = match name {
+                Some(n) if !safe_name(&n) => {
+                    let _ = rtx.send(Err(NodeError::UnsafeDestination {
+                        path: out_dir.join(n),
+                        why: "the name is not a single plain file name",
+                    }));
+                    return;
+                }
+                Some(n) => n,
+                None => id.to_hex(),
+            };
+            let dest = out_dir.join(name);
+            match kind {
+                Kind::Collection => {
+                    let res = download_collection(&shared, id, &dest, connector, &ptx).await;
+                    let _ = rtx.send(res);
+                }
+                _ => {
+                    // The task keeps seeding after it finished, until the handle drops.
+                    let _ = run_file(&shared, id, dest, connector, ptx, None, Some(rtx)).await;
+                }
+            }
+        });
+        DownloadHandle {
+            progress: prx,
+            result: Some(rrx),
+            task: Some(task),
+            id,
+        }
+    }
+}
+
+async fn deny<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reason: DenyReason, text: &str) {
+    let _ = write_frame(w, &Message::Deny { reason, text }).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(w).await;
+}
+
+/// Runs one file download to `dest`. With `report`, the result goes there and the
+/// task keeps serving until dropped; without, returns the result when done.
+async fn run_file(
+    shared: &Arc<Shared>,
+    id: ContentId,
+    dest: PathBuf,
+    connector: Arc<dyn Connector>,
+    ptx: watch::Sender<Progress>,
+    max_len: Option<u64>,
+    report: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
+) -> Result<PathBuf, NodeError> {
+    if id == ContentId::of(b"") {
+        let res = create_empty(&dest).await;
+        let ok = res.as_ref().map(|p| p.clone()).map_err(|e| e.to_string());
+        ptx.send_modify(|p| {
+            p.total_bytes = Some(0);
+            p.complete = ok.is_ok();
+            p.failed = ok.err();
+        });
+        return match report {
+            Some(r) => {
+                let _ = r.send(res);
+                std::future::pending().await
+            }
+            None => res,
+        };
+    }
+    let (tx, rx) = mpsc::channel(CONTENT_QUEUE);
+    let (dtx, drx) = oneshot::channel();
+    let cfg = DownloadCfg {
+        dest,
+        connector,
+        done: Some(dtx),
+        max_len,
+    };
+    let c = Content::download(id, shared.clone(), tx.clone(), ptx, cfg);
+    if let Ok(mut reg) = shared.registry.lock() {
+        if reg.get(&id).is_none_or(|t| t.is_closed()) {
+            reg.insert(id, tx);
+        }
+    }
+    let task = AbortOnDrop(tokio::spawn(c.run(rx)));
+    let res = drx.await.unwrap_or(Err(NodeError::Stopped { id }));
+    match report {
+        Some(r) => {
+            let _ = r.send(res);
+            // Keep serving other peers until the handle is dropped.
+            let _ = task;
+            std::future::pending().await
+        }
+        None => res,
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn create_empty(dest: &Path) -> Result<PathBuf, NodeError> {
+    match tokio::fs::symlink_metadata(dest).await {
+        Ok(m) if m.is_file() && m.len() == 0 => return Ok(dest.to_path_buf()),
+        Ok(_) => {
+            return Err(NodeError::Store(
+                shoal_store::StoreError::DestinationExists {
+                    path: dest.to_path_buf(),
+                },
+            ))
+        }
+        Err(_) => {}
+    }
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .await?;
+    Ok(dest.to_path_buf())
+}
+
+/// Creates `dir` (one level) unless it exists as a real folder; refuses symbolic
+/// links and anything else in the way.
+fn ensure_dir(dir: &Path) -> Result<(), NodeError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(NodeError::UnsafeDestination {
+            path: dir.to_path_buf(),
+            why: "it is a symbolic link",
+        }),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(NodeError::UnsafeDestination {
+            path: dir.to_path_buf(),
+            why: "a file is where a folder must be",
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ensure_dir(dir),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `path` already holds exactly the content `id` of `size` bytes.
+fn already_complete(path: &Path, id: ContentId, size: u64) -> Result<bool, NodeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(NodeError::UnsafeDestination {
+            path: path.to_path_buf(),
+            why: "it is a symbolic link",
+        }),
+        Ok(m) if m.is_file() && m.len() == size => {
+            let ob = shoal_store::hash_file(path, &|_| {})?;
+            Ok(ob.root() == id)
+        }
+        _ => Ok(false),
+    }
+}
+
+async fn download_collection(
+    shared: &Arc<Shared>,
+    id: ContentId,
+    root: &Path,
+    connector: Arc<dyn Connector>,
+    ptx: &watch::Sender<Progress>,
+) -> Result<PathBuf, NodeError> {
+    // The manifest is fetched like any content, into the store's folder.
+    let mdir = shared.store.dir().join("manifests");
+    std::fs::create_dir_all(&mdir)?;
+    let mpath = mdir.join(id.to_hex());
+    let have = std::fs::read(&mpath)
+        .ok()
+        .filter(|b| ContentId::of(b) == id);
+    let bytes = match have {
+        Some(b) => b,
+        None => {
+            let (mtx, _) = watch::channel(Progress::new(id));
+            let max = Some(shoal_core::manifest::MAX_ENCODED_LEN as u64);
+            run_file(shared, id, mpath.clone(), connector.clone(), mtx, max, None).await?;
+            std::fs::read(&mpath)?
+        }
+    };
+    let manifest =
+        Manifest::decode(&bytes).map_err(|source| NodeError::BadManifest { id, source })?;
+    if ContentId::of(&bytes) != id {
+        return Err(NodeError::Internal(format!(
+            "the manifest file {} does not hash to {id}",
+            mpath.display()
+        )));
+    }
+    let total = manifest.total_size();
+    let mut done = 0u64;
+    ptx.send_modify(|p| p.total_bytes = Some(total));
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    ensure_dir(root)?;
+    for entry in manifest.entries() {
+        // Manifest::decode checked every path: relative, '/'-separated, no '.'
+        // or '..' components, no NUL or backslash.
+        let mut dest = root.to_path_buf();
+        let mut comps = entry.path.split('/').peekable();
+        while let Some(c) = comps.next() {
+            dest.push(c);
+            if comps.peek().is_some() {
+                ensure_dir(&dest)?;
+            }
+        }
+        if already_complete(&dest, entry.id, entry.size)? {
+            done += entry.size;
+            ptx.send_modify(|p| p.done_bytes = done);
+            continue;
+        }
+        let (ftx, mut frx) = watch::channel(Progress::new(entry.id));
+        let fut = run_file(
+            shared,
+            entry.id,
+            dest,
+            connector.clone(),
+            ftx,
+            Some(entry.size),
+            None,
+        );
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                res = &mut fut => { res?; break; }
+                changed = frx.changed() => {
+                    if changed.is_err() {
+                        (&mut fut).await?;
+                        break;
+                    }
+                    {
+                        let cur = frx.borrow().clone();
+                        ptx.send_modify(|p| {
+                            p.done_bytes = done + cur.done_bytes;
+                            p.connected_peers = cur.connected_peers;
+                            for fp in &cur.peers {
+                                match p.peers.iter_mut().find(|e| e.peer == fp.peer) {
+                                    Some(e) => {
+                                        e.connected = fp.connected;
+                                        e.down_rate = fp.down_rate;
+                                        e.up_rate = fp.up_rate;
+                                    }
+                                    None => p.peers.push(PeerProgress { downloaded: 0, uploaded: 0, ..fp.clone() }),
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        done += entry.size;
+        ptx.send_modify(|p| p.done_bytes = done);
+    }
+    ptx.send_modify(|p| p.complete = true);
+    Ok(root.to_path_buf())
+}
