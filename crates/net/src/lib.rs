@@ -20,7 +20,6 @@ pub mod fast;
 pub mod identity;
 mod net;
 
-use libp2p::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use config::{DhtMode, NetArgs, NetConfig};
@@ -31,7 +30,7 @@ pub use net::{
 };
 
 /// Re-exported so users of this crate name the same types.
-pub use libp2p::{identity::Keypair, Multiaddr};
+pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 
 /// A byte stream to an authenticated peer (tokio I/O traits).
 pub trait TransferIo: AsyncRead + AsyncWrite + Unpin + Send {}
