@@ -81,6 +81,9 @@ pub(crate) struct DownloadCfg {
     pub(crate) done: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
     /// The largest content accepted (a manifest's limit, a collection file's size).
     pub(crate) max_len: Option<u64>,
+    /// Dropped with the task (and its blocking jobs): lets a stopping download
+    /// wait until its partial file is closed.
+    pub(crate) alive: mpsc::Sender<()>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -155,6 +158,12 @@ const FLUSH_PIECES: u32 = 64;
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Dial attempts in flight at once per download.
 const MAX_DIALS: usize = 8;
+/// A peer that could not serve us (dial failed, denied, disconnected) is tried
+/// again after this long...
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+/// ...at most this many times before the download gives up on it (while no
+/// piece has arrived yet).
+const MAX_ATTEMPTS: u32 = 5;
 
 pub(crate) struct Content {
     id: ContentId,
@@ -170,7 +179,8 @@ pub(crate) struct Content {
     peers: HashMap<PeerKey, PeerConn>,
     by_id: HashMap<PeerId, PeerKey>,
     dialing: HashSet<PeerId>,
-    dialed: HashSet<PeerId>,
+    /// Dial attempts per peer and when the last one started.
+    dialed: HashMap<PeerId, (u32, Instant)>,
     banned: HashSet<PeerId>,
     pending_piece: Option<(PeerKey, u32, Vec<u8>)>,
     download: Option<DownloadCfg>,
@@ -241,7 +251,7 @@ impl Content {
             peers: HashMap::new(),
             by_id: HashMap::new(),
             dialing: HashSet::new(),
-            dialed: HashSet::new(),
+            dialed: HashMap::new(),
             banned: HashSet::new(),
             pending_piece: None,
             download: None,
@@ -325,6 +335,10 @@ impl Content {
     fn set_outboard(&mut self, ob: Outboard) {
         self.ob_bytes = Some(Arc::new(ob.encode()));
         self.outboard = Some(Arc::new(ob));
+    }
+
+    fn alive(&self) -> Option<mpsc::Sender<()>> {
+        self.download.as_ref().map(|d| d.alive.clone())
     }
 
     fn now(&self) -> Duration {
@@ -632,37 +646,55 @@ impl Content {
         let room = (self.shared.cfg.max_peers as usize)
             .saturating_sub(self.peers.len() + self.dialing.len())
             .min(MAX_DIALS.saturating_sub(self.dialing.len()))
-            .min(self.want_peers as usize);
+            .min((self.want_peers as usize).max(usize::from(self.peers.is_empty())));
         if room == 0 {
             return;
         }
-        let candidates: Vec<PeerId> = connector
-            .peers()
-            .into_iter()
+        let known = connector.peers();
+        let now = Instant::now();
+        let started = self.swarm.is_some();
+        let usable = |p: &PeerId, dialed: &HashMap<PeerId, (u32, Instant)>| {
+            *p != self.shared.local
+                && !self.banned.contains(p)
+                && dialed
+                    .get(p)
+                    .is_none_or(|(n, _)| started || *n < MAX_ATTEMPTS)
+        };
+        let candidates: Vec<PeerId> = known
+            .iter()
             .filter(|p| {
-                *p != self.shared.local
-                    && !self.banned.contains(p)
+                usable(p, &self.dialed)
                     && !self.by_id.contains_key(p)
                     && !self.dialing.contains(p)
-                    && !self.dialed.contains(p)
+                    && self
+                        .dialed
+                        .get(p)
+                        .is_none_or(|(_, t)| now.duration_since(*t) >= REDIAL_AFTER)
             })
             .take(room)
+            .copied()
             .collect();
+        if self.peers.is_empty()
+            && self.dialing.is_empty()
+            && candidates.is_empty()
+            && !started
+            && !known.iter().any(|p| usable(p, &self.dialed))
+        {
+            return self.fail(NodeError::NoPeers {
+                id: self.id,
+                why: format!("{} known peers tried", known.len()),
+            });
+        }
         for peer in candidates {
             self.dialing.insert(peer);
-            self.dialed.insert(peer);
+            let e = self.dialed.entry(peer).or_insert((0, now));
+            *e = (e.0 + 1, now);
             self.want_peers = self.want_peers.saturating_sub(1);
             let c = connector.clone();
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let res = c.connect(peer).await;
                 let _ = tx.send(Ev::Dialed { peer, res }).await;
-            });
-        }
-        if self.peers.is_empty() && self.dialing.is_empty() && self.swarm.is_none() {
-            self.fail(NodeError::NoPeers {
-                id: self.id,
-                why: "every known peer was tried".into(),
             });
         }
     }
@@ -1130,10 +1162,14 @@ impl Content {
             }
             let file = file.clone();
             let tx = self.tx.clone();
+            let alive = self.alive();
             tokio::spawn(async move {
-                let res = tokio::task::spawn_blocking(move || match file.lock() {
-                    Ok(mut g) => g.as_mut().map_or(Ok(()), |p| p.flush()),
-                    Err(_) => Ok(()),
+                let res = tokio::task::spawn_blocking(move || {
+                    let _alive = alive;
+                    match file.lock() {
+                        Ok(mut g) => g.as_mut().map_or(Ok(()), |p| p.flush()),
+                        Err(_) => Ok(()),
+                    }
                 })
                 .await
                 .unwrap_or(Ok(()));
@@ -1420,10 +1456,12 @@ impl Content {
         let tx = self.tx.clone();
         let pool = self.shared.pool.clone();
         let sem = self.shared.io_limit.clone();
+        let alive = self.alive();
         tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let len = buf.len();
             let res = tokio::task::spawn_blocking(move || {
+                let _alive = alive;
                 let res = match file.lock() {
                     Ok(mut g) => match g.as_mut() {
                         Some(p) => p.write_piece(piece, &buf).and_then(|()| {

@@ -111,6 +111,9 @@ pub(crate) struct Shared {
     pub(crate) io_limit: Arc<Semaphore>,
 }
 
+/// How long `DownloadHandle::stop` waits for the transfer tasks to end.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Content-task queue length.
 const CONTENT_QUEUE: usize = 256;
 
@@ -136,6 +139,7 @@ impl Drop for Node {
 /// disk, so starting it again resumes).
 pub struct DownloadHandle {
     progress: watch::Receiver<Progress>,
+    alive: mpsc::Receiver<()>,
     result: Option<oneshot::Receiver<Result<PathBuf, NodeError>>>,
     task: Option<JoinHandle<()>>,
     id: ContentId,
@@ -172,6 +176,9 @@ impl DownloadHandle {
             t.abort();
             let _ = t.await;
         }
+        // Every transfer task of this download holds a sender; all are gone (and
+        // their partial files closed) when this returns None.
+        let _ = tokio::time::timeout(STOP_WAIT, self.alive.recv()).await;
     }
 }
 
@@ -328,6 +335,7 @@ impl Node {
     ) -> DownloadHandle {
         let (ptx, prx) = watch::channel(Progress::new(id));
         let (rtx, rrx) = oneshot::channel();
+        let (alive, alive_rx) = mpsc::channel(1);
         let shared = self.shared.clone();
         let out_dir = out_dir.to_path_buf();
         let name = name.map(str::to_owned);
@@ -346,17 +354,19 @@ impl Node {
             let dest = out_dir.join(name);
             match kind {
                 Kind::Collection => {
-                    let res = download_collection(&shared, id, &dest, connector, &ptx).await;
+                    let res = download_collection(&shared, id, &dest, connector, &ptx, alive).await;
                     let _ = rtx.send(res);
                 }
                 _ => {
                     // The task keeps seeding after it finished, until the handle drops.
-                    let _ = run_file(&shared, id, dest, connector, ptx, None, Some(rtx)).await;
+                    let _ =
+                        run_file(&shared, id, dest, connector, ptx, None, Some(rtx), alive).await;
                 }
             }
         });
         DownloadHandle {
             progress: prx,
+            alive: alive_rx,
             result: Some(rrx),
             task: Some(task),
             id,
@@ -371,6 +381,7 @@ async fn deny<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reason: DenyReason, t
 
 /// Runs one file download to `dest`. With `report`, the result goes there and the
 /// task keeps serving until dropped; without, returns the result when done.
+#[allow(clippy::too_many_arguments)]
 async fn run_file(
     shared: &Arc<Shared>,
     id: ContentId,
@@ -379,6 +390,7 @@ async fn run_file(
     ptx: watch::Sender<Progress>,
     max_len: Option<u64>,
     report: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
+    alive: mpsc::Sender<()>,
 ) -> Result<PathBuf, NodeError> {
     if id == ContentId::of(b"") {
         let res = create_empty(&dest).await;
@@ -403,6 +415,7 @@ async fn run_file(
         connector,
         done: Some(dtx),
         max_len,
+        alive,
     };
     let c = Content::download(id, shared.clone(), tx.clone(), ptx, cfg);
     if let Ok(mut reg) = shared.registry.lock() {
@@ -494,6 +507,7 @@ async fn download_collection(
     root: &Path,
     connector: Arc<dyn Connector>,
     ptx: &watch::Sender<Progress>,
+    alive: mpsc::Sender<()>,
 ) -> Result<PathBuf, NodeError> {
     // The manifest is fetched like any content, into the store's folder.
     let mdir = shared.store.dir().join("manifests");
@@ -507,7 +521,17 @@ async fn download_collection(
         None => {
             let (mtx, _) = watch::channel(Progress::new(id));
             let max = Some(shoal_core::manifest::MAX_ENCODED_LEN as u64);
-            run_file(shared, id, mpath.clone(), connector.clone(), mtx, max, None).await?;
+            run_file(
+                shared,
+                id,
+                mpath.clone(),
+                connector.clone(),
+                mtx,
+                max,
+                None,
+                alive.clone(),
+            )
+            .await?;
             std::fs::read(&mpath)?
         }
     };
@@ -551,6 +575,7 @@ async fn download_collection(
             ftx,
             Some(entry.size),
             None,
+            alive.clone(),
         );
         tokio::pin!(fut);
         loop {
