@@ -117,8 +117,7 @@ async fn one_seeder_six_leechers_all_complete_and_leechers_trade() {
             let p = h.result().await.expect("download");
             assert!(std::fs::read(&p).expect("read") == data, "bytes differ");
         }
-        // Let the last progress snapshots land, then count who delivered what.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A download publishes its final progress before its result.
         for h in &handles {
             let p = h.progress().borrow().clone();
             assert!(p.complete);

@@ -1,0 +1,221 @@
+//! Hostile and broken peers: hand-written raw peers against real nodes.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use shoal_core::proto::{CloseCode, Hello, Message, DEFAULT_PIECE_SIZE};
+use shoal_core::{ContentId, Kind};
+use shoal_node::NodeError;
+use tokio::time::timeout;
+
+/// A raw responder that serves `bytes` (one piece) as content `id`, optionally
+/// sending a piece nobody asked for right after the handshake; it records the code
+/// of the `Close` it receives.
+async fn serve_raw(
+    mut raw: Raw,
+    id: ContentId,
+    bytes: Arc<Vec<u8>>,
+    unrequested: bool,
+    closed: Arc<Mutex<Vec<u8>>>,
+) {
+    let Some(first) = raw.recv().await else {
+        return;
+    };
+    if !matches!(first.msg(), Message::Hello(_)) {
+        return;
+    }
+    let _availability = raw.recv().await;
+    let hello = Hello {
+        piece_size: Some(DEFAULT_PIECE_SIZE),
+        content_len: Some(bytes.len() as u64),
+        ..Hello::new(id)
+    };
+    raw.send(&Message::Hello(hello)).await;
+    raw.send(&Message::HaveAll).await;
+    if unrequested {
+        raw.send(&Message::Piece {
+            piece: 0,
+            data: &bytes,
+        })
+        .await;
+    }
+    while let Some(f) = raw.recv().await {
+        let reply = match f.msg() {
+            Message::Interested => Some(Message::Unchoke),
+            Message::Request { piece } => Some(Message::Piece {
+                piece,
+                data: &bytes,
+            }),
+            Message::OutboardRequest { first, .. } => {
+                Some(Message::OutboardResponse { first, cvs: &[] })
+            }
+            Message::Close { code, .. } => {
+                closed.lock().expect("lock").push(code.to_u8());
+                return;
+            }
+            _ => None,
+        };
+        if let Some(m) = reply {
+            raw.send(&m).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_manifest_with_dotdot_path_is_refused_and_nothing_is_written() {
+    timeout(TEST_TIMEOUT, async {
+        // A manifest whose bytes hash to its id but that names "../x".
+        let mut bytes = b"shoal-manifest".to_vec();
+        bytes.push(1); // version
+        bytes.push(1); // one entry
+        bytes.push(4);
+        bytes.extend_from_slice(b"../x");
+        bytes.push(5); // size
+        bytes.extend_from_slice(ContentId::of(b"owned").as_bytes());
+        let id = ContentId::of(&bytes);
+        let bytes = Arc::new(bytes);
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let leecher = TestNode::new(2);
+        let (b, c) = (bytes.clone(), closed.clone());
+        let conn = Arc::new(RawConnector {
+            peer: peer_id(1),
+            serve: move |raw| serve_raw(raw, id, b.clone(), false, c.clone()),
+        });
+        let out = leecher.path("out");
+        let mut h = leecher
+            .node
+            .download(id, Kind::Collection, &out, Some("c"), conn);
+        let err = h
+            .result()
+            .await
+            .expect_err("a hostile manifest must be refused");
+        assert!(matches!(err, NodeError::BadManifest { .. }), "{err}");
+        assert!(!leecher.path("x").exists());
+        assert!(!out.join("x").exists());
+        assert!(
+            !out.join("c").exists(),
+            "nothing is created for a refused manifest"
+        );
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Connects a raw initiator to a node seeding a small file, completes the
+/// handshake, and returns it.
+async fn raw_initiator(seeder: &TestNode, id: ContentId) -> Raw {
+    let (near, far) = tokio::io::duplex(PIPE_BUF);
+    let node = seeder.node.clone();
+    tokio::spawn(async move {
+        let _ = node.accept(peer_id(9), Box::new(far)).await;
+    });
+    let mut raw = Raw::new(near);
+    raw.send(&Message::Hello(Hello::new(id))).await;
+    raw.send(&Message::HaveNone).await;
+    let reply = raw.recv().await.expect("hello");
+    assert!(matches!(reply.msg(), Message::Hello(_)));
+    let avail = raw.recv().await.expect("availability");
+    assert!(matches!(
+        avail.msg(),
+        Message::HaveAll | Message::HaveNone | Message::Bitfield { .. }
+    ));
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_message_type_closes_with_unknown_message() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let share = seeder.share_bytes("f", &random_bytes(300_000, 1));
+        let mut raw = raw_initiator(&seeder, share.id).await;
+        raw.send_raw(&[0, 0, 0, 1, 0x13]).await;
+        assert_eq!(
+            raw.until_close().await,
+            Some(CloseCode::UnknownMessage.to_u8())
+        );
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frame_closes_with_frame_too_large_before_the_body() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let share = seeder.share_bytes("f", &random_bytes(300_000, 1));
+        let mut raw = raw_initiator(&seeder, share.id).await;
+        // A Piece frame one byte over the limit; no body follows.
+        let len = (shoal_core::proto::MAX_FRAME_LEN as u32 + 1).to_be_bytes();
+        raw.send_raw(&[len[0], len[1], len[2], len[3], 0x0c]).await;
+        assert_eq!(
+            raw.until_close().await,
+            Some(CloseCode::FrameTooLarge.to_u8())
+        );
+        // A control message over its 2 KiB limit.
+        let mut raw = raw_initiator(&seeder, share.id).await;
+        raw.send_raw(&[0, 0, 0x10, 0, 0x05]).await;
+        assert_eq!(
+            raw.until_close().await,
+            Some(CloseCode::FrameTooLarge.to_u8())
+        );
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrequested_piece_closes_with_unrequested_piece_and_writes_nothing() {
+    timeout(TEST_TIMEOUT, async {
+        let data = Arc::new(random_bytes(1000, 4));
+        let id = ContentId::of(&data);
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let leecher = TestNode::new(2);
+        let (d, c) = (data.clone(), closed.clone());
+        let conn = Arc::new(RawConnector {
+            peer: peer_id(1),
+            serve: move |raw| serve_raw(raw, id, d.clone(), true, c.clone()),
+        });
+        let out = leecher.path("out");
+        let h = leecher.node.download(id, Kind::File, &out, Some("f"), conn);
+        while closed.lock().expect("lock").is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            closed.lock().expect("lock")[0],
+            CloseCode::UnrequestedPiece.to_u8()
+        );
+        h.stop().await;
+        assert!(!out.join("f").exists(), "an unrequested piece was written");
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_for_unknown_content_is_denied_not_found() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let (near, far) = tokio::io::duplex(PIPE_BUF);
+        let node = seeder.node.clone();
+        tokio::spawn(async move {
+            let _ = node.accept(peer_id(9), Box::new(far)).await;
+        });
+        let mut raw = Raw::new(near);
+        raw.send(&Message::Hello(Hello::new(ContentId::of(
+            b"nobody has this",
+        ))))
+        .await;
+        raw.send(&Message::HaveNone).await;
+        let reply = raw.recv().await.expect("deny");
+        match reply.msg() {
+            Message::Deny { reason, .. } => {
+                assert_eq!(reason, shoal_core::proto::DenyReason::NotFound)
+            }
+            other => panic!("expected Deny, got {other:?}"),
+        }
+    })
+    .await
+    .expect("timed out");
+}
