@@ -192,6 +192,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
         "regular_slots" => cfg.regular_slots = num()?,
         "optimistic_slots" => cfg.optimistic_slots = num()?,
         "random_first_pieces" => cfg.random_first_pieces = num()?,
+        "demand_interest" => cfg.demand_interest = flag()?,
         "steal_when_idle" => cfg.steal_when_idle = flag()?,
         "upload_rarest_first" => cfg.upload_rarest_first = flag()?,
         "idle_slot_timeout_ms" => cfg.idle_slot_timeout = ms()?,

@@ -56,6 +56,8 @@ pub struct Picker {
     availability: Vec<u32>,
     have_count: u32,
     missing_count: u32,
+    /// Pieces whose state changed since `take_changed` (drained every event).
+    changed: Vec<u32>,
 }
 
 impl Picker {
@@ -75,6 +77,7 @@ impl Picker {
             availability: vec![0; n as usize],
             have_count,
             missing_count: n - have_count,
+            changed: Vec::new(),
             missing,
             have,
         }
@@ -98,6 +101,16 @@ impl Picker {
     /// Number of verified pieces.
     pub fn have_count(&self) -> u32 {
         self.have_count
+    }
+
+    /// The Missing pieces (nobody asked, not had, not verifying).
+    pub fn missing(&self) -> &Bitfield {
+        &self.missing
+    }
+
+    /// Pieces whose state changed since the last call.
+    pub fn take_changed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Number of pieces nobody was asked for.
@@ -157,6 +170,7 @@ impl Picker {
         }
         self.started.clear(piece);
         self.requesters[piece as usize] += 1;
+        self.changed.push(piece);
     }
 
     /// A request for `piece` ended without the piece (reject, cancel, timeout,
@@ -169,6 +183,7 @@ impl Picker {
             return;
         }
         *r -= 1;
+        self.changed.push(piece);
         if *r == 0 && !self.have.get(piece) && !self.verifying.get(piece) {
             self.missing.set(piece);
             self.missing_count += 1;
@@ -189,6 +204,7 @@ impl Picker {
         }
         self.started.clear(piece);
         self.verifying.set(piece);
+        self.changed.push(piece);
     }
 
     /// `piece` passed verification. Returns false when it was not Verifying.
@@ -198,6 +214,7 @@ impl Picker {
         }
         self.have.set(piece);
         self.have_count += 1;
+        self.changed.push(piece);
         true
     }
 
@@ -212,6 +229,7 @@ impl Picker {
             self.missing_count += 1;
             self.started.set(piece);
         }
+        self.changed.push(piece);
         true
     }
 

@@ -76,6 +76,8 @@ struct Peer {
     am_interested: bool,
     /// Pieces they have that we have not verified.
     interesting: u32,
+    /// Queued in `Swarm::interest_dirty`.
+    interest_dirty: bool,
     slot: Slot,
     unchoked_at: Time,
     choked_at: Time,
@@ -146,6 +148,10 @@ pub struct Swarm {
     slots_dirty: bool,
     /// Initial seeding: pieces went back to the pool; re-offer them.
     offers_dirty: bool,
+    /// Peers whose interest must be re-evaluated (demand interest).
+    interest_dirty: Vec<PeerKey>,
+    /// Whether endgame was on at the last interest update.
+    endgame_was: bool,
     stats: Stats,
 }
 
@@ -202,6 +208,8 @@ impl Swarm {
             all_dirty: false,
             slots_dirty: false,
             offers_dirty: false,
+            interest_dirty: Vec::new(),
+            endgame_was: false,
             stats: Stats::default(),
         })
     }
@@ -357,6 +365,7 @@ impl Swarm {
                 ever_interested: false,
                 am_interested: false,
                 interesting: 0,
+                interest_dirty: false,
                 slot: Slot::None,
                 unchoked_at: now,
                 choked_at: now,
@@ -528,7 +537,12 @@ impl Swarm {
         self.picker.add_availability(piece);
         if !we_have {
             p.interesting += 1;
-            if !p.am_interested {
+            if self.cfg.demand_interest {
+                if !p.interest_dirty {
+                    p.interest_dirty = true;
+                    self.interest_dirty.push(key);
+                }
+            } else if !p.am_interested {
                 p.am_interested = true;
                 self.actions.push_back(Action::Send {
                     peer: key,
@@ -680,7 +694,8 @@ impl Swarm {
         for (k, p) in self.peers.iter_mut() {
             if p.have.get(piece) {
                 p.interesting -= 1;
-                if p.interesting == 0 && p.am_interested {
+                // With demand interest the update pass decides.
+                if p.interesting == 0 && p.am_interested && !self.cfg.demand_interest {
                     p.am_interested = false;
                     lost_interest.push(*k);
                 }
@@ -1231,6 +1246,43 @@ impl Swarm {
         for k in keys {
             self.fill_requests(k);
         }
+        self.update_interest();
+    }
+
+    /// Demand interest: re-evaluates peers that have a piece whose state
+    /// changed, that sent Have, or all of them when endgame starts or ends.
+    fn update_interest(&mut self) {
+        let changed = self.picker.take_changed();
+        if !self.cfg.demand_interest {
+            return;
+        }
+        let endgame =
+            self.cfg.endgame && self.picker.missing_count() == 0 && !self.picker.is_complete();
+        let all = endgame != self.endgame_was;
+        self.endgame_was = endgame;
+        for (k, p) in self.peers.iter_mut() {
+            if !p.interest_dirty && (all || changed.iter().any(|q| p.have.get(*q))) {
+                p.interest_dirty = true;
+                self.interest_dirty.push(*k);
+            }
+        }
+        let dirty = std::mem::take(&mut self.interest_dirty);
+        for k in dirty {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            p.interest_dirty = false;
+            let want = demand(p, self.picker.missing(), endgame);
+            if want != p.am_interested {
+                p.am_interested = want;
+                let msg = if want {
+                    Msg::Interested
+                } else {
+                    Msg::NotInterested
+                };
+                self.actions.push_back(Action::Send { peer: k, msg });
+            }
+        }
     }
 
     fn start_uploads(&mut self) {
@@ -1301,7 +1353,7 @@ impl Swarm {
             ..
         } = self;
         let Some(p) = peers.get_mut(&key) else { return };
-        if p.peer_choking || !p.am_interested {
+        if p.peer_choking || p.interesting == 0 {
             return;
         }
         let depth = depth(cfg, p, now) as usize;
@@ -1378,7 +1430,15 @@ impl Swarm {
                     interesting += 1;
                 }
             }
-            if interesting != p.interesting || p.am_interested != (interesting > 0) {
+            let expected = if self.cfg.demand_interest {
+                let endgame = self.cfg.endgame
+                    && self.picker.missing_count() == 0
+                    && !self.picker.is_complete();
+                demand(p, self.picker.missing(), endgame)
+            } else {
+                interesting > 0
+            };
+            if interesting != p.interesting || p.am_interested != expected {
                 return Err(format!(
                     "peer {k:?} interest: counted {interesting}, kept {} ({})",
                     p.interesting, p.am_interested
@@ -1550,6 +1610,19 @@ fn endgame_pick(
         }
     }
     choice.map(|c| c.1)
+}
+
+/// Demand interest: the peer has a piece we lack and either a piece nobody
+/// was asked for, or our requests, or we are in endgame.
+fn demand(p: &Peer, missing: &Bitfield, endgame: bool) -> bool {
+    p.interesting > 0
+        && (endgame
+            || !p.requests.is_empty()
+            || p.have
+                .words()
+                .iter()
+                .zip(missing.words())
+                .any(|(a, b)| a & b != 0))
 }
 
 /// While we leech, a peer that chokes us cannot take one more piece once

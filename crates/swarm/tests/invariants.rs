@@ -63,9 +63,11 @@ fn config() -> impl Strategy<Value = Config> {
         0u8..3,
         1u32..4,
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(initial_seeding, choking, endgame, picker, uploads, serve)| Config {
+            |(initial_seeding, choking, endgame, picker, uploads, serve, demand_interest)| Config {
+                demand_interest,
                 initial_seeding,
                 choking,
                 endgame,
@@ -86,7 +88,7 @@ fn config() -> impl Strategy<Value = Config> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
 
     #[test]
     fn invariants_hold_after_every_event(
