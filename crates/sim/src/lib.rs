@@ -156,6 +156,8 @@ pub struct Options {
     pub check_invariants: bool,
     /// Extra scheduler settings `name=value` (see [`apply_setting`]).
     pub settings: Vec<(String, String)>,
+    /// Probability that a message or piece arrival is delayed by [`RTO`].
+    pub loss: f64,
 }
 
 impl Default for Options {
@@ -167,6 +169,7 @@ impl Default for Options {
             endgame: true,
             check_invariants: false,
             settings: Vec::new(),
+            loss: 0.0,
         }
     }
 }
@@ -239,7 +242,7 @@ fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Sc
         name: name.to_string(),
         file_bytes,
         latency: Duration::from_millis(20),
-        loss: 0.0,
+        loss: opts.loss.clamp(0.0, 1.0),
         peers,
         initial_connections,
         max_connections,

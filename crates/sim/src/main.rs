@@ -43,6 +43,9 @@ struct Args {
     /// Check scheduler invariants after every event.
     #[arg(long)]
     check_invariants: bool,
+    /// Probability that a message is delayed by a 200 ms retransmission.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
     /// Scheduler knob for experiments, `name=value` (repeatable), e.g.
     /// `max_active_uploads=1`.
     #[arg(long = "set", value_parser = parse_setting)]
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         endgame: !args.no_endgame,
         check_invariants: args.check_invariants,
         settings: args.settings,
+        loss: args.loss,
     };
     let sc = scenario(&args.scenario, &opts)?;
     let r = run(&sc, args.seed)?;

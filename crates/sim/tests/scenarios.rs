@@ -105,6 +105,21 @@ fn corrupt_peer_is_banned_and_no_bad_data_is_accepted() {
 }
 
 #[test]
+fn lossy_network_still_completes_without_bad_data() {
+    let r = go(
+        "flash-crowd-7",
+        Options {
+            loss: 0.02,
+            ..checked()
+        },
+    );
+    assert!(r.completed);
+    // Retransmission delays cost time, but not correctness.
+    let clean = go("flash-crowd-7", Options::default());
+    assert!(r.last_finish_s >= clean.last_finish_s * 0.95);
+}
+
+#[test]
 fn same_seed_gives_the_same_run() {
     let a = go("flash-crowd-7", Options::default());
     let b = go("flash-crowd-7", Options::default());
