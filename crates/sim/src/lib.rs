@@ -187,6 +187,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
     };
     match name {
         "max_active_uploads" => cfg.max_active_uploads = num()?,
+        "allowance_peers_per_piece" => cfg.allowance_peers_per_piece = num()?,
         "unreciprocated_allowance" => cfg.unreciprocated_allowance = num()?,
         "initial_seeding_slots" => cfg.initial_seeding_slots = num()?,
         "initial_seeding_offers" => cfg.initial_seeding_offers = num()?,

@@ -70,6 +70,10 @@ pub struct Config {
     /// something. Bootstraps newcomers without feeding free riders. Default 4;
     /// `u32::MAX` disables the limit.
     pub unreciprocated_allowance: u32,
+    /// The allowance grows to one piece per this many connected peers when
+    /// that is more (a busy neighbour among many picks us rarely).
+    /// Default 4 (80 peers: 20 pieces).
+    pub allowance_peers_per_piece: u32,
     /// When our upload is idle, a slot holder that has asked for nothing for
     /// this long yields its slot to a waiting interested peer. Default 1 s.
     pub idle_slot_timeout: Duration,
@@ -142,6 +146,7 @@ impl Default for Config {
             regular_slots: 4,
             optimistic_slots: 1,
             unreciprocated_allowance: 4,
+            allowance_peers_per_piece: 4,
             idle_slot_timeout: Duration::from_secs(1),
             rechoke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),

@@ -591,13 +591,14 @@ impl Swarm {
         let serve = self.cfg.serve_uploads;
         let cap = self.cfg.max_remote_requests as usize;
         let complete = self.picker.is_complete();
+        let npeers = self.peers.len();
 
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         let hidden = seeding && !p.revealed.get(piece);
         let committed = p.upload_queue.len() + p.uploading.len();
-        let unreciprocated = freeloads(&self.cfg, complete, p);
+        let unreciprocated = freeloads(&self.cfg, complete, npeers, p);
 
         if unreciprocated {
             self.slots_dirty = true;
@@ -917,6 +918,7 @@ impl Swarm {
     fn ranked_candidates(&mut self, only_choked: bool) -> Vec<PeerKey> {
         let now = self.now;
         let seeding = self.picker.is_complete();
+        let npeers = self.peers.len();
         let keys: Vec<PeerKey> = self
             .peers
             .iter()
@@ -942,7 +944,7 @@ impl Swarm {
                 };
                 scored.push((group, score, tie, k));
             } else {
-                if p.snubbed || freeloads(&self.cfg, seeding, p) {
+                if p.snubbed || freeloads(&self.cfg, seeding, npeers, p) {
                     continue;
                 }
                 scored.push((0, -p.down.rate(now), tie, k));
@@ -989,7 +991,7 @@ impl Swarm {
     }
 
     fn freeloads(&self, p: &Peer) -> bool {
-        freeloads(&self.cfg, self.picker.is_complete(), p)
+        freeloads(&self.cfg, self.picker.is_complete(), self.peers.len(), p)
     }
 
     /// Our upload is idle while slot holders ask for nothing: a holder that
@@ -1629,13 +1631,16 @@ fn demand(p: &Peer, missing: &Bitfield, endgame: bool) -> bool {
 /// it was sent (or promised) `unreciprocated_allowance` pieces more than it
 /// sent us: requests rejected, no slot, until it sends us something. One
 /// rule for rejecting, demoting and unchoking, so slots do not flap.
-fn freeloads(cfg: &Config, complete: bool, p: &Peer) -> bool {
+fn freeloads(cfg: &Config, complete: bool, peers: usize, p: &Peer) -> bool {
     let piece = u64::from(cfg.piece_size);
+    // With more peers, each is less likely to pick us for one of its few
+    // slots, so reciprocation takes longer to show: the allowance grows.
+    let pieces = u64::from(cfg.unreciprocated_allowance)
+        .max(peers as u64 / cfg.allowance_peers_per_piece.max(1) as u64);
     let committed = (p.upload_queue.len() + p.uploading.len()) as u64 * piece;
     !complete
         && p.peer_choking
-        && p.up.total() + committed + piece
-            > p.down.total() + u64::from(cfg.unreciprocated_allowance).saturating_mul(piece)
+        && p.up.total() + committed + piece > p.down.total() + pieces.saturating_mul(piece)
 }
 
 fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {
