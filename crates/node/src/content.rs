@@ -143,6 +143,20 @@ impl OurAvail {
     }
 }
 
+/// An inbound stream waiting for this download to learn the content's layout.
+struct PendingInbound {
+    since: Instant,
+    peer: PeerId,
+    fr: FrameReader<ReadHalf>,
+    w: WriteHalf,
+    piece_size: Option<u32>,
+    content_len: Option<u64>,
+}
+
+/// How long an inbound stream may wait for a reply (below the initiator's
+/// HELLO_TIMEOUT), after which it is denied `Busy`.
+const PENDING_INBOUND_WAIT: Duration = Duration::from_secs(8);
+
 struct OutboardFetch {
     key: PeerKey,
     layout: Layout,
@@ -179,6 +193,7 @@ pub(crate) struct Content {
     peers: HashMap<PeerKey, PeerConn>,
     by_id: HashMap<PeerId, PeerKey>,
     dialing: HashSet<PeerId>,
+    pending_inbound: Vec<PendingInbound>,
     /// Dial attempts per peer and when the last one started.
     dialed: HashMap<PeerId, (u32, Instant)>,
     banned: HashSet<PeerId>,
@@ -251,6 +266,7 @@ impl Content {
             peers: HashMap::new(),
             by_id: HashMap::new(),
             dialing: HashSet::new(),
+            pending_inbound: Vec::new(),
             dialed: HashMap::new(),
             banned: HashSet::new(),
             pending_piece: None,
@@ -361,6 +377,7 @@ impl Content {
                 _ = tokio::time::sleep_until(deadline) => {
                     if Instant::now() >= self.next_flush {
                         self.next_flush = Instant::now() + FLUSH_EVERY;
+                        self.expire_pending();
                         self.flush();
                         self.update_rates();
                         self.publish(true);
@@ -484,6 +501,23 @@ impl Content {
         content_len: Option<u64>,
     ) {
         let deny = |reason: DenyReason, why: &'static str| (reason, why);
+        let waiting = self.download.is_some() && self.outboard.is_none() && self.failed.is_none();
+        if waiting
+            && !self.banned.contains(&peer)
+            && self.pending_inbound.len() < self.shared.cfg.max_peers as usize
+        {
+            // A download that does not know the layout yet answers once it does
+            // (the initiator waits up to HELLO_TIMEOUT for the reply).
+            self.pending_inbound.push(PendingInbound {
+                since: Instant::now(),
+                peer,
+                fr,
+                w,
+                piece_size,
+                content_len,
+            });
+            return;
+        }
         let verdict = if self.banned.contains(&peer) {
             Err(deny(DenyReason::Banned, "banned for this content"))
         } else if self.by_id.contains_key(&peer) {
@@ -539,6 +573,27 @@ impl Content {
             Some(layout),
             announced,
         );
+    }
+
+    /// Denies inbound streams that waited too long, or all of them once the
+    /// download failed.
+    fn expire_pending(&mut self) {
+        let failed = self.failed.is_some();
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_inbound)
+            .into_iter()
+            .partition(|p| failed || p.since.elapsed() >= PENDING_INBOUND_WAIT);
+        self.pending_inbound = keep;
+        for p in old {
+            let mut w = p.w;
+            tokio::spawn(async move {
+                let msg = Message::Deny {
+                    reason: DenyReason::Busy,
+                    text: "content not available yet",
+                };
+                let _ = crate::session::write_frame(&mut w, &msg).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+            });
+        }
     }
 
     fn on_dialed(&mut self, peer: PeerId, stream: BoxStream) {
@@ -1152,6 +1207,9 @@ impl Content {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             self.try_register(k);
+        }
+        for p in std::mem::take(&mut self.pending_inbound) {
+            self.admit(p.peer, p.fr, p.w, p.piece_size, p.content_len);
         }
     }
 

@@ -219,3 +219,87 @@ async fn request_for_unknown_content_is_denied_not_found() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_queued_requests_are_each_answered_once() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let share = seeder.share_bytes("f", &random_bytes(4 << 20, 2));
+        let mut raw = raw_initiator(&seeder, share.id).await;
+        raw.send(&Message::Interested).await;
+        // Collect the pieces the seeder offers until it has unchoked us.
+        let mut offered = Vec::new();
+        let mut unchoked = false;
+        while !(unchoked && offered.len() >= 4) {
+            let f = raw.recv().await.expect("frame");
+            match f.msg() {
+                Message::Have { piece } => offered.push(piece),
+                Message::HaveAll => offered.extend(0..16),
+                Message::Unchoke => unchoked = true,
+                _ => {}
+            }
+        }
+        offered.truncate(4);
+        // All requests and cancels in one write, so the cancels reach the seeder
+        // while the requests after the first are still queued.
+        let mut burst = Vec::new();
+        for &p in &offered {
+            shoal_core::proto::encode(&Message::Request { piece: p }, &mut burst).expect("encode");
+        }
+        for &p in &offered[1..] {
+            shoal_core::proto::encode(&Message::Cancel { piece: p }, &mut burst).expect("encode");
+        }
+        raw.send_raw(&burst).await;
+        let mut answers: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        while answers.values().map(Vec::len).sum::<usize>() < offered.len() {
+            let f = raw.recv().await.expect("an answer");
+            match f.msg() {
+                Message::Piece { piece, .. } => {
+                    answers.entry(piece).or_default().push("piece".into())
+                }
+                Message::Reject { piece, reason } => answers
+                    .entry(piece)
+                    .or_default()
+                    .push(format!("{reason:?}")),
+                _ => {}
+            }
+        }
+        for &p in &offered {
+            assert_eq!(answers.get(&p).map(Vec::len), Some(1), "{answers:?}");
+        }
+        let cancelled = answers
+            .values()
+            .flatten()
+            .filter(|a| a.as_str() == "Cancelled")
+            .count();
+        assert!(cancelled >= 1, "{answers:?}");
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinked_folder_in_the_destination_is_refused() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let src = seeder.path("src");
+        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+        std::fs::write(src.join("sub/f.txt"), b"data").expect("write");
+        let share = seeder.share(&src);
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        let elsewhere = leecher.path("elsewhere");
+        std::fs::create_dir_all(out.join("tree")).expect("mkdir");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, out.join("tree/sub")).expect("symlink");
+        let conn = PipeConnector::new(leecher.id, &[&seeder]);
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, Some("tree"), conn);
+        let err = h.result().await.expect_err("must refuse");
+        assert!(matches!(err, NodeError::UnsafeDestination { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).expect("dir").count(), 0);
+    })
+    .await
+    .expect("timed out");
+}

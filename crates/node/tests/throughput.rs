@@ -41,7 +41,11 @@ impl Connector for TcpConnector {
 #[ignore = "a 256 MiB benchmark; run in release"]
 async fn throughput_256_mib_over_tcp_loopback() {
     let size = 256usize << 20;
-    let seeder = TestNode::new(1);
+    let mut cfg = shoal_node::NodeConfig::default();
+    if let Some(n) = std::env::var("UPLOADS").ok().and_then(|v| v.parse().ok()) {
+        cfg.swarm.max_active_uploads = n;
+    }
+    let seeder = TestNode::with_config(1, cfg);
     let data = random_bytes(size, 11);
     let share = seeder.share_bytes("big.bin", &data);
     drop(data);
