@@ -501,6 +501,18 @@ impl Content {
         content_len: Option<u64>,
     ) {
         let deny = |reason: DenyReason, why: &'static str| (reason, why);
+        // Two peers that opened streams to each other keep the one opened by the
+        // lower peer id (spec §3).
+        if let Some(&existing) = self.by_id.get(&peer) {
+            let ours = self.peers.get(&existing).is_some_and(|p| p.outbound);
+            if ours && peer.to_bytes() < self.shared.local.to_bytes() {
+                self.drop_peer(
+                    existing,
+                    Some((CloseCode::Normal, "duplicate stream")),
+                    true,
+                );
+            }
+        }
         let waiting = self.download.is_some() && self.outboard.is_none() && self.failed.is_none();
         if waiting
             && !self.banned.contains(&peer)

@@ -104,10 +104,16 @@ async fn one_seeder_six_leechers_all_complete_and_leechers_trade() {
         let leechers: Vec<TestNode> = (1..=6).map(TestNode::new).collect();
         let mut handles = Vec::new();
         for (i, l) in leechers.iter().enumerate() {
-            // Each pair connects once: leecher i dials the seeder and the leechers
-            // before it, and is dialed by those after it.
+            // Full mesh: every leecher dials the seeder and every other leecher;
+            // of two streams between the same pair, one is kept.
             let mut targets: Vec<&TestNode> = vec![&seeder];
-            targets.extend(leechers[..i].iter());
+            targets.extend(
+                leechers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, l)| l),
+            );
             let conn = PipeConnector::new(l.id, &targets);
             let out = l.path("out");
             handles.push(l.node.download(share.id, Kind::File, &out, Some("f"), conn));
