@@ -303,3 +303,38 @@ async fn symlinked_folder_in_the_destination_is_refused() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(start_paused = true)]
+async fn silent_initiator_is_closed_after_the_hello_timeout() {
+    let seeder = TestNode::new(1);
+    let (near, far) = tokio::io::duplex(PIPE_BUF);
+    let node = seeder.node.clone();
+    let accept = tokio::spawn(async move { node.accept(peer_id(9), Box::new(far)).await });
+    let mut raw = Raw::new(near);
+    let start = tokio::time::Instant::now();
+    assert_eq!(raw.until_close().await, Some(CloseCode::Timeout.to_u8()));
+    assert!(start.elapsed() >= shoal_core::proto::HELLO_TIMEOUT);
+    assert!(accept.await.expect("join").is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connection_gets_keepalives_then_closes_with_timeout() {
+    let seeder = TestNode::new(1);
+    let share = seeder.share_bytes("f", &random_bytes(300_000, 1));
+    let mut raw = raw_initiator(&seeder, share.id).await;
+    let start = tokio::time::Instant::now();
+    let mut keepalives = 0;
+    let code = loop {
+        let Some(f) = raw.recv().await else {
+            break None;
+        };
+        match f.msg() {
+            Message::KeepAlive => keepalives += 1,
+            Message::Close { code, .. } => break Some(code),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Timeout));
+    assert!(start.elapsed() >= shoal_core::proto::IDLE_TIMEOUT);
+    assert!(keepalives >= 3, "{keepalives} keep-alives in 120 s");
+}
