@@ -166,9 +166,11 @@ struct OutboardFetch {
     received: u32,
 }
 
-/// Contents of at most this many bytes (a manifest) may be served from memory.
+/// A partial file is flushed (data synced, then its bitfield recorded) this often,
+/// or after this many pieces, whichever comes first: a crash loses at most that.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const FLUSH_PIECES: u32 = 64;
+/// Progress snapshots are published at most this often (and on state changes).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Dial attempts in flight at once per download.
 const MAX_DIALS: usize = 8;
