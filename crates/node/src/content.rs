@@ -111,6 +111,8 @@ struct PeerConn {
     announced: Option<SwarmBitfield>,
     /// Pieces being read or sent to this peer (the scheduler's in-flight uploads).
     uploading: HashSet<u32>,
+    /// Pieces in the writer's queue or being written.
+    queued_pieces: u32,
     downloaded: u64,
     uploaded: u64,
     rate_mark: (u64, u64),
@@ -170,6 +172,9 @@ struct OutboardFetch {
 /// or after this many pieces, whichever comes first: a crash loses at most that.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const FLUSH_PIECES: u32 = 64;
+/// Pieces queued for one peer's writer whose upload is already reported done to
+/// the scheduler (so it can start reading the next one).
+const UPLOAD_READ_AHEAD: u32 = 2;
 /// Progress snapshots are published at most this often (and on state changes).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Dial attempts in flight at once per download.
@@ -485,6 +490,7 @@ impl Content {
                 registered: false,
                 announced,
                 uploading: HashSet::new(),
+                queued_pieces: 0,
                 downloaded: 0,
                 uploaded: 0,
                 rate_mark: (0, 0),
@@ -825,6 +831,7 @@ impl Content {
             }
             SessionEvent::PieceSent { piece, buf } => {
                 if let Some(p) = self.peers.get_mut(&key) {
+                    p.queued_pieces = p.queued_pieces.saturating_sub(1);
                     p.uploaded += buf.len() as u64;
                     self.totals.entry(p.id).or_default().1 += buf.len() as u64;
                     if p.uploading.remove(&piece) {
@@ -1488,6 +1495,18 @@ impl Content {
                 if allowed {
                     if p.out.try_send(Out::Piece { piece, data: buf }).is_err() {
                         self.drop_peer(key, Some((CloseCode::Shutdown, "too slow")), true);
+                        return;
+                    }
+                    // Read ahead: with few pieces queued for this peer, the
+                    // scheduler may start the next upload while this one is being
+                    // written, so disk reads overlap with the network. Beyond
+                    // UPLOAD_READ_AHEAD, it waits for the writer.
+                    let Some(p) = self.peers.get_mut(&key) else {
+                        return;
+                    };
+                    p.queued_pieces += 1;
+                    if p.queued_pieces <= UPLOAD_READ_AHEAD && p.uploading.remove(&piece) {
+                        self.feed(Event::UploadDone { peer: key, piece });
                     }
                     return;
                 }

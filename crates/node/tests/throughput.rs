@@ -1,6 +1,7 @@
 //! Throughput of one seeder to one leecher over TCP loopback (no TLS).
 //!
 //! `cargo test -p shoal-node --release --test throughput -- --ignored --nocapture`
+//! (`UPLOADS=n` sets the scheduler's `max_active_uploads` of the seeder).
 
 mod common;
 
