@@ -257,3 +257,33 @@ async fn resumed_download_refetches_at_most_one_verified_piece() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_collection_files_are_skipped_on_a_second_run() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let src = seeder.path("src");
+        std::fs::create_dir_all(src.join("d")).expect("mkdir");
+        std::fs::write(src.join("d/one.bin"), random_bytes(700_000, 1)).expect("write");
+        std::fs::write(src.join("two.txt"), b"two").expect("write");
+        std::fs::write(src.join("zero"), b"").expect("write");
+        let share = seeder.share(&src);
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        let conn = PipeConnector::new(leecher.id, &[&seeder]);
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, None, conn);
+        let root = h.result().await.expect("first run");
+        drop(h);
+        // The second run has no peer at all: it can only succeed from what is on disk.
+        let nobody = PipeConnector::new(leecher.id, &[]);
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, None, nobody);
+        assert_eq!(h.result().await.expect("second run"), root);
+        assert!(tree(&root) == tree(&src), "trees differ");
+    })
+    .await
+    .expect("timed out");
+}
