@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::content::{Content, DownloadCfg, Ev};
 use crate::error::NodeError;
-use crate::session::{write_frame, BoxStream, BufPool, FrameReader, ReadError};
+use crate::session::{write_frame, BoxStream, BufPool, FrameReader, ReadError, Stream};
 
 /// Limits and tuning of a [`Node`].
 #[derive(Debug, Clone)]
@@ -223,7 +223,8 @@ impl Node {
     /// content it names, starting a seeding task if the store shares it. Denies
     /// (`NotFound`, `BadHello`, `VersionUnsupported`, `Busy`, `Banned`, layout
     /// mismatches) what it cannot serve. Returns once the stream is handed over.
-    pub async fn accept(&self, peer: PeerId, stream: BoxStream) -> Result<(), NodeError> {
+    pub async fn accept(&self, peer: PeerId, stream: impl Stream) -> Result<(), NodeError> {
+        let stream: BoxStream = Box::new(stream);
         let (r, mut w) = tokio::io::split(stream);
         let mut fr = FrameReader::new(r);
         let n = match tokio::time::timeout(HELLO_TIMEOUT, fr.fill_frame()).await {

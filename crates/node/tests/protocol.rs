@@ -109,7 +109,7 @@ async fn raw_initiator(seeder: &TestNode, id: ContentId) -> Raw {
     let (near, far) = tokio::io::duplex(PIPE_BUF);
     let node = seeder.node.clone();
     tokio::spawn(async move {
-        let _ = node.accept(peer_id(9), Box::new(far)).await;
+        let _ = node.accept(peer_id(9), far).await;
     });
     let mut raw = Raw::new(near);
     raw.send(&Message::Hello(Hello::new(id))).await;
@@ -200,7 +200,7 @@ async fn request_for_unknown_content_is_denied_not_found() {
         let (near, far) = tokio::io::duplex(PIPE_BUF);
         let node = seeder.node.clone();
         tokio::spawn(async move {
-            let _ = node.accept(peer_id(9), Box::new(far)).await;
+            let _ = node.accept(peer_id(9), far).await;
         });
         let mut raw = Raw::new(near);
         raw.send(&Message::Hello(Hello::new(ContentId::of(
@@ -309,7 +309,7 @@ async fn silent_initiator_is_closed_after_the_hello_timeout() {
     let seeder = TestNode::new(1);
     let (near, far) = tokio::io::duplex(PIPE_BUF);
     let node = seeder.node.clone();
-    let accept = tokio::spawn(async move { node.accept(peer_id(9), Box::new(far)).await });
+    let accept = tokio::spawn(async move { node.accept(peer_id(9), far).await });
     let mut raw = Raw::new(near);
     let start = tokio::time::Instant::now();
     assert_eq!(raw.until_close().await, Some(CloseCode::Timeout.to_u8()));

@@ -62,7 +62,7 @@ async fn throughput_256_mib_over_tcp_loopback() {
             let _ = s.set_nodelay(true);
             let n = node.clone();
             tokio::spawn(async move {
-                let _ = n.accept(leecher_id, Box::new(s)).await;
+                let _ = n.accept(leecher_id, s).await;
             });
         }
     });

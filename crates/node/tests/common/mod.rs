@@ -112,7 +112,7 @@ impl Connector for PipeConnector {
             let (near, far) = tokio::io::duplex(PIPE_BUF);
             let me = self.me;
             tokio::spawn(async move {
-                let _ = node.accept(me, Box::new(far)).await;
+                let _ = node.accept(me, far).await;
             });
             Ok(match &self.wrap {
                 Some(w) => w(peer, near),
