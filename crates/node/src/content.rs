@@ -177,6 +177,8 @@ const FLUSH_PIECES: u32 = 64;
 const UPLOAD_READ_AHEAD: u32 = 2;
 /// Progress snapshots are published at most this often (and on state changes).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often a download looks for peers to dial (at once when it has none).
+const DIAL_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Dial attempts in flight at once per download.
 const MAX_DIALS: usize = 8;
 /// A peer that could not serve us (dial failed, denied, disconnected) is tried
@@ -214,6 +216,7 @@ pub(crate) struct Content {
     next_flush: Instant,
     last_progress: Instant,
     last_rates: Instant,
+    last_dial_check: Instant,
     next_key: u32,
     events: VecDeque<Event>,
     want_peers: u32,
@@ -286,6 +289,7 @@ impl Content {
             next_flush: now + FLUSH_EVERY,
             last_progress: now,
             last_rates: now,
+            last_dial_check: now,
             next_key: 0,
             events: VecDeque::new(),
             want_peers: 0,
@@ -396,7 +400,11 @@ impl Content {
                     }
                 }
             }
-            self.dial_more();
+            // Asking the connector for candidates is not free: not on every event.
+            if self.peers.is_empty() || self.last_dial_check.elapsed() >= DIAL_CHECK_EVERY {
+                self.last_dial_check = Instant::now();
+                self.dial_more();
+            }
             self.publish(false);
         }
     }
