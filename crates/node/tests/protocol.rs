@@ -103,17 +103,23 @@ async fn hostile_manifest_with_dotdot_path_is_refused_and_nothing_is_written() {
     .expect("timed out");
 }
 
-/// Connects a raw initiator to a node seeding a small file, completes the
-/// handshake, and returns it.
-async fn raw_initiator(seeder: &TestNode, id: ContentId) -> Raw {
+/// Connects a raw initiator with peer id `who` and sends its hello and `HaveNone`.
+async fn raw_hello(seeder: &TestNode, id: ContentId, who: u8) -> Raw {
     let (near, far) = tokio::io::duplex(PIPE_BUF);
     let node = seeder.node.clone();
     tokio::spawn(async move {
-        let _ = node.accept(peer_id(9), far).await;
+        let _ = node.accept(peer_id(who), far).await;
     });
     let mut raw = Raw::new(near);
     raw.send(&Message::Hello(Hello::new(id))).await;
     raw.send(&Message::HaveNone).await;
+    raw
+}
+
+/// Connects a raw initiator to a node seeding a small file, completes the
+/// handshake, and returns it.
+async fn raw_initiator(seeder: &TestNode, id: ContentId) -> Raw {
+    let mut raw = raw_hello(seeder, id, 9).await;
     let reply = raw.recv().await.expect("hello");
     assert!(matches!(reply.msg(), Message::Hello(_)));
     let avail = raw.recv().await.expect("availability");
@@ -337,4 +343,26 @@ async fn idle_connection_gets_keepalives_then_closes_with_timeout() {
     assert_eq!(code, Some(CloseCode::Timeout));
     assert!(start.elapsed() >= shoal_core::proto::IDLE_TIMEOUT);
     assert!(keepalives >= 3, "{keepalives} keep-alives in 120 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_over_the_limit_are_denied_busy() {
+    timeout(TEST_TIMEOUT, async {
+        let cfg = shoal_node::NodeConfig {
+            max_peers: 1,
+            ..Default::default()
+        };
+        let seeder = TestNode::with_config(1, cfg);
+        let share = seeder.share_bytes("f", &random_bytes(300_000, 1));
+        let _first = raw_initiator(&seeder, share.id).await;
+        let mut second = raw_hello(&seeder, share.id, 10).await;
+        match second.recv().await.expect("reply").msg() {
+            Message::Deny { reason, .. } => {
+                assert_eq!(reason, shoal_core::proto::DenyReason::Busy)
+            }
+            other => panic!("expected Deny, got {other:?}"),
+        }
+    })
+    .await
+    .expect("timed out");
 }
