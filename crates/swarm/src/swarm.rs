@@ -1382,14 +1382,29 @@ impl Swarm {
                 steal = true;
                 piece = endgame_pick(cfg, picker, peers, key, now);
             }
-            let Some(p) = peers.get_mut(&key) else { return };
             let Some(piece) = piece else { break };
             if endgame {
                 stats.endgame_requests += 1;
             }
             if steal {
                 stats.steals += 1;
+                // Outside endgame a steal moves the request: the slower
+                // holder is told to drop it, so at most one copy is sent.
+                for (k, other) in peers.iter_mut() {
+                    if *k == key {
+                        continue;
+                    }
+                    if let Some(i) = other.requests.iter().position(|r| r.piece == piece) {
+                        other.requests.swap_remove(i);
+                        picker.on_request_dropped(piece, false);
+                        actions.push_back(Action::Send {
+                            peer: *k,
+                            msg: Msg::Cancel { piece },
+                        });
+                    }
+                }
             }
+            let Some(p) = peers.get_mut(&key) else { return };
             picker.on_request(piece);
             if p.requests.is_empty() {
                 p.waiting_since = now;

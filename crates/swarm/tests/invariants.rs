@@ -64,10 +64,21 @@ fn config() -> impl Strategy<Value = Config> {
         1u32..4,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(initial_seeding, choking, endgame, picker, uploads, serve, demand_interest)| Config {
+            |(
+                initial_seeding,
+                choking,
+                endgame,
+                picker,
+                uploads,
+                serve,
                 demand_interest,
+                steal,
+            )| Config {
+                demand_interest,
+                steal_when_idle: steal,
                 initial_seeding,
                 choking,
                 endgame,
