@@ -62,6 +62,152 @@ pub enum Command {
     /// Work with tickets.
     #[command(subcommand)]
     Ticket(TicketCommand),
+    /// Share files or folders (indexing what is not yet indexed) and serve them
+    /// until Ctrl-C. The first line on stdout is the ticket.
+    Share(ShareArgs),
+    /// Download content by ticket or id from every provider found, verified.
+    Get(GetArgs),
+    /// Run one seeder and N downloaders on this machine (loopback) and report
+    /// how the swarm did.
+    Demo(DemoArgs),
+}
+
+/// Options of every command that starts a node.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub net: shoal_net::NetArgs,
+
+    /// Limit uploads to RATE bytes per second over all peers (e.g. `10MiB`; `0`: no limit)
+    #[arg(long = "upload-limit", value_name = "RATE", env = "SHOAL_UPLOAD_LIMIT", value_parser = parse_size)]
+    pub upload_limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// Files or folders to share (indexed in place if not yet indexed).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Announce the shares on the DHT so anyone can find them by id (default:
+    /// unlisted, reachable with the ticket only).
+    #[arg(long)]
+    pub public: bool,
+    /// Print one JSON object per share (`ticket`, `id`, `peer`, `addrs`) instead of the tickets.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop serving after this long (e.g. `30s`, `10m`) instead of waiting for Ctrl-C.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub serve_for: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// A ticket (`shoal1…`) or a content id (64 hex digits, looked up on the DHT).
+    pub target: String,
+    /// Folder to download into.
+    #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// File or folder name to create in DIR [default: the content id].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Fetch pieces in order (for streaming) instead of rarest first.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Keep serving the content for this long after it is complete (e.g. `10m`).
+    #[arg(long = "seed-for", value_name = "DURATION", value_parser = parse_duration)]
+    pub seed_for: Option<std::time::Duration>,
+    /// With an id only: the id names a collection (a folder), not a file.
+    #[arg(long)]
+    pub collection: bool,
+    /// Announce on the DHT that this node has the content while it downloads
+    /// and seeds (on by default when fetching by id).
+    #[arg(long)]
+    pub announce: bool,
+    /// Give up finding a first provider after this long.
+    #[arg(long = "find-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub find_timeout: std::time::Duration,
+    /// Print JSON: progress lines on stderr and one summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of downloaders.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub peers: u32,
+    /// Size of the generated file (e.g. `64MiB`).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Upload limit of every node, per second (`0`: none; then the comparison
+    /// is against one downloader fetching alone).
+    #[arg(long = "demo-upload-limit", value_name = "RATE", default_value = "20MiB", value_parser = parse_size)]
+    pub rate: u64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses sizes like `1048576`, `64MiB`, `64M`, `2GiB`, `512k` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a size: use a number with an optional unit, like 64MiB")
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {s:?}: use B, KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    let v = num * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Parses durations like `30`, `30s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a duration: use a number with a unit, like 30s, 10m or 2h")
+    })?;
+    let mult = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        u => {
+            return Err(format!(
+                "unknown duration unit {u:?} in {s:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    let v = num * mult;
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,11 +31,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Shares { json } => shares(&cli.global, json),
         Command::Rm { id } => rm(&cli.global, &id),
         Command::Ticket(TicketCommand::Inspect { ticket, json }) => inspect(&ticket, json),
+        Command::Share(args) => crate::p2p::share(&cli.global, args),
+        Command::Get(args) => crate::p2p::get(&cli.global, args),
+        Command::Demo(args) => crate::p2p::demo(args),
     }
 }
 
 /// The data directory: `--data-dir`, `SHOAL_DATA_DIR`, or the platform default.
-fn data_dir(global: &Global) -> Result<PathBuf> {
+pub(crate) fn data_dir(global: &Global) -> Result<PathBuf> {
     if let Some(dir) = &global.data_dir {
         return Ok(dir.clone());
     }

@@ -8,6 +8,8 @@
 mod cli;
 mod commands;
 mod output;
+mod p2p;
+mod runtime;
 
 use std::process::ExitCode;
 

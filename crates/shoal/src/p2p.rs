@@ -1,0 +1,657 @@
+//! The commands that start a node: `share`, `get`, `demo`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::runtime::{NetConnector, Peer, PeerConfig};
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
+use shoal_core::{ContentId, Kind, Provider, Ticket};
+use shoal_net::{NetConfig, PeerId};
+use shoal_node::{DownloadHandle, NodeConfig, Progress};
+use shoal_store::Visibility;
+
+use crate::cli::{DemoArgs, GetArgs, Global, NodeArgs, ShareArgs};
+use crate::output::{display_path, human_size};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn peer_config(args: &NodeArgs, node: NodeConfig) -> Result<PeerConfig> {
+    let net = args
+        .net
+        .clone()
+        .into_config()
+        .context("invalid network options")?;
+    Ok(PeerConfig {
+        net,
+        node,
+        upload_limit: args.upload_limit,
+    })
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Waits for `d` (forever if `None`) or a shutdown signal.
+async fn serve_until(d: Option<Duration>) {
+    match d {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        None => shutdown_signal().await,
+    }
+}
+
+// ---------------------------------------------------------------- share
+
+pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
+    let dir = crate::commands::data_dir(global)?;
+    let cfg = peer_config(&args.node, NodeConfig::default())?;
+    runtime()?.block_on(async move {
+        let peer = Peer::start(&dir, cfg)
+            .await
+            .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
+        let mut lines = Vec::new();
+        for path in &args.paths {
+            let shown = display_path(path);
+            let added = peer
+                .store()
+                .add_with_report(path, None, &|_| {})
+                .with_context(|| format!("cannot share {shown}"))?;
+            for skipped in &added.skipped {
+                eprintln!("warning: {skipped}");
+            }
+            let s = &added.share;
+            if args.public {
+                peer.make_public(s.id)
+                    .with_context(|| format!("cannot make {shown} public"))?;
+            } else if s.visibility == Visibility::Public {
+                peer.announce(s.id);
+            }
+            let ticket = peer.ticket(s.id, s.kind);
+            if args.json {
+                let addrs: Vec<String> = peer
+                    .net()
+                    .ticket_addrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                lines.push(serde_json::to_string(&json!({
+                    "ticket": ticket.to_string(),
+                    "id": s.id,
+                    "kind": s.kind.to_string(),
+                    "name": s.name,
+                    "size": s.size,
+                    "peer": peer.peer_id().to_string(),
+                    "addrs": addrs,
+                    "public": args.public || s.visibility == Visibility::Public,
+                }))?);
+            } else {
+                lines.push(ticket.to_string());
+            }
+            eprintln!(
+                "sharing {} '{}' ({}, id {}){}",
+                s.kind,
+                s.name,
+                human_size(s.size),
+                s.id,
+                if args.public || s.visibility == Visibility::Public {
+                    ", announced on the DHT"
+                } else {
+                    ", reachable with the ticket only"
+                }
+            );
+        }
+        {
+            let mut out = std::io::stdout().lock();
+            for l in &lines {
+                writeln!(out, "{l}").context("cannot write to stdout")?;
+            }
+            out.flush().context("cannot write to stdout")?;
+        }
+        eprintln!(
+            "serving as peer {} on {}; press Ctrl-C to stop",
+            peer.peer_id(),
+            peer.net()
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        serve_until(args.serve_for).await;
+        eprintln!("stopping");
+        peer.shutdown().await;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- get
+
+/// What `get` was given.
+struct Target {
+    id: ContentId,
+    kind: Option<Kind>,
+    providers: Vec<Provider>,
+}
+
+fn parse_target(s: &str) -> Result<Target> {
+    let s = s.trim();
+    if s.starts_with(shoal_core::ticket::PREFIX) {
+        let t: Ticket = s.parse().map_err(|e| anyhow!("not a valid ticket: {e}"))?;
+        return Ok(Target {
+            id: t.id,
+            kind: Some(t.kind),
+            providers: t.providers,
+        });
+    }
+    match s.parse::<ContentId>() {
+        Ok(id) => Ok(Target {
+            id,
+            kind: None,
+            providers: Vec::new(),
+        }),
+        Err(_) => bail!(
+            "{s:?} is neither a ticket (starting with {}) nor a content id (64 hex digits)",
+            shoal_core::ticket::PREFIX
+        ),
+    }
+}
+
+/// Counters of one finished download, for the summary.
+struct Summary {
+    path: PathBuf,
+    total: u64,
+    secs: f64,
+    /// Verified bytes already present when the download started (resume).
+    resumed: u64,
+    last: Progress,
+}
+
+impl Summary {
+    fn downloaded(&self) -> u64 {
+        self.last.peers.iter().map(|p| p.downloaded).sum()
+    }
+}
+
+pub fn get(global: &Global, args: GetArgs) -> Result<()> {
+    let target = parse_target(&args.target)?;
+    let dir = crate::commands::data_dir(global)?;
+    let mut node_cfg = NodeConfig::default();
+    if args.sequential {
+        node_cfg.swarm.picker = shoal_swarm::PickerMode::Sequential;
+    }
+    let cfg = peer_config(&args.node, node_cfg)?;
+    runtime()?.block_on(async move {
+        let peer = Peer::start(&dir, cfg)
+            .await
+            .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
+        let id = target.id;
+        let kind = match target.kind {
+            Some(k) => k,
+            None if args.collection => Kind::Collection,
+            None => peer.store().kind_of(&id).ok().flatten().unwrap_or(Kind::File),
+        };
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
+        let by_id = target.providers.is_empty();
+        let conn = peer.connector(id, &target.providers);
+        if by_id {
+            eprintln!("looking up providers of {id} on the DHT");
+            if !conn.wait_for_peers(args.find_timeout).await {
+                bail!(
+                    "no provider of {id} found on the DHT within {} s; check --bootstrap, or ask the sharer for a ticket",
+                    args.find_timeout.as_secs()
+                );
+            }
+        }
+        if by_id || args.announce {
+            peer.announce(id);
+        }
+        let started = Instant::now();
+        let handle = peer
+            .node()
+            .download(id, kind, &args.out, args.name.as_deref(), conn.clone());
+        let res = watch_download(&peer, handle, &conn, args.json, started).await;
+        let (summary, handle) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                peer.shutdown().await;
+                return Err(e);
+            }
+        };
+        print_summary(&peer, &conn, id, kind, &summary, args.json)?;
+        if let Some(d) = args.seed_for {
+            eprintln!("seeding for {} s; Ctrl-C to stop", d.as_secs());
+            serve_until(Some(d)).await;
+        }
+        drop(handle);
+        drop(conn);
+        peer.shutdown().await;
+        Ok(())
+    })
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+fn path_label(conn: &NetConnector, p: &Progress) -> &'static str {
+    let paths = conn.paths();
+    let mut relayed = false;
+    let mut direct = false;
+    for pp in p.peers.iter().filter(|pp| pp.connected) {
+        if conn.is_relayed(&pp.peer) || paths.get(&pp.peer) == Some(&shoal_net::PathKind::Relayed) {
+            relayed = true;
+        } else {
+            direct = true;
+        }
+    }
+    match (direct, relayed) {
+        (true, true) => "direct+relayed",
+        (false, true) => "relayed",
+        _ => "direct",
+    }
+}
+
+/// Shows progress until the download ends; returns its summary and the handle
+/// (which keeps the content served while it lives).
+async fn watch_download(
+    _peer: &Peer,
+    mut handle: DownloadHandle,
+    conn: &Arc<NetConnector>,
+    json: bool,
+    started: Instant,
+) -> Result<(Summary, DownloadHandle)> {
+    let mut rx = handle.progress();
+    let bar = ProgressBar::new(0);
+    bar.set_style(bar_style());
+    if json || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut resumed: Option<u64> = None;
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let result = {
+        let fut = handle.result();
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                ch = rx.changed() => {
+                    if ch.is_err() {
+                        break (&mut fut).await;
+                    }
+                    let p = rx.borrow_and_update().clone();
+                    if resumed.is_none() && p.num_pieces > 0 {
+                        resumed = Some(p.done_bytes);
+                    }
+                    if let Some(t) = p.total_bytes {
+                        bar.set_length(t);
+                    }
+                    bar.set_position(p.done_bytes);
+                    bar.set_message(format!("{} peers, {}", p.connected_peers, path_label(conn, &p)));
+                    if json && last_line.elapsed() >= Duration::from_millis(200) {
+                        last_line = Instant::now();
+                        eprintln!("{}", json!({
+                            "event": "progress",
+                            "done": p.done_bytes,
+                            "total": p.total_bytes,
+                            "pieces_done": p.pieces_done,
+                            "num_pieces": p.num_pieces,
+                            "peers": p.connected_peers,
+                        }));
+                    }
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    let last = rx.borrow().clone();
+    let path = result.with_context(|| format!("download of {} failed", last.id))?;
+    if !last.complete && last.failed.is_some() {
+        bail!(
+            "download of {} failed: {}",
+            last.id,
+            last.failed.clone().unwrap_or_default()
+        );
+    }
+    Ok((
+        Summary {
+            path,
+            total: last.total_bytes.unwrap_or(last.done_bytes),
+            secs: started.elapsed().as_secs_f64(),
+            resumed: resumed.unwrap_or(0),
+            last,
+        },
+        handle,
+    ))
+}
+
+fn print_summary(
+    peer: &Peer,
+    conn: &NetConnector,
+    id: ContentId,
+    kind: Kind,
+    s: &Summary,
+    json: bool,
+) -> Result<()> {
+    let paths = conn.paths();
+    if json {
+        let peers: Vec<_> = s
+            .last
+            .peers
+            .iter()
+            .map(|p| {
+                json!({
+                    "peer": p.peer.to_string(),
+                    "downloaded": p.downloaded,
+                    "uploaded": p.uploaded,
+                    "path": paths.get(&p.peer).map(ToString::to_string),
+                })
+            })
+            .collect();
+        let piece = if s.last.num_pieces > 0 {
+            s.total.div_ceil(u64::from(s.last.num_pieces))
+        } else {
+            0
+        };
+        let needed = s.total.saturating_sub(s.resumed);
+        let extra = s.downloaded().saturating_sub(needed);
+        println!(
+            "{}",
+            json!({
+                "id": id,
+                "kind": kind.to_string(),
+                "path": s.path.display().to_string(),
+                "bytes": s.total,
+                "seconds": s.secs,
+                "resumed_bytes": s.resumed,
+                "downloaded_bytes": s.downloaded(),
+                "refetched_bytes": extra,
+                "refetched_pieces": extra.checked_div(piece).unwrap_or(0) + u64::from(piece > 0 && extra % piece.max(1) > 0),
+                "num_pieces": s.last.num_pieces,
+                "peer": peer.peer_id().to_string(),
+                "peers": peers,
+            })
+        );
+    } else {
+        let rate = s.total as f64 / s.secs.max(1e-6);
+        eprintln!(
+            "verified {} ({}) in {:.1} s ({}/s) from {} peer{}",
+            display_path(&s.path),
+            human_size(s.total),
+            s.secs,
+            human_size(rate as u64),
+            s.last.peers.len(),
+            if s.last.peers.len() == 1 { "" } else { "s" }
+        );
+        println!("{}", s.path.display());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- demo
+
+fn demo_net() -> NetConfig {
+    let mut net = NetConfig::default();
+    net.listen = shoal_net::config::socket_to_multiaddrs(([127, 0, 0, 1], 0).into());
+    net.fast_listen = vec![([127, 0, 0, 1], 0).into()];
+    net.mdns = false;
+    net.upnp = false;
+    net.dht_mode = shoal_net::DhtMode::Server;
+    net
+}
+
+fn random_file(path: &Path, size: u64) -> Result<()> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    // A fast, non-compressible stream: BLAKE3 in XOF mode.
+    let mut xof = blake3::Hasher::new()
+        .update(&size.to_le_bytes())
+        .update(&std::process::id().to_le_bytes())
+        .finalize_xof();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        xof.fill(&mut buf[..n]);
+        f.write_all(&buf[..n])
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        left -= n as u64;
+    }
+    f.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+pub fn demo(args: DemoArgs) -> Result<()> {
+    runtime()?.block_on(demo_async(args))
+}
+
+async fn demo_async(args: DemoArgs) -> Result<()> {
+    let tmp = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
+    let n = args.peers as usize;
+    let f = args.size;
+    let limit = (args.rate > 0).then_some(args.rate);
+    eprintln!(
+        "shoal demo: 1 seeder and {n} downloaders on 127.0.0.1, a {} file{}",
+        human_size(f),
+        match limit {
+            Some(r) => format!(", every node uploads at most {}/s", human_size(r)),
+            None => String::new(),
+        }
+    );
+    let src = tmp.path().join("demo.bin");
+    random_file(&src, f)?;
+    let cfg = |net: NetConfig| PeerConfig {
+        net,
+        node: NodeConfig::default(),
+        upload_limit: limit,
+    };
+    let seeder = Peer::start(&tmp.path().join("seeder"), cfg(demo_net()))
+        .await
+        .context("cannot start the seeder")?;
+    let share = seeder
+        .store()
+        .add(&src, Some("demo.bin"), &|_| {})
+        .context("cannot index the demo file")?;
+    seeder.make_public(share.id)?;
+    let ticket = seeder.ticket(share.id, share.kind);
+    let boot: Vec<(PeerId, shoal_net::Multiaddr)> = seeder
+        .net()
+        .listen_addrs()
+        .into_iter()
+        .filter(|a| !a.to_string().ends_with("/tls"))
+        .map(|a| (seeder.peer_id(), a))
+        .collect();
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let mut net = demo_net();
+        net.bootstrap = boot.clone();
+        let p = Peer::start(&tmp.path().join(format!("peer{i}")), cfg(net))
+            .await
+            .with_context(|| format!("cannot start downloader {i}"))?;
+        peers.push(p);
+    }
+    eprintln!(
+        "content {} ({}), seeder {}",
+        share.id,
+        share.kind,
+        seeder.peer_id()
+    );
+    let mp = MultiProgress::new();
+    if !std::io::stderr().is_terminal() {
+        mp.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let seeder_id = seeder.peer_id();
+    for (i, p) in peers.iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        std::fs::create_dir_all(&out)?;
+        p.announce(share.id);
+        let conn = p.connector(share.id, &ticket.providers);
+        let mut h = p
+            .node()
+            .download(share.id, share.kind, &out, None, conn.clone());
+        let bar = mp.add(ProgressBar::new(f));
+        bar.set_style(bar_style());
+        bar.set_message(format!("peer {i}"));
+        let mut rx = h.progress();
+        tasks.push(tokio::spawn(async move {
+            let res = {
+                let fut = h.result();
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        ch = rx.changed() => {
+                            if ch.is_err() { break (&mut fut).await; }
+                            let p = rx.borrow_and_update().clone();
+                            bar.set_position(p.done_bytes);
+                            bar.set_message(format!("peer {i} ({} peers)", p.connected_peers));
+                        }
+                    }
+                }
+            };
+            let secs = started.elapsed().as_secs_f64();
+            bar.finish();
+            let last = rx.borrow().clone();
+            // Keep the handle and connector alive (seeding) until the demo ends.
+            (res, secs, last, h, conn)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.map_err(|e| anyhow!("a demo task failed: {e}"))?);
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    mp.clear().ok();
+    let mut from_seeder = 0u64;
+    let mut from_peers = 0u64;
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for (i, (res, secs, last, _, _)) in results.iter().enumerate() {
+        let verified = match res {
+            Ok(path) => match shoal_store::hash_file(path, &|_| {}) {
+                Ok(ob) => ob.root() == share.id,
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        ok &= verified;
+        let mut s = 0;
+        let mut o = 0;
+        for pp in &last.peers {
+            if pp.peer == seeder_id {
+                s += pp.downloaded;
+            } else {
+                o += pp.downloaded;
+            }
+        }
+        from_seeder += s;
+        from_peers += o;
+        rows.push(json!({
+            "peer": i,
+            "seconds": secs,
+            "verified": verified,
+            "from_seeder": s,
+            "from_peers": o,
+            "error": res.as_ref().err().map(ToString::to_string),
+        }));
+        eprintln!(
+            "peer {i}: {} in {secs:.2} s, {} from the seeder, {} from other downloaders",
+            if verified { "verified" } else { "FAILED" },
+            human_size(s),
+            human_size(o),
+        );
+    }
+    let nf = n as f64 * f as f64;
+    let (bound, bound_text) = match limit {
+        Some(u) => {
+            let u = u as f64;
+            let b = (f as f64 / u).max(nf / (u + n as f64 * u));
+            (
+                Some(b),
+                format!(
+                    "lower bound max(F/u_s, N*F/(u_s+sum u)) = {b:.2} s; one server alone would need N*F/u_s = {:.2} s",
+                    nf / u
+                ),
+            )
+        }
+        None => (
+            None,
+            "no upload limit: loopback has no link bound to compare with (pass --demo-upload-limit)"
+                .to_string(),
+        ),
+    };
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "id": share.id,
+                "size": f,
+                "peers": n,
+                "seconds": total_secs,
+                "bound_seconds": bound,
+                "from_seeder": from_seeder,
+                "from_peers": from_peers,
+                "all_verified": ok,
+                "downloaders": rows,
+            })
+        );
+    }
+    eprintln!(
+        "all {n} downloaders {} in {total_secs:.2} s; {} ({:.0}% of the bytes) came from other downloaders",
+        if ok { "verified" } else { "did NOT all verify" },
+        human_size(from_peers),
+        100.0 * from_peers as f64 / (from_seeder + from_peers).max(1) as f64
+    );
+    eprintln!("{bound_text}");
+    if let Some(b) = bound {
+        eprintln!("time / bound = {:.2}", total_secs / b);
+    }
+    drop(results);
+    for p in peers {
+        p.shutdown().await;
+    }
+    seeder.shutdown().await;
+    if !ok {
+        bail!("the demo failed: not every downloader got a verified copy");
+    }
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! A full peer: the store, the identity, `shoal-net` and the [`Node`] wired
+//! together. [`Peer::start`] opens everything from a data directory, serves
+//! inbound transfer streams, announces public shares on the DHT; [`Peer::fetch`]
+//! downloads content from the providers of a ticket plus those the DHT finds,
+//! re-querying the DHT while the download runs.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use shoal_core::ticket::Provider;
+use shoal_core::{ContentId, Kind, Ticket};
+use shoal_net::PeerId;
+use shoal_net::{Multiaddr, Net, NetConfig, NetEvents, PathKind};
+use shoal_store::{Store, Visibility};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use shoal_node::{BoxStream, Connector, DownloadHandle, Node, NodeConfig, NodeError, Stream};
+
+/// Inbound streams whose hello is being read at once; more wait in the net
+/// layer's bounded queue (which closes streams when full).
+const MAX_ACCEPTING: usize = 64;
+/// How often a download asks the DHT for providers again, so that a seeder
+/// appearing later is found.
+pub const DHT_REQUERY: Duration = Duration::from_secs(3);
+/// How long one provider lookup may run.
+const DHT_LOOKUP: Duration = Duration::from_secs(5);
+/// Most peers a connector remembers (ticket + DHT).
+const MAX_KNOWN_PEERS: usize = 256;
+/// How long `Peer::start` waits for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// What can go wrong starting or running a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The store could not be opened.
+    #[error("cannot open shoal's data directory {}: {source}", dir.display())]
+    Store {
+        dir: PathBuf,
+        #[source]
+        source: shoal_store::StoreError,
+    },
+    /// Networking failed (identity, listening, DHT).
+    #[error(transparent)]
+    Net(#[from] shoal_net::NetError),
+    /// The node failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The local store failed.
+    #[error(transparent)]
+    LocalStore(#[from] shoal_store::StoreError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running shoal peer. Dropping it stops serving (call [`Peer::shutdown`] for
+/// a clean stop).
+pub struct Peer {
+    net: Net,
+    node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+    bucket: Option<Arc<Bucket>>,
+}
+
+/// How to start a [`Peer`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerConfig {
+    pub net: NetConfig,
+    pub node: NodeConfig,
+    /// Upload limit in bytes per second over all transfer streams (`None` or 0:
+    /// unlimited).
+    pub upload_limit: Option<u64>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Peer {
+    /// Opens the store in `data_dir`, loads (or creates) the identity there,
+    /// starts networking with `net_config` and waits until it listens, then
+    /// serves inbound transfers and announces every public share on the DHT (in
+    /// the background; kad republishes them).
+    pub async fn start(data_dir: &Path, config: PeerConfig) -> Result<Peer, PeerError> {
+        let PeerConfig {
+            net: net_config,
+            node: node_config,
+            upload_limit,
+        } = config;
+        let bucket = upload_limit.filter(|r| *r > 0).map(Bucket::new);
+        let store = Store::open(data_dir).map_err(|source| PeerError::Store {
+            dir: data_dir.to_path_buf(),
+            source,
+        })?;
+        let keypair = shoal_net::identity::load_or_create(data_dir)?;
+        let (net, events) = Net::start(keypair, net_config).await?;
+        net.wait_listening(LISTEN_WAIT).await?;
+        let node = Arc::new(Node::new(store, net.peer_id(), node_config));
+        let NetEvents {
+            mut events,
+            mut incoming,
+        } = events;
+        let mut tasks = Vec::new();
+        let n = node.clone();
+        let b = bucket.clone();
+        tasks.push(tokio::spawn(async move {
+            let limit = Arc::new(Semaphore::new(MAX_ACCEPTING));
+            while let Some(inc) = incoming.recv().await {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    return;
+                };
+                let n = n.clone();
+                let stream = throttle(inc.stream, &b);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = n.accept(inc.peer, stream).await {
+                        tracing::debug!(peer = %inc.peer, path = %inc.path, error = %e, "inbound transfer refused");
+                    }
+                });
+            }
+        }));
+        // Events are informational here; drain them so the channel never lags.
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                tracing::trace!(?ev, "net event");
+            }
+        }));
+        let peer = Peer {
+            net,
+            node,
+            tasks,
+            bucket,
+        };
+        let public: Vec<ContentId> = peer
+            .node
+            .store()
+            .shares()?
+            .into_iter()
+            .filter(|s| s.visibility == Visibility::Public)
+            .map(|s| s.id)
+            .collect();
+        for id in public {
+            peer.announce(id);
+        }
+        Ok(peer)
+    }
+
+    /// The networking handle.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.node.store()
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.net.peer_id()
+    }
+
+    /// Announces `id` on the DHT in the background (failures are logged; kad
+    /// retries on its republish interval).
+    pub fn announce(&self, id: ContentId) {
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net.provide(&id).await {
+                tracing::debug!(%id, error = %e, "provider record not published yet");
+            }
+        });
+    }
+
+    /// Marks a share public and announces it.
+    pub fn make_public(&self, id: ContentId) -> Result<(), PeerError> {
+        self.store().set_visibility(&id, Visibility::Public)?;
+        self.announce(id);
+        Ok(())
+    }
+
+    /// A ticket for `id` naming this peer and its ticket addresses.
+    pub fn ticket(&self, id: ContentId, kind: Kind) -> Ticket {
+        let mut t = Ticket {
+            id,
+            kind,
+            providers: vec![Provider {
+                peer: self.peer_id(),
+                addrs: self.net.ticket_addrs(),
+            }],
+            capability: None,
+        };
+        // A ticket of ours always fits once shrunk; keep it as is otherwise.
+        let _ = t.shrink_to_fit();
+        t
+    }
+
+    /// A connector for content `id`: the `providers` (from a ticket) plus those
+    /// the DHT finds, looked up again every [`DHT_REQUERY`] while it lives.
+    pub fn connector(&self, id: ContentId, providers: &[Provider]) -> Arc<NetConnector> {
+        NetConnector::new(self.net.clone(), id, providers, self.bucket.clone())
+    }
+
+    /// Downloads `id` into `out_dir` (named `name`, default the id) from the
+    /// ticket `providers` and the DHT. Returns the handle and the connector
+    /// (which knows the peers found and the path used to each).
+    pub fn fetch(
+        &self,
+        id: ContentId,
+        kind: Kind,
+        out_dir: &Path,
+        name: Option<&str>,
+        providers: &[Provider],
+    ) -> (DownloadHandle, Arc<NetConnector>) {
+        let c = self.connector(id, providers);
+        let h = self.node.download(id, kind, out_dir, name, c.clone());
+        (h, c)
+    }
+
+    /// Stops serving and shuts networking down.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.net.shutdown().await;
+    }
+}
+
+#[derive(Default)]
+struct Known {
+    /// Peers in the order they were learned.
+    order: Vec<PeerId>,
+    hints: HashMap<PeerId, Vec<Multiaddr>>,
+    paths: HashMap<PeerId, PathKind>,
+}
+
+/// A [`Connector`] over `shoal-net`: opens transfers with
+/// [`Net::open_transfer`] (ticket addresses as hints) and knows the peers of
+/// the ticket plus those a background DHT lookup loop finds. The loop stops
+/// when the connector is dropped.
+pub struct NetConnector {
+    net: Net,
+    local: PeerId,
+    known: Arc<Mutex<Known>>,
+    lookup: JoinHandle<()>,
+    bucket: Option<Arc<Bucket>>,
+}
+
+impl Drop for NetConnector {
+    fn drop(&mut self) {
+        self.lookup.abort();
+    }
+}
+
+impl NetConnector {
+    fn new(
+        net: Net,
+        id: ContentId,
+        providers: &[Provider],
+        bucket: Option<Arc<Bucket>>,
+    ) -> Arc<Self> {
+        let local = net.peer_id();
+        let mut known = Known::default();
+        for p in providers {
+            if p.peer == local || known.order.contains(&p.peer) {
+                continue;
+            }
+            known.order.push(p.peer);
+            known.hints.insert(p.peer, p.addrs.clone());
+        }
+        let known = Arc::new(Mutex::new(known));
+        let k = known.clone();
+        let n = net.clone();
+        let lookup = tokio::spawn(async move {
+            loop {
+                match n.find_providers(&id, DHT_LOOKUP).await {
+                    Ok(found) => {
+                        let mut k = lock(&k);
+                        for p in found {
+                            if p != local
+                                && !k.order.contains(&p)
+                                && k.order.len() < MAX_KNOWN_PEERS
+                            {
+                                tracing::debug!(%id, peer = %p, "provider found on the DHT");
+                                k.order.push(p);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(%id, error = %e, "provider lookup failed"),
+                }
+                tokio::time::sleep(DHT_REQUERY).await;
+            }
+        });
+        Arc::new(Self {
+            net,
+            local,
+            known,
+            lookup,
+            bucket,
+        })
+    }
+
+    /// Waits until at least one peer is known, up to `timeout`; returns whether
+    /// one is.
+    pub async fn wait_for_peers(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !lock(&self.known).order.is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The path each peer was last reached on.
+    pub fn paths(&self) -> HashMap<PeerId, PathKind> {
+        lock(&self.known).paths.clone()
+    }
+
+    /// Whether `peer` is connected through a relay (or, for our own
+    /// transfers, was reached on a relayed path).
+    pub fn is_relayed(&self, peer: &PeerId) -> bool {
+        lock(&self.known).paths.get(peer) == Some(&PathKind::Relayed)
+            || self
+                .net
+                .connections()
+                .iter()
+                .any(|c| c.peer == *peer && c.relayed)
+                && !self
+                    .net
+                    .connections()
+                    .iter()
+                    .any(|c| c.peer == *peer && !c.relayed)
+    }
+}
+
+impl Connector for NetConnector {
+    fn connect(
+        &self,
+        peer: PeerId,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxStream, NodeError>> + Send + '_>> {
+        Box::pin(async move {
+            if peer == self.local {
+                return Err(NodeError::Internal(
+                    "refusing to dial this node itself".into(),
+                ));
+            }
+            let hints = lock(&self.known)
+                .hints
+                .get(&peer)
+                .cloned()
+                .unwrap_or_default();
+            let (stream, kind) = self
+                .net
+                .open_transfer(peer, &hints)
+                .await
+                .map_err(|e| NodeError::Io(std::io::Error::other(e.to_string())))?;
+            lock(&self.known).paths.insert(peer, kind);
+            Ok(throttle(stream, &self.bucket))
+        })
+    }
+
+    fn peers(&self) -> Vec<PeerId> {
+        lock(&self.known).order.clone()
+    }
+}
+
+/// A token bucket shared by every transfer stream of a peer: limits the bytes
+/// written per second.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Arc<Self> {
+        let rate = rate as f64;
+        // Bursts of 50 ms of traffic, at least one frame's worth of headroom.
+        let burst = (rate / 20.0).max(16.0 * 1024.0);
+        Arc::new(Self {
+            rate,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        })
+    }
+
+    /// Bytes that may be written now (at most `want`), taken from the bucket,
+    /// or how long to wait for some.
+    fn take(&self, want: usize) -> Result<usize, Duration> {
+        let mut st = lock(&self.state);
+        let now = Instant::now();
+        let refill = now.duration_since(st.1).as_secs_f64() * self.rate;
+        st.0 = (st.0 + refill).min(self.burst);
+        st.1 = now;
+        if st.0 >= 1.0 {
+            let n = (st.0 as usize).min(want);
+            st.0 -= n as f64;
+            Ok(n)
+        } else {
+            Err(Duration::from_secs_f64((1.0 - st.0) / self.rate).max(Duration::from_millis(1)))
+        }
+    }
+
+    /// Returns bytes taken but not written.
+    fn give_back(&self, n: usize) {
+        let mut st = lock(&self.state);
+        st.0 = (st.0 + n as f64).min(self.burst);
+    }
+}
+
+fn throttle<S: Stream>(s: S, bucket: &Option<Arc<Bucket>>) -> BoxStream {
+    match bucket {
+        None => Box::new(s),
+        Some(b) => Box::new(Throttled {
+            inner: s,
+            bucket: b.clone(),
+            sleep: None,
+        }),
+    }
+}
+
+/// A stream whose writes are paced by a shared [`Bucket`].
+struct Throttled<S> {
+    inner: S,
+    bucket: Arc<Bucket>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Stream> AsyncRead for Throttled<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: Stream> AsyncWrite for Throttled<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if buf.is_empty() {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        loop {
+            if let Some(sl) = self.sleep.as_mut() {
+                if sl.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+            }
+            match self.bucket.take(buf.len()) {
+                Ok(n) => {
+                    let res = Pin::new(&mut self.inner).poll_write(cx, &buf[..n]);
+                    match &res {
+                        Poll::Ready(Ok(w)) => self.bucket.give_back(n - *w),
+                        _ => self.bucket.give_back(n),
+                    }
+                    return res;
+                }
+                Err(wait) => {
+                    self.sleep = Some(Box::pin(tokio::time::sleep(wait)));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
