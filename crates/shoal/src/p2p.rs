@@ -207,6 +207,11 @@ impl Summary {
 
 pub fn get(global: &Global, args: GetArgs) -> Result<()> {
     let target = parse_target(&args.target)?;
+    if let Some(n) = &args.name {
+        if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
+            bail!("--name {n:?} is not a plain file name; give a name without slashes, or leave it out");
+        }
+    }
     let dir = crate::commands::data_dir(global)?;
     let mut node_cfg = NodeConfig::default();
     if args.sequential {

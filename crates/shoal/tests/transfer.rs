@@ -1,0 +1,394 @@
+//! End-to-end transfers between real `shoal` processes on 127.0.0.1 (mDNS and
+//! UPnP off). Every child is killed by PID when its guard drops; readiness comes
+//! from the lines the children print, never from sleeps; every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_core::{ContentId, Kind, Provider, Ticket};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn shoal(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.env("SHOAL_DATA_DIR", data_dir)
+        .env("SHOAL_MDNS", "off")
+        .env("SHOAL_UPNP", "off")
+        .env("SHOAL_LISTEN", "127.0.0.1:0")
+        .env("SHOAL_DHT_MODE", "server")
+        .env_remove("SHOAL_BOOTSTRAP")
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// A running child: killed (SIGKILL) by PID when dropped. Its stdout and
+/// stderr lines arrive on channels.
+struct Proc {
+    child: Child,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines<R: std::io::Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { return };
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the shoal binary starts");
+        let out = lines(child.stdout.take().expect("stdout"));
+        let err = lines(child.stderr.take().expect("stderr"));
+        Proc { child, out, err }
+    }
+
+    fn line(&self) -> String {
+        self.out.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!(
+                "no stdout line within {WAIT:?}; stderr: {}",
+                self.drain_err()
+            )
+        })
+    }
+
+    fn drain_err(&self) -> String {
+        self.err.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits for a stderr JSON progress line with `done >= at`.
+    fn wait_progress(&self, at: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .err
+                .recv_timeout(left)
+                .expect("progress reached the mark in time");
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                if v["event"] == "progress" && v["done"].as_u64().unwrap_or(0) >= at {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for the exit (bounded) and returns (success, stdout, stderr).
+    fn finish(mut self) -> (bool, String, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out: Vec<String> = self.out.iter().collect();
+        let err: Vec<String> = self.err.iter().collect();
+        (status.success(), out.join("\n"), err.join("\n"))
+    }
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof();
+    let mut v = vec![0u8; len];
+    x.fill(&mut v);
+    v
+}
+
+/// A seeder sharing `path`; returns it with its `--json` share line.
+fn seeder(dir: &Path, path: &Path, extra: &[&str]) -> (Proc, Value) {
+    let mut cmd = shoal(dir);
+    cmd.arg("share").arg(path).arg("--json").args(extra);
+    let p = Proc::spawn(cmd);
+    let v: Value = serde_json::from_str(&p.line()).expect("share prints JSON");
+    (p, v)
+}
+
+fn get(dir: &Path, target: &str, out: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = shoal(dir);
+    cmd.arg("get")
+        .arg(target)
+        .arg("-o")
+        .arg(out)
+        .arg("--json")
+        .args(extra);
+    Proc::spawn(cmd)
+}
+
+/// A `--bootstrap` value for the node that printed `share`.
+fn boot_addr(share: &Value) -> String {
+    let peer = share["peer"].as_str().expect("peer");
+    let addr = share["addrs"]
+        .as_array()
+        .expect("addrs")
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| a.contains("/tcp/") && !a.ends_with("/tls"))
+        .expect("a libp2p TCP address");
+    format!("{addr}/p2p/{peer}")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                v.extend(files_under(&p));
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn file_from_one_seeder_to_one_leecher() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = data(8 << 20, 1);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, &bytes).unwrap();
+    let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let out = t.path().join("out");
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--name", "copy.bin"],
+    );
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "get failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["bytes"], bytes.len() as u64);
+    assert_eq!(std::fs::read(out.join("copy.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn folder_from_one_seeder_to_one_leecher() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("album");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    let files = [
+        ("a.bin", data(3 << 20, 2)),
+        ("sub/b.bin", data(1 << 20, 3)),
+        ("sub/deeper/c.txt", b"hello".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (p, b) in &files {
+        std::fs::write(src.join(p), b).unwrap();
+    }
+    let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
+    assert_eq!(share["kind"], "collection");
+    let out = t.path().join("out");
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--name", "album"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "get failed: {stderr}");
+    for (p, b) in &files {
+        assert_eq!(&std::fs::read(out.join("album").join(p)).unwrap(), b, "{p}");
+    }
+    assert_eq!(files_under(&out).len(), files.len());
+}
+
+#[test]
+fn six_leechers_complete_and_upload_to_each_other() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args([
+        "demo",
+        "--peers",
+        "6",
+        "--size",
+        "8MiB",
+        "--demo-upload-limit",
+        "8MiB",
+        "--json",
+    ]);
+    let p = Proc::spawn(cmd);
+    let (ok, stdout, stderr) = p.finish();
+    assert!(ok, "demo failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["all_verified"], true);
+    let rows = v["downloaders"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["verified"] == true));
+    assert!(
+        v["from_peers"].as_u64().unwrap() > 0,
+        "no bytes came from other leechers: {v}"
+    );
+}
+
+#[test]
+fn get_by_id_through_the_dht_with_a_local_bootstrap() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = data(4 << 20, 4);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, &bytes).unwrap();
+    let (_s, share) = seeder(&t.path().join("s"), &src, &["--public"]);
+    let id = share["id"].as_str().unwrap().to_string();
+    let out = t.path().join("out");
+    let boot = boot_addr(&share);
+    let g = get(
+        &t.path().join("l"),
+        &id,
+        &out,
+        &["--bootstrap", &boot, "--name", "x"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "get by id failed: {stderr}");
+    assert_eq!(std::fs::read(out.join("x")).unwrap(), bytes);
+}
+
+#[test]
+fn killed_download_resumes_and_refetches_at_most_one_piece() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = data(16 << 20, 5);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, &bytes).unwrap();
+    let (_s, share) = seeder(&t.path().join("s"), &src, &["--upload-limit", "8MiB"]);
+    let ticket = share["ticket"].as_str().unwrap().to_string();
+    let out = t.path().join("out");
+    let ldir = t.path().join("l");
+    let g = get(&ldir, &ticket, &out, &["--name", "f"]);
+    g.wait_progress(bytes.len() as u64 / 2);
+    drop(g); // SIGKILL half way
+    let g = get(&ldir, &ticket, &out, &["--name", "f"]);
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "resumed get failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let resumed = v["resumed_bytes"].as_u64().unwrap();
+    assert!(
+        resumed >= bytes.len() as u64 / 2 - (1 << 20),
+        "resumed only {resumed}: {v}"
+    );
+    assert!(v["refetched_pieces"].as_u64().unwrap() <= 1, "{v}");
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
+}
+
+#[test]
+fn late_second_seeder_found_through_the_dht_finishes_the_download() {
+    let t = tempfile::tempdir().unwrap();
+    let boot_file = t.path().join("boot.txt");
+    std::fs::write(&boot_file, b"bootstrap").unwrap();
+    let (_boot, bshare) = seeder(&t.path().join("b"), &boot_file, &[]);
+    let boot = boot_addr(&bshare);
+    let bytes = data(16 << 20, 6);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, &bytes).unwrap();
+    let b = [
+        "--public",
+        "--bootstrap",
+        boot.as_str(),
+        "--upload-limit",
+        "8MiB",
+    ];
+    let (s1, share) = seeder(&t.path().join("s1"), &src, &b);
+    let id = share["id"].as_str().unwrap().to_string();
+    let out = t.path().join("out");
+    let g = get(
+        &t.path().join("l"),
+        &id,
+        &out,
+        &["--bootstrap", &boot, "--name", "f"],
+    );
+    g.wait_progress(bytes.len() as u64 / 2);
+    drop(s1); // the only seeder dies half way
+    let (_s2, _) = seeder(&t.path().join("s2"), &src, &b);
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "download did not finish from the late seeder: {stderr}");
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
+}
+
+#[test]
+fn hostile_or_broken_tickets_are_refused_and_nothing_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for bad in ["shoal1notaticket", "zz", "../../etc/passwd"] {
+        let g = get(&t.path().join("l"), bad, &out, &[]);
+        let (ok, _, stderr) = g.finish();
+        assert!(!ok);
+        assert!(stderr.contains("error:"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A valid ticket whose name would escape the output folder.
+    let ticket = Ticket {
+        id: ContentId::of(b"x"),
+        kind: Kind::File,
+        providers: vec![],
+        capability: None,
+    };
+    let g = get(
+        &t.path().join("l"),
+        &ticket.to_string(),
+        &out,
+        &["--name", "../escape"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(!ok, "{stderr}");
+    assert!(files_under(t.path()).iter().all(|p| !p.ends_with("escape")));
+    assert!(files_under(&out).is_empty());
+}
+
+#[test]
+fn fast_path_peer_with_the_wrong_peer_id_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(1 << 20, 7)).unwrap();
+    let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
+    // The seeder's fast-path address, but claimed for another peer id.
+    let fast: Vec<_> = share["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| a.ends_with("/tls"))
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert!(!fast.is_empty());
+    let other = shoal_net::Keypair::generate_ed25519().public().to_peer_id();
+    let ticket = Ticket {
+        id: share["id"].as_str().unwrap().parse().unwrap(),
+        kind: Kind::File,
+        providers: vec![Provider {
+            peer: other,
+            addrs: fast,
+        }],
+        capability: None,
+    };
+    let out = t.path().join("out");
+    let g = get(&t.path().join("l"), &ticket.to_string(), &out, &[]);
+    let (ok, _, stderr) = g.finish();
+    assert!(!ok, "a download from an impostor succeeded: {stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(files_under(&out).is_empty());
+}
