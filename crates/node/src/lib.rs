@@ -2,13 +2,17 @@
 //! per content driving the `shoal_swarm` scheduler against `shoal_store`, and the
 //! [`Node`] facade (serve inbound streams, download files and collections).
 //!
-//! Networking is not here: a stream comes from the caller together with the
-//! transport-authenticated [`PeerId`](libp2p_identity::PeerId) of the remote, and
-//! downloads dial through a [`Connector`].
+//! The transfer layer does not depend on networking: a stream comes from the
+//! caller together with the transport-authenticated
+//! [`PeerId`](libp2p_identity::PeerId) of the remote, and downloads dial through
+//! a [`Connector`]. [`runtime`] wires it to `shoal-net`: a full [`runtime::Peer`]
+//! (store + identity + `Net` + accept loop + DHT announcements) and
+//! [`runtime::NetConnector`] (ticket providers plus a DHT lookup loop).
 
 mod content;
 mod error;
 mod node;
+pub mod runtime;
 mod session;
 
 pub use error::NodeError;

@@ -9,7 +9,6 @@ mod cli;
 mod commands;
 mod output;
 mod p2p;
-mod runtime;
 
 use std::process::ExitCode;
 

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::{NetConnector, Peer, PeerConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use shoal_net::{NetConfig, PeerId};
+use shoal_node::runtime::{NetConnector, Peer, PeerConfig};
 use shoal_node::{DownloadHandle, NodeConfig, Progress};
 use shoal_store::Visibility;
 
@@ -406,7 +406,7 @@ fn print_summary(
                 "resumed_bytes": s.resumed,
                 "downloaded_bytes": s.downloaded(),
                 "refetched_bytes": extra,
-                "refetched_pieces": extra.checked_div(piece).unwrap_or(0) + u64::from(piece > 0 && extra % piece.max(1) > 0),
+                "refetched_pieces": extra.checked_div(piece).unwrap_or(0) + u64::from(piece > 0 && !extra.is_multiple_of(piece.max(1))),
                 "num_pieces": s.last.num_pieces,
                 "peer": peer.peer_id().to_string(),
                 "peers": peers,
@@ -431,13 +431,14 @@ fn print_summary(
 // ---------------------------------------------------------------- demo
 
 fn demo_net() -> NetConfig {
-    let mut net = NetConfig::default();
-    net.listen = shoal_net::config::socket_to_multiaddrs(([127, 0, 0, 1], 0).into());
-    net.fast_listen = vec![([127, 0, 0, 1], 0).into()];
-    net.mdns = false;
-    net.upnp = false;
-    net.dht_mode = shoal_net::DhtMode::Server;
-    net
+    NetConfig {
+        listen: shoal_net::config::socket_to_multiaddrs(([127, 0, 0, 1], 0).into()),
+        fast_listen: vec![([127, 0, 0, 1], 0).into()],
+        mdns: false,
+        upnp: false,
+        dht_mode: shoal_net::DhtMode::Server,
+        ..Default::default()
+    }
 }
 
 fn random_file(path: &Path, size: u64) -> Result<()> {

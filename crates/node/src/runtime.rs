@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use shoal_node::{BoxStream, Connector, DownloadHandle, Node, NodeConfig, NodeError, Stream};
+use crate::{BoxStream, Connector, DownloadHandle, Node, NodeConfig, NodeError, Stream};
 
 /// Inbound streams whose hello is being read at once; more wait in the net
 /// layer's bounded queue (which closes streams when full).
