@@ -67,7 +67,7 @@ impl AsyncRead for Flip {
             let filled = buf.filled_mut();
             for (i, b) in filled[before..].iter_mut().enumerate() {
                 let at = start + i as u64;
-                if at >= skip && (at - skip) % every == 0 {
+                if at >= skip && (at - skip).is_multiple_of(every) {
                     *b ^= 0x10;
                 }
             }
