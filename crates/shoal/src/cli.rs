@@ -150,6 +150,11 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Network flags: every demo node uses them, except that each listens on
+    /// 127.0.0.1 (port 0), mDNS and UPnP are off, and the seeder is the DHT
+    /// bootstrap node.
+    #[command(flatten)]
+    pub net: shoal_net::NetArgs,
 }
 
 /// Parses sizes like `1048576`, `64MiB`, `64M`, `2GiB`, `512k` (binary units).

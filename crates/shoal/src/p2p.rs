@@ -430,14 +430,15 @@ fn print_summary(
 
 // ---------------------------------------------------------------- demo
 
-fn demo_net() -> NetConfig {
+fn demo_net(base: &NetConfig) -> NetConfig {
     NetConfig {
         listen: shoal_net::config::socket_to_multiaddrs(([127, 0, 0, 1], 0).into()),
         fast_listen: vec![([127, 0, 0, 1], 0).into()],
         mdns: false,
         upnp: false,
         dht_mode: shoal_net::DhtMode::Server,
-        ..Default::default()
+        bootstrap: Vec::new(),
+        ..base.clone()
     }
 }
 
@@ -469,6 +470,11 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 }
 
 async fn demo_async(args: DemoArgs) -> Result<()> {
+    let base = args
+        .net
+        .clone()
+        .into_config()
+        .context("invalid network options")?;
     let tmp = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
     let n = args.peers as usize;
     let f = args.size;
@@ -488,7 +494,7 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
         node: NodeConfig::default(),
         upload_limit: limit,
     };
-    let seeder = Peer::start(&tmp.path().join("seeder"), cfg(demo_net()))
+    let seeder = Peer::start(&tmp.path().join("seeder"), cfg(demo_net(&base)))
         .await
         .context("cannot start the seeder")?;
     let share = seeder
@@ -506,7 +512,7 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
         .collect();
     let mut peers = Vec::new();
     for i in 0..n {
-        let mut net = demo_net();
+        let mut net = demo_net(&base);
         net.bootstrap = boot.clone();
         let p = Peer::start(&tmp.path().join(format!("peer{i}")), cfg(net))
             .await
