@@ -203,6 +203,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
         "rechoke_interval_ms" => cfg.rechoke_interval = ms()?,
         "seed_slot_time_ms" => cfg.seed_slot_time = ms()?,
         "default_rtt_ms" => cfg.default_rtt = ms()?,
+        "tick_interval_ms" => cfg.tick_interval = ms()?,
         _ => return Err(bad()),
     }
     Ok(())

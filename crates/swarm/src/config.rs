@@ -76,7 +76,11 @@ pub struct Config {
     /// Default 4 (80 peers: 20 pieces).
     pub allowance_peers_per_piece: u32,
     /// When our upload is idle, a slot holder that has asked for nothing for
-    /// this long yields its slot to a waiting interested peer. Default 1 s.
+    /// this long yields its slot to a waiting interested peer. Default
+    /// 200 ms (a few round trips): a peer unchoked by several holders of a
+    /// piece asks only one of them, and in a large swarm every idle moment
+    /// of an uploader becomes backlog (scale-1000, seeds 1–3: 1.254–1.265
+    /// of the bound vs 1.269–1.290 with 1 s checked every 500 ms).
     pub idle_slot_timeout: Duration,
     /// Regular slots are re-chosen this often. Default 10 s.
     pub rechoke_interval: Duration,
@@ -120,7 +124,8 @@ pub struct Config {
     pub min_peers: u32,
     /// Most banned peer keys remembered. Default 4096.
     pub max_banned: u32,
-    /// Interval of `Event::Tick`. Default 500 ms.
+    /// Interval of `Event::Tick`. Default 100 ms, so that idle slots rotate
+    /// soon after `idle_slot_timeout`.
     pub tick_interval: Duration,
     /// Upload queues are served rarest piece first instead of FIFO, so the
     /// freshest pieces spread first. Default on.
@@ -148,7 +153,7 @@ impl Default for Config {
             optimistic_slots: 1,
             unreciprocated_allowance: 4,
             allowance_peers_per_piece: 4,
-            idle_slot_timeout: Duration::from_secs(1),
+            idle_slot_timeout: Duration::from_millis(200),
             rechoke_interval: Duration::from_secs(10),
             optimistic_interval: Duration::from_secs(30),
             new_peer_age: Duration::from_secs(60),
@@ -164,7 +169,7 @@ impl Default for Config {
             max_peers: 80,
             min_peers: 30,
             max_banned: 4096,
-            tick_interval: Duration::from_millis(500),
+            tick_interval: Duration::from_millis(100),
             upload_rarest_first: true,
         }
     }
