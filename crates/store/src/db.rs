@@ -638,6 +638,41 @@ impl Db {
         }))
     }
 
+    /// The most open visibility among the shares that hold content `id` (as the
+    /// share itself or as a file inside a shared folder), or `None` if no share
+    /// holds it. The uploader serves `id` to an unknown peer only if this is
+    /// public or unlisted: a private share must never leak through another path.
+    pub fn visibility_of(&self, id: &ContentId) -> Result<Option<Visibility>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT visibility FROM shares WHERE id = ?1
+                 UNION
+                 SELECT s.visibility FROM share_files f JOIN shares s ON s.pk = f.share
+                 WHERE f.id = ?1",
+            )
+            .map_err(StoreError::db("look up a share's visibility"))?;
+        let rows = stmt
+            .query_map([id.as_bytes().as_slice()], |r| r.get::<_, String>(0))
+            .map_err(StoreError::db("look up a share's visibility"))?;
+        let mut best: Option<Visibility> = None;
+        for row in rows {
+            let text = row.map_err(StoreError::db("look up a share's visibility"))?;
+            let v: Visibility = text.parse().map_err(|e: String| StoreError::Corrupt {
+                what: format!("the visibility of a share of {id}: {e}"),
+            })?;
+            let rank = |v: Visibility| match v {
+                Visibility::Public => 0,
+                Visibility::Unlisted => 1,
+                Visibility::Private => 2,
+            };
+            if best.is_none_or(|b| rank(v) < rank(b)) {
+                best = Some(v);
+            }
+        }
+        Ok(best)
+    }
+
     /// Full-text search over share names and file paths. Any input is safe: it is
     /// turned into quoted prefix terms that must all match (see [`fts_query`]).
     /// At most `limit` hits (capped at [`MAX_SEARCH_RESULTS`]), best first.

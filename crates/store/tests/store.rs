@@ -401,3 +401,50 @@ fn a_folder_whose_own_path_is_not_utf8_is_stored_exactly_and_lists_as_json() {
     assert_eq!(json["kind"], "collection");
     assert_eq!(json["id"], share.id.to_string());
 }
+
+#[test]
+fn visibility_of_content_is_the_most_open_share_holding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("data")).unwrap();
+    let folder = tmp.path().join("secret");
+    write(&folder, "plans.txt", b"the plans");
+    let plans = ContentId::of(b"the plans");
+    let share = store.add(&folder, None, &|_| {}).unwrap();
+    store
+        .set_visibility(&share.id, Visibility::Private)
+        .unwrap();
+
+    // A file inside a private folder is private, and so is the folder itself.
+    assert_eq!(
+        store.db().visibility_of(&plans).unwrap(),
+        Some(Visibility::Private)
+    );
+    assert_eq!(
+        store.db().visibility_of(&share.id).unwrap(),
+        Some(Visibility::Private)
+    );
+    // Unknown content has no visibility.
+    assert_eq!(
+        store.db().visibility_of(&ContentId::of(b"nope")).unwrap(),
+        None
+    );
+
+    // The same bytes shared again on their own, unlisted: the most open wins.
+    let copy = tmp.path().join("copy.txt");
+    std::fs::write(&copy, b"the plans").unwrap();
+    store.add(&copy, None, &|_| {}).unwrap();
+    assert_eq!(
+        store.db().visibility_of(&plans).unwrap(),
+        Some(Visibility::Unlisted)
+    );
+    store.set_visibility(&plans, Visibility::Public).unwrap();
+    assert_eq!(
+        store.db().visibility_of(&plans).unwrap(),
+        Some(Visibility::Public)
+    );
+    // The private folder stays private.
+    assert_eq!(
+        store.db().visibility_of(&share.id).unwrap(),
+        Some(Visibility::Private)
+    );
+}
