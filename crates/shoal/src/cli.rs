@@ -128,6 +128,9 @@ pub struct GetArgs {
     /// Give up finding a first provider after this long.
     #[arg(long = "find-timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub find_timeout: std::time::Duration,
+    /// Fail when no new verified data arrived for this long.
+    #[arg(long = "stall-timeout", value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub stall_timeout: std::time::Duration,
     /// Print JSON: progress lines on stderr and one summary object on stdout.
     #[arg(long)]
     pub json: bool,

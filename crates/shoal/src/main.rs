@@ -16,6 +16,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    init_logging();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<commands::AlreadyReported>() => ExitCode::FAILURE,
@@ -42,4 +43,35 @@ pub fn one_line(err: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out.replace(['\n', '\r'], " ")
+}
+
+/// Warnings from shoal's own crates go to stderr (for example a shared file
+/// that changed and can no longer be served); `SHOAL_LOG=debug` shows more,
+/// `SHOAL_LOG=off` nothing. Other crates log only errors.
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let level = match std::env::var("SHOAL_LOG").as_deref() {
+        Ok("off") => LevelFilter::OFF,
+        Ok("error") => LevelFilter::ERROR,
+        Ok("info") => LevelFilter::INFO,
+        Ok("debug") => LevelFilter::DEBUG,
+        Ok("trace") => LevelFilter::TRACE,
+        _ => LevelFilter::WARN,
+    };
+    let filter = Targets::new()
+        .with_default(LevelFilter::ERROR.min(level))
+        .with_target("shoal", level)
+        .with_target("shoal_node", level)
+        .with_target("shoal_net", level)
+        .with_target("shoal_store", level);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
+        .try_init();
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use shoal_net::{NetConfig, PeerId};
 use shoal_node::runtime::{NetConnector, Peer, PeerConfig};
-use shoal_node::{DownloadHandle, NodeConfig, Progress};
+use shoal_node::{Connector, DownloadHandle, NodeConfig, Progress};
 use shoal_store::Visibility;
 
 use crate::cli::{DemoArgs, GetArgs, Global, NodeArgs, ShareArgs};
@@ -248,7 +248,7 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
         let handle = peer
             .node()
             .download(id, kind, &args.out, args.name.as_deref(), conn.clone());
-        let res = watch_download(&peer, handle, &conn, args.json, started).await;
+        let res = watch_download(handle, &conn, args.json, started, args.stall_timeout).await;
         let (summary, handle) = match res {
             Ok(x) => x,
             Err(e) => {
@@ -295,11 +295,11 @@ fn path_label(conn: &NetConnector, p: &Progress) -> &'static str {
 /// Shows progress until the download ends; returns its summary and the handle
 /// (which keeps the content served while it lives).
 async fn watch_download(
-    _peer: &Peer,
     mut handle: DownloadHandle,
     conn: &Arc<NetConnector>,
     json: bool,
     started: Instant,
+    stall: Duration,
 ) -> Result<(Summary, DownloadHandle)> {
     let mut rx = handle.progress();
     let bar = ProgressBar::new(0);
@@ -309,12 +309,35 @@ async fn watch_download(
     }
     let mut resumed: Option<u64> = None;
     let mut last_line = Instant::now() - Duration::from_secs(1);
+    let mut last_done = 0u64;
+    let mut last_gain = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let result = {
         let fut = handle.result();
         tokio::pin!(fut);
         loop {
             tokio::select! {
                 r = &mut fut => break r,
+                _ = tick.tick() => {
+                    let p = rx.borrow().clone();
+                    if p.done_bytes > last_done || p.complete {
+                        last_done = p.done_bytes;
+                        last_gain = Instant::now();
+                    } else if last_gain.elapsed() >= stall {
+                        bar.finish_and_clear();
+                        bail!(
+                            "the download of {} made no progress for {} s ({} of {} bytes, {} peers connected, {} known); \
+                             the providers may be unreachable or may have changed or removed the content; \
+                             run the same command again later to resume",
+                            p.id,
+                            stall.as_secs(),
+                            p.done_bytes,
+                            p.total_bytes.map_or("?".to_string(), |t| t.to_string()),
+                            p.connected_peers,
+                            conn.peers().len(),
+                        );
+                    }
+                }
                 ch = rx.changed() => {
                     if ch.is_err() {
                         break (&mut fut).await;

@@ -392,3 +392,29 @@ fn fast_path_peer_with_the_wrong_peer_id_is_refused() {
     assert!(stderr.contains("error:"), "{stderr}");
     assert!(files_under(&out).is_empty());
 }
+
+#[test]
+fn changed_source_file_is_not_served_and_get_fails_with_a_clear_error() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(2 << 20, 8)).unwrap();
+    let (s, share) = seeder(&t.path().join("s"), &src, &[]);
+    std::fs::write(&src, data(2 << 20, 9)).unwrap();
+    let out = t.path().join("out");
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--stall-timeout", "3s"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(!ok, "a changed file was delivered: {stderr}");
+    assert!(stderr.contains("made no progress"), "{stderr}");
+    // Only the partial file (kept to resume) may exist, never the final name.
+    assert!(!out.join(share["id"].as_str().unwrap()).exists());
+    let seeder_log = s.drain_err();
+    assert!(
+        seeder_log.contains("was modified after it was shared"),
+        "the seeder should say why: {seeder_log}"
+    );
+}
