@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use libp2p_identity::PeerId;
 use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message, HELLO_TIMEOUT};
 use shoal_core::{ContentId, Kind, Manifest};
-use shoal_store::{hash_bytes, Blob, Store};
+use shoal_store::{hash_bytes, Blob, Store, Visibility};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -109,6 +109,16 @@ pub(crate) struct Shared {
     pub(crate) registry: Mutex<HashMap<ContentId, mpsc::Sender<Ev>>>,
     pub(crate) pool: BufPool,
     pub(crate) io_limit: Arc<Semaphore>,
+}
+
+/// Whether and how this node serves a content id to a peer that asks for it.
+enum Served {
+    /// A running download or seed of it.
+    Yes(mpsc::Sender<Ev>),
+    /// Nothing shared here holds it.
+    NotShared,
+    /// Only private shares hold it.
+    Private,
 }
 
 /// How long `DownloadHandle::stop` waits for the transfer tasks to end.
@@ -268,9 +278,18 @@ impl Node {
             }
         };
         fr.consume(n);
-        let Some(tx) = self.content_task(id)? else {
-            deny(&mut w, DenyReason::NotFound, "not shared here").await;
-            return Ok(());
+        let tx = match self.content_task(id)? {
+            Served::Yes(tx) => tx,
+            Served::NotShared => {
+                deny(&mut w, DenyReason::NotFound, "not shared here").await;
+                return Ok(());
+            }
+            Served::Private => {
+                // Private shares need a peer allowlist or a capability, which
+                // this version does not check yet: refuse rather than leak.
+                deny(&mut w, DenyReason::AccessDenied, "this content is private").await;
+                return Ok(());
+            }
         };
         let ev = Ev::Inbound {
             peer,
@@ -284,7 +303,7 @@ impl Node {
 
     /// The task serving `id`: a running download or seed, or a new seeding task if
     /// the store shares `id`.
-    fn content_task(&self, id: ContentId) -> Result<Option<mpsc::Sender<Ev>>, NodeError> {
+    fn content_task(&self, id: ContentId) -> Result<Served, NodeError> {
         let mut reg = self
             .shared
             .registry
@@ -292,15 +311,20 @@ impl Node {
             .map_err(|_| NodeError::Internal("the content registry is poisoned".into()))?;
         if let Some(tx) = reg.get(&id) {
             if !tx.is_closed() {
-                return Ok(Some(tx.clone()));
+                return Ok(Served::Yes(tx.clone()));
             }
         }
         let store = &self.shared.store;
+        match store.db().visibility_of(&id)? {
+            None => return Ok(Served::NotShared),
+            Some(Visibility::Private) => return Ok(Served::Private),
+            Some(Visibility::Public | Visibility::Unlisted) => {}
+        }
         let (outboard, file, memory) = match store.blob(&id)? {
-            None => return Ok(None),
+            None => return Ok(Served::NotShared),
             Some(Blob::File(path)) => match store.outboard(&id)? {
                 Some(ob) => (ob, Some(path), None),
-                None => return Ok(None),
+                None => return Ok(Served::NotShared),
             },
             Some(Blob::Manifest(bytes)) => {
                 let ob = match store.outboard(&id)? {
@@ -319,7 +343,7 @@ impl Node {
             s.push(h.abort_handle());
         }
         reg.insert(id, tx.clone());
-        Ok(Some(tx))
+        Ok(Served::Yes(tx))
     }
 
     /// Downloads content `id` into `out_dir`, named `name` (default: the id in

@@ -227,6 +227,36 @@ async fn request_for_unknown_content_is_denied_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_share_is_denied_access() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let share = seeder.share_bytes("secret", &random_bytes(1 << 20, 3));
+        seeder
+            .node
+            .store()
+            .set_visibility(&share.id, shoal_store::Visibility::Private)
+            .expect("set visibility");
+        let (near, far) = tokio::io::duplex(PIPE_BUF);
+        let node = seeder.node.clone();
+        tokio::spawn(async move {
+            let _ = node.accept(peer_id(9), far).await;
+        });
+        let mut raw = Raw::new(near);
+        raw.send(&Message::Hello(Hello::new(share.id))).await;
+        raw.send(&Message::HaveNone).await;
+        let reply = raw.recv().await.expect("deny");
+        match reply.msg() {
+            Message::Deny { reason, .. } => {
+                assert_eq!(reason, shoal_core::proto::DenyReason::AccessDenied)
+            }
+            other => panic!("expected Deny, got {other:?}"),
+        }
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_queued_requests_are_each_answered_once() {
     timeout(TEST_TIMEOUT, async {
         let seeder = TestNode::new(1);
