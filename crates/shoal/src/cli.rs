@@ -70,6 +70,9 @@ pub enum Command {
     /// Run one seeder and N downloaders on this machine (loopback) and report
     /// how the swarm did.
     Demo(DemoArgs),
+    /// Run in the background: the peer behind a local HTTP API and web UI,
+    /// until Ctrl-C or SIGTERM.
+    Daemon(crate::daemon_cmd::DaemonArgs),
 }
 
 /// Options of every command that starts a node.

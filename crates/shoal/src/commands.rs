@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Share(args) => crate::p2p::share(&cli.global, args),
         Command::Get(args) => crate::p2p::get(&cli.global, args),
         Command::Demo(args) => crate::p2p::demo(args),
+        Command::Daemon(args) => crate::daemon_cmd::run(&cli.global, args),
     }
 }
 

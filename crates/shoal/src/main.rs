@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod daemon_cmd;
 mod output;
 mod p2p;
 

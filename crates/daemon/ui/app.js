@@ -1,0 +1,1 @@
+// placeholder: the web UI replaces this file
