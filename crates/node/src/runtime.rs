@@ -35,6 +35,8 @@ pub const DHT_REQUERY: Duration = Duration::from_secs(3);
 const DHT_LOOKUP: Duration = Duration::from_secs(5);
 /// Most peers a connector remembers (ticket + DHT).
 const MAX_KNOWN_PEERS: usize = 256;
+/// How long [`Peer::start`] waits for the configured relays' reservations.
+const RELAY_WAIT: Duration = Duration::from_secs(10);
 /// How long `Peer::start` waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -107,6 +109,12 @@ impl Peer {
         let keypair = shoal_net::identity::load_or_create(data_dir)?;
         let (net, events) = Net::start(keypair, net_config).await?;
         net.wait_listening(LISTEN_WAIT).await?;
+        // A node behind a relay is reachable only through its circuit: wait for
+        // the reservation so the tickets it hands out carry that address.
+        let unreserved = net.wait_relayed(RELAY_WAIT).await;
+        for relay in unreserved {
+            tracing::warn!(%relay, "no circuit reserved through this relay yet; tickets made now will not name it");
+        }
         let node = Arc::new(Node::new(store, net.peer_id(), node_config));
         node.set_limits(limits);
         node.set_address_book(Arc::new(NetBook(net.clone())));
@@ -295,6 +303,18 @@ impl NetConnector {
         let n = net.clone();
         let lookup = tokio::spawn(async move {
             loop {
+                // Peers on the local network (mDNS) are asked directly: a
+                // peer without the content denies the hello with NotFound.
+                {
+                    let mut k = lock(&k);
+                    for (p, addrs) in n.lan_peers() {
+                        if p != local && !k.order.contains(&p) && k.order.len() < MAX_KNOWN_PEERS {
+                            tracing::debug!(%id, peer = %p, "asking a peer found on the LAN");
+                            k.order.push(p);
+                            k.hints.insert(p, addrs);
+                        }
+                    }
+                }
                 match n.find_providers(&id, DHT_LOOKUP).await {
                     Ok(found) => {
                         let mut k = lock(&k);
