@@ -132,6 +132,25 @@ try {
   await until('A says its event stream is live', 15_000, async () => (await textOf(pageA.getByTestId('connection-state'))) === 'live');
   log(`A peer id ${await textOf(pageA.getByTestId('status-peer-id'))}`);
 
+  step = 'event-stream parser and formatting';
+  const parsed = await pageA.evaluate(() => {
+    const events = [];
+    const feed = window.shoalUi.sseParser((name, data) => events.push([name, data]));
+    // Chunk boundaries inside a line and between \r and \n; a comment; two data lines.
+    feed('event: transfer\r\ndata: {"id":');
+    feed('"x"}\r');
+    feed('\n\r\n: keep-alive\n\nevent: error\ndata: a\ndata: b\n\ndata: plain\n\n');
+    return events;
+  });
+  check(JSON.stringify(parsed) === JSON.stringify([['transfer', '{"id":"x"}'], ['error', 'a\nb'], ['message', 'plain']]),
+    `the SSE parser gave ${JSON.stringify(parsed)}`);
+  const formatted = await pageA.evaluate(() => {
+    const u = window.shoalUi;
+    return [u.fmtBytes(0), u.fmtBytes(1536), u.fmtBytes(50 * 1024 * 1024), u.fmtRate(null), u.fmtPercent(0.99999), u.fmtDuration(3725)];
+  });
+  check(JSON.stringify(formatted) === JSON.stringify(['0 B', '1.5 KiB', '50.0 MiB', 'unlimited', '99.9 %', '1 h 2 min']),
+    `formatting gave ${JSON.stringify(formatted)}`);
+
   step = 'share error is shown by the form';
   await pageA.getByTestId('tab-shares').click();
   await pageA.getByTestId('share-path-input').fill('relative/not/absolute');

@@ -14,6 +14,8 @@
   const BACKOFF_MAX_MS = 15000;
   // An SSE event bigger than this is a broken stream: drop it and reconnect.
   const MAX_EVENT_CHARS = 4 * 1024 * 1024;
+  // The daemon sends a keep-alive every 15 s: a silent stream is a dead one.
+  const STREAM_SILENCE_MS = 45000;
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const tid = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
@@ -158,7 +160,7 @@
   }
 
   function errorText(e) {
-    if (e instanceof ApiError) return e.field ? `${e.message} (field: ${e.field})` : e.message;
+    if (e instanceof ApiError) return e.message;
     if (e instanceof NetworkError) return e.message;
     return `Unexpected error: ${e && e.message ? e.message : e}`;
   }
@@ -748,14 +750,21 @@
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     const feed = sseParser(handleEvent);
+    let heard = Date.now();
+    const silence = setInterval(() => {
+      if (Date.now() - heard > STREAM_SILENCE_MS) ctrl.abort();
+    }, 5000);
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        heard = Date.now();
         feed(decoder.decode(value, { stream: true }));
       }
     } catch (_) {
-      if (stopped) return;
+      // aborted, reset, or a malformed stream: all mean reconnect
+    } finally {
+      clearInterval(silence);
     }
     if (!stopped) retryStream(`Lost the connection to the shoal daemon at ${location.host}`);
   }
