@@ -6,7 +6,8 @@
 // events only (the page is never reloaded). Also: API errors are shown next to
 // the form that caused them, settings are saved and shown after a reload, the
 // token is taken out of the address bar, a missing or wrong token gets a clear
-// message, and no tab overflows horizontally at 375 px.
+// message, a lost event stream shows a banner and reconnects, and no tab
+// overflows horizontally at 375 px.
 //
 // Input (environment):
 //   SHOAL_UI_A, SHOAL_UI_B   http://127.0.0.1:PORT/#token=TOKEN of each daemon
@@ -249,6 +250,19 @@ try {
   await pageC.reload();
   await until('a wrong token is reported as refused', 10_000, async () => /refused/.test(await textOf(pageC.getByTestId('token-missing'))));
   check(await pageC.evaluate(() => location.hash) === '', 'a wrong token stays in the address bar');
+
+  step = 'connection loss is shown and the stream reconnects';
+  const ctxD = await browser.newContext();
+  const pageD = await ctxD.newPage();
+  watch(pageD, 'D');
+  await ctxD.route('**/api/v1/events', (route) => route.abort('connectionreset'));
+  await pageD.goto(urlA);
+  const banner = pageD.getByTestId('connection-banner');
+  await banner.waitFor({ state: 'visible' });
+  check(/retrying/.test(await textOf(banner)), `the banner does not say it is retrying: "${await textOf(banner)}"`);
+  await ctxD.unroute('**/api/v1/events');
+  await banner.waitFor({ state: 'hidden', timeout: 20_000 });
+  await until('D is live after the outage', 5_000, async () => (await textOf(pageD.getByTestId('connection-state'))) === 'live');
 
   check(pageErrors.length === 0, pageErrors.join('; '));
   step = 'done';
