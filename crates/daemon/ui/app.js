@@ -513,7 +513,7 @@
       const list = (await api('GET', '/transfers')) || [];
       const now = new Set(list.map((t) => t.id));
       for (const id of known) if (!now.has(id)) removeTransfer(id);
-      for (const t of list) if (!state.transfers.has(t.id)) upsertTransfer(t);
+      for (const t of list) upsertTransfer(t);
     } catch (_) { /* banner or token notice already shown */ }
   }
 
@@ -672,6 +672,13 @@
     const msg = v && v.message ? String(v.message) : 'The daemon reported an error.';
     const el = v && v.transfer ? transferEls.get(v.transfer) : null;
     if (el) { showError(tid('transfer-error', el), msg); return; }
+    // Without a transfer it may say that events were dropped (a slow reader):
+    // reload what events would have told us.
+    if (!v || !v.transfer) {
+      reconcileTransfers(new Set(state.transfers.keys()));
+      loadShares();
+      loadSettings();
+    }
     const box = tid('event-errors');
     const p = document.createElement('p');
     p.className = 'form-error';
