@@ -109,7 +109,7 @@ const server = http.createServer(async (req, res) => {
   if (route === 'POST /transfers') {
     if (typeof body.ticket !== 'string' || !/^shoal1mock[0-9a-f]{64}([0-9a-f]{2})*$/.test(body.ticket)) return fail(res, 422, 'unprocessable', 'ticket', 'not a shoal ticket: copy the whole shoal1… text');
     const id = body.ticket.slice(10, 74);
-    const name = Buffer.from(body.ticket.slice(74), 'hex').toString() || null;
+    const name = body.name || Buffer.from(body.ticket.slice(74), 'hex').toString() || null;
     const t = { id, name, kind: 'file', output: body.output || '/tmp/shoal-mock/downloads', state: 'downloading', total_bytes: 6 * 1024 * 1024, done_bytes: 0, progress: 0, down_rate: 0, up_rate: 0, eta_s: null, peers: [], download_limit: body.download_limit ?? null, error: null, added_at: Math.floor(Date.now() / 1000) };
     transfers.set(id, t);
     emit('transfer', t);

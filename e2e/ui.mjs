@@ -120,8 +120,11 @@ try {
   const ctxB = await browser.newContext({ viewport: { width: 1200, height: 900 } });
   ctxA.setDefaultTimeout(15_000);
   ctxB.setDefaultTimeout(15_000);
+  // Reduced motion: the progress bar is drawn at its value, not mid-animation, in screenshots.
   pageA = await ctxA.newPage();
   pageB = await ctxB.newPage();
+  await pageA.emulateMedia({ reducedMotion: 'reduce' });
+  await pageB.emulateMedia({ reducedMotion: 'reduce' });
   watch(pageA, 'A');
   watch(pageB, 'B');
 
@@ -132,6 +135,7 @@ try {
   await until('A shows its peer id', 15_000, async () => (await textOf(pageA.getByTestId('status-peer-id'))).length > 10);
   await until('A says its event stream is live', 15_000, async () => (await textOf(pageA.getByTestId('connection-state'))) === 'live');
   log(`A peer id ${await textOf(pageA.getByTestId('status-peer-id'))}`);
+  await pageA.screenshot({ path: path.join(artifacts, 'status-a.png'), fullPage: true });
 
   step = 'event-stream parser and formatting';
   const parsed = await pageA.evaluate(() => {
@@ -190,6 +194,8 @@ try {
 
   step = 'download in B';
   await pageB.getByTestId('transfer-ticket-input').fill(ticket);
+  // Tickets carry no file name: without one the download is named by its id.
+  await pageB.getByTestId('transfer-name-input').fill(path.basename(file));
   await pageB.getByTestId('transfer-add-button').click();
   const item = pageB.getByTestId('transfer-item').first();
   await item.waitFor({ state: 'visible' });

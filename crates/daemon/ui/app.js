@@ -460,7 +460,8 @@
     const connected = peers.filter((p2) => p2.connected);
     const direct = connected.filter((p2) => p2.path === 'direct').length;
     const relayed = connected.length - direct;
-    tid('transfer-peers', el).textContent = `${connected.length} peer${connected.length === 1 ? '' : 's'}`
+    const known = peers.length > connected.length ? ` of ${peers.length} known` : '';
+    tid('transfer-peers', el).textContent = `${connected.length} peer${connected.length === 1 ? '' : 's'} connected${known}`
       + (connected.length ? ` (${direct} direct, ${relayed} relayed)` : '')
       + (t.download_limit !== null && t.download_limit !== undefined ? ` · limit ${fmtRate(t.download_limit)}` : '');
     tid('transfer-peer-list', el).replaceChildren(...peers.map((p2) => {
@@ -530,11 +531,14 @@
       showError(err, null);
       const body = { ticket, download_limit: lim.value };
       if (output) body.output = output;
+      const name = tid('transfer-name-input').value.trim();
+      if (name) body.name = name;
       const btn = tid('transfer-add-button');
       btn.disabled = true;
       try {
         upsertTransfer(await api('POST', '/transfers', body));
         tid('transfer-ticket-input').value = '';
+        tid('transfer-name-input').value = '';
       } catch (e) {
         showError(err, e);
       } finally {

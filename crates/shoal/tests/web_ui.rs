@@ -63,6 +63,7 @@ impl Daemon {
             .env("SHOAL_DHT_MODE", "server")
             .env_remove("SHOAL_BOOTSTRAP")
             .env_remove("SHOAL_API")
+            .env_remove("SHOAL_CONFIG")
             .env_remove("SHOAL_UPLOAD_LIMIT")
             .env_remove("SHOAL_DOWNLOAD_LIMIT")
             .env_remove("SHOAL_MAX_CONNECTIONS")
