@@ -27,6 +27,11 @@ fn shoal(data_dir: &Path) -> Command {
         .env_remove("SHOAL_DOWNLOAD_LIMIT")
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null());
+    // Keep the user's own config file (~/.config/shoal/config.toml) out of the daemons.
+    if let Some(parent) = data_dir.parent() {
+        cmd.env("XDG_CONFIG_HOME", parent.join("config"))
+            .env_remove("SHOAL_CONFIG");
+    }
     cmd
 }
 
@@ -93,7 +98,6 @@ fn json(dir: &Path, args: &[&str]) -> Value {
 /// A running `shoal daemon`, killed (SIGKILL) by PID when dropped.
 struct Daemon {
     child: Child,
-    dir: PathBuf,
     err: mpsc::Receiver<String>,
 }
 
@@ -125,11 +129,7 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon {
-            child,
-            dir: dir.to_path_buf(),
-            err,
-        };
+        let mut d = Daemon { child, err };
         let deadline = Instant::now() + WAIT;
         loop {
             if let Ok(t) = std::fs::read_to_string(dir.join("daemon.json")) {
