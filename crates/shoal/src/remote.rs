@@ -402,9 +402,20 @@ impl Remote {
                 .daemon
                 .post("/api/v1/transfers", &body, REQUEST_TIMEOUT)
                 .await?;
-            let t: Transfer = serde_json::from_value(value)
+            let mut t: Transfer = serde_json::from_value(value)
                 .context("the shoal daemon's answer is not a transfer; is it the same version?")?;
             let id = t.id.clone();
+            // Asking again for content that is paused or failed means: try again.
+            if t.state == "paused" || t.state == "failed" {
+                let value = self
+                    .daemon
+                    .post(&format!("/api/v1/transfers/{id}/resume"), &json!({}), REQUEST_TIMEOUT)
+                    .await?;
+                t = serde_json::from_value(value).context(
+                    "the shoal daemon's answer is not a transfer; is it the same version?",
+                )?;
+            }
+            let interrupted = interrupt_signal()?;
             eprintln!(
                 "the shoal daemon (pid {}) downloads {id} into {}; Ctrl-C stops watching, not the download",
                 self.pid(),
@@ -412,7 +423,7 @@ impl Remote {
             );
             tokio::select! {
                 r = self.follow(t, args.json) => r,
-                _ = tokio::signal::ctrl_c() => {
+                _ = interrupted => {
                     eprintln!(
                         "\nstopped watching: the transfer {id} goes on in the shoal daemon (pid {}); `shoal transfers` shows it, `shoal cancel {}` stops it",
                         self.pid(),
@@ -532,6 +543,25 @@ impl Remote {
             println!("{}", path.display());
         }
         Ok(())
+    }
+}
+
+/// Resolves at Ctrl-C (SIGINT). The handler is in place when this returns, so
+/// a Ctrl-C right after is caught rather than killing the process.
+fn interrupt_signal() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot handle Ctrl-C")?;
+        Ok(async move {
+            sig.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -347,79 +347,168 @@ fn share_and_get_through_two_daemons() {
     drop(a);
 }
 
+/// A ticket whose only provider does not exist: its transfer waits forever,
+/// so states change only when we act.
+fn unreachable_ticket(seed: u8) -> (String, String) {
+    use shoal_core::{ContentId, Kind, Provider, Ticket};
+    let peer = libp2p_identity::Keypair::ed25519_from_bytes([seed; 32])
+        .expect("32 bytes make an ed25519 key")
+        .public()
+        .to_peer_id();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let id = ContentId::of(&[seed; 100]);
+    let ticket = Ticket {
+        id,
+        kind: Kind::File,
+        providers: vec![Provider {
+            peer,
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}")
+                .parse()
+                .expect("multiaddr")],
+        }],
+        capability: None,
+    };
+    (ticket.to_string(), id.to_string())
+}
+
+/// Spawns `shoal get` following a transfer; stdout and stderr collected.
+struct Follower {
+    child: Guard,
+    out: mpsc::Receiver<Vec<u8>>,
+    err: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn spawn(dir: &Path, ticket: &str, out_dir: &Path) -> Follower {
+        let mut cmd = shoal(dir);
+        cmd.arg("get").arg(ticket).arg("-o").arg(out_dir);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = Guard(cmd.spawn().expect("get starts"));
+        let out = drain(child.0.stdout.take().expect("stdout"));
+        let (tx, err) = mpsc::channel();
+        let stderr = child.0.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Follower {
+            child,
+            out,
+            err,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    fn wait_err(&mut self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .err
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("get printed no {needle:?}: {}", self.seen.join("\n")));
+            let hit = l.contains(needle);
+            self.seen.push(l);
+            if hit {
+                return;
+            }
+        }
+    }
+
+    /// Waits (bounded) for the exit; returns (exit code, stdout, stderr).
+    fn finish(mut self) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "get never exited");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = text(&self.out.recv_timeout(WAIT).unwrap_or_default());
+        self.seen.extend(self.err.iter());
+        (status.code(), out, self.seen.join("\n"))
+    }
+}
+
 #[test]
 fn pause_resume_and_cancel_change_the_transfer_state() {
     let t = tempfile::tempdir().expect("tempdir");
-    let (a_dir, b_dir) = (t.path().join("a"), t.path().join("b"));
-    // A slow seeder, so the transfer is still running while we act on it.
-    let a = Daemon::start(&a_dir, &[("SHOAL_UPLOAD_LIMIT", "1MiB")]);
-    let b = Daemon::start(&b_dir, &[]);
-    let bytes = data(6 << 20, 12);
-    let src = t.path().join("slow.bin");
-    std::fs::write(&src, &bytes).expect("write");
-    let share = json(&a_dir, &["share", "--json", src.to_str().expect("utf-8")]);
-    let ticket = share["ticket"].as_str().expect("ticket");
-    let id = share["id"].as_str().expect("id");
-    assert_eq!(
-        share["peer"],
-        json(&a_dir, &["status", "--json"])["peer_id"]
-    );
-
-    // `get` follows the transfer; we act on it from other commands meanwhile.
+    let dir = t.path().join("b");
+    let _b = Daemon::start(&dir, &[]);
+    let (ticket, id) = unreachable_ticket(21);
     let dl = t.path().join("dl");
-    let mut cmd = shoal(&b_dir);
-    cmd.arg("get").arg(ticket).arg("-o").arg(&dl).arg("--json");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut getter = Guard(cmd.spawn().expect("get starts"));
-    let getter_out = drain(getter.0.stdout.take().expect("stdout"));
-    let getter_err = drain(getter.0.stderr.take().expect("stderr"));
+    let follower = Follower::spawn(&dir, &ticket, &dl);
+    wait_transfer(&dir, &id, "listed", |_| true);
 
-    wait_transfer(&b_dir, id, "downloading", |t| {
-        t["done_bytes"].as_u64().unwrap_or(0) > 0
-    });
-    let paused = json(&b_dir, &["pause", &id[..12], "--json"]);
+    let paused = json(&dir, &["pause", &id[..12], "--json"]);
     assert_eq!(paused["state"], "paused", "{paused}");
-    let still = wait_transfer(&b_dir, id, "paused", |t| t["state"] == "paused");
-    assert!(still["done_bytes"].as_u64().unwrap_or(0) < bytes.len() as u64);
-
-    let resumed = json(&b_dir, &["resume", id, "--json"]);
-    assert_ne!(resumed["state"], "paused", "{resumed}");
-
-    // The follower sees it complete and exits 0 with a JSON summary.
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = getter.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "get never finished");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = text(&getter_err.recv_timeout(WAIT).unwrap_or_default());
-    assert!(
-        status.success(),
-        "get failed: {err}\ndaemon B: {}",
-        b.stderr()
+    assert_eq!(
+        wait_transfer(&dir, &id, "paused", |t| t["state"] == "paused")["id"],
+        id.as_str()
     );
-    let summary: Value = serde_json::from_slice(&getter_out.recv_timeout(WAIT).unwrap_or_default())
-        .expect("get --json prints one summary object");
-    assert_eq!(summary["bytes"], bytes.len() as u64);
-    let path = summary["path"].as_str().expect("path");
-    assert_eq!(std::fs::read(path).expect("result"), bytes);
-    assert!(err.contains("\"event\":\"progress\""), "{err}");
+    assert!(ok(&dir, &["transfers"]).contains("paused"));
 
-    // Cancel forgets it (the completed file stays).
-    ok(&b_dir, &["cancel", id]);
-    let list = json(&b_dir, &["transfers", "--json"]);
+    let resumed = json(&dir, &["resume", &id, "--json"]);
+    assert_ne!(resumed["state"], "paused", "{resumed}");
+    wait_transfer(&dir, &id, "running again", |t| t["state"] != "paused");
+
+    // Cancel forgets it, and the `get` following it fails saying so.
+    ok(&dir, &["cancel", &id]);
+    let list = json(&dir, &["transfers", "--json"]);
     assert!(
         !list
             .as_array()
             .expect("array")
             .iter()
-            .any(|t| t["id"] == id),
+            .any(|t| t["id"] == id.as_str()),
         "{list}"
     );
-    assert!(Path::new(path).exists(), "a completed file is kept");
-    drop(a);
+    let (code, out, err) = follower.finish();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("was cancelled"), "{err}");
+    assert!(
+        err.contains("paused"),
+        "the follower showed the pause: {err}"
+    );
+
+    // An unknown id is a clear error.
+    let mut cmd = shoal(&dir);
+    cmd.args(["pause", &id]);
+    assert_fails_with(&run(cmd), "no transfer id starts with");
+}
+
+#[test]
+fn ctrl_c_leaves_the_transfer_running_in_the_daemon() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("b");
+    let _b = Daemon::start(&dir, &[]);
+    let (ticket, id) = unreachable_ticket(22);
+    let mut follower = Follower::spawn(&dir, &ticket, &t.path().join("dl"));
+    // This line comes once the transfer is added and Ctrl-C is handled.
+    follower.wait_err("Ctrl-C stops watching");
+    let pid = follower.child.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let (code, _, err) = follower.finish();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("goes on in the shoal daemon"), "{err}");
+    let t = wait_transfer(&dir, &id, "still there", |_| true);
+    assert_ne!(t["state"], "paused");
 }
 
 #[test]
