@@ -207,6 +207,11 @@ enum Command {
 }
 
 type Connections = Arc<Mutex<HashMap<PeerId, Vec<ConnectionInfo>>>>;
+/// Peers mDNS found on the local network, with their announced addresses.
+type LanPeers = Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>;
+/// Most LAN peers remembered, and addresses kept per LAN peer.
+const MAX_LAN_PEERS: usize = 256;
+const MAX_LAN_ADDRS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave these maps inconsistent in a harmful way.
@@ -232,6 +237,9 @@ struct Inner {
     /// Fast addresses not to try until the given instant.
     bad_fast: Mutex<HashMap<SocketAddr, Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The relays this node reserves circuits through.
+    relays: Vec<PeerId>,
+    lan: LanPeers,
 }
 
 impl Drop for Inner {
@@ -373,6 +381,7 @@ impl Net {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let connections: Connections = Arc::default();
+        let lan: LanPeers = Arc::default();
 
         let task = SwarmTask {
             swarm,
@@ -395,6 +404,7 @@ impl Net {
             provides: HashMap::new(),
             finds: HashMap::new(),
             addr_book: HashMap::new(),
+            lan: lan.clone(),
         };
         tasks.push(tokio::spawn(task.run(cmd_rx)));
         tasks.push(tokio::spawn(accept_xfer(
@@ -418,6 +428,8 @@ impl Net {
                 fast_addrs: Mutex::new(HashMap::new()),
                 bad_fast: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(tasks),
+                relays: config.relays.iter().map(|(p, _)| *p).collect(),
+                lan,
             }),
         };
         Ok((
@@ -465,6 +477,39 @@ impl Net {
             })?
             .map_err(|_| NetError::Stopped)?;
         Ok(self.listen_addrs())
+    }
+
+    /// Waits until a circuit through every configured relay is reserved (its
+    /// `/p2p-circuit` address is a listen address), so that tickets made
+    /// afterwards carry it. Returns the relays still without a reservation
+    /// when `timeout` ends (empty: all reserved, or no relay configured).
+    pub async fn wait_relayed(&self, timeout: Duration) -> Vec<PeerId> {
+        let relays = &self.inner.relays;
+        let missing = |s: &ListenState| -> Vec<PeerId> {
+            relays
+                .iter()
+                .filter(|r| {
+                    !s.listen
+                        .iter()
+                        .any(|a| is_relayed(a) && a.iter().any(|p| p == Protocol::P2p(**r)))
+                })
+                .copied()
+                .collect()
+        };
+        let mut rx = self.inner.state.clone();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| missing(s).is_empty())).await;
+        let s = self.inner.state.borrow();
+        missing(&s)
+    }
+
+    /// Peers that mDNS found on the local network (unverified: a peer id and
+    /// the addresses it announced), while their announcements are fresh.
+    /// Empty when mDNS is off.
+    pub fn lan_peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        lock(&self.inner.lan)
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect()
     }
 
     /// At most 8 addresses to put in a ticket for this node (note §6): only
@@ -892,6 +937,7 @@ struct SwarmTask {
     provides: HashMap<QueryId, oneshot::Sender<Result<()>>>,
     finds: HashMap<QueryId, FindState>,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
+    lan: LanPeers,
 }
 
 impl SwarmTask {
@@ -1215,6 +1261,19 @@ impl SwarmTask {
             }
             BehaviourEvent::Kad(ev) => self.on_kad(ev),
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list)) => {
+                {
+                    let mut lan = lock(&self.lan);
+                    for (p, a) in &list {
+                        if *p == self.local || (!lan.contains_key(p) && lan.len() >= MAX_LAN_PEERS)
+                        {
+                            continue;
+                        }
+                        let addrs = lan.entry(*p).or_default();
+                        if !addrs.contains(a) && addrs.len() < MAX_LAN_ADDRS {
+                            addrs.push(a.clone());
+                        }
+                    }
+                }
                 for (p, a) in &list {
                     self.learn_addr(*p, a.clone());
                 }
@@ -1244,6 +1303,17 @@ impl SwarmTask {
                         "not reachable"
                     }
                 );
+            }
+            BehaviourEvent::Mdns(libp2p::mdns::Event::Expired(list)) => {
+                let mut lan = lock(&self.lan);
+                for (p, a) in &list {
+                    if let Some(addrs) = lan.get_mut(p) {
+                        addrs.retain(|x| x != a);
+                        if addrs.is_empty() {
+                            lan.remove(p);
+                        }
+                    }
+                }
             }
             BehaviourEvent::Upnp(ev) => tracing::debug!("UPnP: {ev:?}"),
             _ => {}

@@ -84,6 +84,8 @@ pub(crate) struct DownloadCfg {
     /// Dropped with the task (and its blocking jobs): lets a stopping download
     /// wait until its partial file is closed.
     pub(crate) alive: mpsc::Sender<()>,
+    /// The download's own rate limit, applied to every session's reads.
+    pub(crate) limit: Arc<crate::limit::RateLimiter>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -459,6 +461,8 @@ impl Content {
     ) {
         let key = PeerKey(self.next_key);
         self.next_key = self.next_key.wrapping_add(1);
+        let mut fr = fr;
+        fr.set_limit(self.download.as_ref().map(|d| d.limit.clone()));
         let state = Arc::new(Mutex::new(state));
         let (otx, orx) = mpsc::channel(WRITE_QUEUE);
         for f in first {
@@ -628,6 +632,10 @@ impl Content {
         if self.banned.contains(&peer) || self.by_id.contains_key(&peer) {
             return;
         }
+        let stream: BoxStream = Box::new(crate::limit::Throttled::new(
+            stream,
+            self.shared.meter.clone(),
+        ));
         let (r, w) = tokio::io::split(stream);
         let mut state = ConnectionState::new(Role::Initiator);
         let hello = self.our_hello();
@@ -1599,6 +1607,11 @@ impl Content {
     fn on_verified(&mut self, key: PeerKey, piece: u32, len: usize, res: Result<(), StoreError>) {
         match res {
             Ok(()) => {
+                self.shared
+                    .meter
+                    .stats
+                    .pieces_verified
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.downloaded += len as u64;
                     self.totals.entry(p.id).or_default().0 += len as u64;
@@ -1606,6 +1619,11 @@ impl Content {
                 self.feed(Event::PieceVerified { piece, from: key });
             }
             Err(StoreError::Verify { .. }) => {
+                self.shared
+                    .meter
+                    .stats
+                    .pieces_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.feed(Event::PieceFailed { piece, from: key });
             }
             Err(e) => self.fail(e.into()),

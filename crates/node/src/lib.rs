@@ -11,10 +11,12 @@
 
 mod content;
 mod error;
+mod limit;
 mod node;
 pub mod runtime;
 mod session;
 
 pub use error::NodeError;
+pub use limit::{Counters, Limits};
 pub use node::{Connector, DownloadHandle, Node, NodeConfig, PeerProgress, Progress};
 pub use session::{BoxStream, Stream};

@@ -18,6 +18,8 @@ use shoal_swarm::PeerKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
+use crate::limit::RateLimiter;
+
 /// Bytes asked of the stream per read when the buffer has room.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
 /// Frames and pieces queued for one peer's writer; a peer that lets this fill up
@@ -74,6 +76,8 @@ pub(crate) struct FrameReader<R> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Paces reads (a download's own limit), on top of the stream's pacing.
+    limit: Option<Arc<RateLimiter>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -83,7 +87,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
+            limit: None,
         }
+    }
+
+    /// Paces this reader's reads with `limit` from now on.
+    pub(crate) fn set_limit(&mut self, limit: Option<Arc<RateLimiter>>) {
+        self.limit = limit;
     }
 
     /// Waits until a whole frame is buffered and returns its length (`None` on a
@@ -108,11 +118,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     self.buf.resize(len, 0);
                 }
             }
-            let n = self
+            let room = self.buf.len() - self.end;
+            let allowed = match &self.limit {
+                Some(l) => l.acquire(room).await.min(room),
+                None => room,
+            };
+            let res = self
                 .r
-                .read(&mut self.buf[self.end..])
-                .await
-                .map_err(ReadError::Io)?;
+                .read(&mut self.buf[self.end..self.end + allowed])
+                .await;
+            if let Some(l) = &self.limit {
+                l.give_back(allowed - res.as_ref().map_or(0, |n| (*n).min(allowed)));
+            }
+            let n = res.map_err(ReadError::Io)?;
             if n == 0 {
                 return if self.start == self.end {
                     Ok(None)

@@ -128,6 +128,10 @@ pub struct NodeArgs {
     /// Limit uploads to RATE bytes per second over all peers (e.g. `10MiB`; `0`: no limit)
     #[arg(long = "upload-limit", value_name = "RATE", env = "SHOAL_UPLOAD_LIMIT", value_parser = parse_size)]
     pub upload_limit: Option<u64>,
+
+    /// Limit downloads to RATE bytes per second over all peers (e.g. `10MiB`; `0`: no limit)
+    #[arg(long = "download-limit", value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT", value_parser = parse_size)]
+    pub download_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
