@@ -383,20 +383,23 @@ impl Remote {
     /// follows it on the event stream until it completes or fails. Ctrl-C
     /// stops following; the daemon goes on.
     pub fn get(&self, args: &GetArgs) -> Result<()> {
-        if args.name.is_some() || args.sequential || args.collection {
+        if args.sequential || args.collection {
             bail!(
-                "--name, --sequential and --collection are not available through the shoal daemon (pid {}); pass --no-daemon to download in the foreground",
+                "--sequential and --collection are not available through the shoal daemon (pid {}); pass --no-daemon to download in the foreground",
                 self.pid()
             );
         }
         let out = absolute(&args.out)?;
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
-        let body = json!({
+        let mut body = json!({
             "ticket": args.target.trim(),
             "output": out.to_string_lossy(),
             "download_limit": Value::Null,
         });
+        if let Some(name) = &args.name {
+            body["name"] = Value::from(name.as_str());
+        }
         self.rt.block_on(async {
             let value = self
                 .daemon
