@@ -98,7 +98,9 @@ impl PartialFile {
     /// the partial file `part` (default: [`part_path_for`]`(dest)`). If the
     /// database has a download for that partial file, of the same content, and
     /// the partial file still has the content's length, it resumes from the
-    /// persisted bitfield; otherwise it starts over with an empty partial file.
+    /// persisted bitfield plus every other piece whose bytes in the partial file
+    /// verify (pieces written after the last flush, before a crash); otherwise
+    /// it starts over with an empty partial file.
     pub fn open(
         db: &Db,
         outboard: Outboard,
@@ -136,6 +138,7 @@ impl PartialFile {
                 None
             }
         });
+        let resumed_from_db = resumed.is_some();
         let (key, bits) = match resumed {
             Some(r) => r,
             None => {
@@ -156,7 +159,7 @@ impl PartialFile {
                 (key, bits)
             }
         };
-        Ok(Self {
+        let mut me = Self {
             db: db.clone(),
             key,
             outboard,
@@ -165,7 +168,34 @@ impl PartialFile {
             file,
             bits,
             unflushed: 0,
-        })
+        };
+        if resumed_from_db {
+            me.recover_unflushed()?;
+        }
+        Ok(me)
+    }
+
+    /// Marks present every missing piece whose bytes in the partial file verify
+    /// against the outboard: pieces written but not yet flushed when the last
+    /// run was killed. Verification makes them as trustworthy as any piece
+    /// received, so they are not fetched again. Holes read as zeros and fail.
+    fn recover_unflushed(&mut self) -> Result<(), StoreError> {
+        let layout = self.outboard.layout();
+        let mut buf = Vec::new();
+        for index in 0..layout.num_pieces() {
+            if self.bits.get(index) {
+                continue;
+            }
+            buf.resize(layout.piece_len(index), 0);
+            self.file
+                .read_exact_at(&mut buf, layout.piece_offset(index))
+                .map_err(StoreError::io("read the partial file", &self.part))?;
+            if self.outboard.verify_piece(index, &buf).is_ok() {
+                self.bits.set(index);
+                self.unflushed += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The content's outboard.

@@ -45,12 +45,22 @@ fn pieces_in_random_order_resume_after_reopen_and_finish_identical() {
             part.write_piece(i, &piece(&ob, &data, i)).unwrap();
         }
         part.flush().unwrap();
-        // Written but never flushed, then a crash (no destructor runs): the
-        // piece is not trusted after the restart and is fetched again.
+        // Written but never flushed, then a crash (no destructor runs): its
+        // bytes verify after the restart, so it is present without a refetch.
         part.write_piece(rest[0], &piece(&ob, &data, rest[0]))
             .unwrap();
+        // Also written unflushed, then damaged on disk: it must not count.
+        part.write_piece(rest[1], &piece(&ob, &data, rest[1]))
+            .unwrap();
         assert!(!part.is_complete());
+        let damaged = ob.layout().piece_offset(rest[1]);
         std::mem::forget(part);
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(part_path_for(&dest))
+            .unwrap();
+        f.write_all_at(b"not the piece", damaged).unwrap();
     }
 
     // A new Store (new database connection) resumes from the persisted bits.
@@ -61,9 +71,17 @@ fn pieces_in_random_order_resume_after_reopen_and_finish_identical() {
     for &i in first {
         assert!(part.has(i), "piece {i} lost after reopen");
     }
-    assert_eq!(part.present(), first.len() as u32);
+    assert!(
+        part.has(rest[0]),
+        "an unflushed piece that verifies is kept"
+    );
+    assert!(
+        !part.has(rest[1]),
+        "a damaged unflushed piece is fetched again"
+    );
+    assert_eq!(part.present(), first.len() as u32 + 1);
     let missing = part.missing();
-    assert_eq!(missing.len(), rest.len());
+    assert_eq!(missing.len(), rest.len() - 1);
     for i in missing {
         part.write_piece(i, &piece(&ob, &data, i)).unwrap();
     }
