@@ -29,7 +29,7 @@ use crate::node::{
 };
 use crate::session::{
     frame_of, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader, InMsg,
-    Out, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
+    Out, PiecePermit, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
 };
 
 /// Events of a content task (its single input channel).
@@ -229,7 +229,7 @@ pub(crate) struct Content {
     /// Dial attempts per peer and when the last one started.
     dialed: HashMap<PeerId, (u32, Instant)>,
     banned: HashSet<PeerId>,
-    pending_piece: Option<(PeerKey, u32, Vec<u8>)>,
+    pending_piece: Option<(PeerKey, u32, Vec<u8>, PiecePermit)>,
     download: Option<DownloadCfg>,
     finishing: bool,
     complete: bool,
@@ -730,7 +730,7 @@ impl Content {
         if self
             .pending_piece
             .as_ref()
-            .is_some_and(|(k, _, _)| *k == key)
+            .is_some_and(|(k, _, _, _)| *k == key)
         {
             self.pending_piece = None;
         }
@@ -1167,15 +1167,16 @@ impl Content {
                 }
                 return;
             }
-            InMsg::Piece(piece, data) => {
-                if let Some((_, _, old)) = self.pending_piece.replace((key, piece, data)) {
+            InMsg::Piece(piece, data, permit) => {
+                if let Some((_, _, old, _)) = self.pending_piece.replace((key, piece, data, permit))
+                {
                     self.shared.pool.give(old);
                 }
                 self.feed(Event::Message {
                     peer: key,
                     msg: Msg::Piece { piece },
                 });
-                if let Some((_, _, buf)) = self.pending_piece.take() {
+                if let Some((_, _, buf, _)) = self.pending_piece.take() {
                     // Not named by VerifyAndStore (a duplicate): discarded.
                     self.shared.pool.give(buf);
                 }
@@ -1750,8 +1751,8 @@ impl Content {
     }
 
     fn verify(&mut self, piece: u32, from: PeerKey) {
-        let buf = match self.pending_piece.take() {
-            Some((k, p, buf)) if k == from && p == piece => buf,
+        let (buf, permit) = match self.pending_piece.take() {
+            Some((k, p, buf, permit)) if k == from && p == piece => (buf, permit),
             other => {
                 self.pending_piece = other;
                 self.events.push_back(Event::PieceFailed { piece, from });
@@ -1772,6 +1773,8 @@ impl Content {
             let len = buf.len();
             let res = tokio::task::spawn_blocking(move || {
                 let _alive = alive;
+                // The piece's bytes leave the budget once written.
+                let _budget = permit;
                 let res = match file.lock() {
                     Ok(mut g) => match g.as_mut() {
                         Some(p) => p.write_piece(piece, &buf).and_then(|()| {

@@ -18,7 +18,7 @@ use shoal_core::proto::{
 use shoal_net::Multiaddr;
 use shoal_swarm::PeerKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::limit::RateLimiter;
 
@@ -40,15 +40,50 @@ pub type BoxStream = Box<dyn Stream>;
 pub(crate) type ReadHalf = tokio::io::ReadHalf<BoxStream>;
 pub(crate) type WriteHalf = tokio::io::WriteHalf<BoxStream>;
 
-/// Reusable piece buffers, so a steady transfer does not allocate per piece.
-#[derive(Clone, Default)]
-pub(crate) struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
+/// Reusable piece buffers, so a steady transfer does not allocate per piece,
+/// and the budget of received piece bytes a node holds in memory.
+///
+/// A received piece is copied out of the frame buffer only once the reader
+/// holds a [`PiecePermit`] for its bytes; the permit travels with the piece
+/// until it is verified and written (or dropped). When the disk is slower than
+/// the network the readers wait here, so TCP backpressure slows the senders
+/// instead of pieces piling up in memory.
+#[derive(Clone)]
+pub(crate) struct BufPool {
+    bufs: Arc<Mutex<Vec<Vec<u8>>>>,
+    budget: Arc<Semaphore>,
+}
 
-const POOL_KEEP: usize = 64;
+/// Free buffers kept for reuse.
+const POOL_KEEP: usize = 16;
+/// Received piece bytes held in memory at once by a node, in KiB (16 MiB: 64
+/// pieces of 256 KiB, enough to keep verification and writes busy).
+const PIECE_BUDGET_KIB: usize = 16 * 1024;
+
+/// A share of the node's received-piece budget (see [`BufPool`]).
+pub(crate) type PiecePermit = tokio::sync::OwnedSemaphorePermit;
+
+impl Default for BufPool {
+    fn default() -> Self {
+        Self {
+            bufs: Arc::default(),
+            budget: Arc::new(Semaphore::new(PIECE_BUDGET_KIB)),
+        }
+    }
+}
 
 impl BufPool {
+    /// Waits until `len` more piece bytes fit in the budget. A piece larger
+    /// than the whole budget waits for all of it. `None` only if the budget
+    /// was closed (never).
+    pub(crate) async fn reserve(&self, len: usize) -> Option<PiecePermit> {
+        let kib = len.div_ceil(1024).clamp(1, PIECE_BUDGET_KIB);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        self.budget.clone().acquire_many_owned(kib).await.ok()
+    }
+
     pub(crate) fn take(&self) -> Vec<u8> {
-        self.0
+        self.bufs
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
@@ -57,7 +92,7 @@ impl BufPool {
 
     pub(crate) fn give(&self, mut buf: Vec<u8>) {
         buf.clear();
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.bufs.lock() {
             if v.len() < POOL_KEEP {
                 v.push(buf);
             }
@@ -177,7 +212,8 @@ pub(crate) enum InMsg {
     /// A request that crossed our `Choke`: answer `Reject { Choked }`.
     RequestWhileChoking(u32),
     Cancel(u32),
-    Piece(u32, Vec<u8>),
+    /// A piece's bytes and their share of the node's piece budget.
+    Piece(u32, Vec<u8>, PiecePermit),
     Reject(u32),
     OutboardRequest {
         first: u32,
@@ -270,7 +306,13 @@ pub(crate) async fn run_reader<E, F>(
                         match checked {
                             Err(e) => Some(SessionEvent::Violation(e)),
                             Ok(Received::Ignored) => None,
-                            Ok(r) => Some(own(msg, r, &pool)),
+                            Ok(r) => {
+                                let permit = match &msg {
+                                    Message::Piece { data, .. } => pool.reserve(data.len()).await,
+                                    _ => None,
+                                };
+                                Some(own(msg, r, &pool, permit))
+                            }
                         }
                     }
                 };
@@ -292,7 +334,7 @@ pub(crate) async fn run_reader<E, F>(
 }
 
 /// Turns a checked, borrowed message into what the content task needs.
-fn own(msg: Message<'_>, r: Received, pool: &BufPool) -> SessionEvent {
+fn own(msg: Message<'_>, r: Received, pool: &BufPool, permit: Option<PiecePermit>) -> SessionEvent {
     let m = match msg {
         Message::Hello(h) => match (h.piece_size, h.content_len) {
             (Some(piece_size), Some(content_len)) => InMsg::Hello {
@@ -331,9 +373,12 @@ fn own(msg: Message<'_>, r: Received, pool: &BufPool) -> SessionEvent {
         Message::Request { piece } => InMsg::Request(piece),
         Message::Cancel { piece } => InMsg::Cancel(piece),
         Message::Piece { piece, data } => {
+            let Some(permit) = permit else {
+                return SessionEvent::Gone("the node is shutting down".into());
+            };
             let mut buf = pool.take();
             buf.extend_from_slice(data);
-            InMsg::Piece(piece, buf)
+            InMsg::Piece(piece, buf, permit)
         }
         Message::Reject { piece, .. } => InMsg::Reject(piece),
         Message::OutboardRequest { first, count } => InMsg::OutboardRequest { first, count },
