@@ -41,7 +41,7 @@ fn peer_config(args: &NodeArgs, node: NodeConfig) -> Result<PeerConfig> {
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
