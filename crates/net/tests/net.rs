@@ -359,3 +359,44 @@ async fn fast_address_of_another_peer_is_refused_and_libp2p_used_instead() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_addrs_gives_the_fast_and_identify_addresses_of_a_peer_met_over_libp2p() {
+    let _serial = SERIAL.lock().await;
+    let (a, mut a_events) = node(config(true)).await;
+    let (b, _b_events) = node(config(true)).await;
+    assert!(a.peer_addrs(&b.peer_id()).is_empty(), "nothing known yet");
+    let hints: Vec<Multiaddr> = b
+        .ticket_addrs()
+        .into_iter()
+        .filter(|m| !shoal_net::addrs::is_fast_multiaddr(m))
+        .collect();
+    let (_stream, path) = timeout(T, a.open_transfer(b.peer_id(), &hints))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Fast);
+    // Identify runs beside the fastpath query; wait for its event.
+    timeout(T, async {
+        loop {
+            match a_events.events.recv().await {
+                Some(NetEvent::PeerIdentified { peer, .. }) if peer == b.peer_id() => break,
+                Some(_) => {}
+                None => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let known = a.peer_addrs(&b.peer_id());
+    for fast in b.fast_addrs() {
+        assert!(known.contains(&fast), "{fast} missing from {known:?}");
+    }
+    assert!(
+        hints.iter().any(|h| known.contains(h)),
+        "no libp2p listen address of B in {known:?}"
+    );
+    assert!(a.peer_addrs(&a.peer_id()).is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -120,8 +120,10 @@ impl RateLimiter {
             return Ok(want);
         }
         let rate = rate as f64;
-        // Up to 50 ms of traffic at once, and at least one chunk.
-        let burst = (rate / 20.0).max(MIN_CHUNK as f64);
+        // Up to 250 ms of traffic saved up, and at least one chunk: enough for
+        // a stream that was not scheduled for a while (a busy machine) to catch
+        // up, small enough not to show as a burst above the rate.
+        let burst = (rate / 4.0).max(MIN_CHUNK as f64);
         let need = want.min(MIN_CHUNK) as f64;
         let mut st = lock(&self.state);
         let now = Instant::now();
