@@ -2,22 +2,33 @@
 //! connection counts at the next start.
 
 use shoal_node::runtime::{Peer, PeerConfig};
-use shoal_node::DownloadHandle;
+use shoal_node::{DownloadHandle, Limits};
 
 use crate::Settings;
 
-/// Puts the settings that are fixed at start into a peer's configuration.
+fn limits_of(s: &Settings) -> Limits {
+    Limits {
+        upload: s.upload_limit,
+        download: s.download_limit,
+    }
+}
+
+/// Puts the settings into a peer's configuration before it starts.
 pub(crate) fn configure(cfg: &mut PeerConfig, s: &Settings) {
     cfg.net.limits.max_established = s.max_connections;
     cfg.node.max_peers = s.max_peers_per_transfer;
-    cfg.upload_limit = s.upload_limit;
+    cfg.limits = limits_of(s);
 }
 
-/// Applies the live limits to a running peer.
-pub(crate) fn apply(_peer: &Peer, _s: &Settings) {}
+/// Applies the live limits (upload, download) to a running peer.
+pub(crate) fn apply(peer: &Peer, s: &Settings) {
+    peer.set_limits(limits_of(s));
+}
 
 /// Sets one download's own limit.
-pub(crate) fn set_download_limit(_h: &DownloadHandle, _limit: Option<u64>) {}
+pub(crate) fn set_download_limit(h: &DownloadHandle, limit: Option<u64>) {
+    h.set_download_limit(limit);
+}
 
 /// Totals for `/metrics`.
 pub(crate) struct Counters {
@@ -27,13 +38,13 @@ pub(crate) struct Counters {
     pub pieces_failed: u64,
 }
 
-/// The peer's traffic counters.
+/// The peer's traffic counters since it started.
 pub(crate) fn counters(st: &crate::AppState) -> Counters {
-    let (downloaded, uploaded) = st.transfers.byte_totals();
+    let c = st.peer.counters();
     Counters {
-        uploaded,
-        downloaded,
-        pieces_verified: 0,
-        pieces_failed: 0,
+        uploaded: c.bytes_up,
+        downloaded: c.bytes_down,
+        pieces_verified: c.pieces_verified,
+        pieces_failed: c.pieces_failed,
     }
 }

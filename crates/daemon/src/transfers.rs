@@ -340,22 +340,6 @@ impl Transfers {
             .collect()
     }
 
-    /// Bytes downloaded and uploaded by every transfer's peers (as last seen).
-    pub fn byte_totals(&self) -> (u64, u64) {
-        let entries = lock(&self.entries);
-        let mut down = 0u64;
-        let mut up = 0u64;
-        for e in entries.values() {
-            if let Some(p) = &e.last {
-                for pp in &p.peers {
-                    down = down.saturating_add(pp.downloaded);
-                    up = up.saturating_add(pp.uploaded);
-                }
-            }
-        }
-        (down, up)
-    }
-
     /// Adds a transfer and starts it; if the content is already a transfer,
     /// returns that one and `false`.
     pub fn add(self: &Arc<Self>, new: NewTransfer) -> Result<(Transfer, bool), ApiError> {

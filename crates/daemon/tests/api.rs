@@ -528,6 +528,15 @@ async fn pause_keeps_progress_and_resume_completes() {
         assert_eq!(t["state"], "paused");
         let done = t["done_bytes"].as_u64().unwrap();
         assert!(done < 4 << 20, "paused before the end: {t}");
+        let (code, t) = ab
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/transfers/{id}"),
+                Some(json!({"download_limit": 8388608})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        assert_eq!(t["download_limit"], 8388608);
         assert!(
             out.join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
                 .exists(),
@@ -693,10 +702,41 @@ async fn settings_patch_is_applied_saved_and_survives_a_restart() {
             .await;
         assert_eq!(s2["upload_limit"], 1048576, "fields not patched are kept");
         assert_eq!(s2["download_limit"], 2048);
+        let live = d.state().peer().limits();
+        assert_eq!(
+            (live.upload, live.download),
+            (Some(1048576), Some(2048)),
+            "the limits apply to the running peer"
+        );
+        let (_, s3) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"download_limit": null})),
+            )
+            .await;
+        assert_eq!(s3["download_limit"], Value::Null);
+        assert_eq!(d.state().peer().limits().download, None);
+        let (_, s2) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"download_limit": 2048})),
+            )
+            .await;
         d.shutdown().await;
         let d = start(tmp.path()).await;
         let (_, g) = Api::new(&d).get("/api/v1/settings").await;
         assert_eq!(g, s2, "settings persist across a restart");
+        assert_eq!(d.state().peer().limits().upload, Some(1048576));
+        d.shutdown().await;
+        // Flags and environment variables (pinned) win over saved settings.
+        let mut cfg = config(tmp.path());
+        cfg.pinned.upload_limit = Some(Some(4096));
+        let d = Daemon::start(cfg).await.unwrap();
+        let (_, g) = Api::new(&d).get("/api/v1/settings").await;
+        assert_eq!(g["upload_limit"], 4096);
+        assert_eq!(g["download_limit"], 2048);
         d.shutdown().await;
     })
     .await;
