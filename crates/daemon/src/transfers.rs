@@ -480,24 +480,24 @@ impl Transfers {
                                 Err(_) => "the download stopped without saying why".to_owned(),
                             };
                             if !why.is_empty() {
-                                self.update(id, generation, Some(p), Some(why));
+                                self.update(id, generation, Some(p), Some(why), true);
                                 continue;
                             }
                         }
-                        self.update(id, generation, Some(p), None);
+                        self.update(id, generation, Some(p), None, true);
                         continue;
                     }
                     if last_emit.elapsed() >= EVENT_EVERY {
                         last_emit = Instant::now();
                         let p = rx.borrow_and_update().clone();
-                        self.update(id, generation, Some(p), None);
+                        self.update(id, generation, Some(p), None, false);
                     }
                 }
                 _ = tick.tick() => {
                     if last_emit.elapsed() >= EVENT_EVERY {
                         last_emit = Instant::now();
                         let p = rx.borrow().clone();
-                        self.update(id, generation, Some(p), None);
+                        self.update(id, generation, Some(p), None, false);
                     }
                 }
             }
@@ -506,7 +506,16 @@ impl Transfers {
 
     /// Records a progress snapshot (and a failure); emits an event when the
     /// state changed or the transfer moved; persists on state changes.
-    fn update(&self, id: ContentId, generation: u64, p: Option<Progress>, failed: Option<String>) {
+    /// `ended`: the download task is gone (a collection, which is not served
+    /// once complete, or a failure).
+    fn update(
+        &self,
+        id: ContentId,
+        generation: u64,
+        p: Option<Progress>,
+        failed: Option<String>,
+        ended: bool,
+    ) {
         let (view, changed) = {
             let mut entries = lock(&self.entries);
             let Some(e) = entries.get_mut(&id) else {
@@ -520,8 +529,13 @@ impl Transfers {
             if let Some(p) = p {
                 e.rec.total_bytes = p.total_bytes.or(e.rec.total_bytes);
                 e.rec.done_bytes = p.done_bytes;
-                let failed = failed.clone().or(p.failed.clone());
-                e.rec.state = if p.complete {
+                let mut failed = failed.clone().or(p.failed.clone());
+                if ended && !p.complete && failed.is_none() {
+                    failed = Some("the download stopped before it finished; resume it".to_owned());
+                }
+                e.rec.state = if p.complete && ended {
+                    TransferState::Completed
+                } else if p.complete {
                     TransferState::Seeding
                 } else if failed.is_some() {
                     TransferState::Failed
@@ -539,8 +553,8 @@ impl Transfers {
                 }
                 e.last = Some(p);
             }
-            if e.rec.state == TransferState::Failed {
-                // A failed download is stopped: its watcher ends.
+            if ended || e.rec.state == TransferState::Failed {
+                // A failed or ended download is stopped: its watcher ends.
                 e.cmds = None;
                 e.conn = None;
             }

@@ -799,3 +799,50 @@ async fn openapi_document_lists_every_route_and_the_bearer_scheme() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_downloads_as_a_collection_and_ends_completed() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let folder = tmp.path().join("photos");
+        std::fs::create_dir_all(folder.join("2024")).unwrap();
+        let x = random_file(&folder, "x.jpg", 700_000);
+        let y = random_file(&folder.join("2024"), "y.jpg", 5_000);
+        let (code, s) = aa
+            .post(
+                "/api/v1/shares",
+                json!({"path": folder.to_str().unwrap(), "public": false}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{s}");
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap(), "name": "photos"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        assert_eq!(t["kind"], "collection");
+        let t = ab
+            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .await;
+        assert_eq!(t["progress"], 1.0);
+        assert_eq!(t["total_bytes"], 705_000);
+        assert_eq!(
+            std::fs::read(out.join("photos/x.jpg")).unwrap(),
+            std::fs::read(&x).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(out.join("photos/2024/y.jpg")).unwrap(),
+            std::fs::read(&y).unwrap()
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
