@@ -176,6 +176,18 @@ struct StateFile {
     transfers: Vec<Record>,
 }
 
+/// How long one wait for a first provider lasts before commands are looked at again.
+const FIND_WAIT: Duration = Duration::from_secs(1);
+
+/// What a watcher needs to start a download.
+struct Job {
+    kind: Kind,
+    out: PathBuf,
+    name: Option<String>,
+    limit: Option<u64>,
+    conn: Arc<NetConnector>,
+}
+
 enum Cmd {
     Stop(oneshot::Sender<()>),
     SetLimit(Option<u64>),
@@ -420,14 +432,14 @@ impl Transfers {
             // Fetching by id: tell the DHT we are a provider, as `shoal get` does.
             self.peer.announce(id);
         }
-        let (handle, conn) = self.peer.fetch(
-            id,
-            e.rec.kind.into(),
-            &out,
-            e.rec.name.as_deref(),
-            &providers,
-        );
-        crate::limits::set_download_limit(&handle, e.rec.download_limit);
+        let conn = self.peer.connector(id, &providers);
+        let job = Job {
+            kind: e.rec.kind.into(),
+            out,
+            name: e.rec.name.clone(),
+            limit: e.rec.download_limit,
+            conn: conn.clone(),
+        };
         let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let generation = self
             .next_generation
@@ -439,17 +451,37 @@ impl Transfers {
         e.rec.state = TransferState::Queued;
         e.rec.error = None;
         drop(entries);
-        tokio::spawn(self.clone().watch(id, generation, handle, rx));
+        tokio::spawn(self.clone().watch(id, generation, job, rx));
     }
 
-    /// Follows one download until it is stopped.
+    /// Finds a first provider (waiting as long as it takes: the transfer
+    /// stays queued), then follows the download until it is stopped.
     async fn watch(
         self: Arc<Self>,
         id: ContentId,
         generation: u64,
-        mut handle: DownloadHandle,
+        mut job: Job,
         mut cmds: mpsc::Receiver<Cmd>,
     ) {
+        loop {
+            tokio::select! {
+                found = job.conn.wait_for_peers(FIND_WAIT) => if found { break },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::SetLimit(l)) => job.limit = l,
+                    Some(Cmd::Stop(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        let conn: Arc<dyn shoal_node::Connector> = job.conn.clone();
+        let mut handle =
+            self.peer
+                .node()
+                .download(id, job.kind, &job.out, job.name.as_deref(), conn);
+        crate::limits::set_download_limit(&handle, job.limit);
         let mut rx = handle.progress();
         let mut last_emit = Instant::now() - EVENT_EVERY;
         let mut closed = false;

@@ -846,3 +846,70 @@ async fn a_folder_downloads_as_a_collection_and_ends_completed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_starts_with_the_transfers_then_reports_every_change() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        // Content nobody has: the transfer stays queued.
+        let missing = "ef".repeat(32);
+        let out = tmp.path().join("out");
+        let (code, _) = api
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": missing, "output": out.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED);
+        let events = api
+            .client
+            .get(format!("{}/api/v1/events", api.base))
+            .bearer_auth(&api.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), StatusCode::OK);
+        let reader = tokio::spawn(read_events(events, |n, _| n == "settings"));
+        let f = random_file(tmp.path(), "s.bin", 1000);
+        let s = share(&api, &f).await;
+        let sid = s["id"].as_str().unwrap().to_owned();
+        let (code, _) = api
+            .call(Method::DELETE, &format!("/api/v1/shares/{sid}"), None)
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, _) = api
+            .post(&format!("/api/v1/transfers/{missing}/cancel"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, _) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"upload_limit": 1000})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK);
+        let seen = reader.await.unwrap();
+        assert_eq!(seen[0].0, "transfer", "{seen:?}");
+        assert_eq!(seen[0].1["id"], missing);
+        assert_eq!(seen[0].1["state"], "queued");
+        let pos = |name: &str, pred: &dyn Fn(&Value) -> bool| {
+            seen.iter()
+                .position(|(n, v)| n == name && pred(v))
+                .unwrap_or_else(|| panic!("no {name} event in {seen:?}"))
+        };
+        let added = pos("share", &|v| v["id"] == sid);
+        let removed = pos("share_removed", &|v| v["id"] == sid);
+        let cancelled = pos("transfer_removed", &|v| v["id"] == missing);
+        let settings = pos("settings", &|v| v["upload_limit"] == 1000);
+        assert!(
+            added < removed && removed < cancelled && cancelled < settings,
+            "{seen:?}"
+        );
+        d.shutdown().await;
+    })
+    .await;
+}
