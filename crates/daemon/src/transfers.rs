@@ -1,5 +1,5 @@
 //! Transfers: downloads started through the API, each driven by a watcher task
-//! that owns its [`DownloadHandle`], publishes `transfer` events and keeps the
+//! that owns its [`shoal_node::DownloadHandle`], publishes `transfer` events and keeps the
 //! content served after it completes (state "seeding").
 //!
 //! Persisted in `<data-dir>/daemon/transfers.json` (temp file + fsync + rename)
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use shoal_node::runtime::{NetConnector, Peer};
-use shoal_node::{DownloadHandle, Progress};
+use shoal_node::Progress;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use utoipa::ToSchema;
 
