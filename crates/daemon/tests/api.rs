@@ -913,3 +913,34 @@ async fn event_stream_starts_with_the_transfers_then_reports_every_change() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_download_limit_paces_the_download() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let src = random_file(tmp.path(), "f.bin", 3 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let started = std::time::Instant::now();
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap(), "download_limit": 1048576}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        assert_eq!(t["download_limit"], 1048576);
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding").await;
+        let secs = started.elapsed().as_secs_f64();
+        // 3 MiB at 1 MiB/s: well over 1.5 s even with the bucket's burst.
+        assert!(secs >= 1.5, "3 MiB at 1 MiB/s took only {secs:.2} s");
+        assert_eq!(std::fs::read(out.join(&id)).unwrap(), std::fs::read(&src).unwrap());
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
