@@ -207,6 +207,10 @@ enum Command {
 }
 
 type Connections = Arc<Mutex<HashMap<PeerId, Vec<ConnectionInfo>>>>;
+/// The usable listen addresses identify reported, per peer, with when (kept
+/// after the connection closes: a peer met over the fast path may have had only
+/// a short-lived libp2p connection).
+type Identified = Arc<Mutex<HashMap<PeerId, (Instant, Vec<Multiaddr>)>>>;
 /// Peers mDNS found on the local network, with their announced addresses.
 type LanPeers = Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>;
 /// Most LAN peers remembered, and addresses kept per LAN peer.
@@ -231,6 +235,7 @@ struct Inner {
     control: libp2p_stream::Control,
     state: watch::Receiver<ListenState>,
     connections: Connections,
+    identified: Identified,
     fast: FastTls,
     /// Fast addresses learned through `/shoal/fastpath/1`, with their time.
     fast_addrs: Mutex<HashMap<PeerId, (Instant, Vec<SocketAddr>)>>,
@@ -381,6 +386,7 @@ impl Net {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let connections: Connections = Arc::default();
+        let identified: Identified = Arc::default();
         let lan: LanPeers = Arc::default();
 
         let task = SwarmTask {
@@ -396,6 +402,7 @@ impl Net {
             explicit_ip_listeners,
             fast_bound,
             connections: connections.clone(),
+            identified: identified.clone(),
             events: event_tx,
             dropped_events: 0,
             dial_waiters: HashMap::new(),
@@ -424,6 +431,7 @@ impl Net {
                 control,
                 state: state_rx,
                 connections,
+                identified,
                 fast,
                 fast_addrs: Mutex::new(HashMap::new()),
                 bad_fast: Mutex::new(HashMap::new()),
@@ -526,6 +534,28 @@ impl Net {
             .flatten()
             .cloned()
             .collect()
+    }
+
+    /// Addresses at which `peer` may be dialed, as far as this node knows: its
+    /// fast-path addresses (if we asked it recently) first, then the listen
+    /// addresses its identify reported in the last 5 minutes (filtered
+    /// like identify's: no unspecified addresses, loopback only when we listen on
+    /// loopback, circuits only when it has nothing direct). Unverified hints
+    /// for others; empty when nothing is known.
+    pub fn peer_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = self
+            .cached_fast_addrs(peer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|sa| !sa.ip().is_unspecified())
+            .map(fast_multiaddr)
+            .collect();
+        if let Some((at, list)) = lock(&self.inner.identified).get(peer) {
+            if at.elapsed() < FAST_ADDR_TTL {
+                out.extend(list.iter().cloned());
+            }
+        }
+        out
     }
 
     /// Whether a libp2p connection to `peer` exists.
@@ -928,6 +958,7 @@ struct SwarmTask {
     explicit_ip_listeners: HashSet<ListenerId>,
     fast_bound: Vec<SocketAddr>,
     connections: Connections,
+    identified: Identified,
     events: mpsc::Sender<NetEvent>,
     dropped_events: u64,
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<()>>>>,
@@ -1355,6 +1386,17 @@ impl SwarmTask {
             self.learn_addr(peer, a.clone());
             if speaks_kad {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+        }
+        {
+            let mut ids = lock(&self.identified);
+            if !ids.contains_key(&peer) && ids.len() >= MAX_CACHED_PEERS {
+                ids.retain(|_, (at, _)| at.elapsed() < FAST_ADDR_TTL);
+            }
+            if ids.contains_key(&peer) || ids.len() < MAX_CACHED_PEERS {
+                let mut keep = usable.clone();
+                keep.truncate(ADDR_BOOK_ADDRS);
+                ids.insert(peer, (Instant::now(), keep));
             }
         }
         self.emit(NetEvent::PeerIdentified {

@@ -18,5 +18,8 @@ mod session;
 
 pub use error::NodeError;
 pub use limit::{Counters, Limits};
-pub use node::{Connector, DownloadHandle, Node, NodeConfig, PeerProgress, Progress};
+pub use node::{
+    AddressBook, Connector, DownloadHandle, Node, NodeConfig, PeerProgress, Progress,
+    PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
+};
 pub use session::{BoxStream, Stream};

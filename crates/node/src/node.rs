@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libp2p_identity::PeerId;
 use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message, HELLO_TIMEOUT};
 use shoal_core::{ContentId, Kind, Manifest};
+use shoal_net::Multiaddr;
 use shoal_store::{hash_bytes, Blob, Store, Visibility};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -52,7 +53,31 @@ pub trait Connector: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<BoxStream, NodeError>> + Send + '_>>;
     /// Peers believed to have the content; each is dialed at most once per download.
     fn peers(&self) -> Vec<PeerId>;
+    /// Peers of this content that other peers told us about (peer exchange),
+    /// with their addresses as unverified dial hints. The node has already
+    /// dropped itself, connected and banned peers, and capped the number (at
+    /// most [`PEX_NEW_PER_MESSAGE`] per message, [`PEX_MAX_LEARNED`] per
+    /// content). A connector that can dial them should return them from
+    /// [`peers`](Self::peers); the default ignores them.
+    fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let _ = peers;
+    }
 }
+
+/// Where the node finds dialable addresses of the peers it tells others about
+/// in peer exchange (`docs/protocol.md` §6.4).
+pub trait AddressBook: Send + Sync + 'static {
+    /// Addresses at which `peer` can be dialed, fit to be given to `to` (for
+    /// instance no loopback addresses to a peer that is not on loopback). The
+    /// node uses at most `MAX_PEX_ADDRS` of them, each at most `MAX_ADDR_LEN`
+    /// bytes; a peer with none is not offered.
+    fn addrs_for(&self, peer: &PeerId, to: &PeerId) -> Vec<Multiaddr>;
+}
+
+/// Most new peers taken from one received `PeerExchange`.
+pub const PEX_NEW_PER_MESSAGE: usize = 8;
+/// Most peers a download learns through peer exchange over its life.
+pub const PEX_MAX_LEARNED: usize = 64;
 
 /// One peer's share of a transfer.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) io_limit: Arc<Semaphore>,
     /// Node-wide rate limits and traffic counters, shared by every stream.
     pub(crate) meter: Arc<Meter>,
+    /// Addresses of peers, for peer exchange (none: peer exchange sends nothing).
+    pub(crate) book: OnceLock<Arc<dyn AddressBook>>,
 }
 
 /// Whether and how this node serves a content id to a peer that asks for it.
@@ -231,6 +258,7 @@ impl Node {
                 pool: BufPool::default(),
                 io_limit: Arc::new(Semaphore::new(io)),
                 meter: Arc::new(Meter::default()),
+                book: OnceLock::new(),
             }),
             seeds: Mutex::new(Vec::new()),
         }
@@ -244,6 +272,12 @@ impl Node {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// Gives the node the address source peer exchange offers peers from
+    /// (only the first call counts; without one, no peer is offered).
+    pub fn set_address_book(&self, book: Arc<dyn AddressBook>) {
+        let _ = self.shared.book.set(book);
     }
 
     /// Sets the node-wide rate limits; they apply at once to every open

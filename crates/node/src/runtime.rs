@@ -13,13 +13,17 @@ use std::time::Duration;
 
 use shoal_core::ticket::Provider;
 use shoal_core::{ContentId, Kind, Ticket};
+use shoal_net::addrs::multiaddr_ip;
 use shoal_net::PeerId;
 use shoal_net::{Multiaddr, Net, NetConfig, NetEvents, PathKind};
 use shoal_store::{Store, Visibility};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::{BoxStream, Connector, Counters, DownloadHandle, Limits, Node, NodeConfig, NodeError};
+use crate::{
+    AddressBook, BoxStream, Connector, Counters, DownloadHandle, Limits, Node, NodeConfig,
+    NodeError,
+};
 
 /// Inbound streams whose hello is being read at once; more wait in the net
 /// layer's bounded queue (which closes streams when full).
@@ -113,6 +117,7 @@ impl Peer {
         }
         let node = Arc::new(Node::new(store, net.peer_id(), node_config));
         node.set_limits(limits);
+        node.set_address_book(Arc::new(NetBook(net.clone())));
         let NetEvents {
             mut events,
             mut incoming,
@@ -395,11 +400,72 @@ impl Connector for NetConnector {
                 .await
                 .map_err(|e| NodeError::Io(std::io::Error::other(e.to_string())))?;
             lock(&self.known).paths.insert(peer, kind);
+            if kind == PathKind::Fast && !self.net.is_connected(&peer) {
+                // A fast-path connection tells the peer nothing about where we
+                // listen; a libp2p connection beside it does (identify), so the
+                // peer can pass our addresses on in peer exchange.
+                let net = self.net.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = net.dial(peer, &hints).await {
+                        tracing::debug!(%peer, error = %e, "no libp2p connection beside the fast path");
+                    }
+                });
+            }
             Ok(Box::new(stream) as BoxStream)
         })
     }
 
     fn peers(&self) -> Vec<PeerId> {
         lock(&self.known).order.clone()
+    }
+
+    fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let mut k = lock(&self.known);
+        for (peer, addrs) in peers {
+            if peer == self.local {
+                continue;
+            }
+            if !k.order.contains(&peer) {
+                if k.order.len() >= MAX_KNOWN_PEERS {
+                    break;
+                }
+                tracing::debug!(%peer, "peer learned through peer exchange");
+                k.order.push(peer);
+            }
+            // Hints we were given first (a ticket's) stay first.
+            let hints = k.hints.entry(peer).or_default();
+            for a in addrs {
+                if hints.len() >= MAX_HINTS {
+                    break;
+                }
+                if !hints.contains(&a) {
+                    hints.push(a);
+                }
+            }
+        }
+    }
+}
+
+/// Most dial hints kept per peer.
+const MAX_HINTS: usize = 16;
+
+/// The [`AddressBook`] of a [`Peer`]: what `Net` knows of each peer's
+/// addresses ([`Net::peer_addrs`]), without loopback addresses for a receiver
+/// that we do not reach over loopback.
+struct NetBook(Net);
+
+impl AddressBook for NetBook {
+    fn addrs_for(&self, peer: &PeerId, to: &PeerId) -> Vec<Multiaddr> {
+        let is_loopback = |a: &Multiaddr| multiaddr_ip(a).is_some_and(|ip| ip.is_loopback());
+        let to_on_loopback = self
+            .0
+            .connections()
+            .iter()
+            .any(|c| c.peer == *to && !c.relayed && is_loopback(&c.remote_addr));
+        self.0
+            .peer_addrs(peer)
+            .into_iter()
+            .filter(|a| to_on_loopback || !is_loopback(a))
+            .collect()
     }
 }

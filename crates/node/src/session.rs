@@ -9,11 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use libp2p_identity::PeerId;
 use shoal_core::proto::{
     decode_frame, decode_header, encode, encode_piece_header, Bitfield, CloseCode, ConnectionState,
     DenyReason, FrameHeader, Message, ProtoError, Received, HELLO_TIMEOUT, IDLE_TIMEOUT,
     KEEPALIVE_INTERVAL, LEN_PREFIX, MAX_FRAME_LEN, PIECE_HEADER_MAX,
 };
+use shoal_net::Multiaddr;
 use shoal_swarm::PeerKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
@@ -185,7 +187,13 @@ pub(crate) enum InMsg {
         first: u32,
         cvs: Vec<u8>,
     },
-    /// Nothing for the content task (keep-alive, peer exchange).
+    /// Peer exchange: the entries that parsed (spec §6.4; the codec bounds
+    /// them to 32 + 32 peers of at most 4 addresses).
+    PeerExchange {
+        added: Vec<(PeerId, Vec<Multiaddr>)>,
+        dropped: Vec<PeerId>,
+    },
+    /// Nothing for the content task (keep-alive).
     Nothing,
 }
 
@@ -333,7 +341,14 @@ fn own(msg: Message<'_>, r: Received, pool: &BufPool) -> SessionEvent {
             first,
             cvs: cvs.to_vec(),
         },
-        Message::PeerExchange { .. } | Message::KeepAlive => InMsg::Nothing,
+        Message::PeerExchange { added, dropped } => InMsg::PeerExchange {
+            added: added.iter().filter_map(|p| p.parse()).collect(),
+            dropped: dropped
+                .iter()
+                .filter_map(|b| PeerId::from_bytes(b).ok())
+                .collect(),
+        },
+        Message::KeepAlive => InMsg::Nothing,
     };
     SessionEvent::Msg(m)
 }

@@ -6,10 +6,12 @@
 //! line on stderr with a non-zero exit code.
 
 mod cli;
+mod client;
 mod commands;
 mod daemon_cmd;
 mod output;
 mod p2p;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<commands::AlreadyReported>() => ExitCode::FAILURE,
+        Err(err) if err.is::<remote::Detached>() => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
