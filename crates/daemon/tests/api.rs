@@ -140,6 +140,18 @@ async fn routes_answer_with_the_contract_shapes() {
         assert_eq!(s["peer_id"], d.state().peer().peer_id().to_string());
         assert!(!s["addresses"].as_array().unwrap().is_empty(), "{s}");
         assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+        let lower = api
+            .client
+            .get(format!("{}/api/v1/status", api.base))
+            .header("authorization", format!("bearer {}", api.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            lower.status(),
+            StatusCode::OK,
+            "the scheme is case-insensitive"
+        );
 
         let (code, v) = api.get("/api/v1/shares").await;
         assert_eq!((code, v), (StatusCode::OK, json!([])));
