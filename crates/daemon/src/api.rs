@@ -186,8 +186,10 @@ async fn auth(State(st): St, headers: HeaderMap, req: Request, next: Next) -> Re
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        // The scheme name is case-insensitive (RFC 9110).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
     match given {
         None => ApiError::unauthorized(
             "this request needs the API token: send Authorization: Bearer <token> (the token is in api.token in the data directory)",

@@ -13,14 +13,14 @@ fn limits_of(s: &Settings) -> Limits {
     }
 }
 
-/// Puts the settings that are fixed at start into a peer's configuration.
+/// Puts the settings into a peer's configuration before it starts.
 pub(crate) fn configure(cfg: &mut PeerConfig, s: &Settings) {
     cfg.net.limits.max_established = s.max_connections;
     cfg.node.max_peers = s.max_peers_per_transfer;
     cfg.limits = limits_of(s);
 }
 
-/// Applies the live limits to a running peer.
+/// Applies the live limits (upload, download) to a running peer.
 pub(crate) fn apply(peer: &Peer, s: &Settings) {
     peer.set_limits(limits_of(s));
 }
@@ -38,8 +38,7 @@ pub(crate) struct Counters {
     pub pieces_failed: u64,
 }
 
-/// The peer's traffic counters (bytes on transfer streams, pieces verified and
-/// failed), since the daemon started.
+/// The peer's traffic counters since it started.
 pub(crate) fn counters(st: &crate::AppState) -> Counters {
     let c = st.peer.counters();
     Counters {

@@ -1,5 +1,5 @@
 //! Transfers: downloads started through the API, each driven by a watcher task
-//! that owns its [`DownloadHandle`], publishes `transfer` events and keeps the
+//! that owns its [`shoal_node::DownloadHandle`], publishes `transfer` events and keeps the
 //! content served after it completes (state "seeding").
 //!
 //! Persisted in `<data-dir>/daemon/transfers.json` (temp file + fsync + rename)
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use shoal_node::runtime::{NetConnector, Peer};
-use shoal_node::{DownloadHandle, Progress};
+use shoal_node::Progress;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use utoipa::ToSchema;
 
@@ -174,6 +174,18 @@ struct Record {
 struct StateFile {
     version: u32,
     transfers: Vec<Record>,
+}
+
+/// How long one wait for a first provider lasts before commands are looked at again.
+const FIND_WAIT: Duration = Duration::from_secs(1);
+
+/// What a watcher needs to start a download.
+struct Job {
+    kind: Kind,
+    out: PathBuf,
+    name: Option<String>,
+    limit: Option<u64>,
+    conn: Arc<NetConnector>,
 }
 
 enum Cmd {
@@ -340,22 +352,6 @@ impl Transfers {
             .collect()
     }
 
-    /// Bytes downloaded and uploaded by every transfer's peers (as last seen).
-    pub fn byte_totals(&self) -> (u64, u64) {
-        let entries = lock(&self.entries);
-        let mut down = 0u64;
-        let mut up = 0u64;
-        for e in entries.values() {
-            if let Some(p) = &e.last {
-                for pp in &p.peers {
-                    down = down.saturating_add(pp.downloaded);
-                    up = up.saturating_add(pp.uploaded);
-                }
-            }
-        }
-        (down, up)
-    }
-
     /// Adds a transfer and starts it; if the content is already a transfer,
     /// returns that one and `false`.
     pub fn add(self: &Arc<Self>, new: NewTransfer) -> Result<(Transfer, bool), ApiError> {
@@ -436,14 +432,14 @@ impl Transfers {
             // Fetching by id: tell the DHT we are a provider, as `shoal get` does.
             self.peer.announce(id);
         }
-        let (handle, conn) = self.peer.fetch(
-            id,
-            e.rec.kind.into(),
-            &out,
-            e.rec.name.as_deref(),
-            &providers,
-        );
-        crate::limits::set_download_limit(&handle, e.rec.download_limit);
+        let conn = self.peer.connector(id, &providers);
+        let job = Job {
+            kind: e.rec.kind.into(),
+            out,
+            name: e.rec.name.clone(),
+            limit: e.rec.download_limit,
+            conn: conn.clone(),
+        };
         let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let generation = self
             .next_generation
@@ -455,17 +451,37 @@ impl Transfers {
         e.rec.state = TransferState::Queued;
         e.rec.error = None;
         drop(entries);
-        tokio::spawn(self.clone().watch(id, generation, handle, rx));
+        tokio::spawn(self.clone().watch(id, generation, job, rx));
     }
 
-    /// Follows one download until it is stopped.
+    /// Finds a first provider (waiting as long as it takes: the transfer
+    /// stays queued), then follows the download until it is stopped.
     async fn watch(
         self: Arc<Self>,
         id: ContentId,
         generation: u64,
-        mut handle: DownloadHandle,
+        mut job: Job,
         mut cmds: mpsc::Receiver<Cmd>,
     ) {
+        loop {
+            tokio::select! {
+                found = job.conn.wait_for_peers(FIND_WAIT) => if found { break },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::SetLimit(l)) => job.limit = l,
+                    Some(Cmd::Stop(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        let conn: Arc<dyn shoal_node::Connector> = job.conn.clone();
+        let mut handle =
+            self.peer
+                .node()
+                .download(id, job.kind, &job.out, job.name.as_deref(), conn);
+        crate::limits::set_download_limit(&handle, job.limit);
         let mut rx = handle.progress();
         let mut last_emit = Instant::now() - EVENT_EVERY;
         let mut closed = false;
@@ -496,24 +512,24 @@ impl Transfers {
                                 Err(_) => "the download stopped without saying why".to_owned(),
                             };
                             if !why.is_empty() {
-                                self.update(id, generation, Some(p), Some(why));
+                                self.update(id, generation, Some(p), Some(why), true);
                                 continue;
                             }
                         }
-                        self.update(id, generation, Some(p), None);
+                        self.update(id, generation, Some(p), None, true);
                         continue;
                     }
                     if last_emit.elapsed() >= EVENT_EVERY {
                         last_emit = Instant::now();
                         let p = rx.borrow_and_update().clone();
-                        self.update(id, generation, Some(p), None);
+                        self.update(id, generation, Some(p), None, false);
                     }
                 }
                 _ = tick.tick() => {
                     if last_emit.elapsed() >= EVENT_EVERY {
                         last_emit = Instant::now();
                         let p = rx.borrow().clone();
-                        self.update(id, generation, Some(p), None);
+                        self.update(id, generation, Some(p), None, false);
                     }
                 }
             }
@@ -522,7 +538,16 @@ impl Transfers {
 
     /// Records a progress snapshot (and a failure); emits an event when the
     /// state changed or the transfer moved; persists on state changes.
-    fn update(&self, id: ContentId, generation: u64, p: Option<Progress>, failed: Option<String>) {
+    /// `ended`: the download task is gone (a collection, which is not served
+    /// once complete, or a failure).
+    fn update(
+        &self,
+        id: ContentId,
+        generation: u64,
+        p: Option<Progress>,
+        failed: Option<String>,
+        ended: bool,
+    ) {
         let (view, changed) = {
             let mut entries = lock(&self.entries);
             let Some(e) = entries.get_mut(&id) else {
@@ -536,8 +561,13 @@ impl Transfers {
             if let Some(p) = p {
                 e.rec.total_bytes = p.total_bytes.or(e.rec.total_bytes);
                 e.rec.done_bytes = p.done_bytes;
-                let failed = failed.clone().or(p.failed.clone());
-                e.rec.state = if p.complete {
+                let mut failed = failed.clone().or(p.failed.clone());
+                if ended && !p.complete && failed.is_none() {
+                    failed = Some("the download stopped before it finished; resume it".to_owned());
+                }
+                e.rec.state = if p.complete && ended {
+                    TransferState::Completed
+                } else if p.complete {
                     TransferState::Seeding
                 } else if failed.is_some() {
                     TransferState::Failed
@@ -555,8 +585,8 @@ impl Transfers {
                 }
                 e.last = Some(p);
             }
-            if e.rec.state == TransferState::Failed {
-                // A failed download is stopped: its watcher ends.
+            if ended || e.rec.state == TransferState::Failed {
+                // A failed or ended download is stopped: its watcher ends.
                 e.cmds = None;
                 e.conn = None;
             }

@@ -140,6 +140,18 @@ async fn routes_answer_with_the_contract_shapes() {
         assert_eq!(s["peer_id"], d.state().peer().peer_id().to_string());
         assert!(!s["addresses"].as_array().unwrap().is_empty(), "{s}");
         assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+        let lower = api
+            .client
+            .get(format!("{}/api/v1/status", api.base))
+            .header("authorization", format!("bearer {}", api.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            lower.status(),
+            StatusCode::OK,
+            "the scheme is case-insensitive"
+        );
 
         let (code, v) = api.get("/api/v1/shares").await;
         assert_eq!((code, v), (StatusCode::OK, json!([])));
@@ -528,6 +540,15 @@ async fn pause_keeps_progress_and_resume_completes() {
         assert_eq!(t["state"], "paused");
         let done = t["done_bytes"].as_u64().unwrap();
         assert!(done < 4 << 20, "paused before the end: {t}");
+        let (code, t) = ab
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/transfers/{id}"),
+                Some(json!({"download_limit": 8388608})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        assert_eq!(t["download_limit"], 8388608);
         assert!(
             out.join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
                 .exists(),
@@ -693,10 +714,41 @@ async fn settings_patch_is_applied_saved_and_survives_a_restart() {
             .await;
         assert_eq!(s2["upload_limit"], 1048576, "fields not patched are kept");
         assert_eq!(s2["download_limit"], 2048);
+        let live = d.state().peer().limits();
+        assert_eq!(
+            (live.upload, live.download),
+            (Some(1048576), Some(2048)),
+            "the limits apply to the running peer"
+        );
+        let (_, s3) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"download_limit": null})),
+            )
+            .await;
+        assert_eq!(s3["download_limit"], Value::Null);
+        assert_eq!(d.state().peer().limits().download, None);
+        let (_, s2) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"download_limit": 2048})),
+            )
+            .await;
         d.shutdown().await;
         let d = start(tmp.path()).await;
         let (_, g) = Api::new(&d).get("/api/v1/settings").await;
         assert_eq!(g, s2, "settings persist across a restart");
+        assert_eq!(d.state().peer().limits().upload, Some(1048576));
+        d.shutdown().await;
+        // Flags and environment variables (pinned) win over saved settings.
+        let mut cfg = config(tmp.path());
+        cfg.pinned.upload_limit = Some(Some(4096));
+        let d = Daemon::start(cfg).await.unwrap();
+        let (_, g) = Api::new(&d).get("/api/v1/settings").await;
+        assert_eq!(g["upload_limit"], 4096);
+        assert_eq!(g["download_limit"], 2048);
         d.shutdown().await;
     })
     .await;
@@ -756,6 +808,151 @@ async fn openapi_document_lists_every_route_and_the_bearer_scheme() {
             );
         }
         d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_downloads_as_a_collection_and_ends_completed() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let folder = tmp.path().join("photos");
+        std::fs::create_dir_all(folder.join("2024")).unwrap();
+        let x = random_file(&folder, "x.jpg", 700_000);
+        let y = random_file(&folder.join("2024"), "y.jpg", 5_000);
+        let (code, s) = aa
+            .post(
+                "/api/v1/shares",
+                json!({"path": folder.to_str().unwrap(), "public": false}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{s}");
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap(), "name": "photos"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        assert_eq!(t["kind"], "collection");
+        let t = ab
+            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .await;
+        assert_eq!(t["progress"], 1.0);
+        assert_eq!(t["total_bytes"], 705_000);
+        assert_eq!(
+            std::fs::read(out.join("photos/x.jpg")).unwrap(),
+            std::fs::read(&x).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(out.join("photos/2024/y.jpg")).unwrap(),
+            std::fs::read(&y).unwrap()
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_starts_with_the_transfers_then_reports_every_change() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        // Content nobody has: the transfer stays queued.
+        let missing = "ef".repeat(32);
+        let out = tmp.path().join("out");
+        let (code, _) = api
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": missing, "output": out.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED);
+        let events = api
+            .client
+            .get(format!("{}/api/v1/events", api.base))
+            .bearer_auth(&api.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), StatusCode::OK);
+        let reader = tokio::spawn(read_events(events, |n, _| n == "settings"));
+        let f = random_file(tmp.path(), "s.bin", 1000);
+        let s = share(&api, &f).await;
+        let sid = s["id"].as_str().unwrap().to_owned();
+        let (code, _) = api
+            .call(Method::DELETE, &format!("/api/v1/shares/{sid}"), None)
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, _) = api
+            .post(&format!("/api/v1/transfers/{missing}/cancel"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, _) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"upload_limit": 1000})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK);
+        let seen = reader.await.unwrap();
+        assert_eq!(seen[0].0, "transfer", "{seen:?}");
+        assert_eq!(seen[0].1["id"], missing);
+        assert_eq!(seen[0].1["state"], "queued");
+        let pos = |name: &str, pred: &dyn Fn(&Value) -> bool| {
+            seen.iter()
+                .position(|(n, v)| n == name && pred(v))
+                .unwrap_or_else(|| panic!("no {name} event in {seen:?}"))
+        };
+        let added = pos("share", &|v| v["id"] == sid);
+        let removed = pos("share_removed", &|v| v["id"] == sid);
+        let cancelled = pos("transfer_removed", &|v| v["id"] == missing);
+        let settings = pos("settings", &|v| v["upload_limit"] == 1000);
+        assert!(
+            added < removed && removed < cancelled && cancelled < settings,
+            "{seen:?}"
+        );
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_download_limit_paces_the_download() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let src = random_file(tmp.path(), "f.bin", 3 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let started = std::time::Instant::now();
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap(), "download_limit": 1048576}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        assert_eq!(t["download_limit"], 1048576);
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding").await;
+        let secs = started.elapsed().as_secs_f64();
+        // 3 MiB at 1 MiB/s: well over 1.5 s even with the bucket's burst.
+        assert!(secs >= 1.5, "3 MiB at 1 MiB/s took only {secs:.2} s");
+        assert_eq!(std::fs::read(out.join(&id)).unwrap(), std::fs::read(&src).unwrap());
+        b.shutdown().await;
+        a.shutdown().await;
     })
     .await;
 }
