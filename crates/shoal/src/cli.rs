@@ -30,7 +30,9 @@ pub struct Global {
     /// Work without the shoal daemon even when one runs for the data dir
     /// (`share`, `get`, `shares` and `rm` then run in the foreground as they do
     /// when no daemon runs).
-    #[arg(long, global = true, env = "SHOAL_NO_DAEMON")]
+    /// `SHOAL_NO_DAEMON` takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, global = true, env = "SHOAL_NO_DAEMON", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_daemon: bool,
 }
 

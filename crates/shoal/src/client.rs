@@ -705,6 +705,39 @@ mod tests {
     }
 
     #[test]
+    fn live_daemon_that_never_answers_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Accepts connections (the kernel does) but never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::fs::write(
+            dir.path().join("daemon.json"),
+            format!(r#"{{"pid": {}, "api": "{addr}"}}"#, std::process::id()),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("api.token"), "00ff\n").expect("write");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let found = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), Daemon::discover(dir.path())).await
+            })
+            .expect("discovery is bounded by its own timeout");
+        let err = found.expect_err("a silent daemon is an error").to_string();
+        assert!(
+            err.contains(&format!(
+                "(pid {}) is not answering at {addr}: no answer within 2 s",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("--no-daemon"), "{err}");
+        drop(listener);
+    }
+
+    #[test]
     fn transfer_result_path_and_path_label() {
         let mut t = Transfer {
             id: "ab".into(),

@@ -288,8 +288,34 @@ fn share_and_get_through_two_daemons() {
     let ticket = out.lines().next().expect("a ticket line").to_owned();
     assert!(ticket.starts_with("shoal1"), "{out}");
     let shares = json(&a_dir, &["shares", "--json"]);
-    assert_eq!(shares[0]["ticket"], ticket.as_str(), "{shares}");
-    assert_eq!(shares[0]["public"], false, "unlisted by default: {shares}");
+    let shares: Vec<Value> = serde_json::from_value(shares).expect("array");
+    assert_eq!(shares.len(), 1, "{shares:?}");
+    assert_eq!(shares[0]["ticket"], ticket.as_str(), "{shares:?}");
+    assert_eq!(
+        shares[0]["public"], false,
+        "unlisted by default: {shares:?}"
+    );
+
+    // `--json` has the foreground command's shape.
+    let small = t.path().join("small.bin");
+    std::fs::write(&small, data(1000, 5)).expect("write");
+    let v = json(
+        &a_dir,
+        &[
+            "share",
+            "--json",
+            "--public",
+            small.to_str().expect("utf-8"),
+        ],
+    );
+    let status = json(&a_dir, &["status", "--json"]);
+    assert_eq!(v["peer"], status["peer_id"], "{v}");
+    assert_eq!(v["addrs"], status["ticket_addresses"], "{v}");
+    assert_eq!(v["public"], true, "{v}");
+    assert_eq!(v["size"], 1000);
+    assert!(v["ticket"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("shoal1")));
 
     // `get` through daemon B: plain progress lines on a non-terminal stderr,
     // the result path on stdout.
