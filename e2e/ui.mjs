@@ -205,10 +205,10 @@ try {
   check(await trErr.isHidden(), 'the transfer form still shows the earlier error after a success');
   const started = Date.now();
   const stateOf = () => item.getByTestId('transfer-state').getAttribute('data-state');
-  await until('B shows the transfer downloading', 20_000, async () => {
+  await until('B shows the transfer downloading, with some bytes done', 20_000, async () => {
     const st = await stateOf();
     check(st !== 'seeding' && st !== 'completed', 'the transfer finished at once: its 256 KiB/s download limit was not applied');
-    return st === 'downloading';
+    return st === 'downloading' && !(await textOf(item.getByTestId('transfer-bytes'))).startsWith('0 B');
   });
   check((await textOf(item.getByTestId('transfer-peers'))).includes('limit 256 KiB/s'), 'the transfer does not show its download limit');
   await item.getByTestId('transfer-pause').click();
