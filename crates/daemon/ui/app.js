@@ -546,6 +546,7 @@
         upsertTransfer(await api('POST', '/transfers', body));
         tid('transfer-ticket-input').value = '';
         tid('transfer-name-input').value = '';
+        tid('transfer-limit-input').value = '';
       } catch (e) {
         showError(err, e);
       } finally {
