@@ -192,15 +192,38 @@ try {
   await trErr.waitFor({ state: 'visible' });
   log(`transfer form error shown: ${await textOf(trErr)}`);
 
-  step = 'download in B';
+  step = 'download in B, slowed by a limit, paused and resumed';
   await pageB.getByTestId('transfer-ticket-input').fill(ticket);
   // Tickets carry no file name: without one the download is named by its id.
   await pageB.getByTestId('transfer-name-input').fill(path.basename(file));
+  // 256 KiB/s keeps a few MiB busy for seconds: time to pause it.
+  await pageB.getByTestId('transfer-limit-input').fill('256');
+  await pageB.getByTestId('transfer-limit-unit').selectOption({ label: 'KiB/s' });
   await pageB.getByTestId('transfer-add-button').click();
   const item = pageB.getByTestId('transfer-item').first();
   await item.waitFor({ state: 'visible' });
   check(await trErr.isHidden(), 'the transfer form still shows the earlier error after a success');
   const started = Date.now();
+  const stateOf = () => item.getByTestId('transfer-state').getAttribute('data-state');
+  await until('B shows the transfer downloading, with some bytes done', 20_000, async () => {
+    const st = await stateOf();
+    check(st !== 'seeding' && st !== 'completed', 'the transfer finished at once: its 256 KiB/s download limit was not applied');
+    return st === 'downloading' && !(await textOf(item.getByTestId('transfer-bytes'))).startsWith('0 B');
+  });
+  check((await textOf(item.getByTestId('transfer-peers'))).includes('limit 256 KiB/s'), 'the transfer does not show its download limit');
+  await item.getByTestId('transfer-pause').click();
+  await until('B shows the transfer paused', 10_000, async () => (await stateOf()) === 'paused');
+  check(await item.getByTestId('transfer-resume').isVisible(), 'a paused transfer offers no Resume button');
+  check(await item.getByTestId('transfer-pause').isHidden(), 'a paused transfer still offers Pause');
+  const pausedAt = await textOf(item.getByTestId('transfer-bytes'));
+  log(`paused at ${pausedAt} (${await textOf(item.getByTestId('transfer-percent'))})`);
+  await item.getByTestId('transfer-resume').click();
+  await until('B shows the transfer running again', 10_000, async () => ['downloading', 'seeding', 'completed'].includes(await stateOf()));
+  // Lift the limit through the transfer's own form.
+  await item.getByTestId('transfer-peers').click();
+  await item.getByTestId('transfer-item-limit-input').fill('');
+  await item.getByTestId('transfer-item-limit-button').click();
+  await until('the limit is lifted', 10_000, async () => !(await textOf(item.getByTestId('transfer-peers'))).includes('limit'));
   await until('B shows the transfer at 100 %, seeding or completed', downloadTimeout, async () => {
     const st = await item.getByTestId('transfer-state').getAttribute('data-state');
     if (st === 'failed') throw new Failure(`the transfer failed: ${await textOf(item.getByTestId('transfer-error'))}`);
@@ -210,7 +233,6 @@ try {
   log(`B shows ${await textOf(item.getByTestId('transfer-name'))}: ${await textOf(item.getByTestId('transfer-state'))}, `
     + `${await textOf(item.getByTestId('transfer-bytes'))} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
   check(await textOf(item.getByTestId('transfer-name')) === path.basename(file), 'the transfer is not named after the shared file');
-  await item.getByTestId('transfer-peers').click(); // expands the peer list
   await pageB.screenshot({ path: path.join(artifacts, 'transfers-b.png'), fullPage: true });
   await pageA.screenshot({ path: path.join(artifacts, 'shares-a.png'), fullPage: true });
 

@@ -417,12 +417,15 @@
       }
     };
     for (const a of ['pause', 'resume', 'cancel']) tid(`transfer-${a}`, el).addEventListener('click', act(a));
+    const limitInput = tid('transfer-item-limit-input', el);
+    limitInput.addEventListener('input', () => { limitInput.dataset.dirty = '1'; });
     tid('transfer-limit-form', el).addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const r = readRate(tid('transfer-item-limit-input', el), tid('transfer-item-limit-unit', el));
       if (r.error) { showError(errEl, r.error); return; }
       showError(errEl, null);
       try {
+        limitInput.dataset.dirty = '';
         upsertTransfer(await api('PATCH', `/transfers/${encodeURIComponent(id)}`, { download_limit: r.value }));
       } catch (e) {
         showError(errEl, e);
@@ -479,6 +482,10 @@
       li.append(id, ' ', badge, ' ', meta);
       return li;
     }));
+    const limitInput = tid('transfer-item-limit-input', el);
+    if (!limitInput.dataset.dirty && document.activeElement !== limitInput) {
+      writeRate(limitInput, tid('transfer-item-limit-unit', el), t.download_limit);
+    }
     // Only offer what makes sense in this state.
     tid('transfer-pause', el).hidden = !(t.state === 'queued' || t.state === 'downloading');
     tid('transfer-resume', el).hidden = t.state !== 'paused' && t.state !== 'failed';
@@ -539,6 +546,7 @@
         upsertTransfer(await api('POST', '/transfers', body));
         tid('transfer-ticket-input').value = '';
         tid('transfer-name-input').value = '';
+        tid('transfer-limit-input').value = '';
       } catch (e) {
         showError(err, e);
       } finally {

@@ -16,8 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const DAEMON_START: Duration = Duration::from_secs(60);
-/// schemathesis is given 90 s (`--max-time`); this is the backstop.
-const FUZZ_LIMIT: Duration = Duration::from_secs(150);
+/// schemathesis is given 60 s (`--max-time`); this is the backstop.
+const FUZZ_LIMIT: Duration = Duration::from_secs(120);
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 
 fn repo_root() -> PathBuf {
@@ -196,7 +196,9 @@ fn api_answers_schemathesis_generated_requests_without_server_errors() {
         // The event stream never ends by design: a request to it cannot finish.
         .args(["--exclude-path", "/api/v1/events"])
         .args(["--max-examples", "30"])
-        .args(["--max-time", "90"])
+        .args(["--max-time", "60"])
+        // Slow generation on a loaded machine is not a finding about the API.
+        .args(["--suppress-health-check", "too_slow,filter_too_much"])
         .args(["--request-timeout", "20"])
         .args(["--workers", "1"])
         .args(["--seed", "20261122"])
