@@ -234,6 +234,57 @@ pub fn socket_count(pid: u32) -> SocketCount {
     c
 }
 
+/// How often, over periodic samples, some thread of a process was running
+/// (or runnable) and how often some thread was in uninterruptible disk wait: a
+/// profile without `perf` of where a process's wall time goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStates {
+    pub samples: u32,
+    /// Samples with at least one thread in state R.
+    pub running: u32,
+    /// Samples with at least one thread in state D (usually fsync or writeback).
+    pub disk_wait: u32,
+}
+
+impl ThreadStates {
+    /// Adds one sample of `pid`'s threads; a vanished process adds nothing.
+    pub fn sample(&mut self, pid: u32) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return;
+        };
+        let (mut r, mut d, mut any) = (false, false, false);
+        for e in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            any = true;
+            match thread_state(&stat) {
+                Some('R') => r = true,
+                Some('D') => d = true,
+                _ => {}
+            }
+        }
+        if any {
+            self.samples += 1;
+            self.running += u32::from(r);
+            self.disk_wait += u32::from(d);
+        }
+    }
+
+    pub fn percent(n: u32, of: u32) -> f64 {
+        if of == 0 {
+            0.0
+        } else {
+            100.0 * f64::from(n) / f64::from(of)
+        }
+    }
+}
+
+/// The state letter of a `/proc/.../stat` line (after the command name).
+fn thread_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// Whether some socket listens on TCP `port` (any address): readiness of a
 /// server without connecting to it (a connection would use up a one-shot
 /// server like `socat`).
@@ -271,6 +322,18 @@ mod tests {
         let l = "   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0";
         assert_eq!(parse_net_line(l), Some((8080, TCP_LISTEN, 123456)));
         assert_eq!(parse_net_line("  sl  local_address rem_address"), None);
+    }
+
+    #[test]
+    fn thread_state_is_read_after_a_command_name_with_parentheses() {
+        assert_eq!(thread_state("42 (tokio (w) 1) D 1 42"), Some('D'));
+        assert_eq!(thread_state("garbage"), None);
+        let mut t = ThreadStates::default();
+        t.sample(std::process::id());
+        assert_eq!(t.samples, 1);
+        assert_eq!(t.running, 1, "the sampling thread itself is running");
+        assert!((ThreadStates::percent(1, 4) - 25.0).abs() < 1e-9);
+        assert_eq!(ThreadStates::percent(1, 0), 0.0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::measure::{self, SocketCount, Usage};
+use crate::measure::{self, SocketCount, ThreadStates, Usage};
 
 /// A program to run: path, arguments, extra environment.
 #[derive(Clone, Debug)]
@@ -349,11 +349,20 @@ impl Drop for Daemon {
     }
 }
 
+/// What [`SocketSampler`] saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sampled {
+    pub sender_sockets: SocketCount,
+    pub receiver_sockets: SocketCount,
+    pub receiver_threads: ThreadStates,
+}
+
 /// Samples the sockets of processes every 20 ms until stopped, keeping the maximum
-/// of each count: which transports a transfer really used.
+/// of each count (which transports a transfer really used), and the receiver's
+/// thread states.
 pub struct SocketSampler {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<(SocketCount, SocketCount)>,
+    handle: JoinHandle<Sampled>,
 }
 
 impl SocketSampler {
@@ -362,21 +371,21 @@ impl SocketSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let (mut s, mut r) = (SocketCount::default(), SocketCount::default());
+            let mut out = Sampled::default();
             while !flag.load(Ordering::Relaxed) {
-                s = s.max(measure::socket_count(server));
+                out.sender_sockets = out.sender_sockets.max(measure::socket_count(server));
                 if let Some(child) = child_of(wrapper) {
-                    r = r.max(measure::socket_count(child));
+                    out.receiver_threads.sample(child);
+                    out.receiver_sockets = out.receiver_sockets.max(measure::socket_count(child));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            (s, r)
+            out
         });
         SocketSampler { stop, handle }
     }
 
-    /// (server, receiver) maxima.
-    pub fn finish(self) -> (SocketCount, SocketCount) {
+    pub fn finish(self) -> Sampled {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or_default()
     }

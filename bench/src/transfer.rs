@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::measure::{SocketCount, Usage};
+use crate::measure::{SocketCount, ThreadStates, Usage};
 use crate::procs::{self, Cmd, Daemon, Measured, ServerUsage, SocketSampler, Sshd};
 
 /// The ways of moving the file, in the order each round runs them.
@@ -91,6 +91,8 @@ struct Sample {
     sender: Option<ServerUsage>,
     /// Transport evidence, for the shoal rows.
     path: Option<PathEvidence>,
+    /// The receiver's thread states over the transfer, for the shoal rows.
+    threads: Option<ThreadStates>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -237,7 +239,7 @@ pub fn run(opts: Options) -> Result<()> {
             match res {
                 Ok(s) => {
                     eprintln!(
-                        "  {:<18} {:>7.3} s  recv {:.2} CPU s {:.0} MiB{}{}",
+                        "  {:<18} {:>7.3} s  recv {:.2} CPU s {:.0} MiB{}{}{}",
                         m.label(),
                         s.wall.as_secs_f64(),
                         s.receiver.cpu_s,
@@ -252,7 +254,10 @@ pub fn run(opts: Options) -> Result<()> {
                         )),
                         s.path
                             .as_ref()
-                            .map_or(String::new(), |p| format!("  [{}]", p.summary()))
+                            .map_or(String::new(), |p| format!("  [{}]", p.summary())),
+                        s.threads
+                            .as_ref()
+                            .map_or(String::new(), |t| format!("  [{}]", threads_note(t)))
                     );
                     samples[i].push(s);
                 }
@@ -419,7 +424,7 @@ fn run_shoal(setup: &Setup, quic_only: bool, dir: &Path) -> Result<Sample> {
     let measured = Measured::spawn(&get, &dir.join("get.usage"), &get_log)?;
     let sampler = SocketSampler::start(seeder.pid(), measured.wrapper_pid());
     let f = measured.wait(setup.timeout);
-    let (sender_sockets, receiver_sockets) = sampler.finish();
+    let sampled = sampler.finish();
     let sender = seeder.usage(hwm_reset);
     seeder.stop()?;
     let f = f?;
@@ -432,9 +437,10 @@ fn run_shoal(setup: &Setup, quic_only: bool, dir: &Path) -> Result<Sample> {
         sender: Some(sender),
         path: Some(PathEvidence {
             reported: summary.paths,
-            receiver_sockets,
-            sender_sockets,
+            receiver_sockets: sampled.receiver_sockets,
+            sender_sockets: sampled.sender_sockets,
         }),
+        threads: Some(sampled.receiver_threads),
     })
 }
 
@@ -524,7 +530,7 @@ fn run_scp(setup: &Setup, dir: &Path, sshd: &mut Sshd) -> Result<Sample> {
         wall: f.usage.wall,
         receiver: f.usage,
         sender: Some(sender),
-        path: None,
+        ..Sample::default()
     })
 }
 
@@ -593,7 +599,7 @@ fn run_rqbit(setup: &Setup, dir: &Path) -> Result<Sample> {
         wall: f.usage.wall,
         receiver: f.usage,
         sender: Some(sender),
-        path: None,
+        ..Sample::default()
     })
 }
 
@@ -629,11 +635,19 @@ fn run_socat(setup: &Setup, dir: &Path) -> Result<Sample> {
             cpu_s: s.usage.cpu_s,
             max_rss_kib: Some(s.usage.max_rss_kib),
         }),
-        path: None,
+        ..Sample::default()
     })
 }
 
 // ---------------------------------------------------------------- report
+
+fn threads_note(t: &ThreadStates) -> String {
+    format!(
+        "get threads: running {:.0} %, disk wait {:.0} % of samples",
+        ThreadStates::percent(t.running, t.samples),
+        ThreadStates::percent(t.disk_wait, t.samples)
+    )
+}
 
 struct Report {
     size: u64,
@@ -728,6 +742,9 @@ impl Report {
                     let mut notes = Vec::new();
                     if let Some(p) = &b.sample.path {
                         notes.push(p.summary());
+                    }
+                    if let Some(th) = &b.sample.threads {
+                        notes.push(threads_note(th));
                     }
                     if b.rounds < self.runs as usize {
                         notes.push(format!(
@@ -850,6 +867,11 @@ impl Report {
                             "receiver_peak_rss_kib": s.receiver.max_rss_kib,
                             "sender_cpu_s": s.sender.map(|u| u.cpu_s),
                             "sender_peak_rss_kib": s.sender.and_then(|u| u.max_rss_kib),
+                            "receiver_threads": s.threads.map(|t| json!({
+                                "samples": t.samples,
+                                "running": t.running,
+                                "disk_wait": t.disk_wait,
+                            })),
                             "path": s.path.as_ref().map(|p| json!({
                                 "reported": p.reported,
                                 "receiver_tcp_established": p.receiver_sockets.tcp_established,
@@ -936,7 +958,7 @@ mod tests {
                 cpu_s: 0.5,
                 max_rss_kib: Some(rss * 2),
             }),
-            path: None,
+            ..Sample::default()
         }
     }
 
