@@ -22,6 +22,8 @@ pub struct Usage {
     pub wall: Duration,
     /// User + system CPU seconds, including the process's own waited children.
     pub cpu_s: f64,
+    /// The system (kernel) part of `cpu_s`: socket and page-cache copies, fsync.
+    pub sys_s: f64,
     /// Peak resident set size in KiB (the largest of the process tree).
     pub max_rss_kib: u64,
 }
@@ -59,7 +61,8 @@ pub fn parse_report(s: &str) -> Result<(i32, Usage)> {
         .parse()
         .with_context(|| format!("exit code in measure report {s:?} is not a number"))?;
     let wall = Duration::from_secs_f64(num(1)?);
-    let cpu_s = num(2)? + num(3)?;
+    let sys_s = num(3)?;
+    let cpu_s = num(2)? + sys_s;
     let max_rss_kib: u64 = f[4]
         .parse()
         .with_context(|| format!("peak RSS in measure report {s:?} is not a number"))?;
@@ -68,6 +71,7 @@ pub fn parse_report(s: &str) -> Result<(i32, Usage)> {
         Usage {
             wall,
             cpu_s,
+            sys_s,
             max_rss_kib,
         },
     ))
@@ -117,6 +121,16 @@ pub fn proc_cpu_s(pid: u32) -> Option<f64> {
     let f = stat_fields(pid)?;
     // Field n of stat is f[n - 3]: utime is 14, stime 15.
     Some((f.get(11)? + f.get(12)?) as f64 / TICKS_PER_S)
+}
+
+/// System CPU seconds of a live process (stime).
+pub fn proc_sys_s(pid: u32) -> Option<f64> {
+    Some(*stat_fields(pid)?.get(12)? as f64 / TICKS_PER_S)
+}
+
+/// System CPU seconds of a process's reaped children (cstime).
+pub fn proc_children_sys_s(pid: u32) -> Option<f64> {
+    Some(*stat_fields(pid)?.get(14)? as f64 / TICKS_PER_S)
 }
 
 /// CPU seconds of a process's reaped children (cutime + cstime).
@@ -305,6 +319,7 @@ mod tests {
         assert_eq!(code, 0);
         assert_eq!(u.wall, Duration::from_millis(1500));
         assert!((u.cpu_s - 0.75).abs() < 1e-9);
+        assert!((u.sys_s - 0.5).abs() < 1e-9);
         assert_eq!(u.max_rss_kib, 40_960);
         assert!((u.rss_mib() - 40.0).abs() < 1e-9);
     }
@@ -347,6 +362,7 @@ mod tests {
     fn this_process_has_cpu_time_and_a_peak_rss() {
         let pid = std::process::id();
         assert!(proc_cpu_s(pid).is_some());
+        assert!(proc_sys_s(pid).unwrap() <= proc_cpu_s(pid).unwrap() + 0.02);
         assert!(proc_hwm_kib(pid).unwrap_or(0) > 0);
     }
 

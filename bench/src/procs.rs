@@ -196,13 +196,17 @@ pub struct Daemon {
     name: String,
     lines: Option<mpsc::Receiver<String>>,
     cpu0: f64,
+    sys0: f64,
     children_cpu0: f64,
+    children_sys0: f64,
 }
 
 /// CPU and peak RSS of a server over one measured interval.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerUsage {
     pub cpu_s: f64,
+    /// The system part of `cpu_s`.
+    pub sys_s: f64,
     /// `None` when the peak could not be isolated to the interval.
     pub max_rss_kib: Option<u64>,
 }
@@ -236,7 +240,9 @@ impl Daemon {
             name: name.to_owned(),
             lines,
             cpu0: 0.0,
+            sys0: 0.0,
             children_cpu0: 0.0,
+            children_sys0: 0.0,
         })
     }
 
@@ -291,7 +297,9 @@ impl Daemon {
     pub fn begin(&mut self) -> bool {
         let pid = self.pid();
         self.cpu0 = measure::proc_cpu_s(pid).unwrap_or(0.0);
+        self.sys0 = measure::proc_sys_s(pid).unwrap_or(0.0);
         self.children_cpu0 = measure::proc_children_cpu_s(pid).unwrap_or(0.0);
+        self.children_sys0 = measure::proc_children_sys_s(pid).unwrap_or(0.0);
         measure::reset_hwm(pid)
     }
 
@@ -300,6 +308,7 @@ impl Daemon {
         let pid = self.pid();
         ServerUsage {
             cpu_s: (measure::proc_cpu_s(pid).unwrap_or(0.0) - self.cpu0).max(0.0),
+            sys_s: (measure::proc_sys_s(pid).unwrap_or(0.0) - self.sys0).max(0.0),
             max_rss_kib: measure::proc_hwm_kib(pid).filter(|_| hwm_was_reset),
         }
     }
@@ -314,6 +323,7 @@ impl Daemon {
         }
         ServerUsage {
             cpu_s: (measure::proc_children_cpu_s(pid).unwrap_or(0.0) - self.children_cpu0).max(0.0),
+            sys_s: (measure::proc_children_sys_s(pid).unwrap_or(0.0) - self.children_sys0).max(0.0),
             max_rss_kib: None,
         }
     }

@@ -239,14 +239,16 @@ pub fn run(opts: Options) -> Result<()> {
             match res {
                 Ok(s) => {
                     eprintln!(
-                        "  {:<18} {:>7.3} s  recv {:.2} CPU s {:.0} MiB{}{}{}",
+                        "  {:<18} {:>7.3} s  recv {:.2} CPU s ({:.2} sys) {:.0} MiB{}{}{}",
                         m.label(),
                         s.wall.as_secs_f64(),
                         s.receiver.cpu_s,
+                        s.receiver.sys_s,
                         s.receiver.rss_mib(),
                         s.sender.map_or(String::new(), |u| format!(
-                            "  send {:.2} CPU s{}",
+                            "  send {:.2} CPU s ({:.2} sys){}",
                             u.cpu_s,
+                            u.sys_s,
                             u.max_rss_kib.map_or(String::new(), |k| format!(
                                 " {:.0} MiB",
                                 k as f64 / 1024.0
@@ -633,6 +635,7 @@ fn run_socat(setup: &Setup, dir: &Path) -> Result<Sample> {
         receiver: r.usage,
         sender: Some(ServerUsage {
             cpu_s: s.usage.cpu_s,
+            sys_s: s.usage.sys_s,
             max_rss_kib: Some(s.usage.max_rss_kib),
         }),
         ..Sample::default()
@@ -715,7 +718,7 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "| method | wall s | GB/s | × cp | receiver CPU s | receiver peak RSS MiB | sender CPU s | sender peak RSS MiB | notes |"
+            "| method | wall s | GB/s | × cp | receiver CPU s (sys) | receiver peak RSS MiB | sender CPU s (sys) | sender peak RSS MiB | notes |"
         );
         let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
         let cp = self.wall_of(Method::Cp);
@@ -856,16 +859,20 @@ impl Report {
                                 "gb_per_s": self.size as f64 / w / 1e9,
                                 "ratio_to_cp": cp.map(|c| w / c),
                                 "receiver_cpu_s": b.sample.receiver.cpu_s,
+                                "receiver_sys_s": b.sample.receiver.sys_s,
                                 "receiver_peak_rss_mib": b.receiver_rss_kib as f64 / 1024.0,
                                 "sender_cpu_s": b.sample.sender.map(|u| u.cpu_s),
+                                "sender_sys_s": b.sample.sender.map(|u| u.sys_s),
                                 "sender_peak_rss_mib": b.sender_rss_kib.map(|k| k as f64 / 1024.0),
                             })
                         }),
                         "rounds": samples.iter().map(|s| json!({
                             "wall_s": s.wall.as_secs_f64(),
                             "receiver_cpu_s": s.receiver.cpu_s,
+                            "receiver_sys_s": s.receiver.sys_s,
                             "receiver_peak_rss_kib": s.receiver.max_rss_kib,
                             "sender_cpu_s": s.sender.map(|u| u.cpu_s),
+                            "sender_sys_s": s.sender.map(|u| u.sys_s),
                             "sender_peak_rss_kib": s.sender.and_then(|u| u.max_rss_kib),
                             "receiver_threads": s.threads.map(|t| json!({
                                 "samples": t.samples,
@@ -952,10 +959,12 @@ mod tests {
             receiver: Usage {
                 wall: Duration::from_millis(wall_ms),
                 cpu_s: 1.0,
+                sys_s: 0.25,
                 max_rss_kib: rss,
             },
             sender: Some(ServerUsage {
                 cpu_s: 0.5,
+                sys_s: 0.25,
                 max_rss_kib: Some(rss * 2),
             }),
             ..Sample::default()
