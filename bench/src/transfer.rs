@@ -224,6 +224,7 @@ pub fn run(opts: Options) -> Result<()> {
 
     let load0 = loadavg();
     let started = Instant::now();
+    let mut kept_failures = false;
     for run in 1..=opts.runs.max(1) {
         eprintln!("round {run} (load average {})", loadavg());
         for (i, &m) in methods.iter().enumerate() {
@@ -233,8 +234,16 @@ pub fn run(opts: Options) -> Result<()> {
             let dir = setup.work.join(format!("{}-{run}", m.key()));
             let res = run_one(&setup, m, &dir, sshd.as_mut());
             // Outputs are deleted at once and flushed so one method's writeback
-            // does not slow the next one.
-            let _ = std::fs::remove_dir_all(&dir);
+            // does not slow the next one; a failed round keeps its logs.
+            if res.is_ok() {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                kept_failures = true;
+                for f in ["out", "copy.bin", "seed-data", "get-data"] {
+                    let p = dir.join(f);
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            }
             nix::unistd::sync();
             match res {
                 Ok(s) => {
@@ -300,7 +309,11 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         print!("{}", report.table());
     }
-    let _ = std::fs::remove_dir_all(&setup.work);
+    if kept_failures {
+        eprintln!("logs of the failed rounds are in {}", setup.work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&setup.work);
+    }
     let shoal_failed = report.outcomes.iter().any(|(m, o)| {
         matches!(m, Method::Fast | Method::Quic)
             && matches!(o, Outcome::Samples(s, _) if s.is_empty())
@@ -582,7 +595,6 @@ fn run_rqbit(setup: &Setup, dir: &Path) -> Result<Sample> {
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_DATA_HOME", home.join("data"))
         .args(rqbit_global_args())
-        .arg("--disable-persistence")
         .arg("download")
         .arg("-o")
         .arg(&out)
