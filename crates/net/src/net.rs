@@ -207,6 +207,15 @@ enum Command {
 }
 
 type Connections = Arc<Mutex<HashMap<PeerId, Vec<ConnectionInfo>>>>;
+/// The usable listen addresses identify reported, per peer, with when (kept
+/// after the connection closes: a peer met over the fast path may have had only
+/// a short-lived libp2p connection).
+type Identified = Arc<Mutex<HashMap<PeerId, (Instant, Vec<Multiaddr>)>>>;
+/// Peers mDNS found on the local network, with their announced addresses.
+type LanPeers = Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>;
+/// Most LAN peers remembered, and addresses kept per LAN peer.
+const MAX_LAN_PEERS: usize = 256;
+const MAX_LAN_ADDRS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave these maps inconsistent in a harmful way.
@@ -226,12 +235,16 @@ struct Inner {
     control: libp2p_stream::Control,
     state: watch::Receiver<ListenState>,
     connections: Connections,
+    identified: Identified,
     fast: FastTls,
     /// Fast addresses learned through `/shoal/fastpath/1`, with their time.
     fast_addrs: Mutex<HashMap<PeerId, (Instant, Vec<SocketAddr>)>>,
     /// Fast addresses not to try until the given instant.
     bad_fast: Mutex<HashMap<SocketAddr, Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The relays this node reserves circuits through.
+    relays: Vec<PeerId>,
+    lan: LanPeers,
 }
 
 impl Drop for Inner {
@@ -373,6 +386,8 @@ impl Net {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let connections: Connections = Arc::default();
+        let identified: Identified = Arc::default();
+        let lan: LanPeers = Arc::default();
 
         let task = SwarmTask {
             swarm,
@@ -387,6 +402,7 @@ impl Net {
             explicit_ip_listeners,
             fast_bound,
             connections: connections.clone(),
+            identified: identified.clone(),
             events: event_tx,
             dropped_events: 0,
             dial_waiters: HashMap::new(),
@@ -395,6 +411,7 @@ impl Net {
             provides: HashMap::new(),
             finds: HashMap::new(),
             addr_book: HashMap::new(),
+            lan: lan.clone(),
         };
         tasks.push(tokio::spawn(task.run(cmd_rx)));
         tasks.push(tokio::spawn(accept_xfer(
@@ -414,10 +431,13 @@ impl Net {
                 control,
                 state: state_rx,
                 connections,
+                identified,
                 fast,
                 fast_addrs: Mutex::new(HashMap::new()),
                 bad_fast: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(tasks),
+                relays: config.relays.iter().map(|(p, _)| *p).collect(),
+                lan,
             }),
         };
         Ok((
@@ -467,6 +487,39 @@ impl Net {
         Ok(self.listen_addrs())
     }
 
+    /// Waits until a circuit through every configured relay is reserved (its
+    /// `/p2p-circuit` address is a listen address), so that tickets made
+    /// afterwards carry it. Returns the relays still without a reservation
+    /// when `timeout` ends (empty: all reserved, or no relay configured).
+    pub async fn wait_relayed(&self, timeout: Duration) -> Vec<PeerId> {
+        let relays = &self.inner.relays;
+        let missing = |s: &ListenState| -> Vec<PeerId> {
+            relays
+                .iter()
+                .filter(|r| {
+                    !s.listen
+                        .iter()
+                        .any(|a| is_relayed(a) && a.iter().any(|p| p == Protocol::P2p(**r)))
+                })
+                .copied()
+                .collect()
+        };
+        let mut rx = self.inner.state.clone();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| missing(s).is_empty())).await;
+        let s = self.inner.state.borrow();
+        missing(&s)
+    }
+
+    /// Peers that mDNS found on the local network (unverified: a peer id and
+    /// the addresses it announced), while their announcements are fresh.
+    /// Empty when mDNS is off.
+    pub fn lan_peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        lock(&self.inner.lan)
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect()
+    }
+
     /// At most 8 addresses to put in a ticket for this node (note §6): only
     /// addresses we listen on or confirmed mappings of them.
     pub fn ticket_addrs(&self) -> Vec<Multiaddr> {
@@ -481,6 +534,28 @@ impl Net {
             .flatten()
             .cloned()
             .collect()
+    }
+
+    /// Addresses at which `peer` may be dialed, as far as this node knows: its
+    /// fast-path addresses (if we asked it recently) first, then the listen
+    /// addresses its identify reported in the last 5 minutes (filtered
+    /// like identify's: no unspecified addresses, loopback only when we listen on
+    /// loopback, circuits only when it has nothing direct). Unverified hints
+    /// for others; empty when nothing is known.
+    pub fn peer_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = self
+            .cached_fast_addrs(peer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|sa| !sa.ip().is_unspecified())
+            .map(fast_multiaddr)
+            .collect();
+        if let Some((at, list)) = lock(&self.inner.identified).get(peer) {
+            if at.elapsed() < FAST_ADDR_TTL {
+                out.extend(list.iter().cloned());
+            }
+        }
+        out
     }
 
     /// Whether a libp2p connection to `peer` exists.
@@ -883,6 +958,7 @@ struct SwarmTask {
     explicit_ip_listeners: HashSet<ListenerId>,
     fast_bound: Vec<SocketAddr>,
     connections: Connections,
+    identified: Identified,
     events: mpsc::Sender<NetEvent>,
     dropped_events: u64,
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<()>>>>,
@@ -892,6 +968,7 @@ struct SwarmTask {
     provides: HashMap<QueryId, oneshot::Sender<Result<()>>>,
     finds: HashMap<QueryId, FindState>,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
+    lan: LanPeers,
 }
 
 impl SwarmTask {
@@ -1215,6 +1292,19 @@ impl SwarmTask {
             }
             BehaviourEvent::Kad(ev) => self.on_kad(ev),
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list)) => {
+                {
+                    let mut lan = lock(&self.lan);
+                    for (p, a) in &list {
+                        if *p == self.local || (!lan.contains_key(p) && lan.len() >= MAX_LAN_PEERS)
+                        {
+                            continue;
+                        }
+                        let addrs = lan.entry(*p).or_default();
+                        if !addrs.contains(a) && addrs.len() < MAX_LAN_ADDRS {
+                            addrs.push(a.clone());
+                        }
+                    }
+                }
                 for (p, a) in &list {
                     self.learn_addr(*p, a.clone());
                 }
@@ -1244,6 +1334,17 @@ impl SwarmTask {
                         "not reachable"
                     }
                 );
+            }
+            BehaviourEvent::Mdns(libp2p::mdns::Event::Expired(list)) => {
+                let mut lan = lock(&self.lan);
+                for (p, a) in &list {
+                    if let Some(addrs) = lan.get_mut(p) {
+                        addrs.retain(|x| x != a);
+                        if addrs.is_empty() {
+                            lan.remove(p);
+                        }
+                    }
+                }
             }
             BehaviourEvent::Upnp(ev) => tracing::debug!("UPnP: {ev:?}"),
             _ => {}
@@ -1285,6 +1386,17 @@ impl SwarmTask {
             self.learn_addr(peer, a.clone());
             if speaks_kad {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+        }
+        {
+            let mut ids = lock(&self.identified);
+            if !ids.contains_key(&peer) && ids.len() >= MAX_CACHED_PEERS {
+                ids.retain(|_, (at, _)| at.elapsed() < FAST_ADDR_TTL);
+            }
+            if ids.contains_key(&peer) || ids.len() < MAX_CACHED_PEERS {
+                let mut keep = usable.clone();
+                keep.truncate(ADDR_BOOK_ADDRS);
+                ids.insert(peer, (Instant::now(), keep));
             }
         }
         self.emit(NetEvent::PeerIdentified {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use libp2p_identity::PeerId;
 use shoal_core::proto::{
     Bitfield as WireBitfield, CloseCode, ConnectionState, DenyReason, Hello, Layout, Message,
-    RejectReason, Role, CV_LEN, MAX_OUTBOARD_CVS, MAX_OUTSTANDING_OUTBOARD_REQUESTS, MAX_TEXT_LEN,
+    PexPeer, RejectReason, Role, CV_LEN, MAX_ADDR_LEN, MAX_OUTBOARD_CVS,
+    MAX_OUTSTANDING_OUTBOARD_REQUESTS, MAX_PEER_ID_LEN, MAX_PEX_ADDED, MAX_PEX_ADDRS,
+    MAX_PEX_DROPPED, MAX_TEXT_LEN,
 };
 use shoal_core::ContentId;
 use shoal_store::{read_piece, Cv, Outboard, PartialFile, PieceLayout, StoreError};
@@ -22,7 +24,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::NodeError;
-use crate::node::{Connector, PeerProgress, Progress, Shared};
+use crate::node::{
+    Connector, PeerProgress, Progress, Shared, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
+};
 use crate::session::{
     frame_of, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader, InMsg,
     Out, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
@@ -84,6 +88,8 @@ pub(crate) struct DownloadCfg {
     /// Dropped with the task (and its blocking jobs): lets a stopping download
     /// wait until its partial file is closed.
     pub(crate) alive: mpsc::Sender<()>,
+    /// The download's own rate limit, applied to every session's reads.
+    pub(crate) limit: Arc<crate::limit::RateLimiter>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -118,6 +124,12 @@ struct PeerConn {
     rate_mark: (u64, u64),
     down_rate: f64,
     up_rate: f64,
+    /// When we may next send this peer a `PeerExchange`.
+    pex_next: Instant,
+    /// Peers we told this one about (as added) and not yet as dropped.
+    pex_told: HashSet<PeerId>,
+    /// When this peer's last `PeerExchange` we acted on arrived.
+    pex_heard: Option<Instant>,
 }
 
 impl Drop for PeerConn {
@@ -187,6 +199,17 @@ const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// ...at most this many times before the download gives up on it (while no
 /// piece has arrived yet).
 const MAX_ATTEMPTS: u32 = 5;
+/// The first `PeerExchange` to a peer goes this long after the session starts
+/// (the handshake is done by then, and identify has told the address book
+/// about the peers that connected just before)...
+const PEX_FIRST: Duration = Duration::from_secs(1);
+/// ...then at most once per this (spec §9.6), and only when there is news.
+const PEX_EVERY: Duration = Duration::from_secs(60);
+/// A peer's `PeerExchange` arriving sooner than this after its previous one is
+/// ignored (spec §9.6 allows it; a little below 60 s for timer slack).
+const PEX_MIN_GAP: Duration = Duration::from_secs(50);
+/// A peer learned through peer exchange is dialed at most this many times.
+const PEX_MAX_ATTEMPTS: u32 = 3;
 
 pub(crate) struct Content {
     id: ContentId,
@@ -222,6 +245,12 @@ pub(crate) struct Content {
     want_peers: u32,
     /// Piece bytes received from and sent to each peer id over this task's life.
     totals: HashMap<PeerId, (u64, u64)>,
+    /// Peers learned through peer exchange and handed to the connector
+    /// (at most `PEX_MAX_LEARNED`).
+    pex_learned: HashSet<PeerId>,
+    /// Addresses of those peers: an address is attributed to one peer id only,
+    /// so a lying peer cannot make us dial one address under many names.
+    pex_addrs: HashSet<shoal_net::Multiaddr>,
 }
 
 impl Drop for Content {
@@ -294,6 +323,8 @@ impl Content {
             events: VecDeque::new(),
             want_peers: 0,
             totals: HashMap::new(),
+            pex_learned: HashSet::new(),
+            pex_addrs: HashSet::new(),
         }
     }
 
@@ -391,6 +422,7 @@ impl Content {
                         self.expire_pending();
                         self.flush();
                         self.update_rates();
+                        self.pex_tick();
                         self.publish(true);
                     }
                     if self.swarm.as_ref().and_then(|s| s.poll_timeout())
@@ -459,6 +491,8 @@ impl Content {
     ) {
         let key = PeerKey(self.next_key);
         self.next_key = self.next_key.wrapping_add(1);
+        let mut fr = fr;
+        fr.set_limit(self.download.as_ref().map(|d| d.limit.clone()));
         let state = Arc::new(Mutex::new(state));
         let (otx, orx) = mpsc::channel(WRITE_QUEUE);
         for f in first {
@@ -504,6 +538,9 @@ impl Content {
                 rate_mark: (0, 0),
                 down_rate: 0.0,
                 up_rate: 0.0,
+                pex_next: Instant::now() + PEX_FIRST,
+                pex_told: HashSet::new(),
+                pex_heard: None,
             },
         );
     }
@@ -628,6 +665,10 @@ impl Content {
         if self.banned.contains(&peer) || self.by_id.contains_key(&peer) {
             return;
         }
+        let stream: BoxStream = Box::new(crate::limit::Throttled::new(
+            stream,
+            self.shared.meter.clone(),
+        ));
         let (r, w) = tokio::io::split(stream);
         let mut state = ConnectionState::new(Role::Initiator);
         let hello = self.our_hello();
@@ -736,12 +777,17 @@ impl Content {
         let known = connector.peers();
         let now = Instant::now();
         let started = self.swarm.is_some();
+        let pex = &self.pex_learned;
         let usable = |p: &PeerId, dialed: &HashMap<PeerId, (u32, Instant)>| {
             *p != self.shared.local
                 && !self.banned.contains(p)
-                && dialed
-                    .get(p)
-                    .is_none_or(|(n, _)| started || *n < MAX_ATTEMPTS)
+                && dialed.get(p).is_none_or(|(n, _)| {
+                    if pex.contains(p) {
+                        *n < PEX_MAX_ATTEMPTS
+                    } else {
+                        started || *n < MAX_ATTEMPTS
+                    }
+                })
         };
         let candidates: Vec<PeerId> = known
             .iter()
@@ -780,6 +826,168 @@ impl Content {
                 let _ = tx.send(Ev::Dialed { peer, res }).await;
             });
         }
+    }
+
+    // ---- peer exchange ----
+
+    /// Sends each established peer whose turn it is the peers of this content
+    /// we connected to or lost since we last told it (spec §6.4): never itself,
+    /// only peers the address book has addresses for, at most
+    /// `MAX_PEX_ADDED` + `MAX_PEX_DROPPED` per message. Nothing to say costs
+    /// no turn.
+    fn pex_tick(&mut self) {
+        let Some(book) = self.shared.book.get().cloned() else {
+            return;
+        };
+        let now = Instant::now();
+        let due: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established && p.pex_next <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let connected: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.established)
+            .map(|p| p.id)
+            .collect();
+        for key in due {
+            let Some(p) = self.peers.get(&key) else {
+                continue;
+            };
+            let to = p.id;
+            let mut added: Vec<(PeerId, Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+            for peer in &connected {
+                if added.len() >= MAX_PEX_ADDED {
+                    break;
+                }
+                if *peer == to || p.pex_told.contains(peer) {
+                    continue;
+                }
+                let addrs: Vec<Vec<u8>> = book
+                    .addrs_for(peer, &to)
+                    .into_iter()
+                    .map(|a| a.to_vec())
+                    .filter(|a| !a.is_empty() && a.len() <= MAX_ADDR_LEN)
+                    .take(MAX_PEX_ADDRS)
+                    .collect();
+                let id = peer.to_bytes();
+                if !addrs.is_empty() && id.len() <= MAX_PEER_ID_LEN {
+                    added.push((*peer, id, addrs));
+                }
+            }
+            let dropped: Vec<PeerId> = p
+                .pex_told
+                .iter()
+                .filter(|x| !connected.contains(x))
+                .take(MAX_PEX_DROPPED)
+                .copied()
+                .collect();
+            if added.is_empty() && dropped.is_empty() {
+                continue;
+            }
+            let dropped_bytes: Vec<Vec<u8>> = dropped.iter().map(|d| d.to_bytes()).collect();
+            let msg = Message::PeerExchange {
+                added: added
+                    .iter()
+                    .map(|(_, id, addrs)| PexPeer {
+                        peer: id,
+                        addrs: addrs.iter().map(Vec::as_slice).collect(),
+                    })
+                    .collect(),
+                dropped: dropped_bytes
+                    .iter()
+                    .map(Vec::as_slice)
+                    .filter(|b| b.len() <= MAX_PEER_ID_LEN)
+                    .collect(),
+            };
+            if !self.send(key, &msg) {
+                continue;
+            }
+            tracing::debug!(
+                id = %self.id,
+                %to,
+                added = added.len(),
+                dropped = dropped.len(),
+                "peer exchange sent"
+            );
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.pex_next = now + PEX_EVERY;
+                for (peer, _, _) in &added {
+                    p.pex_told.insert(*peer);
+                }
+                for d in &dropped {
+                    p.pex_told.remove(d);
+                }
+            }
+        }
+    }
+
+    /// A peer's `PeerExchange`: a running download hands the new peers with
+    /// addresses to its connector (bounded per message and per content) and
+    /// dials; seeds and finished downloads only take note.
+    fn on_pex(
+        &mut self,
+        key: PeerKey,
+        added: Vec<(PeerId, Vec<shoal_net::Multiaddr>)>,
+        dropped: Vec<PeerId>,
+    ) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.pex_heard.is_some_and(|t| t.elapsed() < PEX_MIN_GAP) {
+            tracing::debug!(peer = %p.id, "peer exchange too soon after the last one: ignored");
+            return;
+        }
+        p.pex_heard = Some(Instant::now());
+        let from = p.id;
+        tracing::debug!(
+            id = %self.id,
+            %from,
+            added = added.len(),
+            dropped = dropped.len(),
+            "peer exchange received"
+        );
+        let Some(connector) = self.download.as_ref().map(|d| d.connector.clone()) else {
+            return;
+        };
+        if self.complete || self.failed.is_some() {
+            return;
+        }
+        let mut fresh = Vec::new();
+        for (peer, addrs) in added {
+            if fresh.len() >= PEX_NEW_PER_MESSAGE || self.pex_learned.len() >= PEX_MAX_LEARNED {
+                break;
+            }
+            if peer == self.shared.local
+                || peer == from
+                || self.banned.contains(&peer)
+                || self.by_id.contains_key(&peer)
+                || self.pex_learned.contains(&peer)
+            {
+                continue;
+            }
+            let addrs: Vec<shoal_net::Multiaddr> = addrs
+                .into_iter()
+                .take(MAX_PEX_ADDRS)
+                .filter(|a| !self.pex_addrs.contains(a))
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            self.pex_addrs.extend(addrs.iter().cloned());
+            self.pex_learned.insert(peer);
+            fresh.push((peer, addrs));
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        connector.learned(fresh);
+        self.dial_more();
     }
 
     // ---- events ----
@@ -894,6 +1102,9 @@ impl Content {
                 return;
             }
             InMsg::Nothing => return,
+            InMsg::PeerExchange { added, dropped } => {
+                return self.on_pex(key, added, dropped);
+            }
             InMsg::Have(piece) if !registered => {
                 // Kept with the availability until the scheduler knows the peer.
                 let n = p.layout.or(self.layout).map_or(0, |l| l.num_pieces());
@@ -1599,6 +1810,11 @@ impl Content {
     fn on_verified(&mut self, key: PeerKey, piece: u32, len: usize, res: Result<(), StoreError>) {
         match res {
             Ok(()) => {
+                self.shared
+                    .meter
+                    .stats
+                    .pieces_verified
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.downloaded += len as u64;
                     self.totals.entry(p.id).or_default().0 += len as u64;
@@ -1606,6 +1822,11 @@ impl Content {
                 self.feed(Event::PieceVerified { piece, from: key });
             }
             Err(StoreError::Verify { .. }) => {
+                self.shared
+                    .meter
+                    .stats
+                    .pieces_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.feed(Event::PieceFailed { piece, from: key });
             }
             Err(e) => self.fail(e.into()),

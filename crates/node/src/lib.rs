@@ -11,10 +11,15 @@
 
 mod content;
 mod error;
+mod limit;
 mod node;
 pub mod runtime;
 mod session;
 
 pub use error::NodeError;
-pub use node::{Connector, DownloadHandle, Node, NodeConfig, PeerProgress, Progress};
+pub use limit::{Counters, Limits};
+pub use node::{
+    AddressBook, Connector, DownloadHandle, Node, NodeConfig, PeerProgress, Progress,
+    PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
+};
 pub use session::{BoxStream, Stream};

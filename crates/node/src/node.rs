@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libp2p_identity::PeerId;
 use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message, HELLO_TIMEOUT};
 use shoal_core::{ContentId, Kind, Manifest};
+use shoal_net::Multiaddr;
 use shoal_store::{hash_bytes, Blob, Store, Visibility};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::content::{Content, DownloadCfg, Ev};
 use crate::error::NodeError;
+use crate::limit::{Counters, Limits, Meter, RateLimiter, Throttled};
 use crate::session::{write_frame, BoxStream, BufPool, FrameReader, ReadError, Stream};
 
 /// Limits and tuning of a [`Node`].
@@ -51,7 +53,31 @@ pub trait Connector: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<BoxStream, NodeError>> + Send + '_>>;
     /// Peers believed to have the content; each is dialed at most once per download.
     fn peers(&self) -> Vec<PeerId>;
+    /// Peers of this content that other peers told us about (peer exchange),
+    /// with their addresses as unverified dial hints. The node has already
+    /// dropped itself, connected and banned peers, and capped the number (at
+    /// most [`PEX_NEW_PER_MESSAGE`] per message, [`PEX_MAX_LEARNED`] per
+    /// content). A connector that can dial them should return them from
+    /// [`peers`](Self::peers); the default ignores them.
+    fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let _ = peers;
+    }
 }
+
+/// Where the node finds dialable addresses of the peers it tells others about
+/// in peer exchange (`docs/protocol.md` §6.4).
+pub trait AddressBook: Send + Sync + 'static {
+    /// Addresses at which `peer` can be dialed, fit to be given to `to` (for
+    /// instance no loopback addresses to a peer that is not on loopback). The
+    /// node uses at most `MAX_PEX_ADDRS` of them, each at most `MAX_ADDR_LEN`
+    /// bytes; a peer with none is not offered.
+    fn addrs_for(&self, peer: &PeerId, to: &PeerId) -> Vec<Multiaddr>;
+}
+
+/// Most new peers taken from one received `PeerExchange`.
+pub const PEX_NEW_PER_MESSAGE: usize = 8;
+/// Most peers a download learns through peer exchange over its life.
+pub const PEX_MAX_LEARNED: usize = 64;
 
 /// One peer's share of a transfer.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +135,10 @@ pub(crate) struct Shared {
     pub(crate) registry: Mutex<HashMap<ContentId, mpsc::Sender<Ev>>>,
     pub(crate) pool: BufPool,
     pub(crate) io_limit: Arc<Semaphore>,
+    /// Node-wide rate limits and traffic counters, shared by every stream.
+    pub(crate) meter: Arc<Meter>,
+    /// Addresses of peers, for peer exchange (none: peer exchange sends nothing).
+    pub(crate) book: OnceLock<Arc<dyn AddressBook>>,
 }
 
 /// Whether and how this node serves a content id to a peer that asks for it.
@@ -153,6 +183,7 @@ pub struct DownloadHandle {
     result: Option<oneshot::Receiver<Result<PathBuf, NodeError>>>,
     task: Option<JoinHandle<()>>,
     id: ContentId,
+    limit: Arc<RateLimiter>,
 }
 
 impl Drop for DownloadHandle {
@@ -164,6 +195,19 @@ impl Drop for DownloadHandle {
 }
 
 impl DownloadHandle {
+    /// Per-transfer download limit (bytes/s), on top of the node-wide one;
+    /// `None` (or 0) = unlimited. Applies at once to every session of this
+    /// download (for a collection: of all its files).
+    pub fn set_download_limit(&self, limit: Option<u64>) {
+        self.limit.set(limit);
+    }
+
+    /// The per-transfer download limit set with
+    /// [`set_download_limit`](Self::set_download_limit).
+    pub fn download_limit(&self) -> Option<u64> {
+        self.limit.get()
+    }
+
     /// Progress updates (at most every 100 ms, and on every state change).
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
@@ -213,6 +257,8 @@ impl Node {
                 registry: Mutex::new(HashMap::new()),
                 pool: BufPool::default(),
                 io_limit: Arc::new(Semaphore::new(io)),
+                meter: Arc::new(Meter::default()),
+                book: OnceLock::new(),
             }),
             seeds: Mutex::new(Vec::new()),
         }
@@ -228,13 +274,35 @@ impl Node {
         &self.shared.store
     }
 
+    /// Gives the node the address source peer exchange offers peers from
+    /// (only the first call counts; without one, no peer is offered).
+    pub fn set_address_book(&self, book: Arc<dyn AddressBook>) {
+        let _ = self.shared.book.set(book);
+    }
+
+    /// Sets the node-wide rate limits; they apply at once to every open
+    /// transfer stream and to later ones.
+    pub fn set_limits(&self, limits: Limits) {
+        self.shared.meter.set_limits(limits);
+    }
+
+    /// The node-wide rate limits (a limit of 0 reads back as `None`).
+    pub fn limits(&self) -> Limits {
+        self.shared.meter.limits()
+    }
+
+    /// Traffic and verification totals since the node was created.
+    pub fn counters(&self) -> Counters {
+        self.shared.meter.stats.snapshot()
+    }
+
     /// Serves an inbound transfer stream from the authenticated `peer`: reads its
     /// hello (within `HELLO_TIMEOUT`), then hands the stream to the task of the
     /// content it names, starting a seeding task if the store shares it. Denies
     /// (`NotFound`, `BadHello`, `VersionUnsupported`, `Busy`, `Banned`, layout
     /// mismatches) what it cannot serve. Returns once the stream is handed over.
     pub async fn accept(&self, peer: PeerId, stream: impl Stream) -> Result<(), NodeError> {
-        let stream: BoxStream = Box::new(stream);
+        let stream: BoxStream = Box::new(Throttled::new(stream, self.shared.meter.clone()));
         let (r, mut w) = tokio::io::split(stream);
         let mut fr = FrameReader::new(r);
         let n = match tokio::time::timeout(HELLO_TIMEOUT, fr.fill_frame()).await {
@@ -364,6 +432,8 @@ impl Node {
         let shared = self.shared.clone();
         let out_dir = out_dir.to_path_buf();
         let name = name.map(str::to_owned);
+        let limit = Arc::new(RateLimiter::default());
+        let lim = limit.clone();
         let task = tokio::spawn(async move {
             let name = match name {
                 Some(n) if !safe_name(&n) => {
@@ -379,13 +449,24 @@ impl Node {
             let dest = out_dir.join(name);
             match kind {
                 Kind::Collection => {
-                    let res = download_collection(&shared, id, &dest, connector, &ptx, alive).await;
+                    let res =
+                        download_collection(&shared, id, &dest, connector, &ptx, alive, lim).await;
                     let _ = rtx.send(res);
                 }
                 _ => {
                     // The task keeps seeding after it finished, until the handle drops.
-                    let _ =
-                        run_file(&shared, id, dest, connector, ptx, None, Some(rtx), alive).await;
+                    let _ = run_file(
+                        &shared,
+                        id,
+                        dest,
+                        connector,
+                        ptx,
+                        None,
+                        Some(rtx),
+                        alive,
+                        lim,
+                    )
+                    .await;
                 }
             }
         });
@@ -395,6 +476,7 @@ impl Node {
             result: Some(rrx),
             task: Some(task),
             id,
+            limit,
         }
     }
 }
@@ -416,6 +498,7 @@ async fn run_file(
     max_len: Option<u64>,
     report: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
     alive: mpsc::Sender<()>,
+    limit: Arc<RateLimiter>,
 ) -> Result<PathBuf, NodeError> {
     if id == ContentId::of(b"") {
         let res = create_empty(&dest).await;
@@ -441,6 +524,7 @@ async fn run_file(
         done: Some(dtx),
         max_len,
         alive,
+        limit,
     };
     let c = Content::download(id, shared.clone(), tx.clone(), ptx, cfg);
     if let Ok(mut reg) = shared.registry.lock() {
@@ -533,6 +617,7 @@ async fn download_collection(
     connector: Arc<dyn Connector>,
     ptx: &watch::Sender<Progress>,
     alive: mpsc::Sender<()>,
+    limit: Arc<RateLimiter>,
 ) -> Result<PathBuf, NodeError> {
     // The manifest is fetched like any content, into the store's folder.
     let mdir = shared.store.dir().join("manifests");
@@ -555,6 +640,7 @@ async fn download_collection(
                 max,
                 None,
                 alive.clone(),
+                limit.clone(),
             )
             .await?;
             std::fs::read(&mpath)?
@@ -601,6 +687,7 @@ async fn download_collection(
             Some(entry.size),
             None,
             alive.clone(),
+            limit.clone(),
         );
         tokio::pin!(fut);
         loop {

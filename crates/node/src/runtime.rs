@@ -9,19 +9,21 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_core::ticket::Provider;
 use shoal_core::{ContentId, Kind, Ticket};
+use shoal_net::addrs::multiaddr_ip;
 use shoal_net::PeerId;
 use shoal_net::{Multiaddr, Net, NetConfig, NetEvents, PathKind};
 use shoal_store::{Store, Visibility};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::{BoxStream, Connector, DownloadHandle, Node, NodeConfig, NodeError, Stream};
+use crate::{
+    AddressBook, BoxStream, Connector, Counters, DownloadHandle, Limits, Node, NodeConfig,
+    NodeError,
+};
 
 /// Inbound streams whose hello is being read at once; more wait in the net
 /// layer's bounded queue (which closes streams when full).
@@ -33,6 +35,8 @@ pub const DHT_REQUERY: Duration = Duration::from_secs(3);
 const DHT_LOOKUP: Duration = Duration::from_secs(5);
 /// Most peers a connector remembers (ticket + DHT).
 const MAX_KNOWN_PEERS: usize = 256;
+/// How long [`Peer::start`] waits for the configured relays' reservations.
+const RELAY_WAIT: Duration = Duration::from_secs(10);
 /// How long `Peer::start` waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -67,7 +71,6 @@ pub struct Peer {
     net: Net,
     node: Arc<Node>,
     tasks: Vec<JoinHandle<()>>,
-    bucket: Option<Arc<Bucket>>,
 }
 
 /// How to start a [`Peer`].
@@ -75,9 +78,9 @@ pub struct Peer {
 pub struct PeerConfig {
     pub net: NetConfig,
     pub node: NodeConfig,
-    /// Upload limit in bytes per second over all transfer streams (`None` or 0:
-    /// unlimited).
-    pub upload_limit: Option<u64>,
+    /// Rate limits over all transfer streams at start (change them with
+    /// [`Peer::set_limits`]).
+    pub limits: Limits,
 }
 
 impl Drop for Peer {
@@ -97,9 +100,8 @@ impl Peer {
         let PeerConfig {
             net: net_config,
             node: node_config,
-            upload_limit,
+            limits,
         } = config;
-        let bucket = upload_limit.filter(|r| *r > 0).map(Bucket::new);
         let store = Store::open(data_dir).map_err(|source| PeerError::Store {
             dir: data_dir.to_path_buf(),
             source,
@@ -107,14 +109,21 @@ impl Peer {
         let keypair = shoal_net::identity::load_or_create(data_dir)?;
         let (net, events) = Net::start(keypair, net_config).await?;
         net.wait_listening(LISTEN_WAIT).await?;
+        // A node behind a relay is reachable only through its circuit: wait for
+        // the reservation so the tickets it hands out carry that address.
+        let unreserved = net.wait_relayed(RELAY_WAIT).await;
+        for relay in unreserved {
+            tracing::warn!(%relay, "no circuit reserved through this relay yet; tickets made now will not name it");
+        }
         let node = Arc::new(Node::new(store, net.peer_id(), node_config));
+        node.set_limits(limits);
+        node.set_address_book(Arc::new(NetBook(net.clone())));
         let NetEvents {
             mut events,
             mut incoming,
         } = events;
         let mut tasks = Vec::new();
         let n = node.clone();
-        let b = bucket.clone();
         tasks.push(tokio::spawn(async move {
             let limit = Arc::new(Semaphore::new(MAX_ACCEPTING));
             while let Some(inc) = incoming.recv().await {
@@ -122,7 +131,7 @@ impl Peer {
                     return;
                 };
                 let n = n.clone();
-                let stream = throttle(inc.stream, &b);
+                let stream = inc.stream;
                 tokio::spawn(async move {
                     let _permit = permit;
                     if let Err(e) = n.accept(inc.peer, stream).await {
@@ -137,12 +146,7 @@ impl Peer {
                 tracing::trace!(?ev, "net event");
             }
         }));
-        let peer = Peer {
-            net,
-            node,
-            tasks,
-            bucket,
-        };
+        let peer = Peer { net, node, tasks };
         let public: Vec<ContentId> = peer
             .node
             .store()
@@ -170,6 +174,22 @@ impl Peer {
     /// The store.
     pub fn store(&self) -> &Store {
         self.node.store()
+    }
+
+    /// Sets the rate limits; they apply at once to every open transfer stream
+    /// (paced reads slow the sender through TCP backpressure).
+    pub fn set_limits(&self, limits: Limits) {
+        self.node.set_limits(limits);
+    }
+
+    /// The rate limits in force.
+    pub fn limits(&self) -> Limits {
+        self.node.limits()
+    }
+
+    /// Traffic and verification totals since start.
+    pub fn counters(&self) -> Counters {
+        self.node.counters()
     }
 
     /// This peer's id.
@@ -214,7 +234,7 @@ impl Peer {
     /// A connector for content `id`: the `providers` (from a ticket) plus those
     /// the DHT finds, looked up again every [`DHT_REQUERY`] while it lives.
     pub fn connector(&self, id: ContentId, providers: &[Provider]) -> Arc<NetConnector> {
-        NetConnector::new(self.net.clone(), id, providers, self.bucket.clone())
+        NetConnector::new(self.net.clone(), id, providers)
     }
 
     /// Downloads `id` into `out_dir` (named `name`, default the id) from the
@@ -259,7 +279,6 @@ pub struct NetConnector {
     local: PeerId,
     known: Arc<Mutex<Known>>,
     lookup: JoinHandle<()>,
-    bucket: Option<Arc<Bucket>>,
 }
 
 impl Drop for NetConnector {
@@ -269,12 +288,7 @@ impl Drop for NetConnector {
 }
 
 impl NetConnector {
-    fn new(
-        net: Net,
-        id: ContentId,
-        providers: &[Provider],
-        bucket: Option<Arc<Bucket>>,
-    ) -> Arc<Self> {
+    fn new(net: Net, id: ContentId, providers: &[Provider]) -> Arc<Self> {
         let local = net.peer_id();
         let mut known = Known::default();
         for p in providers {
@@ -289,6 +303,18 @@ impl NetConnector {
         let n = net.clone();
         let lookup = tokio::spawn(async move {
             loop {
+                // Peers on the local network (mDNS) are asked directly: a
+                // peer without the content denies the hello with NotFound.
+                {
+                    let mut k = lock(&k);
+                    for (p, addrs) in n.lan_peers() {
+                        if p != local && !k.order.contains(&p) && k.order.len() < MAX_KNOWN_PEERS {
+                            tracing::debug!(%id, peer = %p, "asking a peer found on the LAN");
+                            k.order.push(p);
+                            k.hints.insert(p, addrs);
+                        }
+                    }
+                }
                 match n.find_providers(&id, DHT_LOOKUP).await {
                     Ok(found) => {
                         let mut k = lock(&k);
@@ -312,7 +338,6 @@ impl NetConnector {
             local,
             known,
             lookup,
-            bucket,
         })
     }
 
@@ -375,125 +400,72 @@ impl Connector for NetConnector {
                 .await
                 .map_err(|e| NodeError::Io(std::io::Error::other(e.to_string())))?;
             lock(&self.known).paths.insert(peer, kind);
-            Ok(throttle(stream, &self.bucket))
+            if kind == PathKind::Fast && !self.net.is_connected(&peer) {
+                // A fast-path connection tells the peer nothing about where we
+                // listen; a libp2p connection beside it does (identify), so the
+                // peer can pass our addresses on in peer exchange.
+                let net = self.net.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = net.dial(peer, &hints).await {
+                        tracing::debug!(%peer, error = %e, "no libp2p connection beside the fast path");
+                    }
+                });
+            }
+            Ok(Box::new(stream) as BoxStream)
         })
     }
 
     fn peers(&self) -> Vec<PeerId> {
         lock(&self.known).order.clone()
     }
-}
 
-/// A token bucket shared by every transfer stream of a peer: limits the bytes
-/// written per second.
-#[derive(Debug)]
-pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl Bucket {
-    fn new(rate: u64) -> Arc<Self> {
-        let rate = rate as f64;
-        // Bursts of 50 ms of traffic, at least one frame's worth of headroom.
-        let burst = (rate / 20.0).max(16.0 * 1024.0);
-        Arc::new(Self {
-            rate,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        })
-    }
-
-    /// Bytes that may be written now (at most `want`), taken from the bucket,
-    /// or how long to wait for some.
-    fn take(&self, want: usize) -> Result<usize, Duration> {
-        let mut st = lock(&self.state);
-        let now = Instant::now();
-        let refill = now.duration_since(st.1).as_secs_f64() * self.rate;
-        st.0 = (st.0 + refill).min(self.burst);
-        st.1 = now;
-        if st.0 >= 1.0 {
-            let n = (st.0 as usize).min(want);
-            st.0 -= n as f64;
-            Ok(n)
-        } else {
-            Err(Duration::from_secs_f64((1.0 - st.0) / self.rate).max(Duration::from_millis(1)))
-        }
-    }
-
-    /// Returns bytes taken but not written.
-    fn give_back(&self, n: usize) {
-        let mut st = lock(&self.state);
-        st.0 = (st.0 + n as f64).min(self.burst);
-    }
-}
-
-fn throttle<S: Stream>(s: S, bucket: &Option<Arc<Bucket>>) -> BoxStream {
-    match bucket {
-        None => Box::new(s),
-        Some(b) => Box::new(Throttled {
-            inner: s,
-            bucket: b.clone(),
-            sleep: None,
-        }),
-    }
-}
-
-/// A stream whose writes are paced by a shared [`Bucket`].
-struct Throttled<S> {
-    inner: S,
-    bucket: Arc<Bucket>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S: Stream> AsyncRead for Throttled<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: Stream> AsyncWrite for Throttled<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if buf.is_empty() {
-            return Pin::new(&mut self.inner).poll_write(cx, buf);
-        }
-        loop {
-            if let Some(sl) = self.sleep.as_mut() {
-                if sl.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.sleep = None;
+    fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let mut k = lock(&self.known);
+        for (peer, addrs) in peers {
+            if peer == self.local {
+                continue;
             }
-            match self.bucket.take(buf.len()) {
-                Ok(n) => {
-                    let res = Pin::new(&mut self.inner).poll_write(cx, &buf[..n]);
-                    match &res {
-                        Poll::Ready(Ok(w)) => self.bucket.give_back(n - *w),
-                        _ => self.bucket.give_back(n),
-                    }
-                    return res;
+            if !k.order.contains(&peer) {
+                if k.order.len() >= MAX_KNOWN_PEERS {
+                    break;
                 }
-                Err(wait) => {
-                    self.sleep = Some(Box::pin(tokio::time::sleep(wait)));
+                tracing::debug!(%peer, "peer learned through peer exchange");
+                k.order.push(peer);
+            }
+            // Hints we were given first (a ticket's) stay first.
+            let hints = k.hints.entry(peer).or_default();
+            for a in addrs {
+                if hints.len() >= MAX_HINTS {
+                    break;
+                }
+                if !hints.contains(&a) {
+                    hints.push(a);
                 }
             }
         }
     }
+}
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
+/// Most dial hints kept per peer.
+const MAX_HINTS: usize = 16;
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+/// The [`AddressBook`] of a [`Peer`]: what `Net` knows of each peer's
+/// addresses ([`Net::peer_addrs`]), without loopback addresses for a receiver
+/// that we do not reach over loopback.
+struct NetBook(Net);
+
+impl AddressBook for NetBook {
+    fn addrs_for(&self, peer: &PeerId, to: &PeerId) -> Vec<Multiaddr> {
+        let is_loopback = |a: &Multiaddr| multiaddr_ip(a).is_some_and(|ip| ip.is_loopback());
+        let to_on_loopback = self
+            .0
+            .connections()
+            .iter()
+            .any(|c| c.peer == *to && !c.relayed && is_loopback(&c.remote_addr));
+        self.0
+            .peer_addrs(peer)
+            .into_iter()
+            .filter(|a| to_on_loopback || !is_loopback(a))
+            .collect()
     }
 }

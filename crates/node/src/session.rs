@@ -9,14 +9,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use libp2p_identity::PeerId;
 use shoal_core::proto::{
     decode_frame, decode_header, encode, encode_piece_header, Bitfield, CloseCode, ConnectionState,
     DenyReason, FrameHeader, Message, ProtoError, Received, HELLO_TIMEOUT, IDLE_TIMEOUT,
     KEEPALIVE_INTERVAL, LEN_PREFIX, MAX_FRAME_LEN, PIECE_HEADER_MAX,
 };
+use shoal_net::Multiaddr;
 use shoal_swarm::PeerKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
+
+use crate::limit::RateLimiter;
 
 /// Bytes asked of the stream per read when the buffer has room.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -74,6 +78,8 @@ pub(crate) struct FrameReader<R> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Paces reads (a download's own limit), on top of the stream's pacing.
+    limit: Option<Arc<RateLimiter>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -83,7 +89,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
+            limit: None,
         }
+    }
+
+    /// Paces this reader's reads with `limit` from now on.
+    pub(crate) fn set_limit(&mut self, limit: Option<Arc<RateLimiter>>) {
+        self.limit = limit;
     }
 
     /// Waits until a whole frame is buffered and returns its length (`None` on a
@@ -108,11 +120,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     self.buf.resize(len, 0);
                 }
             }
-            let n = self
+            let room = self.buf.len() - self.end;
+            let allowed = match &self.limit {
+                Some(l) => l.acquire(room).await.min(room),
+                None => room,
+            };
+            let res = self
                 .r
-                .read(&mut self.buf[self.end..])
-                .await
-                .map_err(ReadError::Io)?;
+                .read(&mut self.buf[self.end..self.end + allowed])
+                .await;
+            if let Some(l) = &self.limit {
+                l.give_back(allowed - res.as_ref().map_or(0, |n| (*n).min(allowed)));
+            }
+            let n = res.map_err(ReadError::Io)?;
             if n == 0 {
                 return if self.start == self.end {
                     Ok(None)
@@ -167,7 +187,13 @@ pub(crate) enum InMsg {
         first: u32,
         cvs: Vec<u8>,
     },
-    /// Nothing for the content task (keep-alive, peer exchange).
+    /// Peer exchange: the entries that parsed (spec §6.4; the codec bounds
+    /// them to 32 + 32 peers of at most 4 addresses).
+    PeerExchange {
+        added: Vec<(PeerId, Vec<Multiaddr>)>,
+        dropped: Vec<PeerId>,
+    },
+    /// Nothing for the content task (keep-alive).
     Nothing,
 }
 
@@ -315,7 +341,14 @@ fn own(msg: Message<'_>, r: Received, pool: &BufPool) -> SessionEvent {
             first,
             cvs: cvs.to_vec(),
         },
-        Message::PeerExchange { .. } | Message::KeepAlive => InMsg::Nothing,
+        Message::PeerExchange { added, dropped } => InMsg::PeerExchange {
+            added: added.iter().filter_map(|p| p.parse()).collect(),
+            dropped: dropped
+                .iter()
+                .filter_map(|b| PeerId::from_bytes(b).ok())
+                .collect(),
+        },
+        Message::KeepAlive => InMsg::Nothing,
     };
     SessionEvent::Msg(m)
 }

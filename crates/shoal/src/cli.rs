@@ -26,6 +26,12 @@ pub struct Global {
     /// Defaults to the platform's data directory (on Linux `~/.local/share/shoal`).
     #[arg(long, global = true, env = "SHOAL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Work without the shoal daemon even when one runs for the data dir
+    /// (`share`, `get`, `shares` and `rm` then run in the foreground as they do
+    /// when no daemon runs).
+    #[arg(long, global = true, env = "SHOAL_NO_DAEMON")]
+    pub no_daemon: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +65,37 @@ pub enum Command {
         /// The share's content id (or a unique prefix of at least 8 hex digits).
         id: String,
     },
+    /// List the transfers of the running shoal daemon.
+    Transfers {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers the running shoal daemon is connected to.
+    Peers {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a transfer of the running daemon (its progress stays on disk).
+    Pause(TransferIdArgs),
+    /// Resume a paused transfer of the running daemon.
+    Resume(TransferIdArgs),
+    /// Stop and forget a transfer of the running daemon; a partial download's
+    /// data is deleted, a completed file is kept.
+    Cancel(TransferIdArgs),
+    /// Show the running daemon: peer id, addresses, reachability, uptime.
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the address of the running daemon's web UI, with its access token.
+    Ui {
+        /// Also open it in the browser (with `xdg-open`).
+        #[arg(long)]
+        open: bool,
+    },
     /// Work with tickets.
     #[command(subcommand)]
     Ticket(TicketCommand),
@@ -70,6 +107,19 @@ pub enum Command {
     /// Run one seeder and N downloaders on this machine (loopback) and report
     /// how the swarm did.
     Demo(DemoArgs),
+    /// Run in the background: the peer behind a local HTTP API and web UI,
+    /// until Ctrl-C or SIGTERM.
+    Daemon(crate::daemon_cmd::DaemonArgs),
+}
+
+/// The transfer a `pause`, `resume` or `cancel` acts on.
+#[derive(Debug, Args)]
+pub struct TransferIdArgs {
+    /// The transfer's content id, or a unique prefix of at least 8 hex digits.
+    pub id: String,
+    /// Print the resulting transfer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of every command that starts a node.
@@ -81,6 +131,10 @@ pub struct NodeArgs {
     /// Limit uploads to RATE bytes per second over all peers (e.g. `10MiB`; `0`: no limit)
     #[arg(long = "upload-limit", value_name = "RATE", env = "SHOAL_UPLOAD_LIMIT", value_parser = parse_size)]
     pub upload_limit: Option<u64>,
+
+    /// Limit downloads to RATE bytes per second over all peers (e.g. `10MiB`; `0`: no limit)
+    #[arg(long = "download-limit", value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT", value_parser = parse_size)]
+    pub download_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use shoal_store::{Hashed, Share, Store};
 
 use crate::cli::{Cli, Command, Global, TicketCommand};
 use crate::output::{byte_bar, checksum_line, display_path, human_size, table};
+use crate::remote::Remote;
 
 /// Returned when every problem was already printed (one line each), so `main`
 /// only sets the exit code.
@@ -28,12 +29,32 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Hash { paths } => hash(&paths),
         Command::Add { path, name, json } => add(&cli.global, &path, name.as_deref(), json),
-        Command::Shares { json } => shares(&cli.global, json),
-        Command::Rm { id } => rm(&cli.global, &id),
+        Command::Shares { json } => match Remote::find(&cli.global)? {
+            Some(remote) => remote.shares(json),
+            None => shares(&cli.global, json),
+        },
+        Command::Rm { id } => match Remote::find(&cli.global)? {
+            Some(remote) => remote.rm(&id),
+            None => rm(&cli.global, &id),
+        },
+        Command::Transfers { json } => Remote::require(&cli.global, "transfers")?.transfers(json),
+        Command::Peers { json } => Remote::require(&cli.global, "peers")?.peers(json),
+        Command::Pause(a) => Remote::require(&cli.global, "pause")?.act("pause", &a.id, a.json),
+        Command::Resume(a) => Remote::require(&cli.global, "resume")?.act("resume", &a.id, a.json),
+        Command::Cancel(a) => Remote::require(&cli.global, "cancel")?.act("cancel", &a.id, a.json),
+        Command::Status { json } => Remote::require(&cli.global, "status")?.status(json),
+        Command::Ui { open } => Remote::require(&cli.global, "ui")?.ui(open),
         Command::Ticket(TicketCommand::Inspect { ticket, json }) => inspect(&ticket, json),
-        Command::Share(args) => crate::p2p::share(&cli.global, args),
-        Command::Get(args) => crate::p2p::get(&cli.global, args),
+        Command::Share(args) => match Remote::find(&cli.global)? {
+            Some(remote) => remote.share(&args),
+            None => crate::p2p::share(&cli.global, args),
+        },
+        Command::Get(args) => match Remote::find(&cli.global)? {
+            Some(remote) => remote.get(&args),
+            None => crate::p2p::get(&cli.global, args),
+        },
         Command::Demo(args) => crate::p2p::demo(args),
+        Command::Daemon(args) => crate::daemon_cmd::run(&cli.global, args),
     }
 }
 

@@ -6,9 +6,12 @@
 //! line on stderr with a non-zero exit code.
 
 mod cli;
+mod client;
 mod commands;
+mod daemon_cmd;
 mod output;
 mod p2p;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.is::<commands::AlreadyReported>() => ExitCode::FAILURE,
+        Err(err) if err.is::<remote::Detached>() => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
@@ -47,16 +51,33 @@ pub fn one_line(err: &anyhow::Error) -> String {
 
 /// Warnings from shoal's own crates go to stderr (for example a shared file
 /// that changed and can no longer be served); `SHOAL_LOG=debug` shows more,
-/// `SHOAL_LOG=off` nothing. Other crates log only errors.
+/// `SHOAL_LOG=off` nothing. Other crates log only errors, unless `SHOAL_LOG`
+/// holds per-target directives (`shoal_net=debug,libp2p_dcutr=debug`).
 fn init_logging() {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
-    let level = match std::env::var("SHOAL_LOG").as_deref() {
-        Ok("off") => LevelFilter::OFF,
-        Ok("error") => LevelFilter::ERROR,
-        Ok("info") => LevelFilter::INFO,
-        Ok("debug") => LevelFilter::DEBUG,
-        Ok("trace") => LevelFilter::TRACE,
+    let var = std::env::var("SHOAL_LOG").unwrap_or_default();
+    // `SHOAL_LOG=shoal_net=debug,libp2p_dcutr=trace`: per-target levels, for
+    // looking into the libraries too.
+    if var.contains('=') {
+        if let Ok(filter) = var.parse::<Targets>() {
+            let _ = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .without_time(),
+                )
+                .with(filter)
+                .try_init();
+            return;
+        }
+    }
+    let level = match var.as_str() {
+        "off" => LevelFilter::OFF,
+        "error" => LevelFilter::ERROR,
+        "info" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
         _ => LevelFilter::WARN,
     };
     let filter = Targets::new()

@@ -11,7 +11,7 @@ use serde_json::json;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use shoal_net::{NetConfig, PeerId};
 use shoal_node::runtime::{NetConnector, Peer, PeerConfig};
-use shoal_node::{Connector, DownloadHandle, NodeConfig, Progress};
+use shoal_node::{Connector, DownloadHandle, Limits, NodeConfig, Progress};
 use shoal_store::Visibility;
 
 use crate::cli::{DemoArgs, GetArgs, Global, NodeArgs, ShareArgs};
@@ -33,12 +33,15 @@ fn peer_config(args: &NodeArgs, node: NodeConfig) -> Result<PeerConfig> {
     Ok(PeerConfig {
         net,
         node,
-        upload_limit: args.upload_limit,
+        limits: Limits {
+            upload: args.upload_limit,
+            download: args.download_limit,
+        },
     })
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -515,7 +518,10 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
     let cfg = |net: NetConfig| PeerConfig {
         net,
         node: NodeConfig::default(),
-        upload_limit: limit,
+        limits: Limits {
+            upload: limit,
+            download: None,
+        },
     };
     let seeder = Peer::start(&tmp.path().join("seeder"), cfg(demo_net(&base)))
         .await

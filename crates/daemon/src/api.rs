@@ -1,0 +1,764 @@
+//! The HTTP API v1 (see `docs/api.md`): routes, handlers, the bearer-token
+//! middleware, SSE events, Prometheus metrics, the embedded web UI and the
+//! OpenAPI document generated from the handlers' annotations.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use shoal_core::ContentId;
+use shoal_store::Visibility;
+use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::settings::{Settings, SettingsPatch};
+use crate::transfers::{ContentKind, NewTransfer, PathKind, Transfer, TransferPeer, TransferState};
+use crate::{AppState, Event};
+
+/// Largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Keep-alive comments on the event stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+type St = State<Arc<AppState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A shared file or folder.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShareView {
+    /// Content id, hex.
+    pub id: String,
+    pub kind: ContentKind,
+    pub name: String,
+    /// Absolute path of the shared file or folder.
+    pub path: String,
+    /// Total bytes.
+    pub size: u64,
+    /// Number of files (1 for a file).
+    pub files: u64,
+    /// Announced on the DHT (otherwise reachable with the ticket only).
+    pub public: bool,
+    /// A ticket naming this peer.
+    pub ticket: String,
+}
+
+/// The daemon's peer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub peer_id: String,
+    pub version: String,
+    /// Listen multiaddrs.
+    pub addresses: Vec<String>,
+    /// The addresses put in tickets.
+    pub ticket_addresses: Vec<String>,
+    /// "unknown", "public" or "private".
+    pub reachability: String,
+    pub uptime_s: u64,
+    pub data_dir: String,
+    pub connected_peers: u32,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PeerView {
+    pub peer_id: String,
+    /// Multiaddrs of the open connections.
+    pub addresses: Vec<String>,
+    pub path: PathKind,
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// Ids of the transfers the peer takes part in.
+    pub transfers: Vec<String>,
+}
+
+/// Body of `POST /api/v1/shares`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShareBody {
+    /// Absolute path of a file or folder.
+    pub path: String,
+    /// Announce it on the DHT (default true); false: ticket only.
+    #[serde(default)]
+    pub public: Option<bool>,
+}
+
+/// Body of `POST /api/v1/transfers`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransferBody {
+    /// A ticket (`shoal1…`) or a content id (64 hex digits, found on the DHT).
+    pub ticket: String,
+    /// Absolute folder to download into (default `<data-dir>/downloads`).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// File or folder name to create in `output` (default: the content id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Bytes per second; null or 0 = unlimited.
+    #[serde(default)]
+    pub download_limit: Option<u64>,
+}
+
+/// Body of `PATCH /api/v1/transfers/{id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferPatch {
+    /// Bytes per second; null or 0 = unlimited.
+    pub download_limit: Option<u64>,
+}
+
+/// The API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shoal daemon API", version = "1"),
+    paths(
+        status, list_shares, add_share, remove_share, list_transfers, add_transfer,
+        get_transfer, patch_transfer, pause_transfer, resume_transfer, cancel_transfer,
+        list_peers, get_settings, patch_settings, events, openapi_json, metrics
+    ),
+    components(schemas(
+        ShareView, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
+        TransferPeer, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
+        crate::ErrorDetail, crate::ErrorCode
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API, the metrics and the web UI.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/status", get(status))
+        .route("/shares", get(list_shares).post(add_share))
+        .route("/shares/{id}", axum::routing::delete(remove_share))
+        .route("/transfers", get(list_transfers).post(add_transfer))
+        .route("/transfers/{id}", get(get_transfer).patch(patch_transfer))
+        .route("/transfers/{id}/pause", post(pause_transfer))
+        .route("/transfers/{id}/resume", post(resume_transfer))
+        .route("/transfers/{id}/cancel", post(cancel_transfer))
+        .route("/peers", get(list_peers))
+        .route("/settings", get(get_settings).patch(patch_settings))
+        .route("/events", get(events))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn auth(State(st): St, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        None => ApiError::unauthorized(
+            "this request needs the API token: send Authorization: Bearer <token> (the token is in api.token in the data directory)",
+        )
+        .into_response(),
+        Some(t) if bool::from(t.as_bytes().ct_eq(st.token.as_bytes())) => next.run(req).await,
+        Some(_) => ApiError::unauthorized(
+            "the API token is wrong: the daemon writes a new one to api.token in the data directory at every start",
+        )
+        .into_response(),
+    }
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such route {}; GET /api/v1/openapi.json lists the routes",
+        uri.path()
+    ))
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut e = ApiError::bad_request(
+        None,
+        format!(
+            "{method} is not allowed on {}; GET /api/v1/openapi.json lists the methods",
+            uri.path()
+        ),
+    );
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
+}
+
+/// Parses an id in a path: 400 naming `id` when malformed.
+fn parse_id(s: &str) -> ApiResult<ContentId> {
+    s.parse().map_err(|_| {
+        ApiError::bad_request(
+            Some("id"),
+            format!("{s:?} is not an id: ids are 64 hex digits, as the listings show"),
+        )
+    })
+}
+
+fn share_view(st: &AppState, s: &shoal_store::Share) -> ShareView {
+    ShareView {
+        id: s.id.to_hex(),
+        kind: s.kind.into(),
+        name: s.name.clone(),
+        path: s.path.to_string_lossy().into_owned(),
+        size: s.size,
+        files: s.files,
+        public: s.visibility == Visibility::Public,
+        ticket: st.peer.ticket(s.id, s.kind).to_string(),
+    }
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "{what}");
+    ApiError::internal(format!("{what}: {e}"))
+}
+
+#[utoipa::path(get, path = "/api/v1/status", tag = "daemon",
+    responses((status = 200, body = Status), (status = 401, body = ErrorBody)))]
+async fn status(State(st): St) -> Json<Status> {
+    let net = st.peer.net();
+    let mut peers: Vec<_> = net.connections().into_iter().map(|c| c.peer).collect();
+    peers.sort();
+    peers.dedup();
+    let reachability = if net.external_addrs().is_empty() {
+        "unknown"
+    } else {
+        "public"
+    };
+    Json(Status {
+        peer_id: st.peer.peer_id().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        addresses: net.listen_addrs().iter().map(ToString::to_string).collect(),
+        ticket_addresses: net.ticket_addrs().iter().map(ToString::to_string).collect(),
+        reachability: reachability.to_owned(),
+        uptime_s: st.started.elapsed().as_secs(),
+        data_dir: st.data_dir.to_string_lossy().into_owned(),
+        connected_peers: u32::try_from(peers.len()).unwrap_or(u32::MAX),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/shares", tag = "shares",
+    responses((status = 200, body = [ShareView]), (status = 401, body = ErrorBody)))]
+async fn list_shares(State(st): St) -> ApiResult<Json<Vec<ShareView>>> {
+    let shares = st
+        .peer
+        .store()
+        .shares()
+        .map_err(|e| internal("cannot list the shares", e))?;
+    Ok(Json(shares.iter().map(|s| share_view(&st, s)).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/shares", tag = "shares", request_body = NewShareBody,
+    responses((status = 201, body = ShareView), (status = 400, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn add_share(
+    State(st): St,
+    ApiJson(body): ApiJson<NewShareBody>,
+) -> ApiResult<(StatusCode, Json<ShareView>)> {
+    let path = PathBuf::from(&body.path);
+    if body.path.is_empty() || !path.is_absolute() {
+        return Err(ApiError::unprocessable(
+            "path",
+            format!("path {:?} is not absolute; give the full path of a file or folder, starting with /", body.path),
+        ));
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        ApiError::unprocessable(
+            "path",
+            format!(
+                "cannot share {}: {e}; check that it exists and is readable",
+                path.display()
+            ),
+        )
+    })?;
+    let readable = if meta.is_dir() {
+        std::fs::read_dir(&path).map(|_| ())
+    } else {
+        std::fs::File::open(&path).map(|_| ())
+    };
+    readable.map_err(|e| {
+        ApiError::unprocessable(
+            "path",
+            format!("cannot read {}: {e}; check its permissions", path.display()),
+        )
+    })?;
+    let store = st.peer.store().clone();
+    let p = path.clone();
+    let added = tokio::task::spawn_blocking(move || store.add_with_report(&p, None, &|_| {}))
+        .await
+        .map_err(|e| internal("the indexing task failed", e))?
+        .map_err(|e| {
+            ApiError::unprocessable("path", format!("cannot share {}: {e}", path.display()))
+        })?;
+    let s = added.share;
+    if body.public.unwrap_or(true) {
+        st.peer
+            .make_public(s.id)
+            .map_err(|e| internal("cannot make the share public", e))?;
+    } else {
+        st.peer
+            .store()
+            .set_visibility(&s.id, Visibility::Unlisted)
+            .map_err(|e| internal("cannot set the share's visibility", e))?;
+    }
+    let s = st
+        .peer
+        .store()
+        .share(&s.id)
+        .map_err(|e| internal("cannot read the share", e))?
+        .unwrap_or(s);
+    let view = share_view(&st, &s);
+    let _ = st.events.send(Event::new(
+        "share",
+        serde_json::to_value(&view).unwrap_or_default(),
+    ));
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/shares/{id}", tag = "shares",
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn remove_share(State(st): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    let removed = st
+        .peer
+        .store()
+        .remove(&id)
+        .map_err(|e| internal("cannot remove the share", e))?;
+    if !removed {
+        return Err(ApiError::not_found(format!(
+            "no share with id {id}; GET /api/v1/shares lists them"
+        )));
+    }
+    let net = st.peer.net().clone();
+    tokio::spawn(async move {
+        let _ = net.unprovide(&id).await;
+    });
+    let _ = st.events.send(Event::new(
+        "share_removed",
+        serde_json::json!({"id": id.to_hex()}),
+    ));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/transfers", tag = "transfers",
+    responses((status = 200, body = [Transfer]), (status = 401, body = ErrorBody)))]
+async fn list_transfers(State(st): St) -> Json<Vec<Transfer>> {
+    Json(st.transfers.list())
+}
+
+#[utoipa::path(post, path = "/api/v1/transfers", tag = "transfers", request_body = NewTransferBody,
+    responses((status = 201, body = Transfer, description = "started"),
+        (status = 200, body = Transfer, description = "the content already was a transfer"),
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn add_transfer(
+    State(st): St,
+    ApiJson(body): ApiJson<NewTransferBody>,
+) -> ApiResult<(StatusCode, Json<Transfer>)> {
+    let (id, kind, providers) = NewTransfer::parse_target(&body.ticket, &st.peer)
+        .map_err(|m| ApiError::unprocessable("ticket", m))?;
+    let output = match body.output.as_deref() {
+        None => st.default_output(),
+        Some(o) => {
+            let p = PathBuf::from(o);
+            if o.is_empty() || !p.is_absolute() {
+                return Err(ApiError::unprocessable(
+                    "output",
+                    format!("output {o:?} is not absolute; give the full path of a folder, starting with /"),
+                ));
+            }
+            p
+        }
+    };
+    if let Some(n) = &body.name {
+        if n.is_empty()
+            || n == "."
+            || n == ".."
+            || n.len() > 255
+            || n.contains(['/', '\\', '\0'])
+            || n.chars().any(char::is_control)
+        {
+            return Err(ApiError::unprocessable(
+                "name",
+                format!("name {n:?} is not a plain file name; give a name without slashes, or leave it out"),
+            ));
+        }
+    }
+    if st.transfers.get(&id).is_none() {
+        std::fs::create_dir_all(&output).map_err(|e| {
+            ApiError::unprocessable(
+                "output",
+                format!(
+                    "cannot create the output folder {}: {e}; choose another folder",
+                    output.display()
+                ),
+            )
+        })?;
+        if !output.is_dir() {
+            return Err(ApiError::unprocessable(
+                "output",
+                format!("output {} is not a folder", output.display()),
+            ));
+        }
+    }
+    let (t, created) = st.transfers.add(NewTransfer {
+        id,
+        kind,
+        providers,
+        output,
+        name: body.name,
+        download_limit: body.download_limit.filter(|l| *l > 0),
+    })?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(t)))
+}
+
+fn transfer_not_found(id: &ContentId) -> ApiError {
+    ApiError::not_found(format!(
+        "no transfer with id {id}; GET /api/v1/transfers lists them"
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/transfers/{id}", tag = "transfers",
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn get_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json<Transfer>> {
+    let id = parse_id(&id)?;
+    st.transfers
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| transfer_not_found(&id))
+}
+
+#[utoipa::path(patch, path = "/api/v1/transfers/{id}", tag = "transfers", request_body = TransferPatch,
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn patch_transfer(
+    State(st): St,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TransferPatch>,
+) -> ApiResult<Json<Transfer>> {
+    let id = parse_id(&id)?;
+    st.transfers
+        .set_limit(&id, body.download_limit.filter(|l| *l > 0))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/pause", tag = "transfers",
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn pause_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json<Transfer>> {
+    let id = parse_id(&id)?;
+    st.transfers.pause(&id).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/resume", tag = "transfers",
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn resume_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json<Transfer>> {
+    let id = parse_id(&id)?;
+    st.transfers.resume(&id).map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/cancel", tag = "transfers",
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 204), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn cancel_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    st.transfers.cancel(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/peers", tag = "daemon",
+    responses((status = 200, body = [PeerView]), (status = 401, body = ErrorBody)))]
+async fn list_peers(State(st): St) -> Json<Vec<PeerView>> {
+    let mut peers: BTreeMap<String, PeerView> = BTreeMap::new();
+    let mut direct: BTreeMap<String, bool> = BTreeMap::new();
+    for c in st.peer.net().connections() {
+        let id = c.peer.to_string();
+        *direct.entry(id.clone()).or_default() |= !c.relayed;
+        let v = peers.entry(id.clone()).or_insert_with(|| PeerView {
+            peer_id: id,
+            addresses: Vec::new(),
+            path: PathKind::Direct,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            transfers: Vec::new(),
+        });
+        let a = c.remote_addr.to_string();
+        if !v.addresses.contains(&a) {
+            v.addresses.push(a);
+        }
+    }
+    // Transfer streams on the TLS fast path are not libp2p connections: the
+    // peers of running transfers are listed too.
+    for (tid, tp) in st.transfers.peers_by_transfer() {
+        let v = peers.entry(tp.peer_id.clone()).or_insert_with(|| PeerView {
+            peer_id: tp.peer_id.clone(),
+            addresses: Vec::new(),
+            path: tp.path,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            transfers: Vec::new(),
+        });
+        v.down_rate += tp.down_rate;
+        v.up_rate += tp.up_rate;
+        if tp.path == PathKind::Direct {
+            direct.insert(tp.peer_id.clone(), true);
+        }
+        if !v.transfers.contains(&tid) {
+            v.transfers.push(tid);
+        }
+    }
+    for (id, v) in peers.iter_mut() {
+        if direct.get(id) == Some(&false) {
+            v.path = PathKind::Relayed;
+        }
+    }
+    Json(peers.into_values().collect())
+}
+
+#[utoipa::path(get, path = "/api/v1/settings", tag = "daemon",
+    responses((status = 200, body = Settings), (status = 401, body = ErrorBody)))]
+async fn get_settings(State(st): St) -> Json<Settings> {
+    Json(st.settings())
+}
+
+#[utoipa::path(patch, path = "/api/v1/settings", tag = "daemon", request_body = SettingsPatch,
+    responses((status = 200, body = Settings, description = "applied (upload and download limits at once; max_connections and max_peers_per_transfer at the next start) and saved"),
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn patch_settings(
+    State(st): St,
+    ApiJson(patch): ApiJson<SettingsPatch>,
+) -> ApiResult<Json<Settings>> {
+    patch
+        .apply(st.settings())
+        .map_err(|(field, m)| ApiError::unprocessable(field, m))?;
+    let saved = {
+        let mut saved = st.saved.lock().unwrap_or_else(|e| e.into_inner());
+        *saved = crate::merge_patch(&saved, &patch);
+        *saved
+    };
+    let text = serde_json::to_vec_pretty(&saved).unwrap_or_default();
+    crate::discovery::write_atomic(&st.settings_file(), &text, 0o600)
+        .map_err(|e| internal("cannot save the settings", e))?;
+    let now = crate::effective(&st.base, &saved, &st.pinned);
+    *st.settings.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    crate::limits::apply(&st.peer, &now);
+    let _ = st.events.send(Event::new(
+        "settings",
+        serde_json::to_value(now).unwrap_or_default(),
+    ));
+    Ok(Json(now))
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "daemon",
+    responses((status = 200, content_type = "text/event-stream",
+        description = "events `transfer`, `transfer_removed`, `share`, `share_removed`, `settings`, `error`; first one `transfer` per transfer"),
+        (status = 401, body = ErrorBody)))]
+async fn events(
+    State(st): St,
+) -> Sse<impl Stream<Item = Result<axum::response::sse::Event, Infallible>>> {
+    // Subscribe before the snapshot, so nothing between them is missed.
+    let rx = st.events.subscribe();
+    let initial: Vec<Event> = st
+        .transfers
+        .list()
+        .into_iter()
+        .map(|t| Event::new("transfer", serde_json::to_value(t).unwrap_or_default()))
+        .collect();
+    let live = futures::stream::unfold(rx, |mut rx| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        match rx.recv().await {
+            Ok(ev) => Some((ev, rx)),
+            Err(RecvError::Lagged(n)) => {
+                let ev = Event::new(
+                    "error",
+                    serde_json::json!({"message": format!("{n} events were dropped because this client read too slowly; reload the state with GET requests"), "transfer": null}),
+                );
+                Some((ev, rx))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let mut closing = st.closing.clone();
+    let stop = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    let stream = futures::stream::iter(initial)
+        .chain(live)
+        .take_until(stop)
+        .map(|ev| {
+            Ok(axum::response::sse::Event::default()
+                .event(ev.name)
+                .data(ev.data.to_string()))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "daemon",
+    responses((status = 200, description = "this document"), (status = 401, body = ErrorBody)))]
+async fn openapi_json() -> Response {
+    let doc = ApiDoc::openapi();
+    match doc.to_json() {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => internal("cannot render the OpenAPI document", e).into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "daemon", security(()),
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
+async fn metrics(State(st): St) -> Response {
+    let m = crate::limits::counters(&st);
+    let mut direct = 0u64;
+    let mut relayed = 0u64;
+    let conns = st.peer.net().connections();
+    let mut seen = std::collections::HashMap::new();
+    for c in &conns {
+        *seen.entry(c.peer).or_insert(false) |= !c.relayed;
+    }
+    for d in seen.values() {
+        if *d {
+            direct += 1;
+        } else {
+            relayed += 1;
+        }
+    }
+    let shares = st.peer.store().shares().map(|s| s.len()).unwrap_or(0);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    metric(
+        "shoal_bytes_uploaded_total",
+        "counter",
+        "Piece bytes sent to peers.",
+        &[(String::new(), m.uploaded)],
+    );
+    metric(
+        "shoal_bytes_downloaded_total",
+        "counter",
+        "Verified piece bytes received from peers.",
+        &[(String::new(), m.downloaded)],
+    );
+    metric(
+        "shoal_peers_connected",
+        "gauge",
+        "Connected peers by path.",
+        &[
+            ("{path=\"direct\"}".to_owned(), direct),
+            ("{path=\"relayed\"}".to_owned(), relayed),
+        ],
+    );
+    metric(
+        "shoal_pieces_verified_total",
+        "counter",
+        "Pieces received and verified.",
+        &[(String::new(), m.pieces_verified)],
+    );
+    metric(
+        "shoal_pieces_failed_total",
+        "counter",
+        "Pieces received that failed verification.",
+        &[(String::new(), m.pieces_failed)],
+    );
+    let states: Vec<(String, u64)> = st
+        .transfers
+        .count_by_state()
+        .into_iter()
+        .map(|(s, n)| (format!("{{state=\"{}\"}}", s.as_str()), n))
+        .collect();
+    metric("shoal_transfers", "gauge", "Transfers by state.", &states);
+    metric(
+        "shoal_shares",
+        "gauge",
+        "Shared files and folders.",
+        &[(String::new(), shares as u64)],
+    );
+    metric(
+        "shoal_build_info",
+        "gauge",
+        "The running version.",
+        &[(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+const INDEX_HTML: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const APP_CSS: &str = include_str!("../ui/app.css");
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+        .into_response()
+}
+
+async fn app_css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
+}

@@ -1,0 +1,138 @@
+//! How clients find a running daemon: the lock `daemon.lock` (held for the
+//! daemon's life, holds its pid), the token file `api.token` (mode 0600, new at
+//! every start) and `daemon.json` (pid, API address, version; written once the
+//! API listens, removed on a clean exit).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::DaemonError;
+
+/// The lock file's name in the data directory.
+pub const LOCK_FILE: &str = "daemon.lock";
+/// The token file's name in the data directory.
+pub const TOKEN_FILE: &str = "api.token";
+/// The discovery file's name in the data directory.
+pub const INFO_FILE: &str = "daemon.json";
+
+/// The content of `daemon.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub api: SocketAddr,
+    pub version: String,
+}
+
+/// The exclusive lock on a data directory; released when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.to_path_buf();
+    move |source| DaemonError::Io { what, path, source }
+}
+
+/// Takes the lock of `data_dir`, or says which daemon holds it.
+pub fn lock(data_dir: &Path) -> Result<DirLock, DaemonError> {
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open the lock file", &path))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(DaemonError::AlreadyRunning {
+                pid: text.trim().parse().ok(),
+                data_dir: data_dir.to_path_buf(),
+            });
+        }
+        Err(e) => {
+            return Err(DaemonError::Io {
+                what: "lock",
+                path,
+                source: e.into(),
+            })
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush())
+        .map_err(io_err("write the lock file", &path))?;
+    Ok(DirLock { _file: file })
+}
+
+/// Writes `contents` to `path` through a temporary file in the same folder
+/// (created with `mode`), synced, then renamed over `path`.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), DaemonError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp: PathBuf = dir.join(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    res.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        DaemonError::Io {
+            what: "write",
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// A new random 256-bit token, written hex-encoded to `api.token` (mode 0600).
+pub fn new_token(data_dir: &Path) -> Result<String, DaemonError> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_atomic(&data_dir.join(TOKEN_FILE), token.as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+/// Writes `daemon.json`.
+pub fn write_info(data_dir: &Path, info: &DaemonInfo) -> Result<(), DaemonError> {
+    let text = serde_json::to_vec_pretty(info).unwrap_or_default();
+    write_atomic(&data_dir.join(INFO_FILE), &text, 0o600)
+}
+
+/// Reads `daemon.json` if a daemon is running for `data_dir`: the file exists
+/// and its lock is held. A stale file (lock free) means no daemon.
+pub fn running(data_dir: &Path) -> Option<DaemonInfo> {
+    let info: DaemonInfo =
+        serde_json::from_slice(&std::fs::read(data_dir.join(INFO_FILE)).ok()?).ok()?;
+    let f = File::open(data_dir.join(LOCK_FILE)).ok()?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        // We could take it: nobody holds the lock.
+        Ok(()) => None,
+        Err(_) => Some(info),
+    }
+}

@@ -1,0 +1,51 @@
+//! Applying [`Settings`] to the running peer: upload and download limits live,
+//! connection counts at the next start.
+
+use shoal_node::runtime::{Peer, PeerConfig};
+use shoal_node::{DownloadHandle, Limits};
+
+use crate::Settings;
+
+fn limits_of(s: &Settings) -> Limits {
+    Limits {
+        upload: s.upload_limit,
+        download: s.download_limit,
+    }
+}
+
+/// Puts the settings that are fixed at start into a peer's configuration.
+pub(crate) fn configure(cfg: &mut PeerConfig, s: &Settings) {
+    cfg.net.limits.max_established = s.max_connections;
+    cfg.node.max_peers = s.max_peers_per_transfer;
+    cfg.limits = limits_of(s);
+}
+
+/// Applies the live limits to a running peer.
+pub(crate) fn apply(peer: &Peer, s: &Settings) {
+    peer.set_limits(limits_of(s));
+}
+
+/// Sets one download's own limit.
+pub(crate) fn set_download_limit(h: &DownloadHandle, limit: Option<u64>) {
+    h.set_download_limit(limit);
+}
+
+/// Totals for `/metrics`.
+pub(crate) struct Counters {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub pieces_verified: u64,
+    pub pieces_failed: u64,
+}
+
+/// The peer's traffic counters (bytes on transfer streams, pieces verified and
+/// failed), since the daemon started.
+pub(crate) fn counters(st: &crate::AppState) -> Counters {
+    let c = st.peer.counters();
+    Counters {
+        uploaded: c.bytes_up,
+        downloaded: c.bytes_down,
+        pieces_verified: c.pieces_verified,
+        pieces_failed: c.pieces_failed,
+    }
+}

@@ -1,0 +1,346 @@
+//! Settings (limits) and the TOML configuration file.
+//!
+//! Precedence, highest first: command-line flags, environment variables,
+//! settings saved through the API (`<data-dir>/daemon/settings.json`), the
+//! configuration file, defaults. The binary merges flags and environment into
+//! a [`SettingsPatch`] given as [`crate::DaemonConfig::pinned`]; the daemon
+//! applies the saved settings over [`crate::DaemonConfig::settings`] and the
+//! pinned values over both.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+/// Default most established connections (matches `shoal_net`'s default).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+/// Default most peers per transfer (matches `shoal_node::NodeConfig`).
+pub const DEFAULT_MAX_PEERS_PER_TRANSFER: u32 = 50;
+/// Largest value accepted for `max_connections` and `max_peers_per_transfer`.
+pub const MAX_COUNT: u32 = 100_000;
+
+/// What can be wrong with a configuration file or a size.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {}: {source}; check the path given to --config", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a key has a wrong value.
+    #[error("invalid configuration file {}{}: {message}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+/// Live settings of a daemon (limits in bytes per second; `None` = unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    /// Upload limit over all peers, bytes per second; null = unlimited.
+    pub upload_limit: Option<u64>,
+    /// Download limit over all transfers, bytes per second; null = unlimited.
+    pub download_limit: Option<u64>,
+    /// Most established connections. Applies at the next start of the daemon.
+    pub max_connections: u32,
+    /// Most peers per transfer. Applies to transfers started after the next
+    /// start of the daemon.
+    pub max_peers_per_transfer: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            upload_limit: None,
+            download_limit: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_peers_per_transfer: DEFAULT_MAX_PEERS_PER_TRANSFER,
+        }
+    }
+}
+
+/// Any subset of [`Settings`]: the body of `PATCH /api/v1/settings`, and the
+/// values pinned by flags and environment variables. For the limits, an absent
+/// field leaves the value alone and `null` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// Upload limit, bytes per second; null = unlimited.
+    #[serde(
+        default,
+        deserialize_with = "some_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>)]
+    pub upload_limit: Option<Option<u64>>,
+    /// Download limit, bytes per second; null = unlimited.
+    #[serde(
+        default,
+        deserialize_with = "some_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>)]
+    pub download_limit: Option<Option<u64>>,
+    /// Most established connections (1..=100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most peers per transfer (1..=100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_peers_per_transfer: Option<u32>,
+}
+
+/// Distinguishes `"field": null` (Some(None)) from an absent field (None).
+fn some_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+impl SettingsPatch {
+    /// The patched settings, or the name of the field with an invalid value
+    /// and why.
+    pub fn apply(&self, s: Settings) -> Result<Settings, (&'static str, String)> {
+        let mut out = s;
+        if let Some(v) = self.upload_limit {
+            out.upload_limit = v.filter(|r| *r > 0);
+        }
+        if let Some(v) = self.download_limit {
+            out.download_limit = v.filter(|r| *r > 0);
+        }
+        if let Some(v) = self.max_connections {
+            if v == 0 || v > MAX_COUNT {
+                return Err((
+                    "max_connections",
+                    format!("max_connections must be between 1 and {MAX_COUNT}, not {v}"),
+                ));
+            }
+            out.max_connections = v;
+        }
+        if let Some(v) = self.max_peers_per_transfer {
+            if v == 0 || v > MAX_COUNT {
+                return Err((
+                    "max_peers_per_transfer",
+                    format!("max_peers_per_transfer must be between 1 and {MAX_COUNT}, not {v}"),
+                ));
+            }
+            out.max_peers_per_transfer = v;
+        }
+        Ok(out)
+    }
+
+    /// Whether the patch sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What the configuration file says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    /// The `[limits]` section as a patch over the defaults.
+    pub limits: SettingsPatch,
+    /// `[api] listen`.
+    pub api_listen: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    upload: Option<SizeValue>,
+    download: Option<SizeValue>,
+    max_connections: Option<u32>,
+    max_peers_per_transfer: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl FileConfig {
+    /// Reads `path`. With `required` false, a missing file is an empty
+    /// configuration (the default path); otherwise it is an error.
+    pub fn load(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FileConfig::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of a configuration file; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        let invalid = |line: Option<usize>, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let line_of = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            invalid(
+                line_of(e.span()),
+                e.message().replace('\n', " ").trim().to_owned(),
+            )
+        })?;
+        let line_of_key = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map(|i| i + 1)
+        };
+        let size =
+            |key: &'static str, v: Option<SizeValue>| -> Result<Option<Option<u64>>, ConfigError> {
+                match v {
+                    None => Ok(None),
+                    Some(SizeValue::Bytes(n)) => Ok(Some(Some(n).filter(|n| *n > 0))),
+                    Some(SizeValue::Text(t)) => parse_size(&t)
+                        .map(|n| Some(Some(n).filter(|n| *n > 0)))
+                        .map_err(|m| invalid(line_of_key(key), format!("key limits.{key}: {m}"))),
+                }
+            };
+        let limits = SettingsPatch {
+            upload_limit: size("upload", raw.limits.upload)?,
+            download_limit: size("download", raw.limits.download)?,
+            max_connections: raw.limits.max_connections,
+            max_peers_per_transfer: raw.limits.max_peers_per_transfer,
+        };
+        limits.apply(Settings::default()).map_err(|(field, m)| {
+            let key = match field {
+                "max_connections" => "max_connections",
+                _ => "max_peers_per_transfer",
+            };
+            invalid(line_of_key(key), format!("key limits.{key}: {m}"))
+        })?;
+        let api_listen = match raw.api.listen {
+            None => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    line_of_key("listen"),
+                    format!(
+                        "key api.listen: {s:?} is not an address; use IP:PORT, like 127.0.0.1:7777"
+                    ),
+                )
+            })?),
+        };
+        Ok(FileConfig { limits, api_listen })
+    }
+}
+
+/// Parses sizes like `1048576`, `64MiB`, `64M`, `2GiB`, `512k` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a size: use a number with an optional unit, like 10MiB")
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {s:?}: use B, KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    let v = num * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_with_units_parses_to_a_patch() {
+        let text = "[limits]\nupload = \"10MiB\"\ndownload = 52428800\nmax_connections = 200\n\
+                    max_peers_per_transfer = 50\n[api]\nlisten = \"127.0.0.1:7777\"\n";
+        let c = FileConfig::parse(Path::new("c.toml"), text).unwrap();
+        assert_eq!(c.limits.upload_limit, Some(Some(10 << 20)));
+        assert_eq!(c.limits.download_limit, Some(Some(50 << 20)));
+        assert_eq!(c.limits.max_connections, Some(200));
+        assert_eq!(c.api_listen, Some("127.0.0.1:7777".parse().unwrap()));
+    }
+
+    #[test]
+    fn config_errors_name_file_line_and_key() {
+        let e = FileConfig::parse(
+            Path::new("/x/c.toml"),
+            "[limits]\nupload = \"10 parsecs\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/x/c.toml") && e.contains("line 2") && e.contains("limits.upload"),
+            "{e}"
+        );
+        let e = FileConfig::parse(Path::new("c.toml"), "[limits]\nuplod = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("uplod"), "{e}");
+        let e = FileConfig::parse(Path::new("c.toml"), "[limits]\nmax_connections = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.max_connections"), "{e}");
+        let e = FileConfig::parse(Path::new("c.toml"), "[api]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api.listen") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_config_is_empty_but_missing_given_one_is_an_error() {
+        let p = Path::new("/nonexistent/shoal/config.toml");
+        assert_eq!(FileConfig::load(p, false).unwrap(), FileConfig::default());
+        assert!(FileConfig::load(p, true).is_err());
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent() {
+        let base = Settings {
+            upload_limit: Some(5),
+            ..Settings::default()
+        };
+        let p: SettingsPatch = serde_json::from_str(r#"{"download_limit": 7}"#).unwrap();
+        assert_eq!(p.apply(base).unwrap().upload_limit, Some(5));
+        let p: SettingsPatch = serde_json::from_str(r#"{"upload_limit": null}"#).unwrap();
+        assert_eq!(p.apply(base).unwrap().upload_limit, None);
+    }
+}

@@ -1,0 +1,761 @@
+//! The daemon's HTTP API, driven over real HTTP against daemons started
+//! in-process on 127.0.0.1 (API and peer) with temporary data directories.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use shoal_daemon::{Daemon, DaemonConfig, DaemonError};
+use shoal_node::runtime::PeerConfig;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs a test body with a hard time limit.
+async fn bounded<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("the test did not finish within its time limit");
+}
+
+fn config(dir: &Path) -> DaemonConfig {
+    DaemonConfig::new(dir, PeerConfig::default())
+}
+
+async fn start(dir: &Path) -> Daemon {
+    Daemon::start(config(dir)).await.expect("daemon starts")
+}
+
+/// A daemon whose uploads are limited to `rate` bytes per second.
+async fn start_slow(dir: &Path, rate: u64) -> Daemon {
+    let mut cfg = config(dir);
+    cfg.settings.upload_limit = Some(rate);
+    Daemon::start(cfg).await.expect("daemon starts")
+}
+
+struct Api {
+    client: Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(d: &Daemon) -> Self {
+        Self {
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            base: format!("http://{}", d.api_addr()),
+            token: d.token().to_owned(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request sent");
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn raw(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    /// Polls a transfer until `pred` holds.
+    async fn wait_transfer(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, t) = self.get(&format!("/api/v1/transfers/{id}")).await;
+            assert_eq!(code, StatusCode::OK, "{t}");
+            if pred(&t) {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "transfer never became {what}: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A file of `size` pseudo-random bytes.
+fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let mut data = vec![0u8; size];
+    let mut xof = blake3::Hasher::new()
+        .update(name.as_bytes())
+        .update(&size.to_le_bytes())
+        .finalize_xof();
+    xof.fill(&mut data);
+    let p = dir.join(name);
+    std::fs::write(&p, &data).unwrap();
+    p
+}
+
+async fn share(api: &Api, path: &Path) -> Value {
+    let (code, s) = api
+        .post("/api/v1/shares", json!({"path": path.to_str().unwrap()}))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{s}");
+    s
+}
+
+fn error_field(v: &Value) -> Option<&str> {
+    v["error"]["field"].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_answer_with_the_contract_shapes() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+
+        let (code, s) = api.get("/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(s["peer_id"], d.state().peer().peer_id().to_string());
+        assert!(!s["addresses"].as_array().unwrap().is_empty(), "{s}");
+        assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+
+        let (code, v) = api.get("/api/v1/shares").await;
+        assert_eq!((code, v), (StatusCode::OK, json!([])));
+        let f = random_file(tmp.path(), "a.bin", 300_000);
+        let s = share(&api, &f).await;
+        assert_eq!(s["kind"], "file");
+        assert_eq!(s["size"], 300_000);
+        assert_eq!(s["public"], true);
+        assert!(s["ticket"].as_str().unwrap().starts_with("shoal1"));
+        let (_, v) = api.get("/api/v1/shares").await;
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        let folder = tmp.path().join("folder");
+        std::fs::create_dir_all(folder.join("sub")).unwrap();
+        random_file(&folder, "x", 1000);
+        random_file(&folder.join("sub"), "y", 2000);
+        let (code, c) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": folder.to_str().unwrap(), "public": false}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{c}");
+        assert_eq!(
+            (c["kind"].as_str(), c["files"].as_u64()),
+            (Some("collection"), Some(2))
+        );
+        assert_eq!(c["public"], false);
+        let id = s["id"].as_str().unwrap();
+        let (code, _) = api
+            .call(Method::DELETE, &format!("/api/v1/shares/{id}"), None)
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, e) = api
+            .call(Method::DELETE, &format!("/api/v1/shares/{id}"), None)
+            .await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(e["error"]["code"], "not_found");
+
+        let (code, v) = api.get("/api/v1/transfers").await;
+        assert_eq!((code, v), (StatusCode::OK, json!([])));
+        let (code, v) = api.get("/api/v1/peers").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(v.is_array());
+        let (code, v) = api.get("/api/v1/settings").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(v["upload_limit"], Value::Null);
+        assert_eq!(v["max_connections"], 256);
+
+        // The web UI and the metrics need no token.
+        let (code, html) = api.raw("/").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(html.contains("<"), "{html}");
+        assert_eq!(api.raw("/assets/app.js").await.0, StatusCode::OK);
+        assert_eq!(api.raw("/assets/app.css").await.0, StatusCode::OK);
+        let (code, m) = api.raw("/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(m.contains("shoal_shares 1"), "{m}");
+
+        // Discovery files.
+        let dir = tmp.path().join("d");
+        let info: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("daemon.json")).unwrap()).unwrap();
+        assert_eq!(info["pid"], std::process::id());
+        assert_eq!(info["api"], d.api_addr().to_string());
+        let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+        assert_eq!(token, d.token());
+        assert_eq!(token.len(), 64);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("api.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(shoal_daemon::discovery::running(&dir).is_some());
+        d.shutdown().await;
+        assert!(
+            !dir.join("daemon.json").exists(),
+            "daemon.json is removed on a clean exit"
+        );
+        assert!(shoal_daemon::discovery::running(&dir).is_none());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_route_refuses_a_missing_or_wrong_token() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(tmp.path()).await;
+        let api = Api::new(&d);
+        let id = "ab".repeat(32);
+        let routes: Vec<(Method, String)> = vec![
+            (Method::GET, "/api/v1/status".into()),
+            (Method::GET, "/api/v1/shares".into()),
+            (Method::POST, "/api/v1/shares".into()),
+            (Method::DELETE, format!("/api/v1/shares/{id}")),
+            (Method::GET, "/api/v1/transfers".into()),
+            (Method::POST, "/api/v1/transfers".into()),
+            (Method::GET, format!("/api/v1/transfers/{id}")),
+            (Method::PATCH, format!("/api/v1/transfers/{id}")),
+            (Method::POST, format!("/api/v1/transfers/{id}/pause")),
+            (Method::POST, format!("/api/v1/transfers/{id}/resume")),
+            (Method::POST, format!("/api/v1/transfers/{id}/cancel")),
+            (Method::GET, "/api/v1/peers".into()),
+            (Method::GET, "/api/v1/settings".into()),
+            (Method::PATCH, "/api/v1/settings".into()),
+            (Method::GET, "/api/v1/events".into()),
+            (Method::GET, "/api/v1/openapi.json".into()),
+        ];
+        for (m, path) in &routes {
+            for token in [None, Some("0".repeat(64)), Some(format!("{}x", d.token()))] {
+                let mut r = api.client.request(m.clone(), format!("{}{path}", api.base));
+                if let Some(t) = &token {
+                    r = r.bearer_auth(t);
+                }
+                let resp = r.json(&json!({})).send().await.unwrap();
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{m} {path} {token:?}"
+                );
+                assert_eq!(
+                    resp.headers()
+                        .get("www-authenticate")
+                        .map(|v| v.to_str().unwrap()),
+                    Some("Bearer")
+                );
+                let v: Value = resp.json().await.unwrap();
+                assert_eq!(v["error"]["code"], "unauthorized", "{m} {path}");
+                assert!(v["error"]["message"].as_str().unwrap().contains("token"));
+            }
+        }
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_400_or_422_naming_the_field_and_unknown_ids_404() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        // Malformed JSON.
+        let resp = api
+            .client
+            .post(format!("{}/api/v1/shares", api.base))
+            .bearer_auth(&api.token)
+            .header("content-type", "application/json")
+            .body("{\"path\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "bad_request");
+        // Not JSON at all.
+        let resp = api
+            .client
+            .post(format!("{}/api/v1/shares", api.base))
+            .bearer_auth(&api.token)
+            .body("path=/tmp")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        // Too big.
+        let big = "x".repeat(70 * 1024);
+        let (code, v) = api.post("/api/v1/shares", json!({ "path": big })).await;
+        assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+
+        let cases = [
+            (json!({}), "path"),
+            (json!({"path": "relative/file"}), "path"),
+            (json!({"path": "/nonexistent/shoal/file"}), "path"),
+            (json!({"path": 42}), "path"),
+            (json!({"path": "/tmp", "public": "yes"}), "public"),
+        ];
+        for (body, field) in cases {
+            let (code, v) = api.post("/api/v1/shares", body.clone()).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {v}");
+            assert_eq!(v["error"]["code"], "unprocessable");
+            assert_eq!(error_field(&v), Some(field), "{body} -> {v}");
+            assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        }
+        let id = "cd".repeat(32);
+        let cases = [
+            (json!({"ticket": "shoal1garbage"}), "ticket"),
+            (json!({"ticket": "hello"}), "ticket"),
+            (json!({"output": "/tmp"}), "ticket"),
+            (json!({"ticket": id, "output": "rel/dir"}), "output"),
+            (
+                json!({"ticket": id, "download_limit": -1}),
+                "download_limit",
+            ),
+            (json!({"ticket": id, "name": "../up"}), "name"),
+        ];
+        for (body, field) in cases {
+            let (code, v) = api.post("/api/v1/transfers", body.clone()).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {v}");
+            assert_eq!(error_field(&v), Some(field), "{body} -> {v}");
+        }
+        for (m, path) in [
+            (Method::GET, "/api/v1/transfers/nothex"),
+            (Method::POST, "/api/v1/transfers/1234/pause"),
+            (Method::DELETE, "/api/v1/shares/zz"),
+        ] {
+            let (code, v) = api.call(m, path, None).await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{path} -> {v}");
+            assert_eq!(error_field(&v), Some("id"));
+        }
+        for (m, path) in [
+            (Method::GET, format!("/api/v1/transfers/{id}")),
+            (Method::POST, format!("/api/v1/transfers/{id}/pause")),
+            (Method::POST, format!("/api/v1/transfers/{id}/resume")),
+            (Method::POST, format!("/api/v1/transfers/{id}/cancel")),
+            (Method::DELETE, format!("/api/v1/shares/{id}")),
+            (Method::GET, "/api/v1/nothing".to_owned()),
+        ] {
+            let (code, v) = api.call(m, &path, None).await;
+            assert_eq!(code, StatusCode::NOT_FOUND, "{path} -> {v}");
+            assert_eq!(v["error"]["code"], "not_found");
+        }
+        let (code, v) = api
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/transfers/{id}"),
+                Some(json!({"download_limit": 5})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
+        for (body, field) in [
+            (json!({"upload_limit": -5}), "upload_limit"),
+            (json!({"max_connections": 0}), "max_connections"),
+            (
+                json!({"max_peers_per_transfer": "many"}),
+                "max_peers_per_transfer",
+            ),
+            (json!({"speed": 1}), "speed"),
+        ] {
+            let (code, v) = api
+                .call(Method::PATCH, "/api/v1/settings", Some(body.clone()))
+                .await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {v}");
+            assert_eq!(error_field(&v), Some(field), "{body} -> {v}");
+        }
+        d.shutdown().await;
+    })
+    .await;
+}
+
+/// Reads SSE events (name, data) from a response until `stop` says so.
+async fn read_events(
+    resp: reqwest::Response,
+    mut stop: impl FnMut(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let mut name = String::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(i) = buf.find('\n') {
+            let line = buf[..i].trim_end_matches('\r').to_owned();
+            buf.drain(..=i);
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim()).unwrap();
+                let done = stop(&name, &v);
+                out.push((name.clone(), v));
+                if done {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_between_two_daemons_streams_events_to_seeding_and_counts_bytes() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let src = random_file(tmp.path(), "movie.bin", 3 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+
+        let events = ab
+            .client
+            .get(format!("{}/api/v1/events", ab.base))
+            .bearer_auth(&ab.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), StatusCode::OK);
+        assert!(events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let out = tmp.path().join("out");
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap(), "name": "movie.bin"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        assert_eq!(t["id"], id);
+        let idc = id.clone();
+        let seen = read_events(events, |n, v| n == "transfer" && v["id"] == idc && v["state"] == "seeding").await;
+        let last = &seen.last().unwrap().1;
+        assert_eq!(last["state"], "seeding", "{seen:?}");
+        assert_eq!(last["progress"], 1.0);
+        assert_eq!(last["total_bytes"], 3 << 20);
+        assert!(seen.iter().all(|(n, _)| n == "transfer"), "{seen:?}");
+        assert_eq!(
+            std::fs::read(out.join("movie.bin")).unwrap(),
+            std::fs::read(&src).unwrap(),
+            "the downloaded bytes are the shared ones"
+        );
+        // Adding the same content again answers the existing transfer.
+        let (code, again) = ab.post("/api/v1/transfers", json!({"ticket": id})).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(again["id"], id);
+        let (_, list) = ab.get("/api/v1/transfers").await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+
+        let (_, peers) = ab.get("/api/v1/peers").await;
+        let a_id = a.state().peer().peer_id().to_string();
+        assert!(
+            peers.as_array().unwrap().iter().any(|p| p["peer_id"] == a_id),
+            "{peers}"
+        );
+
+        let (code, m) = ab.raw("/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        let mut names = std::collections::HashMap::new();
+        for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (name, value) = line.rsplit_once(' ').expect("metric lines are NAME VALUE");
+            assert!(name.starts_with("shoal_"), "{line}");
+            let v: f64 = value.parse().expect("metric values are numbers");
+            names.insert(name.to_owned(), v);
+        }
+        assert!(names["shoal_bytes_downloaded_total"] >= (3 << 20) as f64, "{m}");
+        assert_eq!(names["shoal_transfers{state=\"seeding\"}"], 1.0, "{m}");
+        assert!(names.contains_key("shoal_peers_connected{path=\"direct\"}"));
+        assert!(names.contains_key("shoal_pieces_verified_total"));
+        assert!(names.contains_key(&format!("shoal_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))));
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_keeps_progress_and_resume_completes() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start_slow(&tmp.path().join("a"), 1 << 20).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let src = random_file(tmp.path(), "f.bin", 4 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let (code, _) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED);
+        ab.wait_transfer(&id, "partly done", |t| {
+            t["done_bytes"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+        let (code, t) = ab
+            .post(&format!("/api/v1/transfers/{id}/pause"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        assert_eq!(t["state"], "paused");
+        let done = t["done_bytes"].as_u64().unwrap();
+        assert!(done < 4 << 20, "paused before the end: {t}");
+        assert!(
+            out.join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
+                .exists(),
+            "progress kept on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, t) = ab.get(&format!("/api/v1/transfers/{id}")).await;
+        assert_eq!(t["state"], "paused", "a paused transfer stays paused: {t}");
+        let (code, t) = ab
+            .post(&format!("/api/v1/transfers/{id}/resume"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        assert_ne!(t["state"], "paused");
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
+            .await;
+        assert_eq!(
+            std::fs::read(out.join(&id)).unwrap(),
+            std::fs::read(&src).unwrap()
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_forgets_the_transfer_and_deletes_partial_data() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start_slow(&tmp.path().join("a"), 1 << 20).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let src = random_file(tmp.path(), "f.bin", 4 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        ab.post(
+            "/api/v1/transfers",
+            json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+        )
+        .await;
+        ab.wait_transfer(&id, "partly done", |t| {
+            t["done_bytes"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+        assert!(out
+            .join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
+            .exists());
+        let (code, _) = ab
+            .post(&format!("/api/v1/transfers/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        assert!(
+            !out.join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
+                .exists(),
+            "partial data deleted"
+        );
+        assert!(!out.join(&id).exists());
+        let (code, _) = ab.get(&format!("/api/v1/transfers/{id}")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (_, list) = ab.get("/api/v1/transfers").await;
+        assert_eq!(list, json!([]));
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_resumes_its_persisted_transfer() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start_slow(&tmp.path().join("a"), 1 << 20).await;
+        let bdir = tmp.path().join("b");
+        let b = start(&bdir).await;
+        let aa = Api::new(&a);
+        let src = random_file(tmp.path(), "f.bin", 4 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        {
+            let ab = Api::new(&b);
+            ab.post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+            )
+            .await;
+            ab.wait_transfer(&id, "partly done", |t| {
+                t["done_bytes"].as_u64().unwrap_or(0) > 0
+            })
+            .await;
+        }
+        b.shutdown().await;
+        assert!(bdir.join("daemon/transfers.json").exists());
+        let b = start(&bdir).await;
+        let ab = Api::new(&b);
+        let (code, list) = ab.get("/api/v1/transfers").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
+            .await;
+        assert_eq!(
+            std::fs::read(out.join(&id)).unwrap(),
+            std::fs::read(&src).unwrap()
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_is_refused_naming_the_pid() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(tmp.path()).await;
+        let err = match Daemon::start(config(tmp.path())).await {
+            Ok(_) => panic!("a second daemon started on the same data dir"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, DaemonError::AlreadyRunning { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "another shoal daemon (pid {}) is running for",
+                std::process::id()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("--data-dir"), "{msg}");
+        // The first one is unharmed.
+        assert_eq!(Api::new(&d).get("/api/v1/status").await.0, StatusCode::OK);
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_patch_is_applied_saved_and_survives_a_restart() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(tmp.path()).await;
+        let api = Api::new(&d);
+        let (code, s) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"upload_limit": 1048576, "max_connections": 100})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{s}");
+        assert_eq!(s["upload_limit"], 1048576);
+        assert_eq!(s["download_limit"], Value::Null);
+        assert_eq!(s["max_connections"], 100);
+        let (_, g) = api.get("/api/v1/settings").await;
+        assert_eq!(g, s);
+        let (_, s2) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"download_limit": 2048})),
+            )
+            .await;
+        assert_eq!(s2["upload_limit"], 1048576, "fields not patched are kept");
+        assert_eq!(s2["download_limit"], 2048);
+        d.shutdown().await;
+        let d = start(tmp.path()).await;
+        let (_, g) = Api::new(&d).get("/api/v1/settings").await;
+        assert_eq!(g, s2, "settings persist across a restart");
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_route_and_the_bearer_scheme() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(tmp.path()).await;
+        let (code, doc) = Api::new(&d).get("/api/v1/openapi.json").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = &doc["paths"];
+        for (p, m) in [
+            ("/api/v1/status", "get"),
+            ("/api/v1/shares", "get"),
+            ("/api/v1/shares", "post"),
+            ("/api/v1/shares/{id}", "delete"),
+            ("/api/v1/transfers", "get"),
+            ("/api/v1/transfers", "post"),
+            ("/api/v1/transfers/{id}", "get"),
+            ("/api/v1/transfers/{id}", "patch"),
+            ("/api/v1/transfers/{id}/pause", "post"),
+            ("/api/v1/transfers/{id}/resume", "post"),
+            ("/api/v1/transfers/{id}/cancel", "post"),
+            ("/api/v1/peers", "get"),
+            ("/api/v1/settings", "get"),
+            ("/api/v1/settings", "patch"),
+            ("/api/v1/events", "get"),
+            ("/api/v1/openapi.json", "get"),
+            ("/metrics", "get"),
+        ] {
+            assert!(
+                paths[p][m].is_object(),
+                "{m} {p} missing from the OpenAPI document"
+            );
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"]
+                .as_str()
+                .map(str::to_lowercase),
+            Some("bearer".to_owned())
+        );
+        for s in [
+            "Transfer",
+            "TransferPeer",
+            "ShareView",
+            "Settings",
+            "Status",
+            "PeerView",
+            "ErrorBody",
+        ] {
+            assert!(
+                doc["components"]["schemas"][s].is_object(),
+                "schema {s} missing"
+            );
+        }
+        d.shutdown().await;
+    })
+    .await;
+}

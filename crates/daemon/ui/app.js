@@ -1,0 +1,834 @@
+// shoal web UI: vanilla JS, no build step, no network access beyond the daemon
+// that served this page. Talks to the daemon's HTTP API v1 with the bearer token
+// handed over in the address fragment (#token=...), which is never sent to the
+// server: it is moved to sessionStorage and removed from the address bar.
+'use strict';
+
+(() => {
+  const TOKEN_KEY = 'shoal.token';
+  const TAB_KEY = 'shoal.tab';
+  const API = '/api/v1';
+  // Peers and status have no events; they are polled, only while their tab is shown.
+  const POLL_MS = 3000;
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+  // An SSE event bigger than this is a broken stream: drop it and reconnect.
+  const MAX_EVENT_CHARS = 4 * 1024 * 1024;
+  // The daemon sends a keep-alive every 15 s: a silent stream is a dead one.
+  const STREAM_SILENCE_MS = 45000;
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const tid = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+
+  // ---------- token handover ----------
+
+  function takeToken() {
+    const hash = location.hash.startsWith('#') ? location.hash.slice(1) : '';
+    const params = new URLSearchParams(hash);
+    const fromHash = params.get('token');
+    if (fromHash) {
+      try { sessionStorage.setItem(TOKEN_KEY, fromHash); } catch (_) { /* storage off: keep in memory */ }
+      params.delete('token');
+      const rest = params.toString();
+      history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+      return fromHash;
+    }
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (_) { return null; }
+  }
+
+  let token = takeToken();
+
+  function tokenProblem(reason) {
+    token = null;
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* ignore */ }
+    stopEverything();
+    $('#app').hidden = true;
+    tid('connection-banner').hidden = true;
+    tid('token-missing').hidden = false;
+    if (reason) tid('token-missing-reason').textContent = reason;
+    setConn('no token');
+  }
+
+  // ---------- formatting ----------
+
+  const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined || !Number.isFinite(Number(n))) return '?';
+    let v = Number(n);
+    let i = 0;
+    while (v >= 1024 && i < UNITS.length - 1) { v /= 1024; i += 1; }
+    if (i === 0) return `${Math.round(v)} B`;
+    return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${UNITS[i]}`;
+  }
+
+  function fmtRate(n) {
+    if (n === null || n === undefined) return 'unlimited';
+    return `${fmtBytes(n)}/s`;
+  }
+
+  function fmtDuration(s) {
+    if (s === null || s === undefined || !Number.isFinite(s) || s < 0) return '—';
+    s = Math.round(s);
+    if (s < 60) return `${s} s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m} min ${s % 60} s`;
+    const h = Math.floor(m / 60);
+    if (h < 48) return `${h} h ${m % 60} min`;
+    return `${Math.floor(h / 24)} d ${h % 24} h`;
+  }
+
+  function fmtPercent(p) {
+    const v = Math.max(0, Math.min(1, Number(p) || 0)) * 100;
+    // Never round a not-quite-finished transfer up to 100 %.
+    if (v >= 100) return '100 %';
+    if (v > 99.9) return '99.9 %';
+    return `${v.toFixed(1)} %`;
+  }
+
+  function shortId(id) {
+    return typeof id === 'string' && id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : String(id);
+  }
+
+  // A limit input + unit select → bytes per second, or null for empty.
+  // Returns {error} for a value that is not a non-negative number.
+  function readRate(input, unitSelect) {
+    const raw = input.value.trim();
+    if (raw === '') return { value: null };
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < 0) return { error: 'Enter a number of at least 0, or leave it empty for no limit.' };
+    return { value: Math.round(n * Number(unitSelect.value)) };
+  }
+
+  // Shows bytes per second in the largest unit that divides it exactly, else in
+  // the smallest unit with 3 decimals (which still converts back to the same bytes).
+  function writeRate(input, unitSelect, bytes) {
+    if (bytes === null || bytes === undefined) { input.value = ''; return; }
+    const units = [...unitSelect.options].map((o) => Number(o.value)).sort((a, b) => b - a);
+    const unit = units.find((u) => bytes > 0 && bytes % u === 0) || units[units.length - 1];
+    unitSelect.value = String(unit);
+    input.value = String(Math.round((bytes / unit) * 1000) / 1000);
+  }
+
+  // ---------- API ----------
+
+  class ApiError extends Error {
+    constructor(status, code, field, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.field = field;
+    }
+  }
+
+  class NetworkError extends Error {}
+
+  async function api(method, path, body) {
+    if (!token) throw new ApiError(401, 'unauthorized', null, 'No access token.');
+    const init = { method, headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(API + path, init);
+    } catch (e) {
+      connectionLost(`Cannot reach the shoal daemon at ${location.host}: is it still running?`);
+      throw new NetworkError(`Cannot reach the shoal daemon at ${location.host}; check that it is running.`);
+    }
+    if (res.status === 401) {
+      tokenProblem('The daemon refused the access token: it changes every time the daemon starts.');
+      throw new ApiError(401, 'unauthorized', null, 'The access token was refused.');
+    }
+    if (res.status === 204) return null;
+    const text = await res.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!res.ok) {
+      const err = data && data.error ? data.error : {};
+      throw new ApiError(
+        res.status,
+        err.code || 'internal',
+        err.field || null,
+        err.message || `The daemon answered ${res.status} ${res.statusText} to ${method} ${path}.`,
+      );
+    }
+    return data;
+  }
+
+  function errorText(e) {
+    if (e instanceof ApiError) return e.message;
+    if (e instanceof NetworkError) return e.message;
+    return `Unexpected error: ${e && e.message ? e.message : e}`;
+  }
+
+  function showError(el, e) {
+    if (!el) return;
+    if (e === null || e === undefined) { el.hidden = true; el.textContent = ''; return; }
+    el.textContent = typeof e === 'string' ? e : errorText(e);
+    el.hidden = false;
+  }
+
+  // ---------- connection state ----------
+
+  function setConn(text, ok) {
+    const el = tid('connection-state');
+    el.textContent = text;
+    el.classList.toggle('ok', !!ok);
+  }
+
+  function connectionLost(message) {
+    const b = tid('connection-banner');
+    b.textContent = message;
+    b.hidden = false;
+    setConn('disconnected');
+  }
+
+  function connectionBack() {
+    tid('connection-banner').hidden = true;
+    setConn('live', true);
+  }
+
+  // ---------- state ----------
+
+  const state = {
+    status: null,
+    shares: new Map(),
+    transfers: new Map(),
+    peers: [],
+    settings: null,
+  };
+
+  // ---------- tabs ----------
+
+  const TABS = ['status', 'shares', 'transfers', 'peers', 'settings'];
+  let currentTab = 'status';
+
+  function showTab(name) {
+    if (!TABS.includes(name)) name = 'status';
+    currentTab = name;
+    for (const t of TABS) {
+      const btn = tid(`tab-${t}`);
+      const on = t === name;
+      btn.setAttribute('aria-selected', on ? 'true' : 'false');
+      btn.tabIndex = on ? 0 : -1;
+      tid(`panel-${t}`).hidden = !on;
+    }
+    try { sessionStorage.setItem(TAB_KEY, name); } catch (_) { /* ignore */ }
+    pollNow();
+  }
+
+  function setupTabs() {
+    for (const t of TABS) tid(`tab-${t}`).addEventListener('click', () => showTab(t));
+    // Arrow keys move between tabs, as the ARIA tabs pattern expects.
+    $('.tabs').addEventListener('keydown', (ev) => {
+      const i = TABS.indexOf(currentTab);
+      let next = null;
+      if (ev.key === 'ArrowRight') next = TABS[(i + 1) % TABS.length];
+      if (ev.key === 'ArrowLeft') next = TABS[(i + TABS.length - 1) % TABS.length];
+      if (next) { ev.preventDefault(); showTab(next); tid(`tab-${next}`).focus(); }
+    });
+    let saved = null;
+    try { saved = sessionStorage.getItem(TAB_KEY); } catch (_) { /* ignore */ }
+    showTab(saved || 'status');
+  }
+
+  // ---------- status ----------
+
+  function fillList(ul, items) {
+    ul.replaceChildren(...items.map((s) => {
+      const li = document.createElement('li');
+      li.textContent = s;
+      return li;
+    }));
+    if (items.length === 0) {
+      const li = document.createElement('li');
+      li.textContent = 'none';
+      li.className = 'muted';
+      ul.append(li);
+    }
+  }
+
+  function renderStatus() {
+    const s = state.status;
+    if (!s) return;
+    tid('status-peer-id').textContent = s.peer_id;
+    tid('status-version').textContent = s.version;
+    const reach = {
+      public: 'public (reachable directly)',
+      private: 'private (behind NAT; peers reach you through relays or hole punching)',
+      unknown: 'unknown (not yet measured)',
+    };
+    tid('status-reachability').textContent = reach[s.reachability] || s.reachability;
+    tid('status-connected-peers').textContent = String(s.connected_peers);
+    tid('status-uptime').textContent = fmtDuration(s.uptime_s);
+    tid('status-data-dir').textContent = s.data_dir;
+    fillList(tid('status-addresses'), s.addresses || []);
+    fillList(tid('status-ticket-addresses'), s.ticket_addresses || []);
+    const out = tid('transfer-output-input');
+    if (s.data_dir && !out.placeholder) out.placeholder = `${s.data_dir.replace(/\/$/, '')}/downloads`;
+  }
+
+  async function loadStatus() {
+    try {
+      state.status = await api('GET', '/status');
+      showError(tid('status-error'), null);
+      renderStatus();
+    } catch (e) {
+      if (!(e instanceof NetworkError)) showError(tid('status-error'), e);
+    }
+  }
+
+  // ---------- shares ----------
+
+  const shareEls = new Map();
+
+  function renderShares() {
+    const list = tid('share-list');
+    for (const [id, el] of shareEls) {
+      if (!state.shares.has(id)) { el.remove(); shareEls.delete(id); }
+    }
+    const sorted = [...state.shares.values()].sort((a, b) => a.name.localeCompare(b.name));
+    for (const s of sorted) {
+      let el = shareEls.get(s.id);
+      if (!el) {
+        el = $('#share-template').content.firstElementChild.cloneNode(true);
+        el.dataset.id = s.id;
+        tid('share-copy-button', el).addEventListener('click', () => copyTicket(el));
+        tid('share-remove-button', el).addEventListener('click', () => removeShare(s.id, el));
+        shareEls.set(s.id, el);
+      }
+      tid('share-name', el).textContent = s.name;
+      tid('share-kind', el).textContent = s.kind === 'collection' ? 'folder' : 'file';
+      tid('share-visibility', el).textContent = s.public ? 'public' : 'unlisted';
+      tid('share-size', el).textContent = fmtBytes(s.size);
+      tid('share-files', el).textContent = s.kind === 'collection' ? `${s.files} file${s.files === 1 ? '' : 's'}` : '';
+      tid('share-path', el).textContent = s.path;
+      const t = tid('share-ticket', el);
+      if (t.value !== s.ticket) t.value = s.ticket;
+      list.append(el); // keeps the sorted order; moving an element keeps its state
+    }
+    tid('shares-empty').hidden = state.shares.size > 0;
+    tid('shares-count').textContent = state.shares.size ? `(${state.shares.size})` : '';
+  }
+
+  async function copyTicket(el) {
+    const input = tid('share-ticket', el);
+    const note = tid('share-note', el);
+    try {
+      if (!navigator.clipboard || !window.isSecureContext) throw new Error('no clipboard');
+      await navigator.clipboard.writeText(input.value);
+      note.textContent = 'Copied.';
+    } catch (_) {
+      // The clipboard may be denied: the ticket field is right there, selected.
+      input.focus();
+      input.select();
+      note.textContent = 'Copying was not allowed here: the ticket is selected above, copy it with Ctrl+C.';
+    }
+  }
+
+  async function removeShare(id, el) {
+    const btn = tid('share-remove-button', el);
+    btn.disabled = true;
+    try {
+      await api('DELETE', `/shares/${encodeURIComponent(id)}`);
+      state.shares.delete(id);
+      renderShares();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) { state.shares.delete(id); renderShares(); return; }
+      showError(tid('share-error', el), e);
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function loadShares() {
+    try {
+      const list = await api('GET', '/shares');
+      state.shares = new Map((list || []).map((s) => [s.id, s]));
+      renderShares();
+    } catch (_) { /* banner or token notice already shown */ }
+  }
+
+  function setupShareForm() {
+    const form = tid('share-form');
+    const input = tid('share-path-input');
+    const err = tid('share-form-error');
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const path = input.value.trim();
+      if (!path) { showError(err, 'Enter the absolute path of a file or folder to share.'); input.focus(); return; }
+      showError(err, null);
+      const btn = tid('share-add-button');
+      btn.disabled = true;
+      tid('share-form-busy').hidden = false;
+      try {
+        const share = await api('POST', '/shares', { path, public: tid('share-public-checkbox').checked });
+        state.shares.set(share.id, share);
+        renderShares();
+        input.value = '';
+      } catch (e) {
+        showError(err, e);
+        input.setAttribute('aria-invalid', 'true');
+      } finally {
+        btn.disabled = false;
+        tid('share-form-busy').hidden = true;
+      }
+    });
+    input.addEventListener('input', () => input.removeAttribute('aria-invalid'));
+  }
+
+  // ---------- transfers ----------
+
+  const transferEls = new Map();
+  const STATE_TEXT = {
+    queued: 'queued',
+    downloading: 'downloading',
+    paused: 'paused',
+    seeding: 'done, seeding',
+    completed: 'completed',
+    failed: 'failed',
+  };
+
+  function transferElement(id) {
+    let el = transferEls.get(id);
+    if (el) return el;
+    el = $('#transfer-template').content.firstElementChild.cloneNode(true);
+    el.dataset.id = id;
+    const errEl = tid('transfer-error', el);
+    const act = (action) => async () => {
+      const btn = tid(`transfer-${action}`, el);
+      btn.disabled = true;
+      showError(errEl, null);
+      try {
+        if (action === 'cancel') {
+          await api('POST', `/transfers/${encodeURIComponent(id)}/cancel`);
+          removeTransfer(id);
+        } else {
+          upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(id)}/${action}`));
+        }
+      } catch (e) {
+        showError(errEl, e);
+      } finally {
+        btn.disabled = false;
+      }
+    };
+    for (const a of ['pause', 'resume', 'cancel']) tid(`transfer-${a}`, el).addEventListener('click', act(a));
+    tid('transfer-limit-form', el).addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const r = readRate(tid('transfer-item-limit-input', el), tid('transfer-item-limit-unit', el));
+      if (r.error) { showError(errEl, r.error); return; }
+      showError(errEl, null);
+      try {
+        upsertTransfer(await api('PATCH', `/transfers/${encodeURIComponent(id)}`, { download_limit: r.value }));
+      } catch (e) {
+        showError(errEl, e);
+      }
+    });
+    transferEls.set(id, el);
+    const list = tid('transfer-list');
+    list.prepend(el); // newest first
+    return el;
+  }
+
+  function renderTransfer(t) {
+    const el = transferElement(t.id);
+    el.dataset.state = t.state;
+    tid('transfer-name', el).textContent = t.name || shortId(t.id);
+    tid('transfer-name', el).title = t.id;
+    tid('transfer-state', el).textContent = STATE_TEXT[t.state] || t.state;
+    tid('transfer-state', el).dataset.state = t.state;
+    const finished = t.state === 'seeding' || t.state === 'completed';
+    const p = finished ? 1 : Math.max(0, Math.min(1, Number(t.progress) || 0));
+    const bar = $('.bar', el);
+    bar.style.width = `${(p * 100).toFixed(2)}%`;
+    const pb = tid('transfer-progress', el);
+    pb.setAttribute('aria-valuenow', (p * 100).toFixed(1));
+    pb.setAttribute('aria-label', `${t.name || t.id}: ${fmtPercent(p)}`);
+    tid('transfer-percent', el).textContent = fmtPercent(p);
+    tid('transfer-bytes', el).textContent = t.total_bytes === null || t.total_bytes === undefined
+      ? `${fmtBytes(t.done_bytes)} of ?`
+      : `${fmtBytes(t.done_bytes)} of ${fmtBytes(t.total_bytes)}`;
+    tid('transfer-rates', el).textContent = `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)}`;
+    tid('transfer-eta', el).textContent = t.state === 'downloading' && t.eta_s !== null && t.eta_s !== undefined
+      ? `ETA ${fmtDuration(t.eta_s)}` : '';
+    tid('transfer-output', el).textContent = t.output;
+    const peers = t.peers || [];
+    const connected = peers.filter((p2) => p2.connected);
+    const direct = connected.filter((p2) => p2.path === 'direct').length;
+    const relayed = connected.length - direct;
+    const known = peers.length > connected.length ? ` of ${peers.length} known` : '';
+    tid('transfer-peers', el).textContent = `${connected.length} peer${connected.length === 1 ? '' : 's'} connected${known}`
+      + (connected.length ? ` (${direct} direct, ${relayed} relayed)` : '')
+      + (t.download_limit !== null && t.download_limit !== undefined ? ` · limit ${fmtRate(t.download_limit)}` : '');
+    tid('transfer-peer-list', el).replaceChildren(...peers.map((p2) => {
+      const li = document.createElement('li');
+      li.dataset.testid = 'transfer-peer';
+      const id = document.createElement('span');
+      id.className = 'mono';
+      id.textContent = shortId(p2.peer_id);
+      id.title = p2.peer_id;
+      const badge = document.createElement('span');
+      badge.className = `badge ${p2.path}`;
+      badge.textContent = p2.connected ? p2.path : `${p2.path}, disconnected`;
+      const meta = document.createElement('span');
+      meta.textContent = `↓ ${fmtBytes(p2.downloaded)} (${fmtRate(p2.down_rate || 0)}) ↑ ${fmtBytes(p2.uploaded)} (${fmtRate(p2.up_rate || 0)})`;
+      li.append(id, ' ', badge, ' ', meta);
+      return li;
+    }));
+    // Only offer what makes sense in this state.
+    tid('transfer-pause', el).hidden = !(t.state === 'queued' || t.state === 'downloading');
+    tid('transfer-resume', el).hidden = t.state !== 'paused' && t.state !== 'failed';
+    tid('transfer-cancel', el).textContent = finished ? 'Remove' : 'Cancel';
+    const err = tid('transfer-error', el);
+    if (t.error) showError(err, t.error);
+    else if (err.dataset.fromServer) showError(err, null);
+    err.dataset.fromServer = t.error ? '1' : '';
+  }
+
+  function upsertTransfer(t) {
+    if (!t || !t.id) return;
+    state.transfers.set(t.id, t);
+    renderTransfer(t);
+    renderTransferCount();
+  }
+
+  function removeTransfer(id) {
+    state.transfers.delete(id);
+    const el = transferEls.get(id);
+    if (el) { el.remove(); transferEls.delete(id); }
+    renderTransferCount();
+  }
+
+  function renderTransferCount() {
+    tid('transfers-empty').hidden = state.transfers.size > 0;
+    const active = [...state.transfers.values()].filter((t) => t.state === 'downloading' || t.state === 'queued').length;
+    tid('transfers-count').textContent = state.transfers.size ? `(${active ? `${active}/` : ''}${state.transfers.size})` : '';
+  }
+
+  async function reconcileTransfers(known) {
+    try {
+      const list = (await api('GET', '/transfers')) || [];
+      const now = new Set(list.map((t) => t.id));
+      for (const id of known) if (!now.has(id)) removeTransfer(id);
+      for (const t of list) upsertTransfer(t);
+    } catch (_) { /* banner or token notice already shown */ }
+  }
+
+  function setupTransferForm() {
+    const form = tid('transfer-form');
+    const err = tid('transfer-form-error');
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const ticket = tid('transfer-ticket-input').value.trim();
+      const output = tid('transfer-output-input').value.trim();
+      if (!ticket) { showError(err, 'Paste a ticket (shoal1…) or a content id.'); return; }
+      const lim = readRate(tid('transfer-limit-input'), tid('transfer-limit-unit'));
+      if (lim.error) { showError(err, lim.error); return; }
+      showError(err, null);
+      const body = { ticket, download_limit: lim.value };
+      if (output) body.output = output;
+      const name = tid('transfer-name-input').value.trim();
+      if (name) body.name = name;
+      const btn = tid('transfer-add-button');
+      btn.disabled = true;
+      try {
+        upsertTransfer(await api('POST', '/transfers', body));
+        tid('transfer-ticket-input').value = '';
+        tid('transfer-name-input').value = '';
+      } catch (e) {
+        showError(err, e);
+      } finally {
+        btn.disabled = false;
+      }
+    });
+  }
+
+  // ---------- peers ----------
+
+  function renderPeers() {
+    const list = tid('peer-list');
+    list.replaceChildren(...state.peers.map((p) => {
+      const el = $('#peer-template').content.firstElementChild.cloneNode(true);
+      el.dataset.id = p.peer_id;
+      tid('peer-id', el).textContent = p.peer_id;
+      tid('peer-path', el).textContent = p.path;
+      tid('peer-path', el).classList.add(p.path);
+      tid('peer-rates', el).textContent = `↓ ${fmtRate(p.down_rate || 0)} ↑ ${fmtRate(p.up_rate || 0)}`;
+      const n = (p.transfers || []).length;
+      tid('peer-transfers', el).textContent = `${n} transfer${n === 1 ? '' : 's'}`;
+      fillList(tid('peer-addresses', el), p.addresses || []);
+      return el;
+    }));
+    tid('peers-empty').hidden = state.peers.length > 0;
+    tid('peers-count').textContent = state.peers.length ? `(${state.peers.length})` : '';
+  }
+
+  async function loadPeers() {
+    try {
+      state.peers = (await api('GET', '/peers')) || [];
+      showError(tid('peers-error'), null);
+      renderPeers();
+    } catch (e) {
+      if (!(e instanceof NetworkError)) showError(tid('peers-error'), e);
+    }
+  }
+
+  // ---------- settings ----------
+
+  let settingsDirty = false;
+
+  function renderSettings(fillForm) {
+    const s = state.settings;
+    if (!s) return;
+    tid('settings-saved-upload').textContent = fmtRate(s.upload_limit);
+    tid('settings-saved-download').textContent = fmtRate(s.download_limit);
+    tid('settings-saved-max-connections').textContent = String(s.max_connections);
+    tid('settings-saved-max-peers').textContent = String(s.max_peers_per_transfer);
+    // Never overwrite what the user is typing.
+    if (fillForm || !settingsDirty) {
+      writeRate(tid('settings-upload-input'), tid('settings-upload-unit'), s.upload_limit);
+      writeRate(tid('settings-download-input'), tid('settings-download-unit'), s.download_limit);
+      tid('settings-max-connections-input').value = String(s.max_connections);
+      tid('settings-max-peers-input').value = String(s.max_peers_per_transfer);
+      settingsDirty = false;
+    }
+  }
+
+  async function loadSettings() {
+    try {
+      state.settings = await api('GET', '/settings');
+      renderSettings(false);
+    } catch (_) { /* banner or token notice already shown */ }
+  }
+
+  function setupSettingsForm() {
+    const form = tid('settings-form');
+    const err = tid('settings-form-error');
+    const note = tid('settings-saved-note');
+    form.addEventListener('input', () => { settingsDirty = true; note.hidden = true; });
+    tid('settings-reset-button').addEventListener('click', () => {
+      showError(err, null);
+      renderSettings(true);
+    });
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      note.hidden = true;
+      const up = readRate(tid('settings-upload-input'), tid('settings-upload-unit'));
+      const down = readRate(tid('settings-download-input'), tid('settings-download-unit'));
+      if (up.error) { showError(err, `Upload limit: ${up.error}`); return; }
+      if (down.error) { showError(err, `Download limit: ${down.error}`); return; }
+      const count = (id, label) => {
+        const raw = tid(id).value.trim();
+        const n = Number(raw);
+        if (raw === '' || !Number.isInteger(n) || n < 1) return { error: `${label}: enter a whole number of at least 1.` };
+        return { value: n };
+      };
+      const mc = count('settings-max-connections-input', 'Max connections');
+      const mp = count('settings-max-peers-input', 'Max peers per transfer');
+      if (mc.error) { showError(err, mc.error); return; }
+      if (mp.error) { showError(err, mp.error); return; }
+      showError(err, null);
+      const btn = tid('settings-save-button');
+      btn.disabled = true;
+      try {
+        state.settings = await api('PATCH', '/settings', {
+          upload_limit: up.value,
+          download_limit: down.value,
+          max_connections: mc.value,
+          max_peers_per_transfer: mp.value,
+        });
+        renderSettings(true);
+        note.hidden = false;
+      } catch (e) {
+        showError(err, e);
+      } finally {
+        btn.disabled = false;
+      }
+    });
+  }
+
+  // ---------- event stream ----------
+
+  let streamAbort = null;
+  let streamTimer = null;
+  let backoff = BACKOFF_MIN_MS;
+  let stopped = false;
+
+  function handleEvent(name, data) {
+    let v;
+    try { v = JSON.parse(data); } catch (_) { return; }
+    switch (name) {
+      case 'transfer': upsertTransfer(v); break;
+      case 'transfer_removed': removeTransfer(v.id); break;
+      case 'share': state.shares.set(v.id, v); renderShares(); break;
+      case 'share_removed': state.shares.delete(v.id); renderShares(); break;
+      case 'settings': state.settings = v; renderSettings(false); break;
+      case 'error': eventError(v); break;
+      default: break; // newer daemons may send more kinds: ignore them
+    }
+  }
+
+  function eventError(v) {
+    const msg = v && v.message ? String(v.message) : 'The daemon reported an error.';
+    const el = v && v.transfer ? transferEls.get(v.transfer) : null;
+    if (el) { showError(tid('transfer-error', el), msg); return; }
+    // Without a transfer it may say that events were dropped (a slow reader):
+    // reload what events would have told us.
+    if (!v || !v.transfer) {
+      reconcileTransfers(new Set(state.transfers.keys()));
+      loadShares();
+      loadSettings();
+    }
+    const box = tid('event-errors');
+    const p = document.createElement('p');
+    p.className = 'form-error';
+    p.dataset.testid = 'event-error';
+    p.textContent = msg;
+    const close = document.createElement('button');
+    close.type = 'button';
+    close.textContent = 'Dismiss';
+    close.addEventListener('click', () => p.remove());
+    p.append(' ', close);
+    box.append(p);
+    while (box.children.length > 5) box.firstElementChild.remove();
+  }
+
+  // Parses text/event-stream: lines ending in \n, \r\n or \r; "event:" and
+  // "data:" fields; a blank line dispatches; lines starting with ":" are comments.
+  function sseParser(onEvent) {
+    let buf = '';
+    let name = '';
+    let data = [];
+    let size = 0;
+    return (chunk) => {
+      buf += chunk;
+      let start = 0;
+      for (;;) {
+        let i = start;
+        while (i < buf.length && buf[i] !== '\n' && buf[i] !== '\r') i += 1;
+        if (i >= buf.length) break;
+        // A \r at the very end may be the first half of \r\n: wait for more.
+        if (buf[i] === '\r' && i + 1 >= buf.length) break;
+        const line = buf.slice(start, i);
+        start = i + (buf[i] === '\r' && buf[i + 1] === '\n' ? 2 : 1);
+        if (line === '') {
+          if (data.length) onEvent(name || 'message', data.join('\n'));
+          name = ''; data = []; size = 0;
+          continue;
+        }
+        if (line[0] === ':') continue;
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        let value = c < 0 ? '' : line.slice(c + 1);
+        if (value[0] === ' ') value = value.slice(1);
+        if (field === 'event') name = value;
+        else if (field === 'data') { data.push(value); size += value.length; }
+        if (size > MAX_EVENT_CHARS) throw new Error('event too large');
+      }
+      buf = buf.slice(start);
+      if (buf.length > MAX_EVENT_CHARS) throw new Error('line too long');
+    };
+  }
+
+  async function streamEvents() {
+    if (stopped || !token) return;
+    const ctrl = new AbortController();
+    streamAbort = ctrl;
+    let res;
+    try {
+      res = await fetch(`${API}/events`, {
+        headers: { Authorization: `Bearer ${token}`, Accept: 'text/event-stream' },
+        cache: 'no-store',
+        signal: ctrl.signal,
+      });
+    } catch (_) {
+      return retryStream(`Lost the connection to the shoal daemon at ${location.host}`);
+    }
+    if (res.status === 401) { tokenProblem('The daemon refused the access token: it changes every time the daemon starts.'); return; }
+    if (!res.ok || !res.body) return retryStream(`The daemon's event stream answered ${res.status}`);
+    connectionBack();
+    backoff = BACKOFF_MIN_MS;
+    // Transfers removed while we were away must disappear; ones added since
+    // arrive as events and are kept.
+    reconcileTransfers(new Set(state.transfers.keys()));
+    loadShares();
+    loadSettings();
+    loadStatus();
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    const feed = sseParser(handleEvent);
+    let heard = Date.now();
+    const silence = setInterval(() => {
+      if (Date.now() - heard > STREAM_SILENCE_MS) ctrl.abort();
+    }, 5000);
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        heard = Date.now();
+        feed(decoder.decode(value, { stream: true }));
+      }
+    } catch (_) {
+      // aborted, reset, or a malformed stream: all mean reconnect
+    } finally {
+      clearInterval(silence);
+    }
+    if (!stopped) retryStream(`Lost the connection to the shoal daemon at ${location.host}`);
+  }
+
+  function retryStream(why) {
+    if (stopped) return;
+    const wait = Math.round(backoff * (0.75 + Math.random() * 0.5));
+    backoff = Math.min(BACKOFF_MAX_MS, backoff * 2);
+    connectionLost(`${why}; retrying in ${Math.max(1, Math.round(wait / 1000))} s. Is \`shoal daemon\` still running?`);
+    clearTimeout(streamTimer);
+    streamTimer = setTimeout(streamEvents, wait);
+  }
+
+  // ---------- polling ----------
+
+  let pollTimer = null;
+
+  function pollNow() {
+    clearTimeout(pollTimer);
+    if (stopped || !token) return;
+    const work = [];
+    if (currentTab === 'status') work.push(loadStatus());
+    if (currentTab === 'peers') work.push(loadPeers(), loadStatus());
+    Promise.allSettled(work).then(() => {
+      if (!stopped) pollTimer = setTimeout(pollNow, document.hidden ? POLL_MS * 5 : POLL_MS);
+    });
+  }
+
+  function stopEverything() {
+    stopped = true;
+    clearTimeout(pollTimer);
+    clearTimeout(streamTimer);
+    if (streamAbort) streamAbort.abort();
+  }
+
+  // ---------- start ----------
+
+  function start() {
+    if (!token) { tokenProblem(null); return; }
+    $('#app').hidden = false;
+    setupShareForm();
+    setupTransferForm();
+    setupSettingsForm();
+    setupTabs();
+    loadStatus();
+    loadShares();
+    loadSettings();
+    streamEvents();
+  }
+
+  // Exposed for the end-to-end test and for debugging in the console.
+  window.shoalUi = { fmtBytes, fmtRate, fmtDuration, fmtPercent, sseParser };
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();

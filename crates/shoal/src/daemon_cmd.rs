@@ -1,0 +1,113 @@
+//! `shoal daemon`: runs the peer behind the local HTTP API and web UI until
+//! Ctrl-C or SIGTERM (see docs/api.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use shoal_daemon::{Daemon, DaemonConfig, FileConfig, Settings, SettingsPatch};
+use shoal_node::runtime::PeerConfig;
+use shoal_node::NodeConfig;
+
+use crate::cli::{parse_size, Global};
+
+/// The API address when neither a flag, `SHOAL_API` nor the configuration file names one.
+const DEFAULT_API: &str = "127.0.0.1:7777";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where the HTTP API and web UI listen, `IP:PORT` (port 0: any free port)
+    /// [default: the configuration file's api.listen, else 127.0.0.1:7777]
+    #[arg(long, value_name = "ADDR", env = "SHOAL_API")]
+    pub api: Option<SocketAddr>,
+    /// Configuration file (TOML) [default: the platform's config folder,
+    /// on Linux ~/.config/shoal/config.toml; a missing default file is fine]
+    #[arg(long, value_name = "FILE", env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Limit uploads to RATE bytes per second over all peers (e.g. `10MiB`;
+    /// `0`: no limit); wins over the settings saved through the API
+    #[arg(long = "upload-limit", value_name = "RATE", env = "SHOAL_UPLOAD_LIMIT", value_parser = parse_size)]
+    pub upload_limit: Option<u64>,
+    /// Limit downloads to RATE bytes per second over all transfers (e.g.
+    /// `50MiB`; `0`: no limit); wins over the settings saved through the API
+    #[arg(long = "download-limit", value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT", value_parser = parse_size)]
+    pub download_limit: Option<u64>,
+    #[command(flatten)]
+    pub net: shoal_net::NetArgs,
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "shoal").map(|d| d.config_dir().join("config.toml"))
+}
+
+/// Whether `--max-connections` or `SHOAL_MAX_CONNECTIONS` was given (the flag
+/// has a default, so its value alone cannot tell).
+fn max_connections_given() -> bool {
+    std::env::var_os("SHOAL_MAX_CONNECTIONS").is_some()
+        || std::env::args().any(|a| a == "--max-connections" || a.starts_with("--max-connections="))
+}
+
+pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
+    let data_dir = crate::commands::data_dir(global)?;
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p, true)?,
+        None => match default_config_path() {
+            Some(p) => FileConfig::load(&p, false)?,
+            None => FileConfig::default(),
+        },
+    };
+    let settings = file
+        .limits
+        .apply(Settings::default())
+        .map_err(|(_, m)| anyhow::anyhow!(m))?;
+    let pinned = SettingsPatch {
+        upload_limit: args.upload_limit.map(|r| Some(r).filter(|r| *r > 0)),
+        download_limit: args.download_limit.map(|r| Some(r).filter(|r| *r > 0)),
+        max_connections: max_connections_given().then_some(args.net.max_connections),
+        max_peers_per_transfer: None,
+    };
+    let api = match (args.api, file.api_listen) {
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => DEFAULT_API.parse().context("the default API address")?,
+    };
+    let net = args.net.into_config().context("invalid network options")?;
+    let cfg = DaemonConfig {
+        data_dir: data_dir.clone(),
+        api,
+        peer: PeerConfig {
+            net,
+            node: NodeConfig::default(),
+            ..PeerConfig::default()
+        },
+        settings,
+        pinned,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let daemon = Daemon::start(cfg).await?;
+        let addr = daemon.api_addr();
+        eprintln!("api listening on http://{addr}");
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "warning: the API listens on {} (not loopback): anyone who can reach it and has the token controls this daemon",
+                addr.ip()
+            );
+        }
+        eprintln!(
+            "web UI: run `shoal ui --open` (it opens http://{addr}/ with the token from {})",
+            data_dir.join(shoal_daemon::discovery::TOKEN_FILE).display()
+        );
+        eprintln!(
+            "peer {}; press Ctrl-C to stop",
+            daemon.state().peer().peer_id()
+        );
+        crate::p2p::shutdown_signal().await;
+        eprintln!("stopping");
+        daemon.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,555 @@
+//! The CLI as a client of `shoal daemon` (docs/api.md): real daemon processes
+//! on 127.0.0.1 (port 0, mDNS and UPnP off) with temporary data dirs, driven by
+//! the real `shoal` binary. Every daemon is killed by PID when its guard drops;
+//! every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn shoal(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.env("SHOAL_DATA_DIR", data_dir)
+        .env("SHOAL_MDNS", "off")
+        .env("SHOAL_UPNP", "off")
+        .env("SHOAL_LISTEN", "127.0.0.1:0")
+        .env("SHOAL_DHT_MODE", "server")
+        .env_remove("SHOAL_BOOTSTRAP")
+        .env_remove("SHOAL_NO_DAEMON")
+        .env_remove("SHOAL_API")
+        .env_remove("SHOAL_UPLOAD_LIMIT")
+        .env_remove("SHOAL_DOWNLOAD_LIMIT")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null());
+    // Keep the user's own config file (~/.config/shoal/config.toml) out of the daemons.
+    if let Some(parent) = data_dir.parent() {
+        cmd.env("XDG_CONFIG_HOME", parent.join("config"))
+            .env_remove("SHOAL_CONFIG");
+    }
+    cmd
+}
+
+/// Runs a command to its end, bounded by [`WAIT`] (killed past it).
+fn run(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the shoal binary starts");
+    let out = drain(child.stdout.take().expect("stdout"));
+    let err = drain(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not exit within {WAIT:?}; stderr: {}",
+                String::from_utf8_lossy(&err.recv().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.recv_timeout(WAIT).unwrap_or_default(),
+        stderr: err.recv_timeout(WAIT).unwrap_or_default(),
+    }
+}
+
+fn drain<R: std::io::Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `shoal ARGS` on a data dir and expects success; returns stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let mut cmd = shoal(dir);
+    cmd.args(args);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "shoal {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn json(dir: &Path, args: &[&str]) -> Value {
+    let out = ok(dir, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("shoal {args:?} printed {out:?}: {e}"))
+}
+
+/// A running `shoal daemon`, killed (SIGKILL) by PID when dropped.
+struct Daemon {
+    child: Child,
+    err: mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// Starts a daemon on `dir` and waits until its `daemon.json` names it.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        std::fs::create_dir_all(dir).expect("data dir");
+        let mut cmd = shoal(dir);
+        cmd.arg("daemon").arg("--api").arg("127.0.0.1:0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("shoal daemon starts");
+        let (tx, err) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut d = Daemon { child, err };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(t) = std::fs::read_to_string(dir.join("daemon.json")) {
+                if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                    if v["pid"].as_u64() == Some(u64::from(d.child.id())) {
+                        return d;
+                    }
+                }
+            }
+            if let Some(s) = d.child.try_wait().expect("wait") {
+                panic!("shoal daemon exited with {s}: {}", d.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shoal daemon wrote no daemon.json within {WAIT:?}: {}",
+                d.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof();
+    let mut v = vec![0u8; len];
+    x.fill(&mut v);
+    v
+}
+
+fn assert_fails_with(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected a failure, got {out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn commands_needing_a_daemon_fail_clearly_without_one() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("data");
+    for args in [
+        vec!["transfers"],
+        vec!["peers"],
+        vec!["status", "--json"],
+        vec!["pause", "aaaaaaaa"],
+        vec!["resume", "aaaaaaaa"],
+        vec!["cancel", "aaaaaaaa"],
+        vec!["ui"],
+    ] {
+        let mut cmd = shoal(&dir);
+        cmd.args(&args);
+        let out = run(cmd);
+        assert_fails_with(
+            &out,
+            &format!(
+                "no shoal daemon runs for {}; start one with `shoal daemon`",
+                dir.display()
+            ),
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    }
+}
+
+#[test]
+fn stale_daemon_file_falls_back_to_the_foreground() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("data");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // The pid of a process that has exited: what a killed daemon leaves behind.
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let pid = gone.id();
+    gone.wait().expect("wait");
+    std::fs::write(
+        dir.join("daemon.json"),
+        format!(r#"{{"pid": {pid}, "api": "127.0.0.1:9", "version": "0.1.0"}}"#),
+    )
+    .expect("write daemon.json");
+    std::fs::write(dir.join("api.token"), "00").expect("write token");
+
+    // `shares` reads the store as it does without a daemon.
+    let shares = json(&dir, &["shares", "--json"]);
+    assert_eq!(shares, Value::Array(vec![]));
+
+    // `share` serves in the foreground: ticket first, then it serves until --for ends.
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(64 << 10, 7)).expect("write");
+    let mut cmd = shoal(&dir);
+    cmd.arg("share").arg(&src).args(["--for", "1s"]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("shoal1"), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("press Ctrl-C to stop"),
+        "the foreground node served: {}",
+        text(&out.stderr)
+    );
+
+    // And the commands that need a daemon say there is none.
+    let mut cmd = shoal(&dir);
+    cmd.arg("status");
+    assert_fails_with(&run(cmd), "no shoal daemon runs for");
+}
+
+fn token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("api.token"))
+        .expect("api.token")
+        .trim()
+        .to_owned()
+}
+
+/// Polls `shoal transfers --json` until the transfer `id` satisfies `pred`.
+fn wait_transfer(dir: &Path, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = json(dir, &["transfers", "--json"]);
+        if let Some(t) = list
+            .as_array()
+            .expect("transfers is an array")
+            .iter()
+            .find(|t| t["id"] == id)
+        {
+            if pred(t) {
+                return t.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "transfer {id} never became {what}: {t}"
+            );
+        } else {
+            assert!(Instant::now() < deadline, "transfer {id} never listed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn share_and_get_through_two_daemons() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (t.path().join("a"), t.path().join("b"));
+    let a = Daemon::start(&a_dir, &[]);
+    let b = Daemon::start(&b_dir, &[]);
+
+    let bytes = data(4 << 20, 11);
+    let src = t.path().join("movie.bin");
+    std::fs::write(&src, &bytes).expect("write");
+
+    // `share` through daemon A prints the ticket first and exits: A serves.
+    let out = ok(&a_dir, &["share", src.to_str().expect("utf-8 path")]);
+    let ticket = out.lines().next().expect("a ticket line").to_owned();
+    assert!(ticket.starts_with("shoal1"), "{out}");
+    let shares = json(&a_dir, &["shares", "--json"]);
+    assert_eq!(shares[0]["ticket"], ticket.as_str(), "{shares}");
+    assert_eq!(shares[0]["public"], false, "unlisted by default: {shares}");
+
+    // `get` through daemon B: plain progress lines on a non-terminal stderr,
+    // the result path on stdout.
+    let dl = t.path().join("downloads");
+    let mut cmd = shoal(&b_dir);
+    cmd.arg("get")
+        .arg(&ticket)
+        .arg("-o")
+        .arg(&dl)
+        .args(["--name", "copy.bin"]);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "get failed: {err}\ndaemon B: {}",
+        b.stderr()
+    );
+    assert!(err.contains("progress "), "no progress lines: {err}");
+    let path = PathBuf::from(text(&out.stdout).trim());
+    assert_eq!(path, dl.join("copy.bin"));
+    assert_eq!(std::fs::read(&path).expect("result file"), bytes);
+
+    // B lists the finished transfer.
+    let id = shares[0]["id"].as_str().expect("id").to_owned();
+    let list = json(&b_dir, &["transfers", "--json"]);
+    let tr = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not in {list}"));
+    assert!(
+        tr["state"] == "seeding" || tr["state"] == "completed",
+        "{tr}"
+    );
+    assert_eq!(tr["done_bytes"], bytes.len() as u64);
+    // The table names it too.
+    assert!(ok(&b_dir, &["transfers"]).contains(&id[..16]));
+
+    // `status --json` has B's peer id; `peers` answers.
+    let status = json(&b_dir, &["status", "--json"]);
+    assert!(
+        status["peer_id"].as_str().is_some_and(|p| !p.is_empty()),
+        "{status}"
+    );
+    assert!(ok(&b_dir, &["status"]).contains(status["peer_id"].as_str().expect("peer")));
+    assert!(json(&b_dir, &["peers", "--json"]).is_array());
+
+    // `ui` hands over the token of this start in the fragment.
+    let url = ok(&b_dir, &["ui"]);
+    let api = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(b_dir.join("daemon.json")).expect("daemon.json"),
+    )
+    .expect("daemon.json is JSON")["api"]
+        .as_str()
+        .expect("api")
+        .to_owned();
+    assert_eq!(url.trim(), format!("http://{api}/#token={}", token(&b_dir)));
+    drop(a);
+}
+
+/// A ticket whose only provider does not exist: its transfer waits forever,
+/// so states change only when we act.
+fn unreachable_ticket(seed: u8) -> (String, String) {
+    use shoal_core::{ContentId, Kind, Provider, Ticket};
+    let peer = libp2p_identity::Keypair::ed25519_from_bytes([seed; 32])
+        .expect("32 bytes make an ed25519 key")
+        .public()
+        .to_peer_id();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let id = ContentId::of(&[seed; 100]);
+    let ticket = Ticket {
+        id,
+        kind: Kind::File,
+        providers: vec![Provider {
+            peer,
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}")
+                .parse()
+                .expect("multiaddr")],
+        }],
+        capability: None,
+    };
+    (ticket.to_string(), id.to_string())
+}
+
+/// Spawns `shoal get` following a transfer; stdout and stderr collected.
+struct Follower {
+    child: Guard,
+    out: mpsc::Receiver<Vec<u8>>,
+    err: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn spawn(dir: &Path, ticket: &str, out_dir: &Path) -> Follower {
+        let mut cmd = shoal(dir);
+        cmd.arg("get").arg(ticket).arg("-o").arg(out_dir);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = Guard(cmd.spawn().expect("get starts"));
+        let out = drain(child.0.stdout.take().expect("stdout"));
+        let (tx, err) = mpsc::channel();
+        let stderr = child.0.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Follower {
+            child,
+            out,
+            err,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    fn wait_err(&mut self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .err
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("get printed no {needle:?}: {}", self.seen.join("\n")));
+            let hit = l.contains(needle);
+            self.seen.push(l);
+            if hit {
+                return;
+            }
+        }
+    }
+
+    /// Waits (bounded) for the exit; returns (exit code, stdout, stderr).
+    fn finish(mut self) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "get never exited");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = text(&self.out.recv_timeout(WAIT).unwrap_or_default());
+        self.seen.extend(self.err.iter());
+        (status.code(), out, self.seen.join("\n"))
+    }
+}
+
+#[test]
+fn pause_resume_and_cancel_change_the_transfer_state() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("b");
+    let _b = Daemon::start(&dir, &[]);
+    let (ticket, id) = unreachable_ticket(21);
+    let dl = t.path().join("dl");
+    let follower = Follower::spawn(&dir, &ticket, &dl);
+    wait_transfer(&dir, &id, "listed", |_| true);
+
+    let paused = json(&dir, &["pause", &id[..12], "--json"]);
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(
+        wait_transfer(&dir, &id, "paused", |t| t["state"] == "paused")["id"],
+        id.as_str()
+    );
+    assert!(ok(&dir, &["transfers"]).contains("paused"));
+
+    let resumed = json(&dir, &["resume", &id, "--json"]);
+    assert_ne!(resumed["state"], "paused", "{resumed}");
+    wait_transfer(&dir, &id, "running again", |t| t["state"] != "paused");
+
+    // Cancel forgets it, and the `get` following it fails saying so.
+    ok(&dir, &["cancel", &id]);
+    let list = json(&dir, &["transfers", "--json"]);
+    assert!(
+        !list
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|t| t["id"] == id.as_str()),
+        "{list}"
+    );
+    let (code, out, err) = follower.finish();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("was cancelled"), "{err}");
+    assert!(
+        err.contains("paused"),
+        "the follower showed the pause: {err}"
+    );
+
+    // An unknown id is a clear error.
+    let mut cmd = shoal(&dir);
+    cmd.args(["pause", &id]);
+    assert_fails_with(&run(cmd), "no transfer id starts with");
+}
+
+#[test]
+fn ctrl_c_leaves_the_transfer_running_in_the_daemon() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("b");
+    let _b = Daemon::start(&dir, &[]);
+    let (ticket, id) = unreachable_ticket(22);
+    let mut follower = Follower::spawn(&dir, &ticket, &t.path().join("dl"));
+    // This line comes once the transfer is added and Ctrl-C is handled.
+    follower.wait_err("Ctrl-C stops watching");
+    let pid = follower.child.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let (code, _, err) = follower.finish();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("goes on in the shoal daemon"), "{err}");
+    let t = wait_transfer(&dir, &id, "still there", |_| true);
+    assert_ne!(t["state"], "paused");
+}
+
+#[test]
+fn no_daemon_flag_and_env_bypass_a_running_daemon() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("a");
+    let _d = Daemon::start(&dir, &[]);
+    // Through the daemon: the API's share objects.
+    assert!(json(&dir, &["shares", "--json"]).is_array());
+    assert!(json(&dir, &["status", "--json"])["peer_id"].is_string());
+
+    let mut cmd = shoal(&dir);
+    cmd.args(["--no-daemon", "status"]);
+    assert_fails_with(&run(cmd), "--no-daemon");
+    let mut cmd = shoal(&dir);
+    cmd.arg("transfers").env("SHOAL_NO_DAEMON", "1");
+    assert_fails_with(&run(cmd), "--no-daemon");
+
+    // `shares` reads the store directly: its JSON has the store's shape.
+    let src = t.path().join("x.bin");
+    std::fs::write(&src, data(1 << 16, 3)).expect("write");
+    ok(&dir, &["--no-daemon", "add", src.to_str().expect("utf-8")]);
+    let mut cmd = shoal(&dir);
+    cmd.args(["shares", "--json"]).env("SHOAL_NO_DAEMON", "1");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v[0].get("visibility").is_some(), "store shape: {v}");
+    assert!(v[0].get("ticket").is_none(), "not the API shape: {v}");
+}
+
+/// A child killed by PID when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
