@@ -415,7 +415,10 @@ fn shoal_net_args(quic_only: bool) -> Vec<&'static str> {
 
 fn run_shoal(setup: &Setup, quic_only: bool, dir: &Path) -> Result<Sample> {
     let seed_log = dir.join("share.log");
+    // Always the foreground node, never a daemon that might run for a data dir
+    // (an older shoal ignores the variable).
     let share = Cmd::new(&setup.shoal)
+        .env("SHOAL_NO_DAEMON", "1")
         .arg("--data-dir")
         .arg(dir.join("seed-data"))
         .arg("share")
@@ -428,6 +431,7 @@ fn run_shoal(setup: &Setup, quic_only: bool, dir: &Path) -> Result<Sample> {
     let out = dir.join("out");
     let get_log = dir.join("get.log");
     let get = Cmd::new(&setup.shoal)
+        .env("SHOAL_NO_DAEMON", "1")
         .arg("--data-dir")
         .arg(dir.join("get-data"))
         .arg("get")
