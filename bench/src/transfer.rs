@@ -777,15 +777,16 @@ impl Report {
                     }
                     let _ = writeln!(
                         t,
-                        "| {} | {w:.3} | {:.2} | {} | {:.2} | {:.1} | {} | {} | {} |",
+                        "| {} | {w:.3} | {:.2} | {} | {:.2} ({:.2}) | {:.1} | {} | {} | {} |",
                         m.label(),
                         self.size as f64 / w / 1e9,
                         cp.map_or("–".into(), |c| format!("{:.2}", w / c)),
                         b.sample.receiver.cpu_s,
+                        b.sample.receiver.sys_s,
                         b.receiver_rss_kib as f64 / 1024.0,
-                        b.sample
-                            .sender
-                            .map_or("–".into(), |u| format!("{:.2}", u.cpu_s)),
+                        b.sample.sender.map_or("–".into(), |u| {
+                            format!("{:.2} ({:.2})", u.cpu_s, u.sys_s)
+                        }),
                         b.sender_rss_kib
                             .map_or("–".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
                         notes.join("; ")
