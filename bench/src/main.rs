@@ -6,7 +6,17 @@
 //! shoal's multi-threaded streaming hasher and runs `b3sum` (multi-threaded,
 //! mmap) on the same file, alternating, and prints the best time of each, the
 //! ratio, and shoal's peak RSS.
+//!
+//! `shoal-bench transfer [--size 1G] [--runs 3] [--rqbit PATH] [--json]`: one
+//! file from one seeder to one downloader on loopback over shoal's fast path and
+//! over libp2p QUIC, with `cp`, scp, rqbit and socat in the same rounds; wall
+//! time, CPU seconds and peak RSS of every process (see `transfer.rs`).
 
+mod measure;
+mod procs;
+mod transfer;
+
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +52,47 @@ enum Bench {
         #[arg(long)]
         max_rss_mib: Option<u64>,
     },
+    /// One file from one sender to one receiver on loopback: shoal's fast path,
+    /// shoal over libp2p QUIC, cp, scp, rqbit and socat, interleaved.
+    Transfer {
+        /// File size, e.g. 1G, 256M (binary units).
+        #[arg(long, default_value = "1G")]
+        size: String,
+        /// Where to create the test file (re-used if it already has the size).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Work folder for data dirs and outputs (default: a fresh one in the
+        /// temp dir; deleted at the end).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rounds; each runs every method once, and the best time counts.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Methods to run, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = transfer::Method::ALL)]
+        methods: Vec<transfer::Method>,
+        /// The shoal binary [default: `shoal` next to this executable].
+        #[arg(long)]
+        shoal: Option<PathBuf>,
+        /// The rqbit binary [default: `rqbit` in PATH; the row says "not installed" if absent].
+        #[arg(long)]
+        rqbit: Option<PathBuf>,
+        /// Seconds before one transfer is given up (its processes are killed).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: runs a command and writes its wall time, CPU seconds and peak
+    /// RSS to a file (getrusage of its only child).
+    #[command(hide = true)]
+    Measure {
+        #[arg(long)]
+        report: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<OsString>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -53,6 +104,31 @@ fn main() -> Result<()> {
             min_ratio,
             max_rss_mib,
         } => bench_hash(&size, file, runs, min_ratio, max_rss_mib),
+        Bench::Transfer {
+            size,
+            file,
+            dir,
+            runs,
+            methods,
+            shoal,
+            rqbit,
+            timeout,
+            json,
+        } => transfer::run(transfer::Options {
+            size: parse_size(&size)?,
+            file,
+            dir,
+            runs,
+            methods,
+            shoal,
+            rqbit,
+            timeout: Duration::from_secs(timeout),
+            json,
+        }),
+        Bench::Measure { report, cmd } => {
+            let code = measure::measure_main(&report, &cmd)?;
+            std::process::exit(code);
+        }
     }
 }
 
