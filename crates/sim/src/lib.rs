@@ -445,6 +445,12 @@ enum Ev {
     Join {
         peer: u32,
     },
+    /// The joiner asks the tracker view for peers. Queued at its join time
+    /// after every join of that instant, so peers arriving together all see
+    /// each other (a random graph, not a clique of the first joiners).
+    Connect {
+        peer: u32,
+    },
     Leave {
         peer: u32,
     },
@@ -822,8 +828,9 @@ impl<'a> Sim<'a> {
         node.swarm = Some(swarm);
         node.alive = true;
         self.alive.push(p);
-        let want = self.sc.initial_connections;
-        self.find_peers(p, want);
+        // Connecting waits until every peer joining at this instant is in
+        // the tracker view (items of equal time pop in push order).
+        self.push(self.now, Ev::Connect { peer: p });
         self.work.push_back((p, Event::Tick));
         Ok(())
     }
@@ -1118,6 +1125,12 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
         sim.now = item.t;
         match item.ev {
             Ev::Join { peer } => sim.join(peer)?,
+            Ev::Connect { peer } => {
+                if sim.nodes[peer as usize].alive {
+                    let want = sc.initial_connections;
+                    sim.find_peers(peer, want);
+                }
+            }
             Ev::Sample => {
                 let (mut busy, mut all) = (0usize, 0usize);
                 for n in sim
