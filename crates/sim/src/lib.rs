@@ -193,6 +193,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
         "initial_seeding_offers" => cfg.initial_seeding_offers = num()?,
         "endgame_max_requesters" => cfg.endgame_max_requesters = num()?,
         "min_pipeline" => cfg.min_pipeline = num()?,
+        "pipeline_slack" => cfg.pipeline_slack = num()?,
         "regular_slots" => cfg.regular_slots = num()?,
         "optimistic_slots" => cfg.optimistic_slots = num()?,
         "random_first_pieces" => cfg.random_first_pieces = num()?,

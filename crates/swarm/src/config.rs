@@ -30,6 +30,9 @@ pub struct Config {
     /// request per unchoked peer; a deeper minimum piles requests for fresh
     /// pieces on their first holders (measured in the simulator).
     pub min_pipeline: u32,
+    /// Requests kept beyond the bandwidth-delay product: depth =
+    /// `ceil(rate × rtt / piece_size) + pipeline_slack`. Default 1.
+    pub pipeline_slack: u32,
     /// Maximum requests in flight per peer. Default 64 (16 MiB at 256 KiB).
     pub max_pipeline: u32,
     /// Round-trip assumed before one is measured. Default 100 ms.
@@ -140,6 +143,7 @@ impl Default for Config {
             random_first_pieces: 4,
             sequential_window: 16,
             min_pipeline: 1,
+            pipeline_slack: 1,
             max_pipeline: 64,
             default_rtt: Duration::from_millis(100),
             request_timeout: Duration::from_secs(15),

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::picker::{PickOptions, Picker};
 use crate::rate::RateMeter;
 use crate::types::{Action, DisconnectReason, Event, Msg, PeerKey, Time};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -152,6 +153,9 @@ pub struct Swarm {
     interest_dirty: Vec<PeerKey>,
     /// Whether endgame was on at the last interest update.
     endgame_was: bool,
+    /// Scratch for `update_interest`: the pieces changed by one event
+    /// (all clear between events).
+    changed_mask: Bitfield,
     stats: Stats,
 }
 
@@ -210,6 +214,7 @@ impl Swarm {
             offers_dirty: false,
             interest_dirty: Vec::new(),
             endgame_was: false,
+            changed_mask: Bitfield::new(num_pieces),
             stats: Stats::default(),
         })
     }
@@ -275,7 +280,7 @@ impl Swarm {
     }
 
     /// The number of requests we keep in flight to `peer` now:
-    /// `ceil(rate × rtt / piece_size) + 1` within `[min_pipeline, max_pipeline]`,
+    /// `ceil(rate × rtt / piece_size) + pipeline_slack` within `[min_pipeline, max_pipeline]`,
     /// where rate is the peer's rolling download rate to us and rtt the
     /// smallest request-to-piece delay seen (`default_rtt` before one is seen);
     /// 1 for snubbed or stalled peers.
@@ -686,12 +691,16 @@ impl Swarm {
         // Have goes to every peer that lacks the piece, and to those that have
         // it unless they are known leechers: a seeder in initial seeding
         // (which never says Interested) learns from it that its piece is out.
-        let tell: Vec<PeerKey> = self
+        let mut tell: Vec<PeerKey> = self
             .peers
             .iter()
             .filter(|(_, p)| !(p.have.get(piece) && p.ever_interested))
             .map(|(k, _)| *k)
             .collect();
+        // In random order: free slots go to the first peers whose Interested
+        // arrives, so a fixed order (by key) would make every holder favour
+        // the same neighbours.
+        tell.shuffle(&mut self.rng);
         for (k, p) in self.peers.iter_mut() {
             if p.have.get(piece) {
                 p.interesting -= 1;
@@ -1113,8 +1122,10 @@ impl Swarm {
             .filter(|p| p.slot == Slot::Regular)
             .count();
         let free = (self.regular_slots() as usize).saturating_sub(regular);
-        for k in self.ranked_candidates(true).into_iter().take(free) {
-            self.set_slot(k, Slot::Regular);
+        if free > 0 {
+            for k in self.ranked_candidates(true).into_iter().take(free) {
+                self.set_slot(k, Slot::Regular);
+            }
         }
         let has_opt = self.peers.values().any(|p| p.slot == Slot::Optimistic);
         if !has_opt && self.cfg.optimistic_slots > 0 {
@@ -1262,10 +1273,27 @@ impl Swarm {
             self.cfg.endgame && self.picker.missing_count() == 0 && !self.picker.is_complete();
         let all = endgame != self.endgame_was;
         self.endgame_was = endgame;
-        for (k, p) in self.peers.iter_mut() {
-            if !p.interest_dirty && (all || changed.iter().any(|q| p.have.get(*q))) {
-                p.interest_dirty = true;
-                self.interest_dirty.push(*k);
+        if all || !changed.is_empty() {
+            // One word-wise AND per peer instead of a lookup per change.
+            let mask = &mut self.changed_mask;
+            for &q in &changed {
+                mask.set(q);
+            }
+            for (k, p) in self.peers.iter_mut() {
+                if !p.interest_dirty
+                    && (all
+                        || p.have
+                            .words()
+                            .iter()
+                            .zip(mask.words())
+                            .any(|(a, b)| a & b != 0))
+                {
+                    p.interest_dirty = true;
+                    self.interest_dirty.push(*k);
+                }
+            }
+            for &q in &changed {
+                mask.clear(q);
             }
         }
         let dirty = std::mem::take(&mut self.interest_dirty);
@@ -1666,7 +1694,7 @@ fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {
     let rtt = p.rtt.unwrap_or(cfg.default_rtt).as_secs_f64();
     let bdp = (rate * rtt / cfg.piece_size as f64).ceil();
     let d = if bdp.is_finite() && bdp >= 0.0 {
-        bdp.min(u32::MAX as f64 / 2.0) as u32 + 1
+        (bdp.min(u32::MAX as f64 / 2.0) as u32).saturating_add(cfg.pipeline_slack)
     } else {
         1
     };

@@ -553,8 +553,9 @@ fn regular_slots_are_rechosen_every_ten_seconds_by_rate_to_us() {
         h.msg(k, Msg::Interested);
     }
     let before: Vec<Slot> = (1..=6).map(|k| h.s.slot(PeerKey(k)).unwrap()).collect();
-    // Peer 6 (and 5) upload to us a lot, all unchoke us.
-    let mut t = 0;
+    // Peer 6 (and 5) upload to us a lot, all unchoke us. At 3 s, so the
+    // pieces are still inside the 8 s rate window at the 10 s rechoke.
+    let mut t = 3_000;
     for k in [5u32, 6] {
         let reqs = requests(&h.msg(k, Msg::Unchoke), k);
         for piece in reqs {
