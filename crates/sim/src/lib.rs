@@ -1160,6 +1160,16 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
                 msg,
             } => {
                 if sim.conn_id(from, to) == Some(conn) {
+                    // Like the node: a Cancel of a request still queued is
+                    // answered with Reject (one being sent, by the piece).
+                    let reject = match msg {
+                        Msg::Cancel { piece } => sim.nodes[to as usize]
+                            .swarm
+                            .as_ref()
+                            .is_some_and(|s| s.upload_queued(PeerKey(from), piece))
+                            .then_some(piece),
+                        _ => None,
+                    };
                     sim.work.push_back((
                         to,
                         Event::Message {
@@ -1167,6 +1177,15 @@ pub fn run(sc: &Scenario, seed: u64) -> Result<Report, SimError> {
                             msg,
                         },
                     ));
+                    if let Some(piece) = reject {
+                        sim.apply(
+                            to,
+                            Action::Send {
+                                peer: PeerKey(from),
+                                msg: Msg::Reject { piece },
+                            },
+                        );
+                    }
                 }
             }
             Ev::Arrive {

@@ -49,18 +49,21 @@ pub struct Config {
     pub endgame_max_requesters: u32,
     /// Outside endgame too, a peer that unchokes us but has nothing new to
     /// offer and no request in flight takes over a request it would deliver
-    /// sooner than the peer holding it (same rule as endgame; the slower
-    /// request is cancelled). Default off: in the simulator it sped up the
-    /// start of a 1000-peer swarm but not its finish (1.264 vs 1.269 of the
-    /// bound) and still costs duplicate data when the cancel comes too late.
+    /// sooner than the peer holding it (same rule as endgame). The request
+    /// *moves*: the slower peer gets `Cancel` and the piece is asked of the
+    /// idle peer only once the slower one answers `Reject`; if it answers
+    /// with the piece instead (it had started sending), the move is off, so
+    /// no piece is sent twice. Default on: idle uploaders take work from
+    /// long queues (scale-1000 with `demand_interest`, seeds 1–3: see
+    /// docs/benchmarks.md).
     pub steal_when_idle: bool,
     /// Interest follows demand: we are interested in a peer only while it
     /// has a piece nobody was asked for yet, holds requests of ours, or we
     /// are in endgame — not merely because it has a piece we lack that is
     /// already on its way from someone else. Fresh holders then unchoke peers
-    /// that will actually ask. Default off: it helps at ~100 peers
-    /// (flash-crowd-100: 1.20 vs 1.27 of the bound) but the interest churn
-    /// hurts at 1000 (1.57 vs 1.33).
+    /// that will actually ask, and idle slot holders let go at once.
+    /// Default on (scale-1000 on a random peer graph: 1.157 of the bound vs
+    /// 1.173 without; see docs/benchmarks.md).
     pub demand_interest: bool,
     /// Use the choker; when off every interested peer is unchoked (ablation).
     pub choking: bool,
@@ -150,8 +153,8 @@ impl Default for Config {
             snub_timeout: Duration::from_secs(60),
             endgame: true,
             endgame_max_requesters: 3,
-            steal_when_idle: false,
-            demand_interest: false,
+            steal_when_idle: true,
+            demand_interest: true,
             choking: true,
             regular_slots: 4,
             optimistic_slots: 1,

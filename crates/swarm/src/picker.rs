@@ -56,8 +56,8 @@ pub struct Picker {
     availability: Vec<u32>,
     have_count: u32,
     missing_count: u32,
-    /// Pieces that became or stopped being Missing, or became Verifying or
-    /// Have, since `take_changed` (drained every event).
+    /// Pieces that became or stopped being Missing, lost a request, or
+    /// became Verifying or Have, since `take_changed` (drained every event).
     changed: Vec<u32>,
 }
 
@@ -109,9 +109,9 @@ impl Picker {
         &self.missing
     }
 
-    /// Pieces that became or stopped being Missing, or became Verifying or
-    /// Have, since the last call (a request added to or dropped from a piece
-    /// that stays Requested is not a change; that happens only in endgame).
+    /// Pieces that became or stopped being Missing, lost a request, or
+    /// became Verifying or Have, since the last call (a request added to a
+    /// piece that stays Requested is not a change: only endgame does that).
     pub fn take_changed(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.changed)
     }
@@ -186,8 +186,9 @@ impl Picker {
             return;
         }
         *r -= 1;
+        // Always a change: the requester may have lost its last request.
+        self.changed.push(piece);
         if *r == 0 && !self.have.get(piece) && !self.verifying.get(piece) {
-            self.changed.push(piece);
             self.missing.set(piece);
             self.missing_count += 1;
             if started {

@@ -2,7 +2,7 @@
 
 use crate::bitfield::Bitfield;
 use crate::config::Config;
-use crate::picker::{PickOptions, Picker};
+use crate::picker::{PickOptions, Picker, PieceState};
 use crate::rate::RateMeter;
 use crate::types::{Action, DisconnectReason, Event, Msg, PeerKey, Time};
 use rand::seq::SliceRandom;
@@ -61,6 +61,10 @@ pub struct Stats {
 struct OutReq {
     piece: u32,
     sent_at: Time,
+    /// `Cancel` sent to move the piece to another peer: still outstanding
+    /// until the peer answers with `Reject` (then the piece moves) or with
+    /// the piece (then it stays here), so no bytes are sent twice.
+    cancelling: bool,
 }
 
 #[derive(Debug)]
@@ -102,6 +106,9 @@ struct Peer {
     /// piece: not asked of it again (bounded).
     failed: Vec<u32>,
     avoid: Vec<u32>,
+    /// A piece moved to this peer: its request elsewhere was cancelled and
+    /// rejected, so ask this peer for it first.
+    claim: Option<u32>,
     /// Pieces revealed during initial seeding (empty otherwise).
     revealed: Bitfield,
     /// Pieces offered during initial seeding and not yet being sent.
@@ -153,6 +160,9 @@ pub struct Swarm {
     interest_dirty: Vec<PeerKey>,
     /// Whether endgame was on at the last interest update.
     endgame_was: bool,
+    /// Requests being moved (`steal_when_idle`): (piece, peer that takes it
+    /// once the old holder rejects the cancelled request).
+    moving: Vec<(u32, PeerKey)>,
     /// Scratch for `update_interest`: the pieces changed by one event
     /// (all clear between events).
     changed_mask: Bitfield,
@@ -215,6 +225,7 @@ impl Swarm {
             interest_dirty: Vec::new(),
             endgame_was: false,
             changed_mask: Bitfield::new(num_pieces),
+            moving: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -277,6 +288,16 @@ impl Swarm {
             .get(&peer)
             .map(|p| p.requests.iter().map(|r| r.piece).collect())
             .unwrap_or_default()
+    }
+
+    /// True when a request of `peer` for `piece` waits in our upload queue
+    /// (accepted, not yet being sent). A driver that answers `Cancel` on the
+    /// wire uses it: a queued request is answered with `Reject`, one being
+    /// sent with the piece.
+    pub fn upload_queued(&self, peer: PeerKey, piece: u32) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.upload_queue.contains(&piece))
     }
 
     /// The number of requests we keep in flight to `peer` now:
@@ -389,6 +410,7 @@ impl Swarm {
                 strikes: 0,
                 failed: Vec::new(),
                 avoid: Vec::new(),
+                claim: None,
                 revealed: if self.seeding.is_some() {
                     Bitfield::new(n)
                 } else {
@@ -415,6 +437,11 @@ impl Swarm {
         for r in &peer.requests {
             self.picker.on_request_dropped(r.piece, true);
         }
+        // Moves to it are void; moves away from it now need no answer (its
+        // requests are dropped and every peer is refilled below).
+        self.moving.retain(|&(q, k)| {
+            k != key && !peer.requests.iter().any(|r| r.piece == q && r.cancelling)
+        });
         for p in peer.have.ones() {
             self.picker.remove_availability(p);
         }
@@ -515,15 +542,33 @@ impl Swarm {
                 if piece >= n {
                     return self.violation(key);
                 }
+                let mut moved = false;
                 if let Some(p) = self.peers.get_mut(&key) {
                     if let Some(i) = p.requests.iter().position(|r| r.piece == piece) {
-                        p.requests.swap_remove(i);
-                        // Not asked of this peer again until it sends something.
-                        if p.avoid.len() < 64 {
-                            p.avoid.push(piece);
+                        let r = p.requests.swap_remove(i);
+                        if r.cancelling {
+                            self.picker.on_request_dropped(piece, true);
+                            moved = true;
+                        } else {
+                            // Not asked of this peer again until it sends something.
+                            if p.avoid.len() < 64 {
+                                p.avoid.push(piece);
+                            }
+                            self.picker.on_request_dropped(piece, false);
                         }
-                        self.picker.on_request_dropped(piece, false);
                         self.all_dirty = true;
+                    }
+                }
+                // A confirmed move: the piece goes to the peer that claimed
+                // it, first thing.
+                if moved {
+                    if let Some(m) = self.moving.iter().position(|m| m.0 == piece) {
+                        let (_, to) = self.moving.swap_remove(m);
+                        if let Some(t) = self.peers.get_mut(&to) {
+                            t.claim = Some(piece);
+                            // Before any other peer is refilled.
+                            self.fill_requests(to);
+                        }
                     }
                 }
             }
@@ -638,6 +683,9 @@ impl Swarm {
         }
         let now = self.now;
         let size = self.cfg.piece_size as u64;
+        // A move of this piece is over: it came (too late to move, or from
+        // a third peer).
+        self.moving.retain(|m| m.0 != piece);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
@@ -881,6 +929,14 @@ impl Swarm {
                 self.end_initial_seeding();
             }
         }
+        // Moves whose cancelled request is gone (timed out) wait for nothing.
+        let peers = &self.peers;
+        self.moving.retain(|&(q, to)| {
+            peers.contains_key(&to)
+                && peers
+                    .values()
+                    .any(|p| p.requests.iter().any(|r| r.piece == q && r.cancelling))
+        });
         for (k, piece) in cancels {
             self.picker.on_request_dropped(piece, true);
             self.stats.timeouts += 1;
@@ -1380,57 +1436,79 @@ impl Swarm {
             rng,
             actions,
             stats,
+            moving,
             ..
         } = self;
         let Some(p) = peers.get_mut(&key) else { return };
+        // A claim holds only while its piece is Missing: the move was
+        // confirmed and nobody has asked for the piece since.
+        if let Some(c) = p.claim {
+            if picker.state(c) != PieceState::Missing || !p.have.get(c) {
+                p.claim = None;
+            }
+        }
         if p.peer_choking || p.interesting == 0 {
             return;
         }
         let depth = depth(cfg, p, now) as usize;
         loop {
             let Some(p) = peers.get_mut(&key) else { return };
-            if p.requests.len() >= depth {
+            let live = p.requests.iter().filter(|r| !r.cancelling).count();
+            if live >= depth {
                 break;
             }
             let (failed, avoid) = (&p.failed, &p.avoid);
-            let mut piece = picker.pick(
-                &p.have,
-                &|q| failed.contains(&q) || avoid.contains(&q),
-                opts,
-                rng,
-            );
+            let mut piece = p
+                .claim
+                .take()
+                .filter(|c| !failed.contains(c) && !avoid.contains(c));
+            if piece.is_none() {
+                piece = picker.pick(
+                    &p.have,
+                    &|q| failed.contains(&q) || avoid.contains(&q),
+                    opts,
+                    rng,
+                );
+            }
             let mut endgame = false;
-            let mut steal = false;
             if piece.is_none() && cfg.endgame && picker.missing_count() == 0 {
                 endgame = true;
                 piece = endgame_pick(cfg, picker, peers, key, now);
-            } else if piece.is_none() && cfg.steal_when_idle && p.requests.is_empty() {
+            } else if piece.is_none()
+                && cfg.steal_when_idle
+                && live == 0
+                && !moving.iter().any(|m| m.1 == key)
+            {
                 // Nothing new to ask of this peer and its pipeline is empty:
-                // take over a piece another peer would deliver later.
-                steal = true;
-                piece = endgame_pick(cfg, picker, peers, key, now);
+                // move here a request another peer would deliver later. The
+                // slower holder gets `Cancel` and the piece moves only when
+                // it answers `Reject`; if it answers with the piece (it had
+                // started sending), nothing was sent twice.
+                if let Some(q) = endgame_pick(cfg, picker, peers, key, now) {
+                    stats.steals += 1;
+                    for (k, other) in peers.iter_mut() {
+                        if *k == key {
+                            continue;
+                        }
+                        if let Some(r) = other
+                            .requests
+                            .iter_mut()
+                            .find(|r| r.piece == q && !r.cancelling)
+                        {
+                            r.cancelling = true;
+                            actions.push_back(Action::Send {
+                                peer: *k,
+                                msg: Msg::Cancel { piece: q },
+                            });
+                        }
+                    }
+                    moving.push((q, key));
+                }
+                break;
             }
             let Some(piece) = piece else { break };
             if endgame {
                 stats.endgame_requests += 1;
-            }
-            if steal {
-                stats.steals += 1;
-                // Outside endgame a steal moves the request: the slower
-                // holder is told to drop it, so at most one copy is sent.
-                for (k, other) in peers.iter_mut() {
-                    if *k == key {
-                        continue;
-                    }
-                    if let Some(i) = other.requests.iter().position(|r| r.piece == piece) {
-                        other.requests.swap_remove(i);
-                        picker.on_request_dropped(piece, false);
-                        actions.push_back(Action::Send {
-                            peer: *k,
-                            msg: Msg::Cancel { piece },
-                        });
-                    }
-                }
             }
             let Some(p) = peers.get_mut(&key) else { return };
             picker.on_request(piece);
@@ -1440,6 +1518,7 @@ impl Swarm {
             p.requests.push(OutReq {
                 piece,
                 sent_at: now,
+                cancelling: false,
             });
             actions.push_back(Action::Send {
                 peer: key,
@@ -1575,6 +1654,23 @@ impl Swarm {
                 }
             }
         }
+        for (i, &(q, to)) in self.moving.iter().enumerate() {
+            if !self.peers.contains_key(&to) || self.moving[..i].iter().any(|m| m.1 == to) {
+                return Err(format!(
+                    "move of piece {q} to {to:?}: peer gone or moving twice"
+                ));
+            }
+            let cancelling = self
+                .peers
+                .values()
+                .filter(|p| p.requests.iter().any(|r| r.piece == q && r.cancelling))
+                .count();
+            if cancelling == 0 {
+                return Err(format!(
+                    "move of piece {q}: no cancelled request to wait for"
+                ));
+            }
+        }
         if self.banned.len() > self.cfg.max_banned as usize {
             return Err("ban list over its cap".into());
         }
@@ -1625,6 +1721,9 @@ fn endgame_pick(
         let mut sent: Vec<Time> = o.requests.iter().map(|r| r.sent_at).collect();
         sent.sort_unstable();
         for i in 0..o.requests.len() {
+            if o.requests[i].cancelling {
+                continue;
+            }
             let r_sent = o.requests[i].sent_at;
             let pos = sent.partition_point(|t| *t < r_sent);
             let e = eta(cfg, o, now, r_sent, pos);
