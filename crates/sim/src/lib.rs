@@ -26,7 +26,14 @@
 //!   stored copy is not verified-good; it must be 0.
 //! * Peers connect to a bounded random peer set from a tracker-like view of
 //!   live peers (`initial_connections`, capped at `max_connections` on both
-//!   sides); `WantPeers` asks for more from the same view.
+//!   sides); `WantPeers` asks for more from the same view. Peers joining at
+//!   the same instant are all in the view before any of them connects, so a
+//!   flash crowd forms a random graph (each peer opens up to 40 connections
+//!   and has at most 80), not a clique of the first joiners around the
+//!   seeder.
+//! * Like the node's driver, a `Cancel` of a request still waiting in the
+//!   uploader's queue is answered with `Reject` (one being sent is answered
+//!   by the piece), so the requester knows when a cancelled request is over.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
