@@ -201,6 +201,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
         "endgame_max_requesters" => cfg.endgame_max_requesters = num()?,
         "min_pipeline" => cfg.min_pipeline = num()?,
         "pipeline_slack" => cfg.pipeline_slack = num()?,
+        "unmeasured_peer_rate" => cfg.unmeasured_peer_rate = num()?,
         "regular_slots" => cfg.regular_slots = num()?,
         "optimistic_slots" => cfg.optimistic_slots = num()?,
         "random_first_pieces" => cfg.random_first_pieces = num()?,

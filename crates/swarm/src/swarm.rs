@@ -1680,13 +1680,14 @@ impl Swarm {
 
 /// When `p` would deliver one more piece asked now, or the `i`-th of its
 /// requests sent at `sent_at`: one round trip, then pieces at its measured
-/// rate (a peer that never delivered is assumed to send one piece a
-/// second). A request already later than expected counts as late again by
-/// as much, so stalled requests look worse the longer they stall.
+/// rate (a peer that never delivered is assumed to send
+/// `unmeasured_peer_rate` pieces a second). A request already later than
+/// expected counts as late again by as much, so stalled requests look worse
+/// the longer they stall.
 fn eta(cfg: &Config, p: &mut Peer, now: Time, sent_at: Time, i: usize) -> Time {
     let measured = p.down.rate(now);
     let rate = if p.down.total() == 0 {
-        cfg.piece_size as f64
+        cfg.piece_size as f64 * f64::from(cfg.unmeasured_peer_rate.max(1))
     } else {
         measured.max(cfg.piece_size as f64 / 60.0)
     };
