@@ -61,7 +61,7 @@ pub struct Config {
     /// yet, when estimating when a request would arrive (endgame duplicates
     /// and request moves). Default 4 (1 MiB/s at 256 KiB pieces): with 1, a
     /// peer that just unchoked us looked a second away and rarely took over
-    /// a late request (scale-1000 seed 1: 1.146 vs 1.149 of the bound).
+    /// a late request (scale-1000, seeds 1–3: 1.146–1.150 vs 1.149–1.151).
     pub unmeasured_peer_rate: u32,
     /// Interest follows demand: we are interested in a peer only while it
     /// has a piece nobody was asked for yet, holds requests of ours, or we
