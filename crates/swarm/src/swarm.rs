@@ -65,6 +65,8 @@ struct OutReq {
     /// until the peer answers with `Reject` (then the piece moves) or with
     /// the piece (then it stays here), so no bytes are sent twice.
     cancelling: bool,
+    /// When `Cancel` was sent (meaningful while `cancelling`).
+    cancelled_at: Time,
 }
 
 #[derive(Debug)]
@@ -882,7 +884,20 @@ impl Swarm {
         let timeout = self.cfg.request_timeout;
         let snub = self.cfg.snub_timeout;
         let mut cancels = Vec::new();
+        let mut unanswered = Vec::new();
+        let default_rtt = self.cfg.default_rtt;
         for (k, p) in self.peers.iter_mut() {
+            // A peer that does not answer a Cancel (the protocol says it
+            // SHOULD) must not hold the piece forever: the move is off and
+            // the piece free again.
+            let patience = (p.rtt.unwrap_or(default_rtt) * 4).max(Duration::from_secs(1));
+            p.requests.retain(|r| {
+                let late = r.cancelling && now.saturating_sub(r.cancelled_at) > patience;
+                if late {
+                    unanswered.push(r.piece);
+                }
+                !late
+            });
             if !p.requests.is_empty() && now.saturating_sub(p.waiting_since) > timeout {
                 for r in p.requests.drain(..) {
                     cancels.push((*k, r.piece));
@@ -928,6 +943,10 @@ impl Swarm {
                 // fast requesters of work, so reveal everything.
                 self.end_initial_seeding();
             }
+        }
+        for piece in unanswered {
+            self.picker.on_request_dropped(piece, true);
+            self.all_dirty = true;
         }
         // Moves whose cancelled request is gone (timed out) wait for nothing.
         let peers = &self.peers;
@@ -1496,6 +1515,7 @@ impl Swarm {
                             .find(|r| r.piece == q && !r.cancelling)
                         {
                             r.cancelling = true;
+                            r.cancelled_at = now;
                             actions.push_back(Action::Send {
                                 peer: *k,
                                 msg: Msg::Cancel { piece: q },
@@ -1519,6 +1539,7 @@ impl Swarm {
                 piece,
                 sent_at: now,
                 cancelling: false,
+                cancelled_at: now,
             });
             actions.push_back(Action::Send {
                 peer: key,

@@ -433,6 +433,22 @@ fn a_cancel_answered_by_the_piece_leaves_the_request_where_it_was() {
 }
 
 #[test]
+fn a_cancel_never_answered_frees_the_piece_after_a_second() {
+    let mut h = H::leecher(moving());
+    let a = idle_peer_offers_a_piece_queued_elsewhere(&mut h);
+    assert!(sent_to(&a, 1, &Msg::Cancel { piece: 5 }));
+    h.at_ms(3_500);
+    h.tick();
+    assert_eq!(h.s.outstanding(PeerKey(1)), vec![5], "still waiting");
+    h.at_ms(4_100);
+    let a = h.tick();
+    // The piece is free again and asked anew, of one peer only.
+    let asked = [requests(&a, 1), requests(&a, 2)].concat();
+    assert_eq!(asked, vec![5], "asked again of one peer: {a:?}");
+    assert_eq!(h.s.picker().requesters(5), 1);
+}
+
+#[test]
 fn upload_queued_tells_a_driver_whether_a_cancel_can_still_be_rejected() {
     let mut h = H::new(no_initial_seeding(), N, Bitfield::full(N), 3);
     h.connect(1);
