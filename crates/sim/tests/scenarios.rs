@@ -169,23 +169,16 @@ fn initial_seeding_brings_the_flash_crowd_closer_to_the_bound() {
     );
 }
 
-/// The brief's target for 1000 peers. Missed: 1.25 of the bound measured
-/// (the seeder side is at the bound; leecher start-up is not), see
-/// docs/benchmarks.md. Kept so the gap stays visible.
+/// 1 seeder + 999 leechers within 1.15 of the bound, at a bounded cost.
+/// Takes minutes at opt-level 1, so it runs in release builds only:
+/// `cargo test --release -p shoal-sim --test scenarios -- scale_1000`
+/// (in debug builds it is listed as ignored with that command as reason).
 #[test]
-#[ignore = "target missed: 1.25 of the bound measured, see docs/benchmarks.md"]
-fn scale_1000_finishes_within_1_15_of_the_bound() {
-    let r = go("scale-1000", Options::default());
-    assert!(r.completed);
-    assert!(r.ratio_to_bound <= 1.15, "ratio {:.3}", r.ratio_to_bound);
-}
-
-/// What scale-1000 achieves today, as a regression guard, and the wall-time
-/// budget. Takes minutes at opt-level 1; run it in release:
-/// `cargo test --release -p shoal-sim --test scenarios -- --include-ignored scale_1000_completes`.
-#[test]
-#[cfg_attr(debug_assertions, ignore = "slow in debug builds; run with --release")]
-fn scale_1000_completes_within_1_30_of_the_bound_in_under_a_minute() {
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow in debug builds: cargo test --release -p shoal-sim --test scenarios -- scale_1000"
+)]
+fn scale_1000_finishes_within_1_15_of_the_bound_at_a_bounded_cost() {
     let r = go("scale-1000", Options::default());
     assert!(r.completed);
     // The seeder sends every piece once, at its full rate.
@@ -194,6 +187,13 @@ fn scale_1000_completes_within_1_30_of_the_bound_in_under_a_minute() {
         first_pass <= r.bound_s * 1.01,
         "first pass took {first_pass:.2}s"
     );
-    assert!(r.ratio_to_bound <= 1.30, "ratio {:.3}", r.ratio_to_bound);
-    assert!(r.wall_s < 60.0, "wall {:.1}s", r.wall_s);
+    assert!(r.ratio_to_bound <= 1.15, "ratio {:.3}", r.ratio_to_bound);
+    // The budget is under a minute of wall time on this 2-core machine. Wall
+    // time depends on what else runs, so the test bounds the deterministic
+    // work instead: 17.5 M scheduler events took 41-43 s of CPU (2026-11-22).
+    assert!(r.events <= 20_000_000, "{} scheduler events", r.events);
+    eprintln!(
+        "scale-1000: ratio {:.4}, wall {:.1}s",
+        r.ratio_to_bound, r.wall_s
+    );
 }

@@ -30,6 +30,9 @@ pub struct Config {
     /// request per unchoked peer; a deeper minimum piles requests for fresh
     /// pieces on their first holders (measured in the simulator).
     pub min_pipeline: u32,
+    /// Requests kept beyond the bandwidth-delay product: depth =
+    /// `ceil(rate × rtt / piece_size) + pipeline_slack`. Default 1.
+    pub pipeline_slack: u32,
     /// Maximum requests in flight per peer. Default 64 (16 MiB at 256 KiB).
     pub max_pipeline: u32,
     /// Round-trip assumed before one is measured. Default 100 ms.
@@ -46,18 +49,29 @@ pub struct Config {
     pub endgame_max_requesters: u32,
     /// Outside endgame too, a peer that unchokes us but has nothing new to
     /// offer and no request in flight takes over a request it would deliver
-    /// sooner than the peer holding it (same rule as endgame; the slower
-    /// request is cancelled). Default off: in the simulator it sped up the
-    /// start of a 1000-peer swarm but not its finish (1.264 vs 1.269 of the
-    /// bound) and still costs duplicate data when the cancel comes too late.
+    /// sooner than the peer holding it (same rule as endgame). The request
+    /// *moves*: the slower peer gets `Cancel` and the piece is asked of the
+    /// idle peer only once the slower one answers `Reject`; if it answers
+    /// with the piece instead (it had started sending), the move is off, so
+    /// no piece is sent twice. Default off for now (the simulator turns it
+    /// on): idle uploaders take work from long queues (scale-1000 with
+    /// `demand_interest`, seeds 1–3: see docs/benchmarks.md), but the node
+    /// has not been tested with it yet.
     pub steal_when_idle: bool,
+    /// Pieces per second assumed for a peer that has not sent us a piece
+    /// yet, when estimating when a request would arrive (endgame duplicates
+    /// and request moves). Default 4 (1 MiB/s at 256 KiB pieces): with 1, a
+    /// peer that just unchoked us looked a second away and rarely took over
+    /// a late request (scale-1000, seeds 1–3: 1.146–1.150 vs 1.149–1.151).
+    pub unmeasured_peer_rate: u32,
     /// Interest follows demand: we are interested in a peer only while it
     /// has a piece nobody was asked for yet, holds requests of ours, or we
     /// are in endgame — not merely because it has a piece we lack that is
     /// already on its way from someone else. Fresh holders then unchoke peers
-    /// that will actually ask. Default off: it helps at ~100 peers
-    /// (flash-crowd-100: 1.20 vs 1.27 of the bound) but the interest churn
-    /// hurts at 1000 (1.57 vs 1.33).
+    /// that will actually ask, and idle slot holders let go at once.
+    /// Default off for now (the simulator turns it on: scale-1000 on a
+    /// random peer graph, 1.157 of the bound vs 1.173 without): a node
+    /// download hung with it in crates/node/tests/protocol.rs.
     pub demand_interest: bool,
     /// Use the choker; when off every interested peer is unchoked (ablation).
     pub choking: bool,
@@ -140,6 +154,7 @@ impl Default for Config {
             random_first_pieces: 4,
             sequential_window: 16,
             min_pipeline: 1,
+            pipeline_slack: 1,
             max_pipeline: 64,
             default_rtt: Duration::from_millis(100),
             request_timeout: Duration::from_secs(15),
@@ -147,6 +162,7 @@ impl Default for Config {
             endgame: true,
             endgame_max_requesters: 3,
             steal_when_idle: false,
+            unmeasured_peer_rate: 4,
             demand_interest: false,
             choking: true,
             regular_slots: 4,

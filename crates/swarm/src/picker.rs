@@ -56,7 +56,8 @@ pub struct Picker {
     availability: Vec<u32>,
     have_count: u32,
     missing_count: u32,
-    /// Pieces whose state changed since `take_changed` (drained every event).
+    /// Pieces that became or stopped being Missing, lost a request, or
+    /// became Verifying or Have, since `take_changed` (drained every event).
     changed: Vec<u32>,
 }
 
@@ -108,7 +109,9 @@ impl Picker {
         &self.missing
     }
 
-    /// Pieces whose state changed since the last call.
+    /// Pieces that became or stopped being Missing, lost a request, or
+    /// became Verifying or Have, since the last call (a request added to a
+    /// piece that stays Requested is not a change: only endgame does that).
     pub fn take_changed(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.changed)
     }
@@ -167,10 +170,10 @@ impl Picker {
         }
         if self.missing.clear(piece) {
             self.missing_count -= 1;
+            self.changed.push(piece);
         }
         self.started.clear(piece);
         self.requesters[piece as usize] += 1;
-        self.changed.push(piece);
     }
 
     /// A request for `piece` ended without the piece (reject, cancel, timeout,
@@ -183,6 +186,7 @@ impl Picker {
             return;
         }
         *r -= 1;
+        // Always a change: the requester may have lost its last request.
         self.changed.push(piece);
         if *r == 0 && !self.have.get(piece) && !self.verifying.get(piece) {
             self.missing.set(piece);

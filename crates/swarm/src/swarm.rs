@@ -2,9 +2,10 @@
 
 use crate::bitfield::Bitfield;
 use crate::config::Config;
-use crate::picker::{PickOptions, Picker};
+use crate::picker::{PickOptions, Picker, PieceState};
 use crate::rate::RateMeter;
 use crate::types::{Action, DisconnectReason, Event, Msg, PeerKey, Time};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -60,6 +61,12 @@ pub struct Stats {
 struct OutReq {
     piece: u32,
     sent_at: Time,
+    /// `Cancel` sent to move the piece to another peer: still outstanding
+    /// until the peer answers with `Reject` (then the piece moves) or with
+    /// the piece (then it stays here), so no bytes are sent twice.
+    cancelling: bool,
+    /// When `Cancel` was sent (meaningful while `cancelling`).
+    cancelled_at: Time,
 }
 
 #[derive(Debug)]
@@ -101,6 +108,9 @@ struct Peer {
     /// piece: not asked of it again (bounded).
     failed: Vec<u32>,
     avoid: Vec<u32>,
+    /// A piece moved to this peer: its request elsewhere was cancelled and
+    /// rejected, so ask this peer for it first.
+    claim: Option<u32>,
     /// Pieces revealed during initial seeding (empty otherwise).
     revealed: Bitfield,
     /// Pieces offered during initial seeding and not yet being sent.
@@ -152,6 +162,12 @@ pub struct Swarm {
     interest_dirty: Vec<PeerKey>,
     /// Whether endgame was on at the last interest update.
     endgame_was: bool,
+    /// Requests being moved (`steal_when_idle`): (piece, peer that takes it
+    /// once the old holder rejects the cancelled request).
+    moving: Vec<(u32, PeerKey)>,
+    /// Scratch for `update_interest`: the pieces changed by one event
+    /// (all clear between events).
+    changed_mask: Bitfield,
     stats: Stats,
 }
 
@@ -210,6 +226,8 @@ impl Swarm {
             offers_dirty: false,
             interest_dirty: Vec::new(),
             endgame_was: false,
+            changed_mask: Bitfield::new(num_pieces),
+            moving: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -274,8 +292,18 @@ impl Swarm {
             .unwrap_or_default()
     }
 
+    /// True when a request of `peer` for `piece` waits in our upload queue
+    /// (accepted, not yet being sent). A driver that answers `Cancel` on the
+    /// wire uses it: a queued request is answered with `Reject`, one being
+    /// sent with the piece.
+    pub fn upload_queued(&self, peer: PeerKey, piece: u32) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.upload_queue.contains(&piece))
+    }
+
     /// The number of requests we keep in flight to `peer` now:
-    /// `ceil(rate × rtt / piece_size) + 1` within `[min_pipeline, max_pipeline]`,
+    /// `ceil(rate × rtt / piece_size) + pipeline_slack` within `[min_pipeline, max_pipeline]`,
     /// where rate is the peer's rolling download rate to us and rtt the
     /// smallest request-to-piece delay seen (`default_rtt` before one is seen);
     /// 1 for snubbed or stalled peers.
@@ -384,6 +412,7 @@ impl Swarm {
                 strikes: 0,
                 failed: Vec::new(),
                 avoid: Vec::new(),
+                claim: None,
                 revealed: if self.seeding.is_some() {
                     Bitfield::new(n)
                 } else {
@@ -410,6 +439,11 @@ impl Swarm {
         for r in &peer.requests {
             self.picker.on_request_dropped(r.piece, true);
         }
+        // Moves to it are void; moves away from it now need no answer (its
+        // requests are dropped and every peer is refilled below).
+        self.moving.retain(|&(q, k)| {
+            k != key && !peer.requests.iter().any(|r| r.piece == q && r.cancelling)
+        });
         for p in peer.have.ones() {
             self.picker.remove_availability(p);
         }
@@ -510,15 +544,33 @@ impl Swarm {
                 if piece >= n {
                     return self.violation(key);
                 }
+                let mut moved = false;
                 if let Some(p) = self.peers.get_mut(&key) {
                     if let Some(i) = p.requests.iter().position(|r| r.piece == piece) {
-                        p.requests.swap_remove(i);
-                        // Not asked of this peer again until it sends something.
-                        if p.avoid.len() < 64 {
-                            p.avoid.push(piece);
+                        let r = p.requests.swap_remove(i);
+                        if r.cancelling {
+                            self.picker.on_request_dropped(piece, true);
+                            moved = true;
+                        } else {
+                            // Not asked of this peer again until it sends something.
+                            if p.avoid.len() < 64 {
+                                p.avoid.push(piece);
+                            }
+                            self.picker.on_request_dropped(piece, false);
                         }
-                        self.picker.on_request_dropped(piece, false);
                         self.all_dirty = true;
+                    }
+                }
+                // A confirmed move: the piece goes to the peer that claimed
+                // it, first thing.
+                if moved {
+                    if let Some(m) = self.moving.iter().position(|m| m.0 == piece) {
+                        let (_, to) = self.moving.swap_remove(m);
+                        if let Some(t) = self.peers.get_mut(&to) {
+                            t.claim = Some(piece);
+                            // Before any other peer is refilled.
+                            self.fill_requests(to);
+                        }
                     }
                 }
             }
@@ -633,6 +685,9 @@ impl Swarm {
         }
         let now = self.now;
         let size = self.cfg.piece_size as u64;
+        // A move of this piece is over: it came (too late to move, or from
+        // a third peer).
+        self.moving.retain(|m| m.0 != piece);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
@@ -686,12 +741,16 @@ impl Swarm {
         // Have goes to every peer that lacks the piece, and to those that have
         // it unless they are known leechers: a seeder in initial seeding
         // (which never says Interested) learns from it that its piece is out.
-        let tell: Vec<PeerKey> = self
+        let mut tell: Vec<PeerKey> = self
             .peers
             .iter()
             .filter(|(_, p)| !(p.have.get(piece) && p.ever_interested))
             .map(|(k, _)| *k)
             .collect();
+        // In random order: free slots go to the first peers whose Interested
+        // arrives, so a fixed order (by key) would make every holder favour
+        // the same neighbours.
+        tell.shuffle(&mut self.rng);
         for (k, p) in self.peers.iter_mut() {
             if p.have.get(piece) {
                 p.interesting -= 1;
@@ -825,7 +884,20 @@ impl Swarm {
         let timeout = self.cfg.request_timeout;
         let snub = self.cfg.snub_timeout;
         let mut cancels = Vec::new();
+        let mut unanswered = Vec::new();
+        let default_rtt = self.cfg.default_rtt;
         for (k, p) in self.peers.iter_mut() {
+            // A peer that does not answer a Cancel (the protocol says it
+            // SHOULD) must not hold the piece forever: the move is off and
+            // the piece free again.
+            let patience = (p.rtt.unwrap_or(default_rtt) * 4).max(Duration::from_secs(1));
+            p.requests.retain(|r| {
+                let late = r.cancelling && now.saturating_sub(r.cancelled_at) > patience;
+                if late {
+                    unanswered.push(r.piece);
+                }
+                !late
+            });
             if !p.requests.is_empty() && now.saturating_sub(p.waiting_since) > timeout {
                 for r in p.requests.drain(..) {
                     cancels.push((*k, r.piece));
@@ -872,6 +944,18 @@ impl Swarm {
                 self.end_initial_seeding();
             }
         }
+        for piece in unanswered {
+            self.picker.on_request_dropped(piece, true);
+            self.all_dirty = true;
+        }
+        // Moves whose cancelled request is gone (timed out) wait for nothing.
+        let peers = &self.peers;
+        self.moving.retain(|&(q, to)| {
+            peers.contains_key(&to)
+                && peers
+                    .values()
+                    .any(|p| p.requests.iter().any(|r| r.piece == q && r.cancelling))
+        });
         for (k, piece) in cancels {
             self.picker.on_request_dropped(piece, true);
             self.stats.timeouts += 1;
@@ -1113,8 +1197,10 @@ impl Swarm {
             .filter(|p| p.slot == Slot::Regular)
             .count();
         let free = (self.regular_slots() as usize).saturating_sub(regular);
-        for k in self.ranked_candidates(true).into_iter().take(free) {
-            self.set_slot(k, Slot::Regular);
+        if free > 0 {
+            for k in self.ranked_candidates(true).into_iter().take(free) {
+                self.set_slot(k, Slot::Regular);
+            }
         }
         let has_opt = self.peers.values().any(|p| p.slot == Slot::Optimistic);
         if !has_opt && self.cfg.optimistic_slots > 0 {
@@ -1262,10 +1348,27 @@ impl Swarm {
             self.cfg.endgame && self.picker.missing_count() == 0 && !self.picker.is_complete();
         let all = endgame != self.endgame_was;
         self.endgame_was = endgame;
-        for (k, p) in self.peers.iter_mut() {
-            if !p.interest_dirty && (all || changed.iter().any(|q| p.have.get(*q))) {
-                p.interest_dirty = true;
-                self.interest_dirty.push(*k);
+        if all || !changed.is_empty() {
+            // One word-wise AND per peer instead of a lookup per change.
+            let mask = &mut self.changed_mask;
+            for &q in &changed {
+                mask.set(q);
+            }
+            for (k, p) in self.peers.iter_mut() {
+                if !p.interest_dirty
+                    && (all
+                        || p.have
+                            .words()
+                            .iter()
+                            .zip(mask.words())
+                            .any(|(a, b)| a & b != 0))
+                {
+                    p.interest_dirty = true;
+                    self.interest_dirty.push(*k);
+                }
+            }
+            for &q in &changed {
+                mask.clear(q);
             }
         }
         let dirty = std::mem::take(&mut self.interest_dirty);
@@ -1352,57 +1455,80 @@ impl Swarm {
             rng,
             actions,
             stats,
+            moving,
             ..
         } = self;
         let Some(p) = peers.get_mut(&key) else { return };
+        // A claim holds only while its piece is Missing: the move was
+        // confirmed and nobody has asked for the piece since.
+        if let Some(c) = p.claim {
+            if picker.state(c) != PieceState::Missing || !p.have.get(c) {
+                p.claim = None;
+            }
+        }
         if p.peer_choking || p.interesting == 0 {
             return;
         }
         let depth = depth(cfg, p, now) as usize;
         loop {
             let Some(p) = peers.get_mut(&key) else { return };
-            if p.requests.len() >= depth {
+            let live = p.requests.iter().filter(|r| !r.cancelling).count();
+            if live >= depth {
                 break;
             }
             let (failed, avoid) = (&p.failed, &p.avoid);
-            let mut piece = picker.pick(
-                &p.have,
-                &|q| failed.contains(&q) || avoid.contains(&q),
-                opts,
-                rng,
-            );
+            let mut piece = p
+                .claim
+                .take()
+                .filter(|c| !failed.contains(c) && !avoid.contains(c));
+            if piece.is_none() {
+                piece = picker.pick(
+                    &p.have,
+                    &|q| failed.contains(&q) || avoid.contains(&q),
+                    opts,
+                    rng,
+                );
+            }
             let mut endgame = false;
-            let mut steal = false;
             if piece.is_none() && cfg.endgame && picker.missing_count() == 0 {
                 endgame = true;
                 piece = endgame_pick(cfg, picker, peers, key, now);
-            } else if piece.is_none() && cfg.steal_when_idle && p.requests.is_empty() {
+            } else if piece.is_none()
+                && cfg.steal_when_idle
+                && live == 0
+                && !moving.iter().any(|m| m.1 == key)
+            {
                 // Nothing new to ask of this peer and its pipeline is empty:
-                // take over a piece another peer would deliver later.
-                steal = true;
-                piece = endgame_pick(cfg, picker, peers, key, now);
+                // move here a request another peer would deliver later. The
+                // slower holder gets `Cancel` and the piece moves only when
+                // it answers `Reject`; if it answers with the piece (it had
+                // started sending), nothing was sent twice.
+                if let Some(q) = endgame_pick(cfg, picker, peers, key, now) {
+                    stats.steals += 1;
+                    for (k, other) in peers.iter_mut() {
+                        if *k == key {
+                            continue;
+                        }
+                        if let Some(r) = other
+                            .requests
+                            .iter_mut()
+                            .find(|r| r.piece == q && !r.cancelling)
+                        {
+                            r.cancelling = true;
+                            r.cancelled_at = now;
+                            actions.push_back(Action::Send {
+                                peer: *k,
+                                msg: Msg::Cancel { piece: q },
+                            });
+                        }
+                    }
+                    moving.push((q, key));
+                }
+                break;
             }
             let Some(piece) = piece else { break };
             if endgame {
                 stats.endgame_requests += 1;
-            }
-            if steal {
-                stats.steals += 1;
-                // Outside endgame a steal moves the request: the slower
-                // holder is told to drop it, so at most one copy is sent.
-                for (k, other) in peers.iter_mut() {
-                    if *k == key {
-                        continue;
-                    }
-                    if let Some(i) = other.requests.iter().position(|r| r.piece == piece) {
-                        other.requests.swap_remove(i);
-                        picker.on_request_dropped(piece, false);
-                        actions.push_back(Action::Send {
-                            peer: *k,
-                            msg: Msg::Cancel { piece },
-                        });
-                    }
-                }
             }
             let Some(p) = peers.get_mut(&key) else { return };
             picker.on_request(piece);
@@ -1412,6 +1538,8 @@ impl Swarm {
             p.requests.push(OutReq {
                 piece,
                 sent_at: now,
+                cancelling: false,
+                cancelled_at: now,
             });
             actions.push_back(Action::Send {
                 peer: key,
@@ -1547,6 +1675,23 @@ impl Swarm {
                 }
             }
         }
+        for (i, &(q, to)) in self.moving.iter().enumerate() {
+            if !self.peers.contains_key(&to) || self.moving[..i].iter().any(|m| m.1 == to) {
+                return Err(format!(
+                    "move of piece {q} to {to:?}: peer gone or moving twice"
+                ));
+            }
+            let cancelling = self
+                .peers
+                .values()
+                .filter(|p| p.requests.iter().any(|r| r.piece == q && r.cancelling))
+                .count();
+            if cancelling == 0 {
+                return Err(format!(
+                    "move of piece {q}: no cancelled request to wait for"
+                ));
+            }
+        }
         if self.banned.len() > self.cfg.max_banned as usize {
             return Err("ban list over its cap".into());
         }
@@ -1556,13 +1701,14 @@ impl Swarm {
 
 /// When `p` would deliver one more piece asked now, or the `i`-th of its
 /// requests sent at `sent_at`: one round trip, then pieces at its measured
-/// rate (a peer that never delivered is assumed to send one piece a
-/// second). A request already later than expected counts as late again by
-/// as much, so stalled requests look worse the longer they stall.
+/// rate (a peer that never delivered is assumed to send
+/// `unmeasured_peer_rate` pieces a second). A request already later than
+/// expected counts as late again by as much, so stalled requests look worse
+/// the longer they stall.
 fn eta(cfg: &Config, p: &mut Peer, now: Time, sent_at: Time, i: usize) -> Time {
     let measured = p.down.rate(now);
     let rate = if p.down.total() == 0 {
-        cfg.piece_size as f64
+        cfg.piece_size as f64 * f64::from(cfg.unmeasured_peer_rate.max(1))
     } else {
         measured.max(cfg.piece_size as f64 / 60.0)
     };
@@ -1597,6 +1743,9 @@ fn endgame_pick(
         let mut sent: Vec<Time> = o.requests.iter().map(|r| r.sent_at).collect();
         sent.sort_unstable();
         for i in 0..o.requests.len() {
+            if o.requests[i].cancelling {
+                continue;
+            }
             let r_sent = o.requests[i].sent_at;
             let pos = sent.partition_point(|t| *t < r_sent);
             let e = eta(cfg, o, now, r_sent, pos);
@@ -1666,7 +1815,7 @@ fn depth(cfg: &Config, p: &mut Peer, now: Time) -> u32 {
     let rtt = p.rtt.unwrap_or(cfg.default_rtt).as_secs_f64();
     let bdp = (rate * rtt / cfg.piece_size as f64).ceil();
     let d = if bdp.is_finite() && bdp >= 0.0 {
-        bdp.min(u32::MAX as f64 / 2.0) as u32 + 1
+        (bdp.min(u32::MAX as f64 / 2.0) as u32).saturating_add(cfg.pipeline_slack)
     } else {
         1
     };

@@ -367,6 +367,106 @@ fn timed_out_requests_move_to_another_peer() {
     );
 }
 
+/// Peer 1 holds our request for piece 5 (and has only it) for 3 s; peer 2
+/// then unchokes us with only piece 5. Returns the actions of that unchoke.
+fn idle_peer_offers_a_piece_queued_elsewhere(h: &mut H) -> Vec<Action> {
+    h.connect(1);
+    h.msg(1, Msg::Bitfield(bits(N, &[5])));
+    assert_eq!(requests(&h.msg(1, Msg::Unchoke), 1), vec![5]);
+    h.at_ms(3_000);
+    h.connect(2);
+    h.msg(2, Msg::Bitfield(bits(N, &[5])));
+    h.msg(2, Msg::Unchoke)
+}
+
+fn moving() -> Config {
+    Config {
+        steal_when_idle: true,
+        random_first_pieces: 0,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn idle_peer_takes_over_a_late_request_only_after_the_old_holder_rejects_the_cancel() {
+    let mut h = H::leecher(moving());
+    let a = idle_peer_offers_a_piece_queued_elsewhere(&mut h);
+    assert!(sent_to(&a, 1, &Msg::Cancel { piece: 5 }), "{a:?}");
+    assert!(requests(&a, 2).is_empty(), "not asked twice: {a:?}");
+    // Still outstanding at peer 1 until it answers.
+    assert_eq!(h.s.outstanding(PeerKey(1)), vec![5]);
+    assert_eq!(h.s.stats().steals, 1);
+    h.at_ms(3_040);
+    let a = h.msg(1, Msg::Reject { piece: 5 });
+    assert_eq!(requests(&a, 2), vec![5], "moved once rejected: {a:?}");
+    assert!(h.s.outstanding(PeerKey(1)).is_empty());
+    // Peer 1 may be asked for it again later (the Reject answered a cancel).
+    h.at_ms(3_200);
+    let a = h.msg(2, Msg::Piece { piece: 5 });
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::VerifyAndStore { piece: 5, .. })));
+    assert_eq!(h.s.stats().wasted, 0);
+}
+
+#[test]
+fn a_cancel_answered_by_the_piece_leaves_the_request_where_it_was() {
+    let mut h = H::leecher(moving());
+    let a = idle_peer_offers_a_piece_queued_elsewhere(&mut h);
+    assert!(sent_to(&a, 1, &Msg::Cancel { piece: 5 }));
+    // Peer 1 had started sending: the piece is the answer.
+    h.at_ms(3_040);
+    let a = h.msg(1, Msg::Piece { piece: 5 });
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::VerifyAndStore { piece: 5, .. })));
+    assert!(requests(&a, 2).is_empty(), "no second copy asked: {a:?}");
+    h.ev(Event::PieceVerified {
+        piece: 5,
+        from: PeerKey(1),
+    });
+    // A late Reject for it (crossing) changes nothing.
+    let a = h.msg(1, Msg::Reject { piece: 5 });
+    assert!(requests(&a, 2).is_empty());
+    assert_eq!(h.s.stats().wasted, 0);
+    assert!(h.s.have().get(5));
+}
+
+#[test]
+fn a_cancel_never_answered_frees_the_piece_after_a_second() {
+    let mut h = H::leecher(moving());
+    let a = idle_peer_offers_a_piece_queued_elsewhere(&mut h);
+    assert!(sent_to(&a, 1, &Msg::Cancel { piece: 5 }));
+    h.at_ms(3_500);
+    h.tick();
+    assert_eq!(h.s.outstanding(PeerKey(1)), vec![5], "still waiting");
+    h.at_ms(4_100);
+    let a = h.tick();
+    // The piece is free again and asked anew, of one peer only.
+    let asked = [requests(&a, 1), requests(&a, 2)].concat();
+    assert_eq!(asked, vec![5], "asked again of one peer: {a:?}");
+    assert_eq!(h.s.picker().requesters(5), 1);
+}
+
+#[test]
+fn upload_queued_tells_a_driver_whether_a_cancel_can_still_be_rejected() {
+    let mut h = H::new(no_initial_seeding(), N, Bitfield::full(N), 3);
+    h.connect(1);
+    h.msg(1, Msg::Interested);
+    h.tick();
+    assert_eq!(h.s.slot(PeerKey(1)), Some(Slot::Regular));
+    let a = h.msg(1, Msg::Request { piece: 1 });
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::SendPiece { piece: 1, .. })));
+    h.msg(1, Msg::Request { piece: 2 });
+    // Piece 1 is being sent, piece 2 waits.
+    assert!(!h.s.upload_queued(PeerKey(1), 1));
+    assert!(h.s.upload_queued(PeerKey(1), 2));
+    h.msg(1, Msg::Cancel { piece: 2 });
+    assert!(!h.s.upload_queued(PeerKey(1), 2));
+}
+
 // ---------------- endgame ----------------
 
 #[test]
@@ -553,8 +653,9 @@ fn regular_slots_are_rechosen_every_ten_seconds_by_rate_to_us() {
         h.msg(k, Msg::Interested);
     }
     let before: Vec<Slot> = (1..=6).map(|k| h.s.slot(PeerKey(k)).unwrap()).collect();
-    // Peer 6 (and 5) upload to us a lot, all unchoke us.
-    let mut t = 0;
+    // Peer 6 (and 5) upload to us a lot, all unchoke us. At 3 s, so the
+    // pieces are still inside the 8 s rate window at the 10 s rechoke.
+    let mut t = 3_000;
     for k in [5u32, 6] {
         let reqs = requests(&h.msg(k, Msg::Unchoke), k);
         for piece in reqs {
