@@ -575,7 +575,7 @@ async fn get_settings(State(st): St) -> Json<Settings> {
 }
 
 #[utoipa::path(patch, path = "/api/v1/settings", tag = "daemon", request_body = SettingsPatch,
-    responses((status = 200, body = Settings, description = "applied (upload and download limits at once; max_connections and max_peers_per_transfer at the next start) and saved"),
+    responses((status = 200, body = Settings, description = "applied at once and saved"),
         (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 async fn patch_settings(
@@ -595,7 +595,7 @@ async fn patch_settings(
         .map_err(|e| internal("cannot save the settings", e))?;
     let now = crate::effective(&st.base, &saved, &st.pinned);
     *st.settings.lock().unwrap_or_else(|e| e.into_inner()) = now;
-    crate::limits::apply(&st.peer, &now);
+    crate::limits::apply(&st.peer, &now).await;
     let _ = st.events.send(Event::new(
         "settings",
         serde_json::to_value(now).unwrap_or_default(),

@@ -151,7 +151,7 @@ impl Daemon {
         let mut peer_cfg = cfg.peer.clone();
         limits::configure(&mut peer_cfg, &settings);
         let peer = Arc::new(Peer::start(&data_dir, peer_cfg).await?);
-        limits::apply(&peer, &settings);
+        limits::apply(&peer, &settings).await;
         let token = discovery::new_token(&data_dir)?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let transfers = Transfers::load(

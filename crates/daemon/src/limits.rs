@@ -1,5 +1,4 @@
-//! Applying [`Settings`] to the running peer: upload and download limits live,
-//! connection counts at the next start.
+//! Applying [`Settings`] to the running peer, live.
 
 use shoal_node::runtime::{Peer, PeerConfig};
 use shoal_node::{DownloadHandle, Limits};
@@ -20,9 +19,20 @@ pub(crate) fn configure(cfg: &mut PeerConfig, s: &Settings) {
     cfg.limits = limits_of(s);
 }
 
-/// Applies the live limits (upload, download) to a running peer.
-pub(crate) fn apply(peer: &Peer, s: &Settings) {
+/// Applies every setting to a running peer: rate limits, the connection
+/// limit (new connections are checked against it at once; connections above
+/// a lowered limit stay until they close) and the most peers per transfer
+/// (running transfers dial and accept against it at once).
+pub(crate) async fn apply(peer: &Peer, s: &Settings) {
     peer.set_limits(limits_of(s));
+    peer.node().set_max_peers(s.max_peers_per_transfer);
+    let mut conn = peer.net().connection_limits();
+    if conn.max_established != s.max_connections {
+        conn.max_established = s.max_connections;
+        if let Err(e) = peer.net().set_connection_limits(conn).await {
+            tracing::warn!(error = %e, "cannot change the connection limit");
+        }
+    }
 }
 
 /// Sets one download's own limit.
@@ -38,7 +48,8 @@ pub(crate) struct Counters {
     pub pieces_failed: u64,
 }
 
-/// The peer's traffic counters since it started.
+/// The peer's traffic counters (bytes on transfer streams, pieces verified and
+/// failed), since the daemon started.
 pub(crate) fn counters(st: &crate::AppState) -> Counters {
     let c = st.peer.counters();
     Counters {

@@ -46,10 +46,9 @@ pub struct Settings {
     pub upload_limit: Option<u64>,
     /// Download limit over all transfers, bytes per second; null = unlimited.
     pub download_limit: Option<u64>,
-    /// Most established connections. Applies at the next start of the daemon.
+    /// Most established connections (new connections are checked at once).
     pub max_connections: u32,
-    /// Most peers per transfer. Applies to transfers started after the next
-    /// start of the daemon.
+    /// Most peers per transfer (running transfers too).
     pub max_peers_per_transfer: u32,
 }
 

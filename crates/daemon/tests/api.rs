@@ -703,6 +703,31 @@ async fn settings_patch_is_applied_saved_and_survives_a_restart() {
         assert_eq!(s["upload_limit"], 1048576);
         assert_eq!(s["download_limit"], Value::Null);
         assert_eq!(s["max_connections"], 100);
+        assert_eq!(
+            d.state().peer().net().connection_limits().max_established,
+            100,
+            "the connection limit applies to the running network"
+        );
+        let (code, p) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"max_peers_per_transfer": 7})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{p}");
+        assert_eq!(
+            d.state().peer().node().max_peers(),
+            7,
+            "the per-transfer peer limit applies to the running node"
+        );
+        let (_, s) = api
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"max_peers_per_transfer": 50})),
+            )
+            .await;
         let (_, g) = api.get("/api/v1/settings").await;
         assert_eq!(g, s);
         let (_, s2) = api

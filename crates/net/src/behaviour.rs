@@ -48,14 +48,7 @@ impl Behaviour {
         cfg: &NetConfig,
     ) -> Result<Self, BoxError> {
         let peer_id = key.public().to_peer_id();
-        let l = &cfg.limits;
-        let limits = connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_pending_incoming(Some(l.max_pending_incoming))
-                .with_max_pending_outgoing(Some(l.max_pending_outgoing))
-                .with_max_established(Some(l.max_established))
-                .with_max_established_per_peer(Some(l.max_established_per_peer)),
-        );
+        let limits = connection_limits::Behaviour::new(libp2p_limits(&cfg.limits));
 
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
@@ -127,4 +120,15 @@ impl Behaviour {
             stream: libp2p_stream::Behaviour::new(),
         })
     }
+}
+
+/// libp2p's form of shoal's connection limits.
+pub(crate) fn libp2p_limits(
+    l: &crate::config::ConnectionLimits,
+) -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(l.max_pending_incoming))
+        .with_max_pending_outgoing(Some(l.max_pending_outgoing))
+        .with_max_established(Some(l.max_established))
+        .with_max_established_per_peer(Some(l.max_established_per_peer))
 }

@@ -201,6 +201,9 @@ enum Command {
     Close {
         peer: PeerId,
     },
+    SetLimits {
+        limits: crate::config::ConnectionLimits,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -244,6 +247,7 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The relays this node reserves circuits through.
     relays: Vec<PeerId>,
+    limits: Mutex<crate::config::ConnectionLimits>,
     lan: LanPeers,
 }
 
@@ -437,6 +441,7 @@ impl Net {
                 bad_fast: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(tasks),
                 relays: config.relays.iter().map(|(p, _)| *p).collect(),
+                limits: Mutex::new(config.limits),
                 lan,
             }),
         };
@@ -654,6 +659,23 @@ impl Net {
     /// Closes every libp2p connection to `peer`.
     pub async fn disconnect(&self, peer: PeerId) -> Result<()> {
         self.command(Command::Close { peer }).await
+    }
+
+    /// Replaces the connection limits while running. New connections are
+    /// checked against them at once; connections already established above a
+    /// lowered limit stay until they close.
+    pub async fn set_connection_limits(
+        &self,
+        limits: crate::config::ConnectionLimits,
+    ) -> Result<()> {
+        self.command(Command::SetLimits { limits }).await?;
+        *lock(&self.inner.limits) = limits;
+        Ok(())
+    }
+
+    /// The connection limits in force.
+    pub fn connection_limits(&self) -> crate::config::ConnectionLimits {
+        *lock(&self.inner.limits)
     }
 
     /// Opens a transfer stream to `peer`, authenticated as `peer` whatever the
@@ -1067,6 +1089,10 @@ impl SwarmTask {
                 }
             }
             Command::Unprovide { key } => self.swarm.behaviour_mut().kad.stop_providing(&key),
+            Command::SetLimits { limits } => {
+                *self.swarm.behaviour_mut().limits.limits_mut() =
+                    crate::behaviour::libp2p_limits(&limits);
+            }
             Command::FindProviders { key, reply } => {
                 if self.finds.len() >= MAX_FIND_QUERIES {
                     // Dropping `reply` ends the caller's lookup with nothing found.

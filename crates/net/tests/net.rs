@@ -400,3 +400,56 @@ async fn peer_addrs_gives_the_fast_and_identify_addresses_of_a_peer_met_over_lib
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Polls `cond` every 20 ms until it holds or `within` passes.
+async fn eventually(within: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_changed_while_running_applies_to_new_connections() {
+    let _g = SERIAL.lock().await;
+    let (a, _ae) = node(config(false)).await;
+    let (b, _be) = node(config(false)).await;
+    let (c, _ce) = node(config(false)).await;
+    let addrs = a.listen_addrs();
+    let mut limits = a.connection_limits();
+    limits.max_established = 1;
+    a.set_connection_limits(limits).await.unwrap();
+    assert_eq!(a.connection_limits().max_established, 1);
+
+    timeout(T, b.dial(a.peer_id(), &addrs))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(eventually(T, || a.is_connected(&b.peer_id())).await);
+
+    // A second peer is refused: whatever its dial reports, the connection is
+    // closed by `a` (an accepted one would stay open for the 60 s idle time).
+    let _ = timeout(T, c.dial(a.peer_id(), &addrs)).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || !c.is_connected(&a.peer_id())).await,
+        "a connection over the lowered limit was kept"
+    );
+    assert!(!a.is_connected(&c.peer_id()));
+
+    limits.max_established = 8;
+    a.set_connection_limits(limits).await.unwrap();
+    timeout(T, c.dial(a.peer_id(), &addrs))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        eventually(T, || a.is_connected(&c.peer_id())).await,
+        "the raised limit lets the peer in"
+    );
+}

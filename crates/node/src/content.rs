@@ -372,7 +372,7 @@ impl Content {
     ) -> Self {
         let mut c = Self::new(id, shared, tx, progress);
         c.download = Some(cfg);
-        c.want_peers = c.shared.cfg.max_peers;
+        c.want_peers = c.shared.max_peers();
         c
     }
 
@@ -386,7 +386,10 @@ impl Content {
     fn swarm_config(&self, layout: Layout) -> shoal_swarm::Config {
         let mut cfg = self.shared.cfg.swarm.clone();
         cfg.piece_size = layout.piece_size();
-        cfg.max_peers = self.shared.cfg.max_peers;
+        // The node enforces its live limit (`Shared::max_peers`) before a
+        // peer reaches the scheduler, so the scheduler's own cap stays out of
+        // the way of a limit raised later.
+        cfg.max_peers = u32::MAX;
         cfg
     }
 
@@ -569,7 +572,7 @@ impl Content {
         let waiting = self.download.is_some() && self.outboard.is_none() && self.failed.is_none();
         if waiting
             && !self.banned.contains(&peer)
-            && self.pending_inbound.len() < self.shared.cfg.max_peers as usize
+            && self.pending_inbound.len() < self.shared.max_peers() as usize
         {
             // A download that does not know the layout yet answers once it does
             // (the initiator waits up to HELLO_TIMEOUT for the reply).
@@ -587,7 +590,7 @@ impl Content {
             Err(deny(DenyReason::Banned, "banned for this content"))
         } else if self.by_id.contains_key(&peer) {
             Err(deny(DenyReason::Busy, "already connected for this content"))
-        } else if self.peers.len() >= self.shared.cfg.max_peers as usize {
+        } else if self.peers.len() >= self.shared.max_peers() as usize {
             Err(deny(DenyReason::Busy, "too many peers for this content"))
         } else {
             match self.layout.filter(|_| self.outboard.is_some()) {
@@ -767,7 +770,7 @@ impl Content {
             return;
         };
         let connector = d.connector.clone();
-        let room = (self.shared.cfg.max_peers as usize)
+        let room = (self.shared.max_peers() as usize)
             .saturating_sub(self.peers.len() + self.dialing.len())
             .min(MAX_DIALS.saturating_sub(self.dialing.len()))
             .min((self.want_peers as usize).max(usize::from(self.peers.is_empty())));

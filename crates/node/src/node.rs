@@ -139,6 +139,16 @@ pub(crate) struct Shared {
     pub(crate) meter: Arc<Meter>,
     /// Addresses of peers, for peer exchange (none: peer exchange sends nothing).
     pub(crate) book: OnceLock<Arc<dyn AddressBook>>,
+    /// Most connections per content, changeable while running (starts as
+    /// `cfg.max_peers`).
+    pub(crate) max_peers: std::sync::atomic::AtomicU32,
+}
+
+impl Shared {
+    /// The live per-content connection limit.
+    pub(crate) fn max_peers(&self) -> u32 {
+        self.max_peers.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Whether and how this node serves a content id to a peer that asks for it.
@@ -249,6 +259,7 @@ impl Node {
     /// which it never dials).
     pub fn new(store: Store, local: PeerId, config: NodeConfig) -> Self {
         let io = config.io_concurrency.max(1);
+        let max_peers = std::sync::atomic::AtomicU32::new(config.max_peers.max(1));
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -259,6 +270,7 @@ impl Node {
                 io_limit: Arc::new(Semaphore::new(io)),
                 meter: Arc::new(Meter::default()),
                 book: OnceLock::new(),
+                max_peers,
             }),
             seeds: Mutex::new(Vec::new()),
         }
@@ -278,6 +290,20 @@ impl Node {
     /// (only the first call counts; without one, no peer is offered).
     pub fn set_address_book(&self, book: Arc<dyn AddressBook>) {
         let _ = self.shared.book.set(book);
+    }
+
+    /// Sets the most connections per content (at least 1). Running transfers
+    /// dial and accept against it at once; sessions above a lowered limit stay
+    /// until they end.
+    pub fn set_max_peers(&self, n: u32) {
+        self.shared
+            .max_peers
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The most connections per content, as in force now.
+    pub fn max_peers(&self) -> u32 {
+        self.shared.max_peers()
     }
 
     /// Sets the node-wide rate limits; they apply at once to every open
