@@ -257,10 +257,13 @@ async fn status(State(st): St) -> Json<Status> {
     let mut peers: Vec<_> = net.connections().into_iter().map(|c| c.peer).collect();
     peers.sort();
     peers.dedup();
-    let reachability = if net.external_addrs().is_empty() {
-        "unknown"
-    } else {
-        "public"
+    let reachability = match net.reachability() {
+        shoal_net::Reachability::Public => "public",
+        shoal_net::Reachability::Private => "private",
+        // A listener on an explicit IP or a confirmed mapping is asserted
+        // reachable before any AutoNAT test finished.
+        shoal_net::Reachability::Unknown if !net.external_addrs().is_empty() => "public",
+        shoal_net::Reachability::Unknown => "unknown",
     };
     Json(Status {
         peer_id: st.peer.peer_id().to_string(),

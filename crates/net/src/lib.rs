@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use config::{DhtMode, NetArgs, NetConfig};
 pub use error::{NetError, Result};
 pub use net::{
-    content_id_of_key, provider_key, ConnectionInfo, Net, NetEvent, NetEvents, FASTPATH_PROTOCOL,
-    XFER_PROTOCOL,
+    content_id_of_key, provider_key, ConnectionInfo, Net, NetEvent, NetEvents, Reachability,
+    FASTPATH_PROTOCOL, XFER_PROTOCOL,
 };
 
 /// Re-exported so users of this crate name the same types.

@@ -216,6 +216,44 @@ type Connections = Arc<Mutex<HashMap<PeerId, Vec<ConnectionInfo>>>>;
 type Identified = Arc<Mutex<HashMap<PeerId, (Instant, Vec<Multiaddr>)>>>;
 /// Peers mDNS found on the local network, with their announced addresses.
 type LanPeers = Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>;
+
+/// Whether other peers can dial this node, as AutoNAT found out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reachability {
+    /// No AutoNAT test has finished yet.
+    Unknown,
+    /// A peer dialed one of our addresses back.
+    Public,
+    /// Every test so far failed: we are behind a NAT or firewall.
+    Private,
+}
+
+impl Reachability {
+    /// The verdict after one more AutoNAT test: one address confirmed is
+    /// enough to be public; failures only make an unknown verdict private.
+    pub fn after_test(self, reachable: bool) -> Self {
+        match (self, reachable) {
+            (_, true) | (Self::Public, false) => Self::Public,
+            _ => Self::Private,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Unknown => 0,
+            Self::Public => 1,
+            Self::Private => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Public,
+            2 => Self::Private,
+            _ => Self::Unknown,
+        }
+    }
+}
 /// Most LAN peers remembered, and addresses kept per LAN peer.
 const MAX_LAN_PEERS: usize = 256;
 const MAX_LAN_ADDRS: usize = 8;
@@ -249,6 +287,7 @@ struct Inner {
     relays: Vec<PeerId>,
     limits: Mutex<crate::config::ConnectionLimits>,
     lan: LanPeers,
+    reach: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl Drop for Inner {
@@ -392,6 +431,7 @@ impl Net {
         let connections: Connections = Arc::default();
         let identified: Identified = Arc::default();
         let lan: LanPeers = Arc::default();
+        let reach: Arc<std::sync::atomic::AtomicU8> = Arc::default();
 
         let task = SwarmTask {
             swarm,
@@ -416,6 +456,7 @@ impl Net {
             finds: HashMap::new(),
             addr_book: HashMap::new(),
             lan: lan.clone(),
+            reach: reach.clone(),
         };
         tasks.push(tokio::spawn(task.run(cmd_rx)));
         tasks.push(tokio::spawn(accept_xfer(
@@ -443,6 +484,7 @@ impl Net {
                 relays: config.relays.iter().map(|(p, _)| *p).collect(),
                 limits: Mutex::new(config.limits),
                 lan,
+                reach,
             }),
         };
         Ok((
@@ -671,6 +713,11 @@ impl Net {
         self.command(Command::SetLimits { limits }).await?;
         *lock(&self.inner.limits) = limits;
         Ok(())
+    }
+
+    /// Whether other peers can dial this node, from AutoNAT's tests so far.
+    pub fn reachability(&self) -> Reachability {
+        Reachability::from_u8(self.inner.reach.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The connection limits in force.
@@ -991,6 +1038,7 @@ struct SwarmTask {
     finds: HashMap<QueryId, FindState>,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
     lan: LanPeers,
+    reach: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl SwarmTask {
@@ -1350,6 +1398,10 @@ impl SwarmTask {
                 });
             }
             BehaviourEvent::AutonatClient(ev) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let now =
+                    Reachability::from_u8(self.reach.load(Relaxed)).after_test(ev.result.is_ok());
+                self.reach.store(now.to_u8(), Relaxed);
                 tracing::debug!(
                     "AutoNAT test of {} via {}: {}",
                     ev.tested_addr,
@@ -1519,5 +1571,21 @@ mod tests {
         assert_eq!(key.as_ref(), &expected[..]);
         assert_eq!(content_id_of_key(&key), Some(cid));
         assert_eq!(content_id_of_key(&RecordKey::new(&[1u8, 2, 3])), None);
+    }
+}
+
+#[cfg(test)]
+mod reachability_tests {
+    use super::Reachability::{self, *};
+
+    #[test]
+    fn one_confirmed_address_makes_a_node_public_and_failures_alone_private() {
+        assert_eq!(Unknown.after_test(false), Private);
+        assert_eq!(Unknown.after_test(true), Public);
+        assert_eq!(Private.after_test(true), Public);
+        assert_eq!(Public.after_test(false), Public);
+        for r in [Unknown, Public, Private] {
+            assert_eq!(Reachability::from_u8(r.to_u8()), r);
+        }
     }
 }

@@ -418,3 +418,64 @@ fn share_field_addrs(ticket: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A daemon behind a home NAT learns from AutoNAT (served by a public peer it
+/// bootstraps from) that nobody can dial it, and its status says "private".
+#[test]
+fn daemon_behind_a_nat_reports_private_reachability() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(
+        "sha",
+        &[
+            "--hosts",
+            "2",
+            "--nat",
+            "1",
+            "--up-rate",
+            "none",
+            "--down-rate",
+            "none",
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_relay, relay_addr) = start_relay(&lab, dir.path(), &[]);
+    let data = dir.path().join("daemon");
+    let mut cmd = lab.shoal(1, &data);
+    cmd.args([
+        "daemon",
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        "10.98.2.2:5001",
+        "--bootstrap",
+        &relay_addr,
+    ])
+    .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    let _daemon = Proc::spawn(cmd);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut last: String;
+    loop {
+        let out = lab
+            .shoal(1, &data)
+            .args(["status", "--json"])
+            .output()
+            .expect("shoal status runs");
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+            last = v["reachability"].as_str().unwrap_or("?").to_owned();
+            if last == "private" {
+                break;
+            }
+        } else {
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reachability never became private within {WAIT:?}; last: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
