@@ -25,6 +25,9 @@ use crate::procs::{self, Cmd, Daemon, Measured, ServerUsage, SocketSampler, Sshd
 pub enum Method {
     /// `cp` to a fresh path (the yardstick).
     Cp,
+    /// `cp`, then `sync FILE` (fsync): a copy as durable as a finished get,
+    /// which syncs the file before moving it into place.
+    CpSync,
     /// shoal share + get over the direct TCP + TLS fast path.
     Fast,
     /// shoal share + get over libp2p QUIC only (no TCP listener, fast path off).
@@ -38,8 +41,9 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::Cp,
+        Method::CpSync,
         Method::Fast,
         Method::Quic,
         Method::Scp,
@@ -50,6 +54,7 @@ impl Method {
     fn label(self) -> &'static str {
         match self {
             Method::Cp => "cp",
+            Method::CpSync => "cp + fsync",
             Method::Fast => "shoal fast path",
             Method::Quic => "shoal libp2p QUIC",
             Method::Scp => "scp aes128-gcm",
@@ -61,6 +66,7 @@ impl Method {
     fn key(self) -> &'static str {
         match self {
             Method::Cp => "cp",
+            Method::CpSync => "cp_fsync",
             Method::Fast => "shoal_fast",
             Method::Quic => "shoal_quic",
             Method::Scp => "scp",
@@ -364,7 +370,8 @@ fn ensure_ok(f: &procs::Finished, what: &str, log: &Path) -> Result<()> {
 fn run_one(setup: &Setup, m: Method, dir: &Path, sshd: Option<&mut Sshd>) -> Result<Sample> {
     std::fs::create_dir_all(dir)?;
     match m {
-        Method::Cp => run_cp(setup, dir),
+        Method::Cp => run_cp(setup, dir, false),
+        Method::CpSync => run_cp(setup, dir, true),
         Method::Fast | Method::Quic => run_shoal(setup, m == Method::Quic, dir),
         Method::Scp => run_scp(setup, dir, sshd.context("sshd is not running")?),
         Method::Rqbit => run_rqbit(setup, dir),
@@ -372,10 +379,20 @@ fn run_one(setup: &Setup, m: Method, dir: &Path, sshd: Option<&mut Sshd>) -> Res
     }
 }
 
-fn run_cp(setup: &Setup, dir: &Path) -> Result<Sample> {
+fn run_cp(setup: &Setup, dir: &Path, fsync: bool) -> Result<Sample> {
     let out = dir.join("copy.bin");
     let log = dir.join("cp.log");
-    let cmd = Cmd::new("cp").arg(&setup.src).arg(&out);
+    let cmd = if fsync {
+        // coreutils `sync FILE` fsyncs that file only.
+        Cmd::new("sh")
+            .arg("-c")
+            .arg("cp -- \"$1\" \"$2\" && sync -- \"$2\"")
+            .arg("cp-fsync")
+            .arg(&setup.src)
+            .arg(&out)
+    } else {
+        Cmd::new("cp").arg(&setup.src).arg(&out)
+    };
     let f = Measured::spawn(&cmd, &dir.join("cp.usage"), &log)?.wait(setup.timeout)?;
     ensure_ok(&f, "cp", &log)?;
     verify(setup, &out)?;
@@ -813,6 +830,14 @@ impl Report {
                 verdict(f <= FAST_VS_CP_MAX * c)
             )),
             _ => g.push("goal fast path ≤ 1.5× cp: not measured".into()),
+        }
+        if let (Some(f), Some(c)) = (fast, self.wall_of(Method::CpSync)) {
+            // Not a goal: the same comparison with the copy made as durable
+            // as a finished get (which fsyncs before moving the file into place).
+            g.push(format!(
+                "(fast path vs cp + fsync: {:.2}× ({f:.3} s vs {c:.3} s))",
+                f / c
+            ));
         }
         for other in [Method::Scp, Method::Rqbit] {
             match (fast, self.wall_of(other)) {
