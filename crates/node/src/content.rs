@@ -15,7 +15,7 @@ use shoal_core::proto::{
     MAX_PEX_DROPPED, MAX_TEXT_LEN,
 };
 use shoal_core::ContentId;
-use shoal_store::{read_piece, Cv, Outboard, PartialFile, PieceLayout, StoreError};
+use shoal_store::{read_piece, Cv, Outboard, PartialFile, PieceLayout, PieceVerifier, StoreError};
 use shoal_swarm::{
     Action, Bitfield as SwarmBitfield, DisconnectReason, Event, Msg, PeerKey, Swarm,
 };
@@ -75,6 +75,8 @@ enum Source {
     Partial {
         part: PathBuf,
         file: Arc<Mutex<Option<PartialFile>>>,
+        /// Checks received pieces without the lock around `file`.
+        verifier: PieceVerifier,
     },
 }
 
@@ -1438,8 +1440,13 @@ impl Content {
         }
         let complete = partial.is_complete();
         let part = partial.part().to_path_buf();
+        let verifier = partial.verifier();
         let file = Arc::new(Mutex::new(Some(partial)));
-        self.source = Source::Partial { part, file };
+        self.source = Source::Partial {
+            part,
+            file,
+            verifier,
+        };
         match Swarm::new(self.swarm_config(layout), n, have, self.seed_rng()) {
             Ok(s) => self.swarm = Some(s),
             Err(e) => return self.fail(NodeError::Internal(e.to_string())),
@@ -1468,10 +1475,12 @@ impl Content {
             tokio::spawn(async move {
                 let res = tokio::task::spawn_blocking(move || {
                     let _alive = alive;
-                    match file.lock() {
-                        Ok(mut g) => g.as_mut().map_or(Ok(()), |p| p.flush()),
-                        Err(_) => Ok(()),
-                    }
+                    // The sync runs outside the lock: pieces keep being written.
+                    let pending = match file.lock() {
+                        Ok(mut g) => g.as_mut().and_then(|p| p.start_flush()),
+                        Err(_) => None,
+                    };
+                    pending.map_or(Ok(()), |f| f.run())
                 })
                 .await
                 .unwrap_or(Ok(()));
@@ -1762,11 +1771,12 @@ impl Content {
                 return;
             }
         };
-        let Source::Partial { file, .. } = &self.source else {
+        let Source::Partial { file, verifier, .. } = &self.source else {
             self.shared.pool.give(buf);
             return;
         };
         let file = file.clone();
+        let verifier = verifier.clone();
         let tx = self.tx.clone();
         let pool = self.shared.pool.clone();
         let sem = self.shared.io_limit.clone();
@@ -1778,21 +1788,28 @@ impl Content {
                 let _alive = alive;
                 // The piece's bytes leave the budget once written.
                 let _budget = permit;
-                let res = match file.lock() {
-                    Ok(mut g) => match g.as_mut() {
-                        Some(p) => p.write_piece(piece, &buf).and_then(|()| {
-                            if p.unflushed() >= FLUSH_PIECES {
-                                p.flush()
-                            } else {
-                                Ok(())
-                            }
+                // Hashing, the slow part, runs outside the lock, so pieces
+                // verify on as many threads as `io_limit` allows; only the
+                // write into the page cache is serialised, and the sync of a
+                // flush runs after the lock is released.
+                let res = verifier.verify(piece, &buf).and_then(|ok| {
+                    let pending = match file.lock() {
+                        Ok(mut g) => match g.as_mut() {
+                            Some(p) => p.write_verified(ok).map(|()| {
+                                if p.unflushed() >= FLUSH_PIECES {
+                                    p.start_flush()
+                                } else {
+                                    None
+                                }
+                            }),
+                            None => Ok(None),
+                        },
+                        Err(_) => Err(StoreError::Corrupt {
+                            what: "the partial download is poisoned".into(),
                         }),
-                        None => Ok(()),
-                    },
-                    Err(_) => Err(StoreError::Corrupt {
-                        what: "the partial download is poisoned".into(),
-                    }),
-                };
+                    }?;
+                    pending.map_or(Ok(()), |f| f.run())
+                });
                 pool.give(buf);
                 res
             })

@@ -235,11 +235,7 @@ fn base(name: &str, file_bytes: u64, peers: Vec<PeerSpec>, opts: &Options) -> Sc
         choking: opts.choke,
         initial_seeding: opts.initial_seeding,
         endgame: opts.endgame,
-        // Off in `Config::default()` (the node's config) until the node
-        // passes its tests with them: with demand interest a node download
-        // hung in crates/node/tests/protocol.rs (symlinked destination).
-        demand_interest: true,
-        steal_when_idle: true,
+        // Everything else as the node runs it.
         ..Config::default()
     };
     let mut initial_connections = 40;

@@ -25,7 +25,7 @@ pub use db::{Db, SearchHit, Share, ShareFile, Visibility};
 pub use error::StoreError;
 pub use hash::{hash_bytes, hash_file};
 pub use layout::{LayoutError, PieceLayout, DEFAULT_PIECE_SIZE, MAX_PIECE_SIZE};
-pub use partial::{read_piece, PartialFile};
+pub use partial::{read_piece, PartialFile, PendingFlush, PieceVerifier, VerifiedPiece};
 pub use store::{Added, Blob, Store};
 pub use tree::{verify_piece_with_proof, Cv, Outboard, VerifyError};
 pub use walk::{hash_path, hash_path_excluding, Hashed, SkipReason, Skipped};

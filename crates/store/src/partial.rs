@@ -12,6 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use shoal_core::Kind;
 
@@ -80,17 +82,113 @@ pub fn part_path_for(dest: &Path) -> PathBuf {
 
 /// One file being downloaded: verified pieces are written in place, at their
 /// offset, into a partial file that is renamed to its destination when complete.
+///
+/// Callers that share one `PartialFile` between threads behind a lock keep
+/// the slow parts outside it: [`PieceVerifier`] checks a piece's bytes with
+/// no access to the file, and [`PartialFile::start_flush`] hands the
+/// `fdatasync` to a [`PendingFlush`] that runs unlocked.
 #[derive(Debug)]
 pub struct PartialFile {
     db: Db,
     key: i64,
-    outboard: Outboard,
+    outboard: Arc<Outboard>,
     dest: PathBuf,
     part: PathBuf,
-    file: File,
+    file: Arc<File>,
     bits: Bits,
     /// Pieces written since the last flush.
     unflushed: u32,
+    /// A [`PendingFlush`] of this file exists.
+    flushing: Arc<AtomicBool>,
+    /// The bitfield last stored in the database. Flushes store under this
+    /// lock and only ever add bits to it, so a flush that started earlier
+    /// but finishes later cannot store less than one before it.
+    stored: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Checks pieces of one download against its outboard, on any thread and
+/// without the [`PartialFile`]: only bytes it accepted can be written.
+#[derive(Clone, Debug)]
+pub struct PieceVerifier {
+    outboard: Arc<Outboard>,
+}
+
+/// Bytes that [`PieceVerifier::verify`] found to be piece `index` of the
+/// content; the only way to hand data to [`PartialFile::write_verified`].
+#[derive(Debug)]
+pub struct VerifiedPiece<'a> {
+    outboard: &'a Arc<Outboard>,
+    index: u32,
+    data: &'a [u8],
+}
+
+impl PieceVerifier {
+    /// Verifies `data` as piece `index`; the error says why it does not match.
+    pub fn verify<'a>(
+        &'a self,
+        index: u32,
+        data: &'a [u8],
+    ) -> Result<VerifiedPiece<'a>, StoreError> {
+        self.outboard
+            .verify_piece(index, data)
+            .map_err(|source| StoreError::Verify {
+                id: self.outboard.root(),
+                source,
+            })?;
+        Ok(VerifiedPiece {
+            outboard: &self.outboard,
+            index,
+            data,
+        })
+    }
+}
+
+/// The durable half of a flush, taken out of the [`PartialFile`] by
+/// [`PartialFile::start_flush`] so the `fdatasync` does not hold up writers:
+/// it syncs the file, then stores the bitfield as it was when the flush
+/// started. Every piece in that bitfield was written before the flush began,
+/// so the sync covers it; pieces written meanwhile wait for the next flush.
+#[derive(Debug)]
+#[must_use = "a pending flush does nothing until run"]
+pub struct PendingFlush {
+    db: Db,
+    key: i64,
+    file: Arc<File>,
+    part: PathBuf,
+    bits: Vec<u8>,
+    flushing: Arc<AtomicBool>,
+    stored: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PendingFlush {
+    /// Syncs the partial file's data, then records the pieces as present.
+    pub fn run(self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(StoreError::io("sync the partial file", &self.part))?;
+        store_union(&self.db, self.key, &self.stored, &self.bits)
+    }
+}
+
+/// Stores `bits` ∪ what was stored before, under the `stored` lock.
+fn store_union(db: &Db, key: i64, stored: &Mutex<Vec<u8>>, bits: &[u8]) -> Result<(), StoreError> {
+    let mut last = stored.lock().unwrap_or_else(|p| p.into_inner());
+    let union: Vec<u8> = if last.len() == bits.len() {
+        last.iter().zip(bits).map(|(a, b)| a | b).collect()
+    } else {
+        bits.to_vec()
+    };
+    if union != *last {
+        db.set_download_bitfield(key, &union)?;
+        *last = union;
+    }
+    Ok(())
+}
+
+impl Drop for PendingFlush {
+    fn drop(&mut self) {
+        self.flushing.store(false, Ordering::Release);
+    }
 }
 
 impl PartialFile {
@@ -162,12 +260,14 @@ impl PartialFile {
         let mut me = Self {
             db: db.clone(),
             key,
-            outboard,
+            outboard: Arc::new(outboard),
             dest: dest.to_path_buf(),
             part,
-            file,
+            file: Arc::new(file),
+            stored: Arc::new(Mutex::new(bits.bytes.clone())),
             bits,
             unflushed: 0,
+            flushing: Arc::new(AtomicBool::new(false)),
         };
         if resumed_from_db {
             me.recover_unflushed()?;
@@ -222,12 +322,36 @@ impl PartialFile {
     /// offset. A piece already present is not written again. On a verification
     /// failure nothing is written and the error says why.
     pub fn write_piece(&mut self, index: u32, data: &[u8]) -> Result<(), StoreError> {
-        self.outboard
-            .verify_piece(index, data)
-            .map_err(|source| StoreError::Verify {
-                id: self.outboard.root(),
-                source,
-            })?;
+        let verifier = self.verifier();
+        let piece = verifier.verify(index, data)?;
+        self.write_verified(piece)
+    }
+
+    /// A verifier of this download's pieces, usable without this file.
+    pub fn verifier(&self) -> PieceVerifier {
+        PieceVerifier {
+            outboard: self.outboard.clone(),
+        }
+    }
+
+    /// Writes a piece [`PieceVerifier::verify`] accepted, at its offset. A
+    /// piece already present is not written again. A piece verified against
+    /// other content is refused.
+    pub fn write_verified(&mut self, piece: VerifiedPiece<'_>) -> Result<(), StoreError> {
+        let VerifiedPiece {
+            outboard,
+            index,
+            data,
+        } = piece;
+        if !Arc::ptr_eq(outboard, &self.outboard) && **outboard != *self.outboard {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "piece {index} was verified against {}, not {}",
+                    outboard.root(),
+                    self.outboard.root()
+                ),
+            });
+        }
         if self.bits.get(index) {
             return Ok(());
         }
@@ -280,9 +404,32 @@ impl PartialFile {
         self.file
             .sync_data()
             .map_err(StoreError::io("sync the partial file", &self.part))?;
-        self.db.set_download_bitfield(self.key, &self.bits.bytes)?;
+        store_union(&self.db, self.key, &self.stored, &self.bits.bytes)?;
         self.unflushed = 0;
         Ok(())
+    }
+
+    /// Starts a flush to finish with [`PendingFlush::run`] outside any lock
+    /// around this file. `None` when nothing was written since the last
+    /// flush, or while another pending flush of this file exists (one at a
+    /// time, so an older bitfield is never stored after a newer one). If the
+    /// pending flush fails, the pieces it covered stay on disk unrecorded: a
+    /// later open finds them by verification, so nothing is lost or trusted
+    /// that should not be.
+    pub fn start_flush(&mut self) -> Option<PendingFlush> {
+        if self.unflushed == 0 || self.flushing.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        self.unflushed = 0;
+        Some(PendingFlush {
+            db: self.db.clone(),
+            key: self.key,
+            file: self.file.clone(),
+            part: self.part.clone(),
+            bits: self.bits.bytes.clone(),
+            flushing: self.flushing.clone(),
+            stored: self.stored.clone(),
+        })
     }
 
     /// Completes the download: checks every piece is present, syncs, and moves the

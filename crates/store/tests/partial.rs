@@ -331,3 +331,73 @@ proptest::proptest! {
         proptest::prop_assert_eq!(std::fs::read(&dest).unwrap(), data);
     }
 }
+
+fn stored_bits(store: &Store, key: i64) -> Vec<u8> {
+    store
+        .db()
+        .downloads()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.key == key)
+        .unwrap()
+        .bitfield
+}
+
+#[test]
+fn pending_flushes_run_one_at_a_time_and_never_store_less_than_before() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(8 * 1024, 5);
+    let ob = outboard(&data, 1024);
+    let store = Store::open(data_dir.path()).unwrap();
+    let mut part = store
+        .open_download(ob.clone(), &out.path().join("f"), None)
+        .unwrap();
+    let key = part.key();
+    assert!(part.start_flush().is_none(), "nothing written yet");
+    for i in [0, 1] {
+        part.write_piece(i, &piece(&ob, &data, i)).unwrap();
+    }
+    let first = part.start_flush().expect("two pieces to flush");
+    part.write_piece(2, &piece(&ob, &data, 2)).unwrap();
+    assert!(part.start_flush().is_none(), "one pending flush at a time");
+    // A synchronous flush overtakes the pending one...
+    part.flush().unwrap();
+    assert_eq!(stored_bits(&store, key), vec![0b1110_0000]);
+    // ...which, finishing later with its older bitfield, stores no less.
+    first.run().unwrap();
+    assert_eq!(stored_bits(&store, key), vec![0b1110_0000]);
+    part.write_piece(5, &piece(&ob, &data, 5)).unwrap();
+    let next = part.start_flush().expect("the first one is done");
+    // Written after the flush started: not recorded by it.
+    part.write_piece(7, &piece(&ob, &data, 7)).unwrap();
+    next.run().unwrap();
+    assert_eq!(stored_bits(&store, key), vec![0b1110_0100]);
+    drop(part);
+    assert_eq!(stored_bits(&store, key), vec![0b1110_0101]);
+}
+
+#[test]
+fn a_piece_verified_for_other_content_is_not_written() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let a = content(4096, 6);
+    let b = content(4096, 7);
+    let (oa, obb) = (outboard(&a, 1024), outboard(&b, 1024));
+    let store = Store::open(data_dir.path()).unwrap();
+    let pa = store
+        .open_download(oa.clone(), &out.path().join("a"), None)
+        .unwrap();
+    let mut pb = store
+        .open_download(obb, &out.path().join("b"), None)
+        .unwrap();
+    let verifier = pa.verifier();
+    let bytes = piece(&oa, &a, 0);
+    assert!(verifier.verify(1, &bytes).is_err(), "wrong index");
+    let ok = verifier.verify(0, &bytes).unwrap();
+    let err = pb.write_verified(ok).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(!pb.has(0));
+    pb.flush().unwrap();
+    assert!(std::fs::read(pb.part()).unwrap().iter().all(|&x| x == 0));
+}

@@ -53,10 +53,9 @@ pub struct Config {
     /// *moves*: the slower peer gets `Cancel` and the piece is asked of the
     /// idle peer only once the slower one answers `Reject`; if it answers
     /// with the piece instead (it had started sending), the move is off, so
-    /// no piece is sent twice. Default off for now (the simulator turns it
-    /// on): idle uploaders take work from long queues (scale-1000 with
-    /// `demand_interest`, seeds 1–3: see docs/benchmarks.md), but the node
-    /// has not been tested with it yet.
+    /// no piece is sent twice. Default on: idle uploaders take work from
+    /// long queues (scale-1000 with `demand_interest`, seeds 1–3: see
+    /// docs/benchmarks.md).
     pub steal_when_idle: bool,
     /// Pieces per second assumed for a peer that has not sent us a piece
     /// yet, when estimating when a request would arrive (endgame duplicates
@@ -69,9 +68,9 @@ pub struct Config {
     /// are in endgame — not merely because it has a piece we lack that is
     /// already on its way from someone else. Fresh holders then unchoke peers
     /// that will actually ask, and idle slot holders let go at once.
-    /// Default off for now (the simulator turns it on: scale-1000 on a
-    /// random peer graph, 1.157 of the bound vs 1.173 without): a node
-    /// download hung with it in crates/node/tests/protocol.rs.
+    /// Default on (scale-1000 on a random peer graph: 1.157 of the bound vs
+    /// 1.173 without). The first request to a peer is preceded by
+    /// `Interested` even when the update pass has not run yet.
     pub demand_interest: bool,
     /// Use the choker; when off every interested peer is unchoked (ablation).
     pub choking: bool,
@@ -161,9 +160,9 @@ impl Default for Config {
             snub_timeout: Duration::from_secs(60),
             endgame: true,
             endgame_max_requesters: 3,
-            steal_when_idle: false,
+            steal_when_idle: true,
             unmeasured_peer_rate: 4,
-            demand_interest: false,
+            demand_interest: true,
             choking: true,
             regular_slots: 4,
             optimistic_slots: 1,

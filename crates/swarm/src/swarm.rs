@@ -81,6 +81,9 @@ struct Peer {
     /// Sent `Interested` at least once: a leecher, not a hiding seeder.
     ever_interested: bool,
     am_interested: bool,
+    /// What the peer was last told through actions already handed out by
+    /// `poll_action`: a `Request` must follow an `Interested` (protocol §5).
+    told_interested: bool,
     /// Pieces they have that we have not verified.
     interesting: u32,
     /// Queued in `Swarm::interest_dirty`.
@@ -320,7 +323,21 @@ impl Swarm {
 
     /// The next output, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let a = self.actions.pop_front()?;
+        if let Action::Send { peer, msg } = &a {
+            if let Some(p) = self.peers.get_mut(peer) {
+                match msg {
+                    Msg::Interested => p.told_interested = true,
+                    Msg::NotInterested => p.told_interested = false,
+                    Msg::Request { piece } => debug_assert!(
+                        p.told_interested,
+                        "Request for piece {piece} to {peer:?} before Interested"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        Some(a)
     }
 
     // ---- input ----
@@ -392,6 +409,7 @@ impl Swarm {
                 peer_interested: false,
                 ever_interested: false,
                 am_interested: false,
+                told_interested: false,
                 interesting: 0,
                 interest_dirty: false,
                 slot: Slot::None,
@@ -1531,6 +1549,15 @@ impl Swarm {
                 stats.endgame_requests += 1;
             }
             let Some(p) = peers.get_mut(&key) else { return };
+            if !p.am_interested {
+                // With demand interest the update pass would say it after
+                // the request; the protocol wants it first.
+                p.am_interested = true;
+                actions.push_back(Action::Send {
+                    peer: key,
+                    msg: Msg::Interested,
+                });
+            }
             picker.on_request(piece);
             if p.requests.is_empty() {
                 p.waiting_since = now;

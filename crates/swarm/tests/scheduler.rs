@@ -955,3 +955,24 @@ fn same_seed_and_events_give_the_same_actions() {
     assert_eq!(run(9), run(9));
     assert_ne!(run(9), run(10));
 }
+
+/// The sequence that hung a node download of a one-piece manifest: a seeder
+/// unchokes us before it reveals its piece. With demand interest the
+/// request must still go out after `Interested`, as the protocol requires
+/// (the node's connection refuses a request from an uninterested side).
+#[test]
+fn interested_goes_out_before_the_first_request() {
+    let cfg = Config::default();
+    assert!(cfg.demand_interest, "the node runs demand interest");
+    let mut h = H::new(cfg, 1, Bitfield::new(1), 3);
+    h.connect(0);
+    assert!(requests(&h.msg(0, Msg::Unchoke), 0).is_empty());
+    let acts = h.msg(0, Msg::Have { piece: 0 });
+    let pos = |want: &Msg| {
+        acts.iter()
+            .position(|a| matches!(a, Action::Send { peer, msg } if peer.0 == 0 && msg == want))
+    };
+    let interested = pos(&Msg::Interested).expect("Interested sent");
+    let request = pos(&Msg::Request { piece: 0 }).expect("the piece is requested");
+    assert!(interested < request, "{acts:?}");
+}
