@@ -1,10 +1,13 @@
 //! End-to-end tests of the `shoal` binary: real processes, real files, and
 //! `b3sum` (Debian package `b3sum`, installed by `.ci/run`) as the reference.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use shoal_core::{ContentId, Kind, Provider, Ticket};
+use support::pseudo_random;
 
 fn shoal(data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
@@ -40,20 +43,6 @@ fn assert_one_line_error(out: &Output, needle: &str) {
         !err.contains("panicked") && !err.contains("backtrace"),
         "{err}"
     );
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn b3sum(args: &[PathBuf]) -> String {

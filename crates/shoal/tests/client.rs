@@ -3,37 +3,17 @@
 //! the real `shoal` binary. Every daemon is killed by PID when its guard drops;
 //! every wait is bounded.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{data, shoal, Daemon, Proc};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn shoal(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env("SHOAL_DATA_DIR", data_dir)
-        .env("SHOAL_MDNS", "off")
-        .env("SHOAL_UPNP", "off")
-        .env("SHOAL_LISTEN", "127.0.0.1:0")
-        .env("SHOAL_DHT_MODE", "server")
-        .env_remove("SHOAL_BOOTSTRAP")
-        .env_remove("SHOAL_NO_DAEMON")
-        .env_remove("SHOAL_API")
-        .env_remove("SHOAL_UPLOAD_LIMIT")
-        .env_remove("SHOAL_DOWNLOAD_LIMIT")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
-    // Keep the user's own config file (~/.config/shoal/config.toml) out of the daemons.
-    if let Some(parent) = data_dir.parent() {
-        cmd.env("XDG_CONFIG_HOME", parent.join("config"))
-            .env_remove("SHOAL_CONFIG");
-    }
-    cmd
-}
 
 /// Runs a command to its end, bounded by [`WAIT`] (killed past it).
 fn run(mut cmd: Command) -> Output {
@@ -93,76 +73,6 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 fn json(dir: &Path, args: &[&str]) -> Value {
     let out = ok(dir, args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("shoal {args:?} printed {out:?}: {e}"))
-}
-
-/// A running `shoal daemon`, killed (SIGKILL) by PID when dropped.
-struct Daemon {
-    child: Child,
-    err: mpsc::Receiver<String>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    /// Starts a daemon on `dir` and waits until its `daemon.json` names it.
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        std::fs::create_dir_all(dir).expect("data dir");
-        let mut cmd = shoal(dir);
-        cmd.arg("daemon").arg("--api").arg("127.0.0.1:0");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("shoal daemon starts");
-        let (tx, err) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines() {
-                let Ok(l) = l else { return };
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut d = Daemon { child, err };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(t) = std::fs::read_to_string(dir.join("daemon.json")) {
-                if let Ok(v) = serde_json::from_str::<Value>(&t) {
-                    if v["pid"].as_u64() == Some(u64::from(d.child.id())) {
-                        return d;
-                    }
-                }
-            }
-            if let Some(s) = d.child.try_wait().expect("wait") {
-                panic!("shoal daemon exited with {s}: {}", d.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shoal daemon wrote no daemon.json within {WAIT:?}: {}",
-                d.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.err.try_iter().collect::<Vec<_>>().join("\n")
-    }
-}
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof();
-    let mut v = vec![0u8; len];
-    x.fill(&mut v);
-    v
 }
 
 fn assert_fails_with(out: &Output, needle: &str) {
@@ -331,7 +241,7 @@ fn share_and_get_through_two_daemons() {
     assert!(
         out.status.success(),
         "get failed: {err}\ndaemon B: {}",
-        b.stderr()
+        b.output()
     );
     assert!(err.contains("progress "), "no progress lines: {err}");
     let path = PathBuf::from(text(&out.stdout).trim());
@@ -407,9 +317,7 @@ fn unreachable_ticket(seed: u8) -> (String, String) {
 
 /// Spawns `shoal get` following a transfer; stdout and stderr collected.
 struct Follower {
-    child: Guard,
-    out: mpsc::Receiver<Vec<u8>>,
-    err: mpsc::Receiver<String>,
+    child: Proc,
     seen: Vec<String>,
 }
 
@@ -417,23 +325,8 @@ impl Follower {
     fn spawn(dir: &Path, ticket: &str, out_dir: &Path) -> Follower {
         let mut cmd = shoal(dir);
         cmd.arg("get").arg(ticket).arg("-o").arg(out_dir);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = Guard(cmd.spawn().expect("get starts"));
-        let out = drain(child.0.stdout.take().expect("stdout"));
-        let (tx, err) = mpsc::channel();
-        let stderr = child.0.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines() {
-                let Ok(l) = l else { return };
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
         Follower {
-            child,
-            out,
-            err,
+            child: Proc::spawn(cmd, WAIT),
             seen: Vec::new(),
         }
     }
@@ -443,10 +336,10 @@ impl Follower {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .err
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("get printed no {needle:?}: {}", self.seen.join("\n")));
+            let l =
+                self.child.err.recv_timeout(left).unwrap_or_else(|_| {
+                    panic!("get printed no {needle:?}: {}", self.seen.join("\n"))
+                });
             let hit = l.contains(needle);
             self.seen.push(l);
             if hit {
@@ -457,16 +350,8 @@ impl Follower {
 
     /// Waits (bounded) for the exit; returns (exit code, stdout, stderr).
     fn finish(mut self) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = self.child.0.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "get never exited");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let out = text(&self.out.recv_timeout(WAIT).unwrap_or_default());
-        self.seen.extend(self.err.iter());
+        let (status, out, err) = self.child.finish_status();
+        self.seen.extend(err.lines().map(str::to_owned));
         (status.code(), out, self.seen.join("\n"))
     }
 }
@@ -528,7 +413,7 @@ fn ctrl_c_leaves_the_transfer_running_in_the_daemon() {
     let mut follower = Follower::spawn(&dir, &ticket, &t.path().join("dl"));
     // This line comes once the transfer is added and Ctrl-C is handled.
     follower.wait_err("Ctrl-C stops watching");
-    let pid = follower.child.0.id().to_string();
+    let pid = follower.child.id().to_string();
     let killed = Command::new("kill")
         .args(["-INT", &pid])
         .status()
@@ -568,14 +453,4 @@ fn no_daemon_flag_and_env_bypass_a_running_daemon() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(v[0].get("visibility").is_some(), "store shape: {v}");
     assert!(v[0].get("ticket").is_none(), "not the API shape: {v}");
-}
-
-/// A child killed by PID when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -11,13 +11,15 @@
 //! wait is bounded; every child is killed by PID when its guard drops, and
 //! each lab is torn down by its guard.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::Proc;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -111,73 +113,6 @@ impl Drop for Lab {
     }
 }
 
-/// A running child: killed (SIGKILL) by PID when dropped. Its stdout and
-/// stderr lines arrive on channels.
-struct Proc {
-    child: Child,
-    out: mpsc::Receiver<String>,
-    err: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines<R: std::io::Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines() {
-            let Ok(l) = l else { return };
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("netlab exec shoal starts");
-        let out = lines(child.stdout.take().expect("stdout"));
-        let err = lines(child.stderr.take().expect("stderr"));
-        Proc { child, out, err }
-    }
-
-    fn line(&self) -> String {
-        self.out.recv_timeout(WAIT).unwrap_or_else(|_| {
-            panic!(
-                "no stdout line within {WAIT:?}; stderr: {}",
-                self.drain_err()
-            )
-        })
-    }
-
-    fn drain_err(&self) -> String {
-        self.err.try_iter().collect::<Vec<_>>().join("\n")
-    }
-
-    /// Waits (bounded) for the process to exit; returns whether it succeeded.
-    fn wait_exit(&mut self) -> bool {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st.success();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the process did not exit within {WAIT:?}; stderr: {}",
-                self.drain_err()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// The value of a `shoal share --json` line's field.
 fn share_field(line: &str, field: &str) -> String {
     let v: Value =
@@ -217,7 +152,7 @@ fn start_relay(lab: &Lab, dir: &Path, extra: &[&str]) -> (Proc, String) {
             "on",
         ])
         .args(extra);
-    let relay = Proc::spawn(cmd);
+    let relay = Proc::spawn(cmd, WAIT);
     let line = relay.line();
     let peer = share_field(&line, "peer");
     (relay, format!("/ip4/10.99.1.1/udp/4001/quic-v1/p2p/{peer}"))
@@ -233,8 +168,8 @@ fn get(lab: &Lab, host: u32, listen: &str, dir: &Path, what: &str, extra: &[&str
         .arg(&out)
         .args(["--json", "--stall-timeout", "60s", "--listen", listen])
         .args(extra);
-    let mut p = Proc::spawn(cmd);
-    let ok = p.wait_exit();
+    let mut p = Proc::spawn(cmd, WAIT);
+    let ok = p.wait_exit().success();
     assert!(ok, "shoal get failed; stderr: {}", p.drain_err());
     let summary = p.out.try_iter().last().expect("get printed a summary");
     serde_json::from_str(&summary).unwrap_or_else(|e| panic!("summary {summary:?}: {e}"))
@@ -293,7 +228,7 @@ fn hole_punching_through_home_nats_gives_a_direct_path() {
         "--relay",
         &relay_addr,
     ]);
-    let seeder = Proc::spawn(cmd);
+    let seeder = Proc::spawn(cmd, WAIT);
     let ticket = share_field(&seeder.line(), "ticket");
     assert!(
         share_field_addrs(&ticket)
@@ -347,7 +282,7 @@ fn symmetric_nats_fall_back_to_a_relay_that_opts_in() {
         "--relay",
         &relay_addr,
     ]);
-    let seeder = Proc::spawn(cmd);
+    let seeder = Proc::spawn(cmd, WAIT);
     let ticket = share_field(&seeder.line(), "ticket");
 
     let summary = get(&lab, 2, "10.98.3.2:6001", dir.path(), &ticket, &[]);
@@ -381,7 +316,7 @@ fn mdns_finds_a_lan_seeder_without_ticket_or_dht() {
         "--listen",
         "10.99.1.1:5001",
     ]);
-    let seeder = Proc::spawn(cmd);
+    let seeder = Proc::spawn(cmd, WAIT);
     let id = share_field(&seeder.line(), "id");
 
     let out = dir.path().join("out");
@@ -398,8 +333,12 @@ fn mdns_finds_a_lan_seeder_without_ticket_or_dht() {
             "--listen",
             "10.99.1.2:6001",
         ]);
-    let mut p = Proc::spawn(cmd);
-    assert!(p.wait_exit(), "shoal get failed; stderr: {}", p.drain_err());
+    let mut p = Proc::spawn(cmd, WAIT);
+    assert!(
+        p.wait_exit().success(),
+        "shoal get failed; stderr: {}",
+        p.drain_err()
+    );
     let summary: Value =
         serde_json::from_str(&p.out.try_iter().last().expect("summary")).expect("json summary");
     assert_same_file(&summary, &file);
@@ -454,7 +393,7 @@ fn daemon_behind_a_nat_reports_private_reachability() {
         &relay_addr,
     ])
     .env("XDG_CONFIG_HOME", dir.path().join("config"));
-    let _daemon = Proc::spawn(cmd);
+    let _daemon = Proc::spawn(cmd, WAIT);
     let deadline = std::time::Instant::now() + WAIT;
     let mut last: String;
     loop {

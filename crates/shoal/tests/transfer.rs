@@ -2,129 +2,23 @@
 //! UPnP off). Every child is killed by PID when its guard drops; readiness comes
 //! from the lines the children print, never from sleeps; every wait is bounded.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
+use support::{data, files_under, shoal, Proc};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn shoal(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env("SHOAL_DATA_DIR", data_dir)
-        .env("SHOAL_MDNS", "off")
-        .env("SHOAL_UPNP", "off")
-        .env("SHOAL_LISTEN", "127.0.0.1:0")
-        .env("SHOAL_DHT_MODE", "server")
-        .env_remove("SHOAL_BOOTSTRAP")
-        .env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-/// A running child: killed (SIGKILL) by PID when dropped. Its stdout and
-/// stderr lines arrive on channels.
-struct Proc {
-    child: Child,
-    out: mpsc::Receiver<String>,
-    err: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines<R: std::io::Read + Send + 'static>(r: R) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines() {
-            let Ok(l) = l else { return };
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("the shoal binary starts");
-        let out = lines(child.stdout.take().expect("stdout"));
-        let err = lines(child.stderr.take().expect("stderr"));
-        Proc { child, out, err }
-    }
-
-    fn line(&self) -> String {
-        self.out.recv_timeout(WAIT).unwrap_or_else(|_| {
-            panic!(
-                "no stdout line within {WAIT:?}; stderr: {}",
-                self.drain_err()
-            )
-        })
-    }
-
-    fn drain_err(&self) -> String {
-        self.err.try_iter().collect::<Vec<_>>().join("\n")
-    }
-
-    /// Waits for a stderr JSON progress line with `done >= at`.
-    fn wait_progress(&self, at: u64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .err
-                .recv_timeout(left)
-                .expect("progress reached the mark in time");
-            if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                if v["event"] == "progress" && v["done"].as_u64().unwrap_or(0) >= at {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Waits for the exit (bounded) and returns (success, stdout, stderr).
-    fn finish(mut self) -> (bool, String, String) {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit in time"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let out: Vec<String> = self.out.iter().collect();
-        let err: Vec<String> = self.err.iter().collect();
-        (status.success(), out.join("\n"), err.join("\n"))
-    }
-}
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof();
-    let mut v = vec![0u8; len];
-    x.fill(&mut v);
-    v
-}
 
 /// A seeder sharing `path`; returns it with its `--json` share line.
 fn seeder(dir: &Path, path: &Path, extra: &[&str]) -> (Proc, Value) {
     let mut cmd = shoal(dir);
     cmd.arg("share").arg(path).arg("--json").args(extra);
-    let p = Proc::spawn(cmd);
+    let p = Proc::spawn(cmd, WAIT);
     let v: Value = serde_json::from_str(&p.line()).expect("share prints JSON");
     (p, v)
 }
@@ -137,7 +31,7 @@ fn get(dir: &Path, target: &str, out: &Path, extra: &[&str]) -> Proc {
         .arg(out)
         .arg("--json")
         .args(extra);
-    Proc::spawn(cmd)
+    Proc::spawn(cmd, WAIT)
 }
 
 /// A `--bootstrap` value for the node that printed `share`.
@@ -151,21 +45,6 @@ fn boot_addr(share: &Value) -> String {
         .find(|a| a.contains("/tcp/") && !a.ends_with("/tls"))
         .expect("a libp2p TCP address");
     format!("{addr}/p2p/{peer}")
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                v.extend(files_under(&p));
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v
 }
 
 #[test]
@@ -233,7 +112,7 @@ fn six_leechers_complete_and_upload_to_each_other() {
         "8MiB",
         "--json",
     ]);
-    let p = Proc::spawn(cmd);
+    let p = Proc::spawn(cmd, WAIT);
     let (ok, stdout, stderr) = p.finish();
     assert!(ok, "demo failed: {stderr}");
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
