@@ -4,10 +4,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use shoal_core::proto::{
-    decode_frame, decode_header, encode, CloseCode, DenyReason, Hello, Message, PexPeer,
-    ProtoError, RejectReason, CV_LEN, MAX_ADDR_LEN, MAX_CAPABILITY_LEN, MAX_CONTENT_LEN,
-    MAX_FRAME_LEN, MAX_OUTBOARD_CVS, MAX_PEER_ID_LEN, MAX_PEX_ADDRS, MAX_PIECES, MAX_TEXT_LEN,
-    PROTOCOL_VERSION,
+    decode_frame, decode_header, decode_piece_prefix, encode, CloseCode, DenyReason, Hello,
+    Message, PexPeer, ProtoError, RejectReason, CV_LEN, MAX_ADDR_LEN, MAX_CAPABILITY_LEN,
+    MAX_CONTENT_LEN, MAX_FRAME_LEN, MAX_OUTBOARD_CVS, MAX_PEER_ID_LEN, MAX_PEX_ADDRS, MAX_PIECES,
+    MAX_TEXT_LEN, PROTOCOL_VERSION,
 };
 use shoal_core::ContentId;
 
@@ -188,6 +188,35 @@ proptest! {
     }
 
     #[test]
+    fn piece_prefix_agrees_with_the_whole_frame_from_the_first_bytes_that_hold_the_index(
+        index in piece(),
+        len in prop_oneof![1usize..64, 1usize..=(1 << 20)],
+    ) {
+        let data = vec![7u8; len];
+        let mut buf = Vec::new();
+        encode(&Message::Piece { piece: index, data: &data }, &mut buf).unwrap();
+        let Some((Message::Piece { piece, data: whole }, _)) = decode_frame(&buf).unwrap() else {
+            return Err(TestCaseError::fail("not a piece"));
+        };
+        let mut first = None;
+        for end in 0..=buf.len().min(16) {
+            match decode_piece_prefix(&buf[..end]).unwrap() {
+                None => prop_assert!(first.is_none(), "None after Some at {} bytes", end),
+                Some(p) => {
+                    first.get_or_insert(end);
+                    prop_assert_eq!(p.piece, piece);
+                    prop_assert_eq!(p.data_len, whole.len());
+                    prop_assert_eq!(&buf[p.data_offset..], whole);
+                    prop_assert!(end >= p.data_offset, "decided before the index arrived");
+                }
+            }
+        }
+        prop_assert_eq!(first, Some(buf.len().min(16).min(
+            decode_piece_prefix(&buf).unwrap().unwrap().data_offset
+        )));
+    }
+
+    #[test]
     fn every_strict_prefix_of_a_frame_needs_more_bytes(owned in owned_message()) {
         let mut buf = Vec::new();
         encode(&owned.message(), &mut buf).unwrap();
@@ -283,4 +312,34 @@ fn check_canonical(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(&again[..], &bytes[..used]);
     }
     Ok(())
+}
+
+#[test]
+fn piece_prefix_refuses_what_decode_frame_refuses() {
+    // Another type.
+    let mut have = Vec::new();
+    encode(&Message::Have { piece: 3 }, &mut have).unwrap();
+    assert!(decode_piece_prefix(&have).is_err());
+    // An index at the limit, and a piece without data.
+    for (index, data_len) in [(MAX_PIECES, 1usize), (1, 0)] {
+        let mut f = Vec::new();
+        let mut idx = Vec::new();
+        let mut v = index;
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                idx.push(b);
+                break;
+            }
+            idx.push(b | 0x80);
+        }
+        let frame_len = 1 + idx.len() + data_len;
+        f.extend_from_slice(&(frame_len as u32).to_be_bytes());
+        f.push(0x0c);
+        f.extend_from_slice(&idx);
+        f.extend(std::iter::repeat_n(0u8, data_len));
+        assert!(decode_frame(&f).is_err(), "{index} {data_len}");
+        assert!(decode_piece_prefix(&f).is_err(), "{index} {data_len}");
+    }
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use libp2p_identity::PeerId;
 use shoal_core::proto::{
-    decode_frame, decode_header, encode, encode_piece_header, Bitfield, CloseCode, ConnectionState,
-    DenyReason, FrameHeader, Message, ProtoError, Received, HELLO_TIMEOUT, IDLE_TIMEOUT,
-    KEEPALIVE_INTERVAL, LEN_PREFIX, MAX_FRAME_LEN, PIECE_HEADER_MAX,
+    decode_frame, decode_header, decode_piece_prefix, encode, encode_piece_header, Bitfield,
+    CloseCode, ConnectionState, DenyReason, FrameHeader, Message, MessageType, PiecePrefix,
+    ProtoError, Received, HELLO_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, LEN_PREFIX,
+    MAX_FRAME_LEN, PIECE_HEADER_MAX,
 };
 use shoal_net::Multiaddr;
 use shoal_swarm::PeerKey;
@@ -100,6 +101,16 @@ impl BufPool {
     }
 }
 
+/// What [`FrameReader::fill_next`] found.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// A whole frame of this many bytes is buffered.
+    Frame(usize),
+    /// A `Piece` frame has begun; its data is read with
+    /// [`FrameReader::read_piece_data`].
+    Piece(PiecePrefix),
+}
+
 #[derive(Debug)]
 pub(crate) enum ReadError {
     Io(std::io::Error),
@@ -137,10 +148,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// clean end of stream between frames). The length and type are checked as
     /// soon as their bytes arrive, before any body is read.
     pub(crate) async fn fill_frame(&mut self) -> Result<Option<usize>, ReadError> {
+        match self.fill(false).await? {
+            Some(Next::Frame(n)) => Ok(Some(n)),
+            Some(Next::Piece(_)) => unreachable!("fill(false) returns whole frames"),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`fill_frame`](Self::fill_frame), except that a `Piece` frame is
+    /// returned as soon as its index is buffered, for
+    /// [`read_piece_data`](Self::read_piece_data) to read its data into a
+    /// piece buffer directly (no copy through this reader's buffer).
+    pub(crate) async fn fill_next(&mut self) -> Result<Option<Next>, ReadError> {
+        self.fill(true).await
+    }
+
+    async fn fill(&mut self, pieces_early: bool) -> Result<Option<Next>, ReadError> {
         loop {
             let avail = &self.buf[self.start..self.end];
             let need = match decode_header(avail).map_err(ReadError::Proto)? {
-                Some(h) if avail.len() >= h.frame_len => return Ok(Some(h.frame_len)),
+                Some(h) if pieces_early && h.kind == MessageType::Piece => {
+                    match decode_piece_prefix(avail).map_err(ReadError::Proto)? {
+                        Some(p) => return Ok(Some(Next::Piece(p))),
+                        // The index is at most a few bytes past the header.
+                        None => avail.len() + 1,
+                    }
+                }
+                Some(h) if avail.len() >= h.frame_len => return Ok(Some(Next::Frame(h.frame_len))),
                 Some(h) => h.frame_len,
                 None => FrameHeader::LEN,
             };
@@ -177,6 +211,38 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             self.end += n;
         }
+    }
+
+    /// Reads the data of the `Piece` frame that [`fill_next`](Self::fill_next)
+    /// announced into `out` (cleared first): what is already buffered is
+    /// copied, the rest is read from the stream straight into `out`, paced
+    /// like every other read. Consumes the whole frame.
+    pub(crate) async fn read_piece_data(
+        &mut self,
+        p: PiecePrefix,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
+        out.clear();
+        out.reserve_exact(p.data_len);
+        self.consume(p.data_offset);
+        let buffered = (self.end - self.start).min(p.data_len);
+        out.extend_from_slice(&self.buf[self.start..self.start + buffered]);
+        self.consume(buffered);
+        while out.len() < p.data_len {
+            let want = p.data_len - out.len();
+            let allowed = match &self.limit {
+                Some(l) => l.acquire(want).await.min(want),
+                None => want,
+            };
+            let res = (&mut self.r).take(allowed as u64).read_buf(out).await;
+            if let Some(l) = &self.limit {
+                l.give_back(allowed - res.as_ref().map_or(0, |n| (*n).min(allowed)));
+            }
+            if res.map_err(ReadError::Io)? == 0 {
+                return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+        Ok(())
     }
 
     /// The frame of `len` bytes that [`fill_frame`](Self::fill_frame) announced.
@@ -287,14 +353,20 @@ pub(crate) async fn run_reader<E, F>(
         } else {
             HELLO_TIMEOUT
         };
-        let ev = match tokio::time::timeout(limit, fr.fill_frame()).await {
+        let ev = match tokio::time::timeout(limit, fr.fill_next()).await {
             Err(_) => SessionEvent::Violation(ProtoError::Timeout {
                 secs: limit.as_secs(),
             }),
             Ok(Err(ReadError::Proto(e))) => SessionEvent::Violation(e),
             Ok(Err(ReadError::Io(e))) => SessionEvent::Gone(e.to_string()),
             Ok(Ok(None)) => SessionEvent::Gone("the stream ended".into()),
-            Ok(Ok(Some(n))) => {
+            Ok(Ok(Some(Next::Piece(p)))) => {
+                match read_piece(&mut fr, p, limit, &state, &pool).await {
+                    Some(ev) => ev,
+                    None => continue,
+                }
+            }
+            Ok(Ok(Some(Next::Frame(n)))) => {
                 let ev = match decode_frame(fr.frame(n)) {
                     Err(e) => Some(SessionEvent::Violation(e)),
                     Ok(None) => Some(SessionEvent::Gone("incomplete frame".into())),
@@ -331,6 +403,58 @@ pub(crate) async fn run_reader<E, F>(
             return;
         }
     }
+}
+
+/// Reads a piece's data straight into a pooled buffer (within `limit`),
+/// checks the message, then waits for the piece's share of the node's
+/// budget, as for any other piece. `None`: nothing to report (ignored).
+async fn read_piece<R: AsyncRead + Unpin>(
+    fr: &mut FrameReader<R>,
+    p: PiecePrefix,
+    limit: Duration,
+    state: &Mutex<ConnectionState>,
+    pool: &BufPool,
+) -> Option<SessionEvent> {
+    let mut buf = pool.take();
+    let read = tokio::time::timeout(limit, fr.read_piece_data(p, &mut buf)).await;
+    let ev = match read {
+        Err(_) => SessionEvent::Violation(ProtoError::Timeout {
+            secs: limit.as_secs(),
+        }),
+        Ok(Err(ReadError::Proto(e))) => SessionEvent::Violation(e),
+        Ok(Err(ReadError::Io(e))) => SessionEvent::Gone(e.to_string()),
+        Ok(Ok(())) => {
+            let msg = Message::Piece {
+                piece: p.piece,
+                data: &buf,
+            };
+            let checked = match state.lock() {
+                Ok(mut s) => s.on_recv(&msg),
+                Err(_) => {
+                    pool.give(buf);
+                    return Some(SessionEvent::Gone("the session's state is poisoned".into()));
+                }
+            };
+            match checked {
+                Err(e) => SessionEvent::Violation(e),
+                Ok(Received::Ignored) => {
+                    pool.give(buf);
+                    return None;
+                }
+                Ok(_) => {
+                    return Some(match pool.reserve(buf.len()).await {
+                        Some(permit) => SessionEvent::Msg(InMsg::Piece(p.piece, buf, permit)),
+                        None => {
+                            pool.give(buf);
+                            SessionEvent::Gone("the node is shutting down".into())
+                        }
+                    });
+                }
+            }
+        }
+    };
+    pool.give(buf);
+    Some(ev)
 }
 
 /// Turns a checked, borrowed message into what the content task needs.
@@ -509,4 +633,80 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     let f = frame_of(msg).ok_or_else(|| std::io::Error::other("message refused by the encoder"))?;
     w.write_all(&f).await?;
     w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A piece frame, then a `Have`, trickled through a pipe a few bytes at a
+    /// time: the piece's data arrives whole and in order (part of it copied
+    /// from the frame buffer, the rest read into the piece buffer directly),
+    /// and the frame after it is intact.
+    #[tokio::test]
+    async fn piece_data_is_read_straight_into_its_buffer_and_the_next_frame_survives() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut bytes = Vec::new();
+        encode(
+            &Message::Piece {
+                piece: 1234,
+                data: &data,
+            },
+            &mut bytes,
+        )
+        .expect("encode");
+        encode(&Message::Have { piece: 9 }, &mut bytes).expect("encode");
+        for chunk in [3usize, 1000, 70_000] {
+            let (mut w, r) = tokio::io::duplex(4096);
+            let sent = bytes.clone();
+            let writer = tokio::spawn(async move {
+                for c in sent.chunks(chunk) {
+                    w.write_all(c).await.expect("write");
+                }
+            });
+            let mut fr = FrameReader::new(r);
+            let Some(Next::Piece(p)) = fr.fill_next().await.expect("read") else {
+                panic!("a piece first");
+            };
+            assert_eq!((p.piece, p.data_len), (1234, data.len()));
+            let mut out = Vec::new();
+            fr.read_piece_data(p, &mut out).await.expect("piece data");
+            assert!(out == data, "chunks of {chunk}: data differs");
+            let Some(Next::Frame(n)) = fr.fill_next().await.expect("read") else {
+                panic!("then a whole frame");
+            };
+            let (msg, _) = decode_frame(fr.frame(n)).expect("decode").expect("frame");
+            assert_eq!(msg, Message::Have { piece: 9 });
+            fr.consume(n);
+            writer.await.expect("writer");
+            assert!(fr.fill_next().await.expect("clean end").is_none());
+        }
+    }
+
+    /// A stream that ends inside a piece's data is an error, not a short piece.
+    #[tokio::test]
+    async fn a_stream_ending_inside_piece_data_is_an_error() {
+        let mut bytes = Vec::new();
+        encode(
+            &Message::Piece {
+                piece: 0,
+                data: &[5u8; 10_000],
+            },
+            &mut bytes,
+        )
+        .expect("encode");
+        bytes.truncate(6_000);
+        let (mut w, r) = tokio::io::duplex(1 << 16);
+        w.write_all(&bytes).await.expect("write");
+        drop(w);
+        let mut fr = FrameReader::new(r);
+        let Some(Next::Piece(p)) = fr.fill_next().await.expect("read") else {
+            panic!("a piece");
+        };
+        let mut out = Vec::new();
+        assert!(matches!(
+            fr.read_piece_data(p, &mut out).await,
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
+        ));
+    }
 }

@@ -90,6 +90,52 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message<'_>, usize)>, ProtoErr
     Ok(Some((decode_message(header.kind, body)?, header.frame_len)))
 }
 
+/// The start of a `Piece` frame: its index and where its data begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PiecePrefix {
+    pub piece: u32,
+    /// Offset of the data from the start of the frame (length prefix included).
+    pub data_offset: usize,
+    /// Bytes of data (the frame's length minus the prefix and index).
+    pub data_len: usize,
+}
+
+/// Decodes the start of a `Piece` frame at the start of `buf` as soon as the
+/// piece index is in it, so a reader can put the data straight where it
+/// belongs instead of buffering the whole frame. Checks what
+/// [`decode_frame`] would check of a `Piece` (frame size, index, data size);
+/// the data itself is checked by [`ConnectionState`](super::ConnectionState)
+/// when it has arrived. `Ok(None)`: more bytes are needed. A frame of another
+/// type is an error (call this only after [`decode_header`] said `Piece`).
+pub fn decode_piece_prefix(buf: &[u8]) -> Result<Option<PiecePrefix>, ProtoError> {
+    let Some(header) = decode_header(buf)? else {
+        return Ok(None);
+    };
+    if header.kind != MessageType::Piece {
+        return Err(ProtoError::Unexpected {
+            msg: header.kind.name(),
+            when: "where a Piece was expected",
+        });
+    }
+    let end = buf.len().min(header.frame_len);
+    let body = &buf[FrameHeader::LEN..end];
+    // A varint ends at its first byte without the continuation bit; until
+    // that byte (or the frame's end) is here, wait.
+    if !body.iter().take(10).any(|b| b & 0x80 == 0) && end < header.frame_len && body.len() < 10 {
+        return Ok(None);
+    }
+    let mut r = Reader::new(body);
+    let piece = read_piece(&mut r, "Piece")?;
+    let data_offset = FrameHeader::LEN + (body.len() - r.remaining());
+    let data_len = header.frame_len - data_offset;
+    check_piece_data(data_len)?;
+    Ok(Some(PiecePrefix {
+        piece,
+        data_offset,
+        data_len,
+    }))
+}
+
 fn malformed(msg: &'static str) -> impl Fn(WireError) -> ProtoError {
     move |source| ProtoError::Malformed { msg, source }
 }

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 pub use bitfield::Bitfield;
 pub use codec::{
-    decode_frame, decode_header, decode_message, encode, encode_piece_header, FrameHeader,
+    decode_frame, decode_header, decode_message, decode_piece_prefix, encode, encode_piece_header,
+    FrameHeader, PiecePrefix,
 };
 pub use codes::{CloseCode, DenyReason, RejectReason};
 pub use error::ProtoError;
