@@ -6,10 +6,27 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shoal_core::proto::{
-    decode_frame, encode, ConnectionState, Hello, Message, Received, Role, MIN_PIECE_SIZE,
+    decode_frame, decode_header, decode_piece_prefix, encode, ConnectionState, Hello, Message,
+    MessageType, Received, Role, MIN_PIECE_SIZE,
 };
 
 fuzz_target!(|data: &[u8]| {
+    // The early piece decoder (the node reads piece data into place with it)
+    // agrees with the whole-frame decoder on every complete Piece frame.
+    if let Ok(Some(h)) = decode_header(data) {
+        if h.kind == MessageType::Piece && data.len() >= h.frame_len {
+            match decode_frame(data) {
+                Ok(Some((Message::Piece { piece, data: d }, _))) => {
+                    let p = decode_piece_prefix(data)
+                        .expect("a valid piece frame has a valid prefix")
+                        .expect("a whole frame holds its prefix");
+                    assert_eq!((p.piece, p.data_len), (piece, d.len()));
+                }
+                Err(_) => assert!(decode_piece_prefix(data).is_err()),
+                _ => {}
+            }
+        }
+    }
     let mut rest = data;
     let mut conn = ConnectionState::new(Role::Responder);
     let mut conn_ok = true;
