@@ -133,18 +133,7 @@ fn main() -> Result<()> {
 }
 
 fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (digits, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = digits
-        .parse()
-        .with_context(|| format!("{s:?} is not a size; use e.g. 4G, 512M, 1000"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("{s:?} is too large"))
+    shoal_core::parse_size(s).map_err(anyhow::Error::msg)
 }
 
 /// Writes `size` bytes of pseudo-random data (xorshift, 4 MiB at a time).

@@ -9,9 +9,11 @@
 pub mod id;
 pub mod manifest;
 pub mod proto;
+pub mod size;
 pub mod ticket;
 pub mod wire;
 
 pub use id::{ContentId, Kind};
 pub use manifest::{Entry, Manifest, ManifestError};
+pub use size::parse_size;
 pub use ticket::{Provider, Ticket, TicketError};

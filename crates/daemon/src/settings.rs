@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
+use shoal_core::parse_size;
 use utoipa::ToSchema;
 
 /// Default most established connections (matches `shoal_net`'s default).
@@ -252,35 +253,6 @@ impl FileConfig {
         };
         Ok(FileConfig { limits, api_listen })
     }
-}
-
-/// Parses sizes like `1048576`, `64MiB`, `64M`, `2GiB`, `512k` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| {
-        format!("{s:?} is not a size: use a number with an optional unit, like 10MiB")
-    })?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        u => {
-            return Err(format!(
-                "unknown size unit {u:?} in {s:?}: use B, KiB, MiB, GiB or TiB"
-            ))
-        }
-    };
-    let v = num * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(v as u64)
 }
 
 #[cfg(test)]
