@@ -37,6 +37,8 @@ mod tests {
     fn sizes_with_and_without_units_parse_in_binary_units() {
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
         assert_eq!(parse_size("4G"), Ok(4 << 30));
         assert_eq!(parse_size(" 512k "), Ok(512 << 10));
         assert_eq!(parse_size("1.5KiB"), Ok(1536));
@@ -51,5 +53,7 @@ mod tests {
         assert!(parse_size("99999999999TiB")
             .unwrap_err()
             .contains("out of range"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1e400").is_err());
     }
 }
