@@ -5,10 +5,11 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use shoal_core::proto::{
     decode_frame, decode_header, decode_piece_prefix, encode, CloseCode, DenyReason, Hello,
-    Message, PexPeer, ProtoError, RejectReason, CV_LEN, MAX_ADDR_LEN, MAX_CAPABILITY_LEN,
-    MAX_CONTENT_LEN, MAX_FRAME_LEN, MAX_OUTBOARD_CVS, MAX_PEER_ID_LEN, MAX_PEX_ADDRS, MAX_PIECES,
-    MAX_TEXT_LEN, PROTOCOL_VERSION,
+    Message, MessageType, PexPeer, ProtoError, RejectReason, CV_LEN, MAX_ADDR_LEN,
+    MAX_CAPABILITY_LEN, MAX_CONTENT_LEN, MAX_FRAME_LEN, MAX_OUTBOARD_CVS, MAX_PEER_ID_LEN,
+    MAX_PEX_ADDRS, MAX_PIECES, MAX_TEXT_LEN, PROTOCOL_VERSION,
 };
+use shoal_core::wire::Writer;
 use shoal_core::ContentId;
 
 /// The owned data behind one message, so strategies can produce borrowed messages.
@@ -322,23 +323,13 @@ fn piece_prefix_refuses_what_decode_frame_refuses() {
     assert!(decode_piece_prefix(&have).is_err());
     // An index at the limit, and a piece without data.
     for (index, data_len) in [(MAX_PIECES, 1usize), (1, 0)] {
-        let mut f = Vec::new();
-        let mut idx = Vec::new();
-        let mut v = index;
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                idx.push(b);
-                break;
-            }
-            idx.push(b | 0x80);
-        }
-        let frame_len = 1 + idx.len() + data_len;
-        f.extend_from_slice(&(frame_len as u32).to_be_bytes());
-        f.push(0x0c);
-        f.extend_from_slice(&idx);
-        f.extend(std::iter::repeat_n(0u8, data_len));
+        let mut body = Writer::new();
+        body.u8(MessageType::Piece.to_u8())
+            .varint(u64::from(index))
+            .raw(&vec![0u8; data_len]);
+        let body = body.into_vec();
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
         assert!(decode_frame(&f).is_err(), "{index} {data_len}");
         assert!(decode_piece_prefix(&f).is_err(), "{index} {data_len}");
     }
