@@ -83,6 +83,7 @@ struct Peer {
     am_interested: bool,
     /// What the peer was last told through actions already handed out by
     /// `poll_action`: a `Request` must follow an `Interested` (protocol §5).
+    /// Kept in debug builds only, for that check.
     told_interested: bool,
     /// Pieces they have that we have not verified.
     interesting: u32,
@@ -324,6 +325,11 @@ impl Swarm {
     /// The next output, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         let a = self.actions.pop_front()?;
+        // Only a debug check reads `told_interested`: release builds skip
+        // the peer lookup on this hot path.
+        if !cfg!(debug_assertions) {
+            return Some(a);
+        }
         if let Action::Send { peer, msg } = &a {
             if let Some(p) = self.peers.get_mut(peer) {
                 match msg {
