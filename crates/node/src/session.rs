@@ -51,14 +51,22 @@ pub(crate) type WriteHalf = tokio::io::WriteHalf<BoxStream>;
 /// instead of pieces piling up in memory.
 #[derive(Clone)]
 pub(crate) struct BufPool {
-    bufs: Arc<Mutex<Vec<Vec<u8>>>>,
+    bufs: Arc<Mutex<Spare>>,
     budget: Arc<Semaphore>,
 }
 
-/// Free buffers kept for reuse.
-const POOL_KEEP: usize = 16;
-/// Received piece bytes held in memory at once by a node, in KiB (16 MiB: 64
-/// pieces of 256 KiB, enough to keep verification and writes busy).
+/// Free buffers kept for reuse, and their capacity in bytes.
+#[derive(Default)]
+struct Spare {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Capacity of the free buffers kept for reuse, in bytes (16 pieces of 1 MiB, or
+/// 4 of the largest).
+const POOL_KEEP_BYTES: usize = 16 << 20;
+/// Received piece bytes held in memory at once by a node, in KiB (16 MiB: 16
+/// pieces of 1 MiB, 64 of 256 KiB, enough to keep verification and writes busy).
 const PIECE_BUDGET_KIB: usize = 16 * 1024;
 
 /// A share of the node's received-piece budget (see [`BufPool`]).
@@ -84,18 +92,20 @@ impl BufPool {
     }
 
     pub(crate) fn take(&self) -> Vec<u8> {
-        self.bufs
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default()
+        let Ok(mut spare) = self.bufs.lock() else {
+            return Vec::new();
+        };
+        let buf = spare.bufs.pop().unwrap_or_default();
+        spare.bytes -= buf.capacity();
+        buf
     }
 
     pub(crate) fn give(&self, mut buf: Vec<u8>) {
         buf.clear();
-        if let Ok(mut v) = self.bufs.lock() {
-            if v.len() < POOL_KEEP {
-                v.push(buf);
+        if let Ok(mut spare) = self.bufs.lock() {
+            if spare.bytes + buf.capacity() <= POOL_KEEP_BYTES {
+                spare.bytes += buf.capacity();
+                spare.bufs.push(buf);
             }
         }
     }
@@ -638,6 +648,33 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spare buffers are kept up to `POOL_KEEP_BYTES` of capacity, whatever
+    /// their size, and handed out again cleared.
+    #[test]
+    fn the_pool_keeps_spare_buffers_up_to_its_byte_limit() {
+        let pool = BufPool::default();
+        let piece = 4 << 20;
+        for _ in 0..10 {
+            let mut b = Vec::with_capacity(piece);
+            b.push(1);
+            pool.give(b);
+        }
+        let kept = POOL_KEEP_BYTES / piece;
+        let mut taken = Vec::new();
+        for _ in 0..10 {
+            let b = pool.take();
+            assert!(b.is_empty());
+            taken.push(b.capacity());
+        }
+        assert_eq!(taken.iter().filter(|&&c| c >= piece).count(), kept);
+        assert_eq!(pool.bufs.lock().unwrap().bytes, 0);
+        // Small buffers are kept in greater number under the same limit.
+        for _ in 0..20 {
+            pool.give(Vec::with_capacity(1 << 20));
+        }
+        assert_eq!(pool.bufs.lock().unwrap().bufs.len(), 16);
+    }
 
     /// A piece frame, then a `Have`, trickled through a pipe a few bytes at a
     /// time: the piece's data arrives whole and in order (part of it copied
