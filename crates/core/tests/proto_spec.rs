@@ -65,6 +65,8 @@ fn spec_constants_table_matches_the_code() {
                         "MIN_PIECE_SIZE" => u64::from(MIN_PIECE_SIZE),
                         "DEFAULT_PIECE_SIZE" => u64::from(DEFAULT_PIECE_SIZE),
                         "MAX_PIECE_SIZE" => u64::from(MAX_PIECE_SIZE),
+                        "SMALL_TARGET_PIECES" => SMALL_TARGET_PIECES,
+                        "LARGE_PIECE_SIZE" => u64::from(LARGE_PIECE_SIZE),
                         "TARGET_PIECES" => TARGET_PIECES,
                         "MAX_PIECES" => u64::from(MAX_PIECES),
                         "MAX_CONTENT_LEN" => MAX_CONTENT_LEN,
@@ -96,7 +98,7 @@ fn spec_constants_table_matches_the_code() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 28, "every constant of the table was checked");
+    assert_eq!(checked, 30, "every constant of the table was checked");
 }
 
 #[test]

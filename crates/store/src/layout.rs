@@ -11,26 +11,16 @@
 
 use std::ops::Range;
 
-/// The piece size of every content up to `DEFAULT_PIECE_SIZE * TARGET_PIECES`
-/// bytes (16 GiB).
-pub const DEFAULT_PIECE_SIZE: u32 = 256 * 1024;
-
-/// The largest piece size; larger contents get more pieces instead.
-pub const MAX_PIECE_SIZE: u32 = 4 * 1024 * 1024;
-
-/// The smallest piece size: one BLAKE3 chunk.
-pub const MIN_PIECE_SIZE: u32 = blake3::CHUNK_LEN as u32;
-
-/// The piece count [`PieceLayout::for_len`] tries to stay under by growing the
-/// piece size (up to [`MAX_PIECE_SIZE`]).
-pub const TARGET_PIECES: u64 = 65_536;
+pub use shoal_core::proto::{
+    DEFAULT_PIECE_SIZE, LARGE_PIECE_SIZE, MAX_CONTENT_LEN, MAX_PIECE_SIZE, MIN_PIECE_SIZE,
+    SMALL_TARGET_PIECES, TARGET_PIECES,
+};
 
 /// The most pieces a content may have; with [`MAX_PIECE_SIZE`] this caps a content
 /// at [`MAX_CONTENT_LEN`] bytes and an outboard at 32 MiB.
-pub const MAX_PIECES: u64 = 1 << 20;
+pub const MAX_PIECES: u64 = shoal_core::proto::MAX_PIECES as u64;
 
-/// The largest content shoal handles: `MAX_PIECES * MAX_PIECE_SIZE` = 4 TiB.
-pub const MAX_CONTENT_LEN: u64 = MAX_PIECES * MAX_PIECE_SIZE as u64;
+const _: () = assert!(MIN_PIECE_SIZE as usize == blake3::CHUNK_LEN);
 
 /// Why a length and piece size do not make a valid layout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,17 +55,13 @@ pub struct PieceLayout {
 }
 
 impl PieceLayout {
-    /// The layout shoal uses for a content of `len` bytes: the smallest power of two
-    /// ≥ [`DEFAULT_PIECE_SIZE`] that keeps the piece count ≤ [`TARGET_PIECES`],
-    /// capped at [`MAX_PIECE_SIZE`]. Fails for contents over [`MAX_CONTENT_LEN`].
+    /// The layout shoal uses for a content of `len` bytes: its default piece size
+    /// ([`shoal_core::proto::default_piece_size`]: 256 KiB up to 256 MiB, growing to
+    /// 1 MiB by 1 GiB, to 4 MiB beyond 128 GiB). Fails for contents over
+    /// [`MAX_CONTENT_LEN`].
     pub fn for_len(len: u64) -> Result<Self, LayoutError> {
-        if len > MAX_CONTENT_LEN {
-            return Err(LayoutError::TooLarge { len });
-        }
-        let mut piece_size = DEFAULT_PIECE_SIZE;
-        while piece_size < MAX_PIECE_SIZE && len.div_ceil(u64::from(piece_size)) > TARGET_PIECES {
-            piece_size *= 2;
-        }
+        let piece_size =
+            shoal_core::proto::default_piece_size(len).ok_or(LayoutError::TooLarge { len })?;
         Self::with_piece_size(len, u64::from(piece_size))
     }
 
@@ -167,21 +153,27 @@ mod tests {
     }
 
     #[test]
-    fn default_piece_size_up_to_16_gib_then_grows_then_caps() {
+    fn layouts_follow_the_protocol_default_piece_size() {
         let k = 1024u64;
-        let g = k * k * k;
-        assert_eq!(
-            PieceLayout::for_len(16 * g).unwrap().piece_size(),
-            DEFAULT_PIECE_SIZE
-        );
-        let l = PieceLayout::for_len(16 * g + 1).unwrap();
-        assert_eq!(l.piece_size(), 2 * DEFAULT_PIECE_SIZE);
-        assert!(u64::from(l.num_pieces()) <= TARGET_PIECES);
-        let l = PieceLayout::for_len(1024 * g).unwrap();
-        assert_eq!(l.piece_size(), MAX_PIECE_SIZE);
-        assert_eq!(l.num_pieces(), 262_144);
-        let l = PieceLayout::for_len(MAX_CONTENT_LEN).unwrap();
-        assert_eq!(u64::from(l.num_pieces()), MAX_PIECES);
+        let m = k * k;
+        let g = k * m;
+        for (len, size, pieces) in [
+            (1, DEFAULT_PIECE_SIZE, 1),
+            (256 * m, DEFAULT_PIECE_SIZE, 1024),
+            (256 * m + 1, 512 * 1024, 513),
+            (g, LARGE_PIECE_SIZE, 1024),
+            (64 * g, LARGE_PIECE_SIZE, 65_536),
+            (64 * g + 1, 2 * LARGE_PIECE_SIZE, 32_769),
+            (1024 * g, MAX_PIECE_SIZE, 262_144),
+            (MAX_CONTENT_LEN, MAX_PIECE_SIZE, MAX_PIECES as u32),
+        ] {
+            let l = PieceLayout::for_len(len).unwrap();
+            assert_eq!(
+                (l.piece_size(), l.num_pieces()),
+                (size, pieces),
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]

@@ -553,9 +553,18 @@ fn largest_valid_messages_fit_their_frame_limits() {
 
 #[test]
 fn default_piece_size_follows_the_rule() {
+    const K: u32 = 1024;
     assert_eq!(default_piece_size(0), Some(DEFAULT_PIECE_SIZE));
-    assert_eq!(default_piece_size(16 << 30), Some(DEFAULT_PIECE_SIZE));
-    assert_eq!(default_piece_size((16 << 30) + 1), Some(512 * 1024));
+    assert_eq!(default_piece_size(1), Some(DEFAULT_PIECE_SIZE));
+    assert_eq!(default_piece_size(256 << 20), Some(DEFAULT_PIECE_SIZE));
+    assert_eq!(default_piece_size((256 << 20) + 1), Some(512 * K));
+    assert_eq!(default_piece_size(512 << 20), Some(512 * K));
+    assert_eq!(default_piece_size((512 << 20) + 1), Some(LARGE_PIECE_SIZE));
+    assert_eq!(default_piece_size(1 << 30), Some(LARGE_PIECE_SIZE));
+    assert_eq!(default_piece_size(64 << 30), Some(LARGE_PIECE_SIZE));
+    assert_eq!(default_piece_size((64 << 30) + 1), Some(2 * K * K));
+    assert_eq!(default_piece_size(128 << 30), Some(2 * K * K));
+    assert_eq!(default_piece_size((128 << 30) + 1), Some(MAX_PIECE_SIZE));
     assert_eq!(default_piece_size(256 << 30), Some(MAX_PIECE_SIZE));
     assert_eq!(default_piece_size(MAX_CONTENT_LEN), Some(MAX_PIECE_SIZE));
     assert_eq!(default_piece_size(MAX_CONTENT_LEN + 1), None);
