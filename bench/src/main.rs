@@ -83,6 +83,11 @@ enum Bench {
         /// Print the results as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Before every transfer, drop the machine's clean page cache (needs
+        /// root) and read the source back in, so each method writes into free
+        /// memory instead of first reclaiming what earlier runs left cached.
+        #[arg(long)]
+        drop_caches: bool,
     },
     /// Internal: runs a command and writes its wall time, CPU seconds and peak
     /// RSS to a file (getrusage of its only child).
@@ -114,6 +119,7 @@ fn main() -> Result<()> {
             rqbit,
             timeout,
             json,
+            drop_caches,
         } => transfer::run(transfer::Options {
             size: parse_size(&size)?,
             file,
@@ -124,6 +130,7 @@ fn main() -> Result<()> {
             rqbit,
             timeout: Duration::from_secs(timeout),
             json,
+            drop_caches,
         }),
         Bench::Measure { report, cmd } => {
             let code = measure::measure_main(&report, &cmd)?;

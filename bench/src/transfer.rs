@@ -87,6 +87,8 @@ pub struct Options {
     pub rqbit: Option<PathBuf>,
     pub timeout: Duration,
     pub json: bool,
+    /// Drop the clean page cache and re-read the source before every transfer.
+    pub drop_caches: bool,
 }
 
 /// One transfer of one method.
@@ -237,6 +239,9 @@ pub fn run(opts: Options) -> Result<()> {
             if skipped[i].is_some() {
                 continue;
             }
+            if opts.drop_caches {
+                fresh_page_cache(&setup.src)?;
+            }
             let dir = setup.work.join(format!("{}-{run}", m.key()));
             let res = run_one(&setup, m, &dir, sshd.as_mut());
             // Outputs are deleted at once and flushed so one method's writeback
@@ -308,6 +313,7 @@ pub fn run(opts: Options) -> Result<()> {
         load_before: load0,
         load_after: loadavg(),
         elapsed: started.elapsed(),
+        drop_caches: opts.drop_caches,
         outcomes,
     };
     if opts.json {
@@ -338,6 +344,23 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// Drops the machine's clean page cache and reads `src` back into it: the next
+/// transfer starts with the source cached and the rest of memory free, whatever
+/// the methods before it left behind (writers into a full page cache first pay
+/// for reclaiming it, in their own system CPU time).
+fn fresh_page_cache(src: &Path) -> Result<()> {
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "1").context(
+        "cannot drop the page cache (writing /proc/sys/vm/drop_caches needs root); \
+         run as root or leave out --drop-caches",
+    )?;
+    let mut f =
+        std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    std::io::copy(&mut f, &mut std::io::sink())
+        .with_context(|| format!("cannot read {}", src.display()))?;
+    Ok(())
 }
 
 fn blake3_of(path: &Path) -> Result<String> {
@@ -691,6 +714,7 @@ struct Report {
     load_before: String,
     load_after: String,
     elapsed: Duration,
+    drop_caches: bool,
     outcomes: Vec<(Method, Outcome)>,
 }
 
@@ -742,12 +766,17 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "transfer of {:.2} GiB on loopback, best of {} rounds (load average {} before, {} after, {:.0} s in all)",
+            "transfer of {:.2} GiB on loopback, best of {} rounds (load average {} before, {} after, {:.0} s in all{})",
             self.size as f64 / GIB,
             self.runs,
             self.load_before,
             self.load_after,
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            if self.drop_caches {
+                "; page cache dropped before every transfer"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             t,
@@ -940,6 +969,7 @@ impl Report {
             "rounds": self.runs,
             "load_before": self.load_before,
             "load_after": self.load_after,
+            "drop_caches": self.drop_caches,
             "methods": rows,
             "goals": self.goals(),
         })
@@ -1030,6 +1060,7 @@ mod tests {
             load_before: String::new(),
             load_after: String::new(),
             elapsed: Duration::ZERO,
+            drop_caches: false,
             outcomes: vec![
                 (Method::Cp, Outcome::Samples(vec![sample(1000, 10)], vec![])),
                 (
