@@ -80,6 +80,7 @@ fn assert_refused(root: &Path, manifest: &[u8], why: &str, escapes: &[&Path]) {
             manifest: Some(manifest),
             files: &[],
             outboards: &[],
+            mtime_ns: None,
         })
         .expect("the store records the share");
     assert!(recorded, "a new share");

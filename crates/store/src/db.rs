@@ -5,6 +5,7 @@
 //! transaction, with `PRAGMA user_version` recording how many ran, so each runs
 //! exactly once per database.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,10 @@ use shoal_core::{ContentId, Kind};
 use crate::error::StoreError;
 
 /// The schema migrations, in order; `user_version` = how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_share_mtime.sql"),
+];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -219,6 +223,19 @@ pub struct NewShare<'a> {
     pub manifest: Option<&'a [u8]>,
     pub files: &'a [ShareFile],
     pub outboards: &'a [OutboardRecord],
+    /// A single file's modification time when hashed (see [`ShareFile::mtime_ns`]).
+    pub mtime_ns: Option<i64>,
+}
+
+/// A file as an earlier share recorded it (see [`Db::indexed_files`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedFile {
+    /// Size in bytes when hashed.
+    pub size: u64,
+    /// Modification time when hashed; only records that have one are returned.
+    pub mtime_ns: i64,
+    /// Content id.
+    pub id: ContentId,
 }
 
 /// The database handle. Cheap to clone; clones share one connection.
@@ -382,8 +399,8 @@ impl Db {
         let s = new.share;
         let inserted = tx
             .execute(
-                "INSERT OR IGNORE INTO shares (id, kind, name, path, size, files, visibility, added_at, manifest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO shares (id, kind, name, path, size, files, visibility, added_at, manifest, mtime_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     s.id.as_bytes().as_slice(),
                     s.kind.to_string(),
@@ -394,6 +411,7 @@ impl Db {
                     s.visibility.as_str(),
                     s.added_at,
                     new.manifest,
+                    new.mtime_ns,
                 ],
             )
             .map_err(StoreError::db("record a share"))?;
@@ -464,6 +482,111 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::db("list shares"))?;
         rows.into_iter().map(share_from).collect()
+    }
+
+    /// Records the modification times found when the content of share `id` was
+    /// hashed again and came out the same: `file` for a single-file share,
+    /// `files` (path in the folder, time) for a collection's files, so that the
+    /// next add of the same path can skip them.
+    pub fn refresh_mtimes(
+        &self,
+        id: &ContentId,
+        file: Option<i64>,
+        files: &[(&str, Option<i64>)],
+    ) -> Result<(), StoreError> {
+        let what = "record the modification times of a share";
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(StoreError::db(what))?;
+        let key = id.as_bytes().as_slice();
+        tx.execute(
+            "UPDATE shares SET mtime_ns = ?2 WHERE id = ?1 AND kind = 'file'",
+            params![key, file],
+        )
+        .map_err(StoreError::db(what))?;
+        {
+            let mut upd = tx
+                .prepare(
+                    "UPDATE share_files SET mtime_ns = ?3
+                     WHERE share = (SELECT pk FROM shares WHERE id = ?1) AND path = ?2",
+                )
+                .map_err(StoreError::db(what))?;
+            for (path, mtime) in files {
+                upd.execute(params![key, path, mtime])
+                    .map_err(StoreError::db(what))?;
+            }
+        }
+        tx.commit().map_err(StoreError::db(what))
+    }
+
+    /// Every file that the shares of `path` (a file or a folder, as recorded)
+    /// hashed with a known modification time, by absolute path; where several
+    /// shares of the same path name a file, the newest share's record wins.
+    pub fn indexed_files(&self, path: &Path) -> Result<HashMap<PathBuf, IndexedFile>, StoreError> {
+        let what = "look up earlier shares of a path";
+        let conn = self.conn();
+        let mut out = HashMap::new();
+        let mut shares = conn
+            .prepare(
+                "SELECT pk, kind, size, id, mtime_ns FROM shares WHERE path = ?1
+                 ORDER BY added_at, pk",
+            )
+            .map_err(StoreError::db(what))?;
+        let rows = shares
+            .query_map([path_bytes(path)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(StoreError::db(what))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::db(what))?;
+        let mut files = conn
+            .prepare("SELECT path, size, id, mtime_ns FROM share_files WHERE share = ?1")
+            .map_err(StoreError::db(what))?;
+        for (pk, kind, size, id, mtime_ns) in rows {
+            if kind == "file" {
+                if let Some(mtime_ns) = mtime_ns {
+                    out.insert(
+                        path.to_path_buf(),
+                        IndexedFile {
+                            size: u64_from(size, "size")?,
+                            mtime_ns,
+                            id: id_from(id)?,
+                        },
+                    );
+                }
+                continue;
+            }
+            let rows = files
+                .query_map([pk], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .map_err(StoreError::db(what))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::db(what))?;
+            for (rel, size, id, mtime_ns) in rows {
+                if let Some(mtime_ns) = mtime_ns {
+                    out.insert(
+                        path.join(rel),
+                        IndexedFile {
+                            size: u64_from(size, "size")?,
+                            mtime_ns,
+                            id: id_from(id)?,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The files of a collection share, sorted by path (empty for a file share or

@@ -28,4 +28,6 @@ pub use layout::{LayoutError, PieceLayout, DEFAULT_PIECE_SIZE, MAX_PIECE_SIZE};
 pub use partial::{read_piece, PartialFile, PendingFlush, PieceVerifier, VerifiedPiece};
 pub use store::{Added, Blob, Store};
 pub use tree::{verify_piece_with_proof, Cv, Outboard, VerifyError};
-pub use walk::{hash_path, hash_path_excluding, Hashed, SkipReason, Skipped};
+pub use walk::{
+    hash_path, hash_path_excluding, hash_path_reusing, Hashed, Reuse, SkipReason, Skipped,
+};

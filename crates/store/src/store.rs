@@ -20,7 +20,7 @@ use crate::hash::{hash_bytes, Progress};
 use crate::layout::PieceLayout;
 use crate::partial::PartialFile;
 use crate::tree::Outboard;
-use crate::walk::{hash_path_excluding, Hashed, Skipped};
+use crate::walk::{hash_path_reusing, Hashed, Skipped};
 
 /// Visibility of a newly added share: reachable with its ticket only.
 pub const DEFAULT_VISIBILITY: Visibility = Visibility::Unlisted;
@@ -37,6 +37,9 @@ pub struct Added {
     pub existed: bool,
     /// Entries of a folder that were left out (links, sockets, …).
     pub skipped: Vec<Skipped>,
+    /// Bytes not read again because an earlier share of the same path had hashed
+    /// them with the same size and modification time.
+    pub reused_bytes: u64,
 }
 
 /// Where the bytes of a content id come from when serving it.
@@ -92,7 +95,9 @@ impl Store {
         &self.db
     }
 
-    /// Shares a file or folder in place (nothing is copied): hashes it, stores
+    /// Shares a file or folder in place (nothing is copied): hashes it (except
+    /// the files an earlier share of the same path hashed and that kept their
+    /// size and modification time since, see [`crate::walk::hash_path_reusing`]), stores
     /// its outboards, records it with [`DEFAULT_VISIBILITY`]. Adding content that
     /// is already shared returns the existing share unchanged. `name` defaults to
     /// the file or folder name.
@@ -116,7 +121,21 @@ impl Store {
         // Sharing a folder that holds the data directory must not hash the
         // database while it is being written.
         let exclude: Vec<PathBuf> = self.dir.canonicalize().into_iter().collect();
-        let hashed = hash_path_excluding(&canon, &exclude, progress)?;
+        let known = self.db.indexed_files(&canon)?;
+        // A recorded hash stands only for the same size and time, and only if
+        // its outboard is still here and cut at today's default piece size
+        // (older versions cut some contents differently). Serving re-verifies
+        // every piece anyway, so a file changed behind an unchanged time is
+        // never served, only refused piece by piece.
+        let reuse = |path: &Path, size: u64, mtime_ns: i64| -> Option<Outboard> {
+            let k = known.get(path)?;
+            if k.size != size || k.mtime_ns != mtime_ns {
+                return None;
+            }
+            let ob = self.outboard(&k.id).ok()??;
+            (ob.layout() == PieceLayout::for_len(size).ok()?).then_some(ob)
+        };
+        let hashed = hash_path_reusing(&canon, &exclude, &reuse, progress)?;
         self.add_hashed(&hashed, name)
     }
 
@@ -129,11 +148,30 @@ impl Store {
             Hashed::File(_) => Vec::new(),
             Hashed::Folder(d) => d.skipped.clone(),
         };
+        let reused_bytes = hashed.reused_bytes();
         if let Some(share) = self.db.share(&id)? {
+            // Same content from the same path: keep the times just seen, so
+            // files shared before their time could be trusted, or touched since,
+            // are skipped next time.
+            match hashed {
+                Hashed::File(f) if f.path == share.path => {
+                    self.db.refresh_mtimes(&id, f.mtime_ns, &[])?;
+                }
+                Hashed::Folder(d) if d.root == share.path => {
+                    let files: Vec<(&str, Option<i64>)> = d
+                        .files
+                        .iter()
+                        .map(|f| (f.path.as_str(), f.mtime_ns))
+                        .collect();
+                    self.db.refresh_mtimes(&id, None, &files)?;
+                }
+                _ => {}
+            }
             return Ok(Added {
                 share,
                 existed: true,
                 skipped,
+                reused_bytes,
             });
         }
         let (path, files, manifest_bytes, mut records) = match hashed {
@@ -191,6 +229,10 @@ impl Store {
             manifest: manifest_bytes.as_deref(),
             files: &files,
             outboards: &records,
+            mtime_ns: match hashed {
+                Hashed::File(f) => f.mtime_ns,
+                Hashed::Folder(_) => None,
+            },
         })?;
         if !inserted {
             // Added concurrently by someone else: theirs stands.
@@ -199,6 +241,7 @@ impl Store {
                     share: existing,
                     existed: true,
                     skipped,
+                    reused_bytes,
                 });
             }
         }
@@ -206,6 +249,7 @@ impl Store {
             share,
             existed: false,
             skipped,
+            reused_bytes,
         })
     }
 

@@ -10,6 +10,7 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use shoal_core::manifest::{Entry, Manifest, ManifestError, MAX_ENTRIES};
@@ -23,6 +24,18 @@ use crate::tree::Outboard;
 /// Files up to this size are hashed one per thread, many at a time; larger ones
 /// one at a time with every thread.
 const SMALL_FILE: u64 = 16 * 1024 * 1024;
+
+/// An earlier hash that may stand for hashing a file again: given the file's
+/// absolute path, size and modification time (ns since the Unix epoch), the
+/// outboard recorded for exactly that file, size and time, if any.
+pub type Reuse<'a> = &'a (dyn Fn(&Path, u64, i64) -> Option<Outboard> + Sync);
+
+/// A file whose modification time is this close to (or after) the moment its
+/// hashing started gets no recorded time, so it is hashed again next time: a
+/// write in the same timestamp tick as an earlier one leaves the time unchanged
+/// (file times are coarse), so only an older time proves the bytes hashed are
+/// the file's bytes for as long as the time stays the same.
+const RACY_NS: i64 = 2_000_000_000;
 
 /// The result of hashing a path.
 #[derive(Debug, Clone)]
@@ -44,8 +57,11 @@ pub struct HashedFile {
     pub size: u64,
     /// Its outboard; `outboard.root()` is its id.
     pub outboard: Outboard,
-    /// Modification time in nanoseconds since the Unix epoch, if known.
+    /// Modification time in nanoseconds since the Unix epoch, when it proves the
+    /// hashed bytes current (see [`RACY_NS`]); `None` otherwise.
     pub mtime_ns: Option<i64>,
+    /// Whether an earlier hash was reused instead of reading the file.
+    pub reused: bool,
 }
 
 /// One file of a hashed folder.
@@ -59,8 +75,11 @@ pub struct FolderFile {
     pub id: ContentId,
     /// Its outboard.
     pub outboard: Outboard,
-    /// Modification time in nanoseconds since the Unix epoch, if known.
+    /// Modification time in nanoseconds since the Unix epoch, when it proves the
+    /// hashed bytes current (see [`RACY_NS`]); `None` otherwise.
     pub mtime_ns: Option<i64>,
+    /// Whether an earlier hash was reused instead of reading the file.
+    pub reused: bool,
 }
 
 /// A hashed folder.
@@ -150,6 +169,15 @@ impl Hashed {
             Hashed::Folder(d) => d.manifest.total_size(),
         }
     }
+
+    /// Bytes whose earlier hash was reused rather than read again.
+    pub fn reused_bytes(&self) -> u64 {
+        match self {
+            Hashed::File(f) if f.reused => f.size,
+            Hashed::File(_) => 0,
+            Hashed::Folder(d) => d.files.iter().filter(|f| f.reused).map(|f| f.size).sum(),
+        }
+    }
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> Option<i64> {
@@ -172,15 +200,34 @@ pub fn hash_path_excluding(
     exclude: &[PathBuf],
     progress: Progress<'_>,
 ) -> Result<Hashed, StoreError> {
+    hash_path_reusing(path, exclude, &|_, _, _| None, progress)
+}
+
+/// [`hash_path_excluding`], taking a file's earlier hash from `reuse` instead
+/// of reading the file when `reuse` has one for its size and modification time
+/// (`progress` still gets the file's size).
+pub fn hash_path_reusing(
+    path: &Path,
+    exclude: &[PathBuf],
+    reuse: Reuse<'_>,
+    progress: Progress<'_>,
+) -> Result<Hashed, StoreError> {
     let meta = fs::metadata(path).map_err(StoreError::io("read the metadata of", path))?;
     if meta.is_file() {
-        let outboard = hash_file_with(path, None, default_threads(), progress)?;
+        let found = Found {
+            rel: String::new(),
+            abs: path.to_path_buf(),
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        };
+        let one = hash_or_reuse(&found, reuse, default_threads(), progress)?;
         return Ok(Hashed::File(HashedFile {
             path: path.to_path_buf(),
-            id: outboard.root(),
-            size: outboard.layout().len(),
-            outboard,
-            mtime_ns: mtime_ns(&meta),
+            id: one.outboard.root(),
+            size: one.outboard.layout().len(),
+            outboard: one.outboard,
+            mtime_ns: one.mtime_ns,
+            reused: one.reused,
         }));
     }
     if !meta.is_dir() {
@@ -188,13 +235,65 @@ pub fn hash_path_excluding(
             path: path.to_path_buf(),
         });
     }
-    hash_folder(path, exclude, progress).map(Hashed::Folder)
+    hash_folder(path, exclude, reuse, progress).map(Hashed::Folder)
 }
 
 struct Found {
     rel: String,
     abs: PathBuf,
     size: u64,
+    /// Modification time when listed.
+    mtime_ns: Option<i64>,
+}
+
+struct One {
+    outboard: Outboard,
+    mtime_ns: Option<i64>,
+    reused: bool,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The modification time worth recording for a file whose time was `before`
+/// when listed and `after` once hashed, hashing having started at `started`.
+fn trusted_mtime(before: Option<i64>, after: Option<i64>, started: i64) -> Option<i64> {
+    match (before, after) {
+        (Some(b), Some(a)) if a == b && b < started.saturating_sub(RACY_NS) => Some(b),
+        _ => None,
+    }
+}
+
+/// Reuses the earlier hash of `f` that `reuse` offers, or hashes it.
+fn hash_or_reuse(
+    f: &Found,
+    reuse: Reuse<'_>,
+    threads: usize,
+    progress: Progress<'_>,
+) -> Result<One, StoreError> {
+    if let Some(m) = f.mtime_ns {
+        if let Some(outboard) = reuse(&f.abs, f.size, m) {
+            progress(f.size);
+            return Ok(One {
+                outboard,
+                mtime_ns: Some(m),
+                reused: true,
+            });
+        }
+    }
+    let started = now_ns();
+    let outboard = hash_file_with(&f.abs, None, threads, progress)?;
+    // The file as it is now (not through a link: listed entries are regular
+    // files, and a shared file's own path was resolved by the caller).
+    let after = fs::symlink_metadata(&f.abs).ok().and_then(|m| mtime_ns(&m));
+    Ok(One {
+        outboard,
+        mtime_ns: trusted_mtime(f.mtime_ns, after, started),
+        reused: false,
+    })
 }
 
 /// Lists every regular file below `root`, depth first, without following links.
@@ -242,6 +341,7 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skip
                     rel,
                     abs,
                     size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
                 });
                 if files.len() > MAX_ENTRIES {
                     return Err(StoreError::Manifest {
@@ -275,20 +375,19 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skip
 fn hash_folder(
     root: &Path,
     exclude: &[PathBuf],
+    reuse: Reuse<'_>,
     progress: Progress<'_>,
 ) -> Result<HashedFolder, StoreError> {
     let (found, skipped) = list_folder(root, exclude)?;
     let hash_one = |f: &Found, threads: usize| -> Result<FolderFile, StoreError> {
-        let outboard = hash_file_with(&f.abs, None, threads, progress)?;
-        // The mtime is read after hashing, so a later rescan that sees the same
-        // mtime knows the hashed bytes are at least that recent.
-        let mtime = fs::symlink_metadata(&f.abs).ok().and_then(|m| mtime_ns(&m));
+        let one = hash_or_reuse(f, reuse, threads, progress)?;
         Ok(FolderFile {
             path: f.rel.clone(),
-            size: outboard.layout().len(),
-            id: outboard.root(),
-            outboard,
-            mtime_ns: mtime,
+            size: one.outboard.layout().len(),
+            id: one.outboard.root(),
+            outboard: one.outboard,
+            mtime_ns: one.mtime_ns,
+            reused: one.reused,
         })
     };
     // Small files in parallel across files; large ones one by one, each using

@@ -47,6 +47,9 @@ fn folder_is_indexed_with_paths_sizes_and_ids_and_survives_reopen() {
     let src = tempfile::tempdir().unwrap();
     let root = src.path().join("my folder");
     let files = sample_folder(&root);
+    for (rel, _) in &files {
+        age(&root.join(rel), 3600);
+    }
 
     let store = Store::open(data.path()).unwrap();
     let share = store.add(&root, None, &|_| {}).unwrap();
@@ -72,6 +75,7 @@ fn folder_is_indexed_with_paths_sizes_and_ids_and_survives_reopen() {
             assert_eq!(&f.path, rel);
             assert_eq!(f.size, bytes.len() as u64);
             assert_eq!(f.id, ContentId::of(bytes), "{rel}");
+            // Written an hour ago: old enough to be trusted by the next add.
             assert!(f.mtime_ns.is_some());
             let ob = store.outboard(&f.id).unwrap().unwrap();
             assert_eq!(ob.root(), f.id);
@@ -447,4 +451,116 @@ fn visibility_of_content_is_the_most_open_share_holding_it() {
         store.db().visibility_of(&share.id).unwrap(),
         Some(Visibility::Private)
     );
+}
+
+/// Sets a file's modification time `secs` seconds into the past.
+fn age(path: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// Sharing a folder again reads only what changed: files with the size and
+/// modification time an earlier share of the same path recorded are taken from
+/// that record, a changed file is hashed again, and the new share is exactly
+/// what hashing everything would have given.
+#[test]
+fn sharing_a_folder_again_hashes_only_the_files_that_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("docs");
+    let files = sample_folder(&root);
+    for (rel, _) in &files {
+        age(&root.join(rel), 3600);
+    }
+    let store = Store::open(&tmp.path().join("data")).unwrap();
+    let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+
+    let first = store.add_with_report(&root, None, &|_| {}).unwrap();
+    assert!(!first.existed);
+    assert_eq!(first.reused_bytes, 0);
+
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let again = store
+        .add_with_report(&root, None, &|n| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    assert!(again.existed);
+    assert_eq!(again.share.id, first.share.id);
+    assert_eq!(again.reused_bytes, total, "nothing was read again");
+    assert_eq!(seen.into_inner(), total, "progress still covers every byte");
+
+    // One file changes (new bytes, new time): only it is hashed again.
+    let changed = root.join("top.bin");
+    std::fs::write(&changed, vec![9u8; 700_000]).unwrap();
+    age(&changed, 1800);
+    let third = store.add_with_report(&root, None, &|_| {}).unwrap();
+    assert!(!third.existed);
+    assert_eq!(third.reused_bytes, total - 700_000);
+    let Hashed::Folder(full) = hash_path(&root, &|_| {}).unwrap() else {
+        panic!("a folder");
+    };
+    assert_eq!(third.share.id, full.id, "same id as hashing everything");
+    assert_eq!(
+        store.manifest(&third.share.id).unwrap().unwrap(),
+        full.manifest.encode()
+    );
+
+    // Same size, same time, other bytes (a time set back by hand): the record is
+    // trusted at indexing, and serving, which re-verifies every piece, refuses
+    // the changed file's pieces instead of sending them.
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes[0] ^= 1;
+    let t = std::fs::metadata(&changed).unwrap().modified().unwrap();
+    std::fs::write(&changed, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let fourth = store.add_with_report(&root, None, &|_| {}).unwrap();
+    assert_eq!(fourth.share.id, third.share.id);
+    let id = ContentId::of(&vec![9u8; 700_000]);
+    let ob = store.outboard(&id).unwrap().unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(
+        shoal_store::read_piece(&changed, &ob, 0, &mut buf),
+        Err(StoreError::SourceChanged { .. })
+    ));
+}
+
+/// A file modified just before it is shared gets no recorded time (a write in
+/// the same timestamp tick would not change it), so the next share hashes it
+/// again; once its time is old enough the record is kept and used.
+#[test]
+fn a_freshly_written_file_is_hashed_again_until_its_time_can_be_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("new.bin");
+    std::fs::write(&file, vec![5u8; 300_000]).unwrap();
+    let store = Store::open(&tmp.path().join("data")).unwrap();
+
+    let first = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert_eq!(first.share.kind, Kind::File);
+    let again = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert!(again.existed);
+    assert_eq!(again.reused_bytes, 0, "a fresh time is not trusted");
+
+    age(&file, 60);
+    let aged = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert_eq!(
+        aged.reused_bytes, 0,
+        "hashed once more, and its time recorded"
+    );
+    let last = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert_eq!(last.reused_bytes, 300_000);
+    assert_eq!(last.share.id, first.share.id);
+
+    // Another size: hashed again, a new share.
+    std::fs::write(&file, vec![5u8; 300_001]).unwrap();
+    age(&file, 60);
+    let grown = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert!(!grown.existed);
+    assert_eq!(grown.reused_bytes, 0);
+    assert_eq!(grown.share.id, ContentId::of(&vec![5u8; 300_001]));
 }
