@@ -15,7 +15,7 @@ use shoal_node::{Connector, DownloadHandle, Limits, NodeConfig, Progress};
 use shoal_store::Visibility;
 
 use crate::cli::{DemoArgs, GetArgs, Global, NodeArgs, ShareArgs};
-use crate::output::{display_path, human_size};
+use crate::output::{byte_bar, display_path, human_size};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -88,10 +88,14 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
         let mut lines = Vec::new();
         for path in &args.paths {
             let shown = display_path(path);
-            let added = peer
-                .store()
-                .add_with_report(path, None, &|_| {})
-                .with_context(|| format!("cannot share {shown}"))?;
+            let total = std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+            let bar = byte_bar(total, &format!("indexing {shown}"));
+            let added = peer.store().add_with_report(path, None, &|n| bar.inc(n));
+            bar.finish_and_clear();
+            let added = added.with_context(|| format!("cannot share {shown}"))?;
             for skipped in &added.skipped {
                 eprintln!("warning: {skipped}");
             }
@@ -124,7 +128,7 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                 lines.push(ticket.to_string());
             }
             eprintln!(
-                "sharing {} '{}' ({}, id {}){}",
+                "sharing {} '{}' ({}, id {}){}{}",
                 s.kind,
                 s.name,
                 human_size(s.size),
@@ -133,6 +137,11 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                     ", announced on the DHT"
                 } else {
                     ", reachable with the ticket only"
+                },
+                match added.reused_bytes {
+                    0 => String::new(),
+                    n if n == s.size => "; unchanged since it was last indexed".to_string(),
+                    n => format!("; {} unchanged since it was last indexed", human_size(n)),
                 }
             );
         }

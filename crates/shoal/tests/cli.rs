@@ -321,3 +321,53 @@ fn ticket_inspect_catches_a_typo() {
         .arg("hello world"));
     assert_one_line_error(&out, "shoal1");
 }
+
+/// `shoal share` of a folder it indexed before reads only what changed, says
+/// so, and still gives the same ticket id for the same bytes.
+#[test]
+fn sharing_the_same_folder_again_reads_only_what_changed() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("album");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Written `secs` ago: old enough for its time to be trusted.
+    let write_old = |name: &str, data: &[u8], secs: u64| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+    write_old("a.bin", &pseudo_random(600_000, 1), 3600);
+    write_old("b.bin", &pseudo_random(400_000, 2), 3600);
+    let data = t.path().join("data");
+    let share = || {
+        let out = run(support::shoal(&data).arg("share").arg(&dir).args([
+            "--json",
+            "--for",
+            "0s",
+            "--no-daemon",
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value =
+            serde_json::from_str(stdout(&out).lines().next().expect("a line")).unwrap();
+        (v["id"].as_str().unwrap().to_string(), stderr(&out))
+    };
+    let (id1, err1) = share();
+    assert!(!err1.contains("unchanged"), "{err1}");
+    let (id2, err2) = share();
+    assert_eq!(id2, id1);
+    assert!(
+        err2.contains("; unchanged since it was last indexed"),
+        "{err2}"
+    );
+    write_old("b.bin", &pseudo_random(400_000, 8), 60);
+    let (id3, err3) = share();
+    assert_ne!(id3, id1, "the changed file changes the collection");
+    assert!(
+        err3.contains("; 585.9 KiB unchanged since it was last indexed"),
+        "{err3}"
+    );
+}
