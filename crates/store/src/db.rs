@@ -524,67 +524,42 @@ impl Db {
     pub fn indexed_files(&self, path: &Path) -> Result<HashMap<PathBuf, IndexedFile>, StoreError> {
         let what = "look up earlier shares of a path";
         let conn = self.conn();
-        let mut out = HashMap::new();
-        let mut shares = conn
+        // A single-file share's own row (no path inside), then every file of the
+        // folder shares; oldest share first, so the newest record is kept.
+        let mut stmt = conn
             .prepare(
-                "SELECT pk, kind, size, id, mtime_ns FROM shares WHERE path = ?1
-                 ORDER BY added_at, pk",
+                "SELECT NULL, s.size, s.id, s.mtime_ns, s.added_at, s.pk FROM shares s
+                 WHERE s.path = ?1 AND s.kind = 'file' AND s.mtime_ns IS NOT NULL
+                 UNION ALL
+                 SELECT f.path, f.size, f.id, f.mtime_ns, s.added_at, s.pk
+                 FROM share_files f JOIN shares s ON s.pk = f.share
+                 WHERE s.path = ?1 AND f.mtime_ns IS NOT NULL
+                 ORDER BY 5, 6",
             )
             .map_err(StoreError::db(what))?;
-        let rows = shares
+        let rows = stmt
             .query_map([path_bytes(path)], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
                 ))
             })
             .map_err(StoreError::db(what))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::db(what))?;
-        let mut files = conn
-            .prepare("SELECT path, size, id, mtime_ns FROM share_files WHERE share = ?1")
-            .map_err(StoreError::db(what))?;
-        for (pk, kind, size, id, mtime_ns) in rows {
-            if kind == "file" {
-                if let Some(mtime_ns) = mtime_ns {
-                    out.insert(
-                        path.to_path_buf(),
-                        IndexedFile {
-                            size: u64_from(size, "size")?,
-                            mtime_ns,
-                            id: id_from(id)?,
-                        },
-                    );
-                }
-                continue;
-            }
-            let rows = files
-                .query_map([pk], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                    ))
-                })
-                .map_err(StoreError::db(what))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(StoreError::db(what))?;
-            for (rel, size, id, mtime_ns) in rows {
-                if let Some(mtime_ns) = mtime_ns {
-                    out.insert(
-                        path.join(rel),
-                        IndexedFile {
-                            size: u64_from(size, "size")?,
-                            mtime_ns,
-                            id: id_from(id)?,
-                        },
-                    );
-                }
-            }
+        let mut out = HashMap::with_capacity(rows.len());
+        for (rel, size, id, mtime_ns) in rows {
+            let file = IndexedFile {
+                size: u64_from(size, "size")?,
+                mtime_ns,
+                id: id_from(id)?,
+            };
+            out.insert(
+                rel.map_or_else(|| path.to_path_buf(), |r| path.join(r)),
+                file,
+            );
         }
         Ok(out)
     }
