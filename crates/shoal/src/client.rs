@@ -675,56 +675,43 @@ mod tests {
         }
     }
 
+    /// Discovery in a data dir whose daemon record names this (live) process
+    /// and `api`, bounded by 10 s on top of discovery's own timeout.
+    fn discover_recorded(api: &str) -> Result<Option<Daemon>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("daemon.json"),
+            format!(r#"{{"pid": {}, "api": "{api}"}}"#, std::process::id()),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("api.token"), "00ff\n").expect("write");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), Daemon::discover(dir.path())).await
+        })
+        .expect("discovery is bounded by its own timeout")
+    }
+
     #[test]
     fn live_pid_with_nothing_listening_is_no_daemon() {
-        let dir = tempfile::tempdir().expect("tempdir");
         // A port nobody listens on: bind, note it, close.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("bind")
             .port();
-        std::fs::write(
-            dir.path().join("daemon.json"),
-            format!(
-                r#"{{"pid": {}, "api": "127.0.0.1:{port}"}}"#,
-                std::process::id()
-            ),
-        )
-        .expect("write");
-        std::fs::write(dir.path().join("api.token"), "00ff\n").expect("write");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let found = rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), Daemon::discover(dir.path())).await
-            })
-            .expect("discovery is bounded");
+        let found = discover_recorded(&format!("127.0.0.1:{port}"));
         assert!(found.expect("no error").is_none());
     }
 
     #[test]
     fn live_daemon_that_never_answers_is_a_clear_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
         // Accepts connections (the kernel does) but never answers.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        std::fs::write(
-            dir.path().join("daemon.json"),
-            format!(r#"{{"pid": {}, "api": "{addr}"}}"#, std::process::id()),
-        )
-        .expect("write");
-        std::fs::write(dir.path().join("api.token"), "00ff\n").expect("write");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let found = rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), Daemon::discover(dir.path())).await
-            })
-            .expect("discovery is bounded by its own timeout");
+        let found = discover_recorded(&addr.to_string());
         let err = found.expect_err("a silent daemon is an error").to_string();
         assert!(
             err.contains(&format!(
