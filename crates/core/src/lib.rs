@@ -15,5 +15,5 @@ pub mod wire;
 
 pub use id::{ContentId, Kind};
 pub use manifest::{Entry, Manifest, ManifestError};
-pub use size::parse_size;
+pub use size::{parse_duration, parse_size};
 pub use ticket::{Provider, Ticket, TicketError};

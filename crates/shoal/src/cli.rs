@@ -216,38 +216,11 @@ pub struct DemoArgs {
     pub net: shoal_net::NetArgs,
 }
 
+/// Durations like `30`, `30s`, `5m`, `2h`, `1d`.
+pub use shoal_core::parse_duration;
 /// Sizes like `1048576`, `64MiB`, `2GiB`, `512k` (binary units): the daemon's
 /// parser, so flags and the config file read sizes the same way.
 pub use shoal_daemon::parse_size;
-
-/// Parses durations like `30`, `30s`, `5m`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| {
-        format!("{s:?} is not a duration: use a number with a unit, like 30s, 10m or 2h")
-    })?;
-    let mult = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        u => {
-            return Err(format!(
-                "unknown duration unit {u:?} in {s:?}: use ms, s, m, h or d"
-            ))
-        }
-    };
-    let v = num * mult;
-    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(std::time::Duration::from_secs_f64(v))
-}
 
 #[derive(Debug, Subcommand)]
 pub enum TicketCommand {
@@ -259,21 +232,4 @@ pub enum TicketCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units_and_reject_garbage() {
-        use std::time::Duration;
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-5s").is_err());
-    }
 }
