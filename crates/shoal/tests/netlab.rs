@@ -15,7 +15,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -61,16 +61,25 @@ fn lab_available() -> bool {
     true
 }
 
-/// A lab of virtual hosts, torn down when dropped.
+/// A lab of virtual hosts, torn down when dropped (before its turn on
+/// [`LAB_LOCK`] ends).
 struct Lab {
     prefix: &'static str,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Lab {
-    fn up(prefix: &'static str, args: &[&str]) -> Lab {
+    /// Waits for its turn and builds a lab with unshaped links; `args` name the
+    /// hosts and NATs. `None` when the netlab tests are skipped.
+    fn up(prefix: &'static str, args: &[&str]) -> Option<Lab> {
+        if !lab_available() {
+            return None;
+        }
+        let turn = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new(netlab_path())
             .args(["up", "--prefix", prefix])
             .args(args)
+            .args(["--up-rate", "none", "--down-rate", "none"])
             .env("NETLAB_QUIET", "1")
             .output()
             .expect("netlab runs");
@@ -80,7 +89,10 @@ impl Lab {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Lab { prefix }
+        Some(Lab {
+            prefix,
+            _turn: turn,
+        })
     }
 
     fn host(&self, i: u32) -> String {
@@ -198,23 +210,9 @@ fn assert_same_file(summary: &Value, original: &Path) {
 /// direct path; the summary says every byte came over a direct path.
 #[test]
 fn hole_punching_through_home_nats_gives_a_direct_path() {
-    if !lab_available() {
+    let Some(lab) = Lab::up("shp", &["--hosts", "3", "--nat", "1,2"]) else {
         return;
-    }
-    let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(
-        "shp",
-        &[
-            "--hosts",
-            "3",
-            "--nat",
-            "1,2",
-            "--up-rate",
-            "none",
-            "--down-rate",
-            "none",
-        ],
-    );
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (_relay, relay_addr) = start_relay(&lab, dir.path(), &[]);
 
@@ -252,23 +250,9 @@ fn hole_punching_through_home_nats_gives_a_direct_path() {
 /// the summary says the path was relayed.
 #[test]
 fn symmetric_nats_fall_back_to_a_relay_that_opts_in() {
-    if !lab_available() {
+    let Some(lab) = Lab::up("shr", &["--hosts", "3", "--sym-nat", "1,2"]) else {
         return;
-    }
-    let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(
-        "shr",
-        &[
-            "--hosts",
-            "3",
-            "--sym-nat",
-            "1,2",
-            "--up-rate",
-            "none",
-            "--down-rate",
-            "none",
-        ],
-    );
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (_relay, relay_addr) = start_relay(&lab, dir.path(), &["--relay-max-circuit-bytes", "0"]);
 
@@ -299,14 +283,9 @@ fn symmetric_nats_fall_back_to_a_relay_that_opts_in() {
 /// finds the seeder through mDNS and downloads from it.
 #[test]
 fn mdns_finds_a_lan_seeder_without_ticket_or_dht() {
-    if !lab_available() {
+    let Some(lab) = Lab::up("shm", &["--hosts", "2"]) else {
         return;
-    }
-    let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(
-        "shm",
-        &["--hosts", "2", "--up-rate", "none", "--down-rate", "none"],
-    );
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("f.bin");
     random_file(&file, 3 << 20, 3);
@@ -362,23 +341,9 @@ fn share_field_addrs(ticket: &str) -> Vec<String> {
 /// bootstraps from) that nobody can dial it, and its status says "private".
 #[test]
 fn daemon_behind_a_nat_reports_private_reachability() {
-    if !lab_available() {
+    let Some(lab) = Lab::up("sha", &["--hosts", "2", "--nat", "1"]) else {
         return;
-    }
-    let _g = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(
-        "sha",
-        &[
-            "--hosts",
-            "2",
-            "--nat",
-            "1",
-            "--up-rate",
-            "none",
-            "--down-rate",
-            "none",
-        ],
-    );
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (_relay, relay_addr) = start_relay(&lab, dir.path(), &[]);
     let data = dir.path().join("daemon");
