@@ -172,6 +172,13 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// Whether `name` is one plain file name: a valid path (see [`check_path`])
+/// of exactly one component, so a folder joined with it stays that folder's
+/// direct child.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.contains('/') && check_path(name).is_ok()
+}
+
 /// Checks one path against every rule of the format (not against other paths).
 ///
 /// Accepts exactly the non-empty `/`-separated relative paths whose components

@@ -26,7 +26,15 @@
 //!   each addr      varint length + bytes (multiaddr)
 //! capability       1 byte flag (0 none, 1 present), then if present
 //!                  varint length + bytes, at most MAX_CAPABILITY_LEN
+//! name             optional: absent (the body ends), or varint length +
+//!                  UTF-8, one plain file name of at most MAX_NAME_LEN bytes
 //! ```
+//!
+//! The name is what the sharer called the file or folder: `shoal get` saves
+//! the content under it unless told otherwise. It must be a single plain path
+//! component (no `/`, `\`, NUL or control characters, not `.` or `..`); a
+//! ticket with any other name is refused as a whole. Tickets without a name
+//! (the body ends after the capability) remain valid.
 //!
 //! followed by the checksum: the first 4 bytes of
 //! BLAKE3(`"shoal-ticket"` || body).
@@ -67,6 +75,9 @@ pub const MAX_PEER_ID_LEN: usize = 64;
 /// Largest capability, in bytes.
 pub const MAX_CAPABILITY_LEN: usize = 1024;
 
+/// Longest name, in bytes (a file name's limit on common file systems).
+pub const MAX_NAME_LEN: usize = crate::manifest::MAX_COMPONENT_LEN;
+
 /// Length of the checksum that ends the binary form.
 pub const CHECKSUM_LEN: usize = 4;
 
@@ -98,6 +109,9 @@ pub struct Ticket {
     pub providers: Vec<Provider>,
     /// An opaque credential for private shares.
     pub capability: Option<Vec<u8>>,
+    /// What the sharer called the file or folder: one plain file name (see
+    /// [`crate::manifest::is_plain_name`]), at most [`MAX_NAME_LEN`] bytes.
+    pub name: Option<String>,
 }
 
 /// Why a string is not a usable ticket. Each message says what to do.
@@ -129,6 +143,8 @@ pub enum TicketError {
     BadMultiaddr(String),
     #[error("the ticket's capability flag is {0}, not 0 or 1; ask the sharer for a new ticket")]
     BadCapabilityFlag(u8),
+    #[error("the ticket's name {0:?} is not one plain file name (no '/', '\\', '..' or control characters, at most {MAX_NAME_LEN} bytes); ask the sharer for a new ticket")]
+    BadName(String),
     #[error("the ticket is malformed ({0}); ask the sharer for a new ticket")]
     Malformed(#[from] WireError),
 }
@@ -140,6 +156,15 @@ fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut out = [0u8; CHECKSUM_LEN];
     out.copy_from_slice(&h.finalize().as_bytes()[..CHECKSUM_LEN]);
     out
+}
+
+/// Refuses a name that is not one plain file name of at most [`MAX_NAME_LEN`] bytes.
+fn check_name(name: &str) -> Result<(), TicketError> {
+    if name.len() <= MAX_NAME_LEN && crate::manifest::is_plain_name(name) {
+        Ok(())
+    } else {
+        Err(TicketError::BadName(name.chars().take(80).collect()))
+    }
 }
 
 impl Ticket {
@@ -160,6 +185,9 @@ impl Ticket {
             None => w.u8(0),
             Some(c) => w.u8(1).bytes(c),
         };
+        if let Some(n) = &self.name {
+            w.bytes(n.as_bytes());
+        }
         w.into_vec()
     }
 
@@ -208,12 +236,22 @@ impl Ticket {
             }
             flag => return Err(TicketError::BadCapabilityFlag(flag)),
         };
+        let name = if r.remaining() == 0 {
+            None
+        } else {
+            let raw = r.bytes(MAX_NAME_LEN, "name")?;
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| TicketError::BadName(String::from_utf8_lossy(raw).into_owned()))?;
+            check_name(name)?;
+            Some(name.to_owned())
+        };
         r.finish()?;
         Ok(Ticket {
             id,
             kind,
             providers,
             capability,
+            name,
         })
     }
 
@@ -251,6 +289,9 @@ impl Ticket {
                     len: c.len() as u64,
                 });
             }
+        }
+        if let Some(n) = &self.name {
+            check_name(n)?;
         }
         if self.text_len() > MAX_TICKET_CHARS {
             return Err(TicketError::TooLong);
@@ -304,7 +345,7 @@ impl Ticket {
 
     /// A plain view of the ticket for JSON output (`shoal ticket inspect
     /// --json`): `version`, `id` (hex), `kind`, `providers` (`peer` in base58,
-    /// `addrs` as strings) and `capability` (hex or null).
+    /// `addrs` as strings), `capability` (hex or null) and `name` (or null).
     pub fn view(&self) -> TicketView {
         TicketView {
             version: VERSION,
@@ -319,6 +360,7 @@ impl Ticket {
                 })
                 .collect(),
             capability: self.capability.as_deref().map(|c| HEXLOWER.encode(c)),
+            name: self.name.clone(),
         }
     }
 }
@@ -331,6 +373,7 @@ pub struct TicketView {
     pub kind: Kind,
     pub providers: Vec<ProviderView>,
     pub capability: Option<String>,
+    pub name: Option<String>,
 }
 
 /// The JSON shape of a provider; see [`Ticket::view`].
@@ -455,6 +498,7 @@ mod tests {
                 })
                 .collect(),
             capability,
+            name: None,
         }
     }
 
@@ -677,8 +721,16 @@ mod tests {
             Err(TicketError::BadPeerId(_))
         ));
 
+        // After the capability comes the optional name: an empty one is refused,
+        // and so is anything after a name.
         let mut body = good.clone();
         body.push(0);
+        assert_eq!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::BadName(String::new()))
+        );
+        let mut body = good.clone();
+        body.extend_from_slice(&[1, b'a', 0]);
         assert_eq!(
             text_of_body(&body).parse::<Ticket>(),
             Err(TicketError::Malformed(WireError::Trailing(1)))
@@ -844,13 +896,83 @@ mod tests {
             any::<bool>(),
             prop::collection::vec(provider, 0..5),
             prop::option::of(prop::collection::vec(any::<u8>(), 0..200)),
+            prop::option::of(
+                "[a-zA-Z0-9 ._ñ日-]{1,40}"
+                    .prop_filter("a plain name", |n| crate::manifest::is_plain_name(n)),
+            ),
         )
-            .prop_map(|(id, file, providers, capability)| Ticket {
+            .prop_map(|(id, file, providers, capability, name)| Ticket {
                 id: ContentId::from_bytes(id),
                 kind: if file { Kind::File } else { Kind::Collection },
                 providers,
                 capability,
+                name,
             })
+    }
+
+    #[test]
+    fn a_name_round_trips_and_old_tickets_without_one_still_parse() {
+        let plain = ticket(1, None);
+        assert_eq!(plain.to_string().parse::<Ticket>(), Ok(plain.clone()));
+        let named = Ticket {
+            name: Some("holiday photos 日本.tar".into()),
+            ..plain.clone()
+        };
+        assert!(named.validate().is_ok());
+        let back: Ticket = named.to_string().parse().unwrap();
+        assert_eq!(back.name.as_deref(), Some("holiday photos 日本.tar"));
+        assert_eq!(back, named);
+        assert_eq!(
+            serde_json::to_value(&back).unwrap()["name"],
+            "holiday photos 日本.tar"
+        );
+        // The body without a name is byte for byte the body before names existed.
+        assert_eq!(
+            named.to_body()[..plain.to_body().len()],
+            plain.to_body()[..]
+        );
+    }
+
+    #[test]
+    fn a_ticket_naming_anything_but_one_plain_file_name_is_refused() {
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            "a\\b",
+            "a\0b",
+            "new\nline",
+            &long,
+        ] {
+            let t = Ticket {
+                name: Some(bad.to_string()),
+                ..ticket(1, None)
+            };
+            assert!(
+                matches!(t.validate(), Err(TicketError::BadName(_))),
+                "{bad:?} passes validate"
+            );
+            // Written anyway (Display writes any ticket), it does not parse back.
+            let err = t.to_string().parse::<Ticket>().unwrap_err();
+            assert!(
+                matches!(err, TicketError::BadName(_) | TicketError::Malformed(_)),
+                "{bad:?}: {err:?}"
+            );
+            if !matches!(err, TicketError::Malformed(_)) {
+                assert!(err.to_string().contains("not one plain file name"), "{err}");
+            }
+        }
+        // Not UTF-8.
+        let mut body = ticket(1, None).to_body();
+        body.extend_from_slice(&[2, 0xff, 0xfe]);
+        assert!(matches!(
+            text_of_body(&body).parse::<Ticket>(),
+            Err(TicketError::BadName(_))
+        ));
     }
 
     proptest! {

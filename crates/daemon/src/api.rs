@@ -104,7 +104,8 @@ pub struct NewTransferBody {
     /// Absolute folder to download into (default `<data-dir>/downloads`).
     #[serde(default)]
     pub output: Option<String>,
-    /// File or folder name to create in `output` (default: the content id).
+    /// File or folder name to create in `output` (default: the name the ticket
+    /// gives, else the content id).
     #[serde(default)]
     pub name: Option<String>,
     /// Bytes per second; null or 0 = unlimited.
@@ -397,7 +398,7 @@ async fn add_transfer(
     State(st): St,
     ApiJson(body): ApiJson<NewTransferBody>,
 ) -> ApiResult<(StatusCode, Json<Transfer>)> {
-    let (id, kind, providers) = NewTransfer::parse_target(&body.ticket, &st.peer)
+    let (id, kind, providers, ticket_name) = NewTransfer::parse_target(&body.ticket, &st.peer)
         .map_err(|m| ApiError::unprocessable("ticket", m))?;
     let output = match body.output.as_deref() {
         None => st.default_output(),
@@ -413,13 +414,7 @@ async fn add_transfer(
         }
     };
     if let Some(n) = &body.name {
-        if n.is_empty()
-            || n == "."
-            || n == ".."
-            || n.len() > 255
-            || n.contains(['/', '\\', '\0'])
-            || n.chars().any(char::is_control)
-        {
+        if !shoal_core::manifest::is_plain_name(n) || n.chars().any(char::is_control) {
             return Err(ApiError::unprocessable(
                 "name",
                 format!("name {n:?} is not a plain file name; give a name without slashes, or leave it out"),
@@ -448,7 +443,7 @@ async fn add_transfer(
         kind,
         providers,
         output,
-        name: body.name,
+        name: body.name.or(ticket_name),
         download_limit: body.download_limit.filter(|l| *l > 0),
     })?;
     let code = if created {

@@ -202,6 +202,9 @@ struct Entry {
     generation: u64,
 }
 
+/// What a ticket or an id names: id, kind, providers, name.
+pub type Target = (ContentId, Kind, Vec<Provider>, Option<String>);
+
 /// What a new transfer is made from.
 #[derive(Debug, Clone)]
 pub struct NewTransfer {
@@ -214,18 +217,19 @@ pub struct NewTransfer {
 }
 
 impl NewTransfer {
-    /// Parses a ticket (`shoal1…`) or a content id (64 hex digits); with an id
-    /// only, the kind is what the local store knows, else a file.
-    pub fn parse_target(s: &str, peer: &Peer) -> Result<(ContentId, Kind, Vec<Provider>), String> {
+    /// Parses a ticket (`shoal1…`) or a content id (64 hex digits): the id,
+    /// kind, providers and the name the ticket gives. With an id only, the kind
+    /// is what the local store knows, else a file.
+    pub fn parse_target(s: &str, peer: &Peer) -> Result<Target, String> {
         let s = s.trim();
         if s.starts_with(shoal_core::ticket::PREFIX) {
             let t: Ticket = s.parse().map_err(|e| format!("not a valid ticket: {e}"))?;
-            return Ok((t.id, t.kind, t.providers));
+            return Ok((t.id, t.kind, t.providers, t.name));
         }
         match s.parse::<ContentId>() {
             Ok(id) => {
                 let kind = peer.store().kind_of(&id).ok().flatten().unwrap_or(Kind::File);
-                Ok((id, kind, Vec::new()))
+                Ok((id, kind, Vec::new(), None))
             }
             Err(_) => Err(format!(
                 "{s:?} is neither a ticket (starting with {}) nor a content id (64 hex digits); paste the whole ticket",
@@ -376,6 +380,7 @@ impl Transfers {
                         kind: new.kind,
                         providers: new.providers.clone(),
                         capability: None,
+                        name: None,
                     }
                     .to_string()
                 }),

@@ -550,7 +550,7 @@ async fn pause_keeps_progress_and_resume_completes() {
         assert_eq!(code, StatusCode::OK, "{t}");
         assert_eq!(t["download_limit"], 8388608);
         assert!(
-            out.join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
+            out.join(format!("f.bin{}", shoal_store::partial::PART_SUFFIX))
                 .exists(),
             "progress kept on disk"
         );
@@ -565,7 +565,7 @@ async fn pause_keeps_progress_and_resume_completes() {
         ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
             .await;
         assert_eq!(
-            std::fs::read(out.join(&id)).unwrap(),
+            std::fs::read(out.join("f.bin")).unwrap(),
             std::fs::read(&src).unwrap()
         );
         b.shutdown().await;
@@ -595,18 +595,18 @@ async fn cancel_forgets_the_transfer_and_deletes_partial_data() {
         })
         .await;
         assert!(out
-            .join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
+            .join(format!("f.bin{}", shoal_store::partial::PART_SUFFIX))
             .exists());
         let (code, _) = ab
             .post(&format!("/api/v1/transfers/{id}/cancel"), json!({}))
             .await;
         assert_eq!(code, StatusCode::NO_CONTENT);
         assert!(
-            !out.join(format!("{id}{}", shoal_store::partial::PART_SUFFIX))
+            !out.join(format!("f.bin{}", shoal_store::partial::PART_SUFFIX))
                 .exists(),
             "partial data deleted"
         );
-        assert!(!out.join(&id).exists());
+        assert!(!out.join("f.bin").exists());
         let (code, _) = ab.get(&format!("/api/v1/transfers/{id}")).await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         let (_, list) = ab.get("/api/v1/transfers").await;
@@ -651,7 +651,7 @@ async fn a_restarted_daemon_resumes_its_persisted_transfer() {
         ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
             .await;
         assert_eq!(
-            std::fs::read(out.join(&id)).unwrap(),
+            std::fs::read(out.join("f.bin")).unwrap(),
             std::fs::read(&src).unwrap()
         );
         b.shutdown().await;
@@ -975,7 +975,7 @@ async fn a_transfer_download_limit_paces_the_download() {
         let secs = started.elapsed().as_secs_f64();
         // 3 MiB at 1 MiB/s: well over 1.5 s even with the bucket's burst.
         assert!(secs >= 1.5, "3 MiB at 1 MiB/s took only {secs:.2} s");
-        assert_eq!(std::fs::read(out.join(&id)).unwrap(), std::fs::read(&src).unwrap());
+        assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), std::fs::read(&src).unwrap());
         b.shutdown().await;
         a.shutdown().await;
     })

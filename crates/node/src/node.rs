@@ -246,14 +246,6 @@ impl DownloadHandle {
     }
 }
 
-fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
-        && shoal_core::manifest::check_path(name).is_ok()
-}
-
 impl Node {
     /// A node serving `store`'s shares, identified by `local` (its own peer id,
     /// which it never dials).
@@ -462,7 +454,7 @@ impl Node {
         let lim = limit.clone();
         let task = tokio::spawn(async move {
             let name = match name {
-                Some(n) if !safe_name(&n) => {
+                Some(n) if !shoal_core::manifest::is_plain_name(&n) => {
                     let _ = rtx.send(Err(NodeError::UnsafeDestination {
                         path: out_dir.join(n),
                         why: "the name is not a single plain file name",

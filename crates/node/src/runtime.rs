@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use shoal_core::manifest::is_plain_name;
 use shoal_core::ticket::Provider;
 use shoal_core::{ContentId, Kind, Ticket};
 use shoal_net::addrs::multiaddr_ip;
@@ -215,8 +216,16 @@ impl Peer {
         Ok(())
     }
 
-    /// A ticket for `id` naming this peer and its ticket addresses.
+    /// A ticket for `id` naming this peer and its ticket addresses, and the
+    /// share's name when it is one plain file name (what `get` saves it as).
     pub fn ticket(&self, id: ContentId, kind: Kind) -> Ticket {
+        let name = self
+            .store()
+            .share(&id)
+            .ok()
+            .flatten()
+            .map(|s| s.name)
+            .filter(|n| is_plain_name(n));
         let mut t = Ticket {
             id,
             kind,
@@ -225,6 +234,7 @@ impl Peer {
                 addrs: self.net.ticket_addrs(),
             }],
             capability: None,
+            name,
         };
         // A ticket of ours always fits once shrunk; keep it as is otherwise.
         let _ = t.shrink_to_fit();

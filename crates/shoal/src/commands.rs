@@ -282,6 +282,9 @@ fn inspect(text: &str, json: bool) -> Result<()> {
         shoal_core::ticket::VERSION
     );
     println!("content   {} ({})", ticket.id, ticket.kind);
+    if let Some(name) = &ticket.name {
+        println!("name      {name}");
+    }
     println!("providers {}", ticket.providers.len());
     for provider in &ticket.providers {
         println!("  peer {}", provider.peer);

@@ -176,6 +176,8 @@ struct Target {
     id: ContentId,
     kind: Option<Kind>,
     providers: Vec<Provider>,
+    /// The name the ticket gives (checked to be one plain file name).
+    name: Option<String>,
 }
 
 fn parse_target(s: &str) -> Result<Target> {
@@ -186,6 +188,7 @@ fn parse_target(s: &str) -> Result<Target> {
             id: t.id,
             kind: Some(t.kind),
             providers: t.providers,
+            name: t.name,
         });
     }
     match s.parse::<ContentId>() {
@@ -193,6 +196,7 @@ fn parse_target(s: &str) -> Result<Target> {
             id,
             kind: None,
             providers: Vec::new(),
+            name: None,
         }),
         Err(_) => bail!(
             "{s:?} is neither a ticket (starting with {}) nor a content id (64 hex digits)",
@@ -220,10 +224,12 @@ impl Summary {
 pub fn get(global: &Global, args: GetArgs) -> Result<()> {
     let target = parse_target(&args.target)?;
     if let Some(n) = &args.name {
-        if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\\', '\0']) {
+        if !shoal_core::manifest::is_plain_name(n) {
             bail!("--name {n:?} is not a plain file name; give a name without slashes, or leave it out");
         }
     }
+    // What to save it as: --name, else the ticket's name, else the id.
+    let name = args.name.clone().or(target.name.clone());
     let dir = crate::commands::data_dir(global)?;
     let mut node_cfg = NodeConfig::default();
     if args.sequential {
@@ -259,7 +265,7 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
         let started = Instant::now();
         let handle = peer
             .node()
-            .download(id, kind, &args.out, args.name.as_deref(), conn.clone());
+            .download(id, kind, &args.out, name.as_deref(), conn.clone());
         let res = watch_download(handle, &conn, args.json, started, args.stall_timeout).await;
         let (summary, handle) = match res {
             Ok(x) => x,

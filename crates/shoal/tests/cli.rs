@@ -276,6 +276,7 @@ fn sample_ticket() -> Ticket {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
         }],
         capability: None,
+        name: Some("hello.txt".into()),
     }
 }
 
@@ -296,12 +297,14 @@ fn ticket_inspect_shows_what_it_carries() {
         ticket.providers[0].peer.to_string()
     );
     assert_eq!(json["providers"][0]["addrs"][0], "/ip4/127.0.0.1/tcp/4001");
+    assert_eq!(json["name"], "hello.txt");
 
     let out = run(shoal(dir.path()).args(["ticket", "inspect"]).arg(&text));
     assert!(out.status.success(), "{}", stderr(&out));
     let human = stdout(&out);
     assert!(human.contains(&ticket.id.to_string()), "{human}");
     assert!(human.contains("/ip4/127.0.0.1/tcp/4001"), "{human}");
+    assert!(human.contains("name      hello.txt"), "{human}");
 }
 
 #[test]

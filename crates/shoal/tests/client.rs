@@ -311,6 +311,7 @@ fn unreachable_ticket(seed: u8) -> (String, String) {
                 .expect("multiaddr")],
         }],
         capability: None,
+        name: None,
     };
     (ticket.to_string(), id.to_string())
 }

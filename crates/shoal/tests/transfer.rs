@@ -66,6 +66,18 @@ fn file_from_one_seeder_to_one_leecher() {
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(v["bytes"], bytes.len() as u64);
     assert_eq!(std::fs::read(out.join("copy.bin")).unwrap(), bytes);
+    // Without --name the file gets the name the ticket gives: the shared file's.
+    let out2 = t.path().join("out2");
+    let g = get(
+        &t.path().join("l2"),
+        share["ticket"].as_str().unwrap(),
+        &out2,
+        &[],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "get failed: {stderr}");
+    assert_eq!(std::fs::read(out2.join("f.bin")).unwrap(), bytes);
+    assert_eq!(files_under(&out2).len(), 1);
 }
 
 #[test]
@@ -225,6 +237,7 @@ fn hostile_or_broken_tickets_are_refused_and_nothing_is_written() {
         kind: Kind::File,
         providers: vec![],
         capability: None,
+        name: None,
     };
     let g = get(
         &t.path().join("l"),
@@ -236,6 +249,22 @@ fn hostile_or_broken_tickets_are_refused_and_nothing_is_written() {
     assert!(!ok, "{stderr}");
     assert!(files_under(t.path()).iter().all(|p| !p.ends_with("escape")));
     assert!(files_under(&out).is_empty());
+    // A ticket that itself names a path instead of a file name is refused whole.
+    for hostile in ["../escape", "/tmp/escape", "a/escape"] {
+        let ticket = Ticket {
+            name: Some(hostile.into()),
+            ..ticket.clone()
+        };
+        let g = get(&t.path().join("l"), &ticket.to_string(), &out, &[]);
+        let (ok, _, stderr) = g.finish();
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.contains("not a valid ticket") && stderr.contains("not one plain file name"),
+            "{stderr}"
+        );
+        assert!(files_under(t.path()).iter().all(|p| !p.ends_with("escape")));
+        assert!(files_under(&out).is_empty());
+    }
 }
 
 #[test]
@@ -263,6 +292,7 @@ fn fast_path_peer_with_the_wrong_peer_id_is_refused() {
             addrs: fast,
         }],
         capability: None,
+        name: None,
     };
     let out = t.path().join("out");
     let g = get(&t.path().join("l"), &ticket.to_string(), &out, &[]);
