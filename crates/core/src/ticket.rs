@@ -365,6 +365,47 @@ impl Ticket {
     }
 }
 
+/// What a user names to fetch: a ticket (`shoal1…`) or a bare content id
+/// (64 hex digits), which carries no kind, providers or name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub id: ContentId,
+    /// From a ticket; `None` for a bare id.
+    pub kind: Option<Kind>,
+    pub providers: Vec<Provider>,
+    pub name: Option<String>,
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    /// Parses a ticket or a content id (surrounding whitespace ignored); the
+    /// error says which it looked like and what is wrong.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.starts_with(PREFIX) {
+            let t: Ticket = s.parse().map_err(|e| format!("not a valid ticket: {e}"))?;
+            return Ok(Target {
+                id: t.id,
+                kind: Some(t.kind),
+                providers: t.providers,
+                name: t.name,
+            });
+        }
+        match s.parse::<ContentId>() {
+            Ok(id) => Ok(Target {
+                id,
+                kind: None,
+                providers: Vec::new(),
+                name: None,
+            }),
+            Err(_) => Err(format!(
+                "{s:?} is neither a ticket (starting with {PREFIX}) nor a content id (64 hex digits); paste the whole ticket"
+            )),
+        }
+    }
+}
+
 /// The JSON shape of a ticket; see [`Ticket::view`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TicketView {
@@ -908,6 +949,28 @@ mod tests {
                 capability,
                 name,
             })
+    }
+
+    #[test]
+    fn a_target_is_a_ticket_or_a_bare_id() {
+        let named = Ticket {
+            name: Some("a.bin".into()),
+            ..ticket(1, None)
+        };
+        let t: Target = format!("  {named}\n").parse().unwrap();
+        assert_eq!(t.id, named.id);
+        assert_eq!(t.kind, Some(named.kind));
+        assert_eq!(t.providers, named.providers);
+        assert_eq!(t.name.as_deref(), Some("a.bin"));
+        let t: Target = named.id.to_string().parse().unwrap();
+        assert_eq!(
+            (t.id, t.kind, t.providers.len(), t.name),
+            (named.id, None, 0, None)
+        );
+        let e = "shoal1zzzz".parse::<Target>().unwrap_err();
+        assert!(e.starts_with("not a valid ticket: "), "{e}");
+        let e = "../etc/passwd".parse::<Target>().unwrap_err();
+        assert!(e.contains("neither a ticket"), "{e}");
     }
 
     #[test]

@@ -221,21 +221,15 @@ impl NewTransfer {
     /// kind, providers and the name the ticket gives. With an id only, the kind
     /// is what the local store knows, else a file.
     pub fn parse_target(s: &str, peer: &Peer) -> Result<Target, String> {
-        let s = s.trim();
-        if s.starts_with(shoal_core::ticket::PREFIX) {
-            let t: Ticket = s.parse().map_err(|e| format!("not a valid ticket: {e}"))?;
-            return Ok((t.id, t.kind, t.providers, t.name));
-        }
-        match s.parse::<ContentId>() {
-            Ok(id) => {
-                let kind = peer.store().kind_of(&id).ok().flatten().unwrap_or(Kind::File);
-                Ok((id, kind, Vec::new(), None))
-            }
-            Err(_) => Err(format!(
-                "{s:?} is neither a ticket (starting with {}) nor a content id (64 hex digits); paste the whole ticket",
-                shoal_core::ticket::PREFIX
-            )),
-        }
+        let t: shoal_core::ticket::Target = s.parse()?;
+        let kind = t.kind.unwrap_or_else(|| {
+            peer.store()
+                .kind_of(&t.id)
+                .ok()
+                .flatten()
+                .unwrap_or(Kind::File)
+        });
+        Ok((t.id, kind, t.providers, t.name))
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use shoal_core::{ContentId, Kind, Provider, Ticket};
+use shoal_core::ticket::Target;
+use shoal_core::{ContentId, Kind};
 use shoal_net::{NetConfig, PeerId};
 use shoal_node::runtime::{NetConnector, Peer, PeerConfig};
 use shoal_node::{Connector, DownloadHandle, Limits, NodeConfig, Progress};
@@ -171,40 +172,6 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
 
 // ---------------------------------------------------------------- get
 
-/// What `get` was given.
-struct Target {
-    id: ContentId,
-    kind: Option<Kind>,
-    providers: Vec<Provider>,
-    /// The name the ticket gives (checked to be one plain file name).
-    name: Option<String>,
-}
-
-fn parse_target(s: &str) -> Result<Target> {
-    let s = s.trim();
-    if s.starts_with(shoal_core::ticket::PREFIX) {
-        let t: Ticket = s.parse().map_err(|e| anyhow!("not a valid ticket: {e}"))?;
-        return Ok(Target {
-            id: t.id,
-            kind: Some(t.kind),
-            providers: t.providers,
-            name: t.name,
-        });
-    }
-    match s.parse::<ContentId>() {
-        Ok(id) => Ok(Target {
-            id,
-            kind: None,
-            providers: Vec::new(),
-            name: None,
-        }),
-        Err(_) => bail!(
-            "{s:?} is neither a ticket (starting with {}) nor a content id (64 hex digits)",
-            shoal_core::ticket::PREFIX
-        ),
-    }
-}
-
 /// Counters of one finished download, for the summary.
 struct Summary {
     path: PathBuf,
@@ -222,7 +189,7 @@ impl Summary {
 }
 
 pub fn get(global: &Global, args: GetArgs) -> Result<()> {
-    let target = parse_target(&args.target)?;
+    let target: Target = args.target.parse().map_err(|e: String| anyhow!(e))?;
     if let Some(n) = &args.name {
         if !shoal_core::manifest::is_plain_name(n) {
             bail!("--name {n:?} is not a plain file name; give a name without slashes, or leave it out");
