@@ -69,6 +69,39 @@ struct OutReq {
     cancelled_at: Time,
 }
 
+/// Pieces not to ask of one peer for now: it rejected them, or let our
+/// request time out. Each is left to other peers for a request timeout (or
+/// until this peer sends a piece or unchokes us), then may be asked of it
+/// again: when no other peer has the piece, never asking again would hang the
+/// download. At most `MAX` entries.
+#[derive(Debug, Default, Clone)]
+struct Avoid(Vec<(u32, Time)>);
+
+impl Avoid {
+    const MAX: usize = 64;
+
+    fn contains(&self, piece: &u32) -> bool {
+        self.0.iter().any(|(q, _)| q == piece)
+    }
+
+    fn push(&mut self, piece: u32, now: Time) {
+        if self.0.len() < Self::MAX && !self.contains(&piece) {
+            self.0.push((piece, now));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Forgets the entries older than `after`; whether any went.
+    fn expire(&mut self, now: Time, after: Duration) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(_, at)| now.saturating_sub(*at) < after);
+        self.0.len() < before
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     connected_at: Time,
@@ -111,7 +144,7 @@ struct Peer {
     /// Pieces this peer sent corrupted, or timed out on since its last
     /// piece: not asked of it again (bounded).
     failed: Vec<u32>,
-    avoid: Vec<u32>,
+    avoid: Avoid,
     /// A piece moved to this peer: its request elsewhere was cancelled and
     /// rejected, so ask this peer for it first.
     claim: Option<u32>,
@@ -435,7 +468,7 @@ impl Swarm {
                 rtt: None,
                 strikes: 0,
                 failed: Vec::new(),
-                avoid: Vec::new(),
+                avoid: Avoid::default(),
                 claim: None,
                 revealed: if self.seeding.is_some() {
                     Bitfield::new(n)
@@ -569,6 +602,7 @@ impl Swarm {
                     return self.violation(key);
                 }
                 let mut moved = false;
+                let now = self.now;
                 if let Some(p) = self.peers.get_mut(&key) {
                     if let Some(i) = p.requests.iter().position(|r| r.piece == piece) {
                         let r = p.requests.swap_remove(i);
@@ -576,10 +610,9 @@ impl Swarm {
                             self.picker.on_request_dropped(piece, true);
                             moved = true;
                         } else {
-                            // Not asked of this peer again until it sends something.
-                            if p.avoid.len() < 64 {
-                                p.avoid.push(piece);
-                            }
+                            // Not asked of this peer again until it sends
+                            // something, or for a while (see `Avoid`).
+                            p.avoid.push(piece, now);
                             self.picker.on_request_dropped(piece, false);
                         }
                         self.all_dirty = true;
@@ -910,7 +943,9 @@ impl Swarm {
         let mut cancels = Vec::new();
         let mut unanswered = Vec::new();
         let default_rtt = self.cfg.default_rtt;
+        let mut expired = false;
         for (k, p) in self.peers.iter_mut() {
+            expired |= p.avoid.expire(now, timeout);
             // A peer that does not answer a Cancel (the protocol says it
             // SHOULD) must not hold the piece forever: the move is off and
             // the piece free again.
@@ -925,9 +960,7 @@ impl Swarm {
             if !p.requests.is_empty() && now.saturating_sub(p.waiting_since) > timeout {
                 for r in p.requests.drain(..) {
                     cancels.push((*k, r.piece));
-                    if p.avoid.len() < 64 {
-                        p.avoid.push(r.piece);
-                    }
+                    p.avoid.push(r.piece, now);
                 }
                 p.stalled = true;
             }
@@ -967,6 +1000,9 @@ impl Swarm {
                 // fast requesters of work, so reveal everything.
                 self.end_initial_seeding();
             }
+        }
+        if expired {
+            self.all_dirty = true;
         }
         for piece in unanswered {
             self.picker.on_request_dropped(piece, true);

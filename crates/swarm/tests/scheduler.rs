@@ -976,3 +976,36 @@ fn interested_goes_out_before_the_first_request() {
     let request = pos(&Msg::Request { piece: 0 }).expect("the piece is requested");
     assert!(interested < request, "{acts:?}");
 }
+
+/// The only peer that has the last piece lets our request for it time out
+/// (a stream that stalled, say): the piece is first left for other peers, but
+/// with none it is asked of the same peer again instead of never.
+#[test]
+fn a_timed_out_piece_is_asked_again_when_no_other_peer_has_it() {
+    let cfg = Config {
+        request_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let timeout = cfg.request_timeout;
+    let mut h = H::new(cfg, 1, Bitfield::new(1), 3);
+    h.connect(0);
+    h.msg(0, Msg::Bitfield(Bitfield::full(1)));
+    assert_eq!(requests(&h.msg(0, Msg::Unchoke), 0), vec![0]);
+    h.at_ms(6_000);
+    let a = h.tick();
+    assert!(sent_to(&a, 0, &Msg::Cancel { piece: 0 }), "{a:?}");
+    assert!(h.s.outstanding(PeerKey(0)).is_empty());
+    let mut asked_again = None;
+    for ms in (6_500..=6_000 + 3 * timeout.as_millis() as u64).step_by(500) {
+        h.at_ms(ms);
+        if requests(&h.tick(), 0).contains(&0) {
+            asked_again = Some(ms);
+            break;
+        }
+    }
+    let at = asked_again.expect("the piece is asked of its only holder again");
+    assert!(
+        at >= 6_000 + timeout.as_millis() as u64 / 2,
+        "not at once: {at} ms"
+    );
+}
