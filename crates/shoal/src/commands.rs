@@ -127,12 +127,14 @@ fn hash_one(path: &Path, shown: &str) -> Result<Vec<String>> {
     })
 }
 
-fn add(global: &Global, path: &Path, name: Option<&str>, json: bool) -> Result<()> {
-    let shown = display_path(path);
-    if let Some(name) = name {
-        validate_name(name)?;
-    }
-    let store = open_store(global)?;
+/// [`Store::add_with_report`] with a byte progress bar on stderr (`shown`
+/// names the path in it), for `shoal add` and `shoal share`.
+pub fn add_with_bar(
+    store: &Store,
+    path: &Path,
+    name: Option<&str>,
+    shown: &str,
+) -> std::result::Result<shoal_store::store::Added, shoal_store::StoreError> {
     let total = std::fs::metadata(path)
         .ok()
         .filter(|m| m.is_file())
@@ -140,7 +142,17 @@ fn add(global: &Global, path: &Path, name: Option<&str>, json: bool) -> Result<(
     let bar = byte_bar(total, &format!("indexing {shown}"));
     let added = store.add_with_report(path, name, &|n| bar.inc(n));
     bar.finish_and_clear();
-    let added = added.with_context(|| format!("cannot add {shown}"))?;
+    added
+}
+
+fn add(global: &Global, path: &Path, name: Option<&str>, json: bool) -> Result<()> {
+    let shown = display_path(path);
+    if let Some(name) = name {
+        validate_name(name)?;
+    }
+    let store = open_store(global)?;
+    let added =
+        add_with_bar(&store, path, name, &shown).with_context(|| format!("cannot add {shown}"))?;
     for skipped in &added.skipped {
         eprintln!("warning: {skipped}");
     }

@@ -16,7 +16,7 @@ use shoal_node::{Connector, DownloadHandle, Limits, NodeConfig, Progress};
 use shoal_store::Visibility;
 
 use crate::cli::{DemoArgs, GetArgs, Global, NodeArgs, ShareArgs};
-use crate::output::{byte_bar, display_path, human_size};
+use crate::output::{display_path, human_size};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -89,14 +89,8 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
         let mut lines = Vec::new();
         for path in &args.paths {
             let shown = display_path(path);
-            let total = std::fs::metadata(path)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
-            let bar = byte_bar(total, &format!("indexing {shown}"));
-            let added = peer.store().add_with_report(path, None, &|n| bar.inc(n));
-            bar.finish_and_clear();
-            let added = added.with_context(|| format!("cannot share {shown}"))?;
+            let added = crate::commands::add_with_bar(peer.store(), path, None, &shown)
+                .with_context(|| format!("cannot share {shown}"))?;
             for skipped in &added.skipped {
                 eprintln!("warning: {skipped}");
             }
