@@ -141,9 +141,9 @@ struct Peer {
     stalled: bool,
     rtt: Option<Duration>,
     strikes: u32,
-    /// Pieces this peer sent corrupted, or timed out on since its last
-    /// piece: not asked of it again (bounded).
+    /// Pieces this peer sent corrupted: not asked of it again (bounded).
     failed: Vec<u32>,
+    /// Pieces it rejected or let time out: left to other peers for a while.
     avoid: Avoid,
     /// A piece moved to this peer: its request elsewhere was cancelled and
     /// rejected, so ask this peer for it first.
