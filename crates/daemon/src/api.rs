@@ -398,7 +398,7 @@ async fn add_transfer(
     State(st): St,
     ApiJson(body): ApiJson<NewTransferBody>,
 ) -> ApiResult<(StatusCode, Json<Transfer>)> {
-    let (id, kind, providers, ticket_name) = NewTransfer::parse_target(&body.ticket, &st.peer)
+    let (target, kind) = NewTransfer::parse_target(&body.ticket, &st.peer)
         .map_err(|m| ApiError::unprocessable("ticket", m))?;
     let output = match body.output.as_deref() {
         None => st.default_output(),
@@ -421,6 +421,7 @@ async fn add_transfer(
             ));
         }
     }
+    let id = target.id;
     if st.transfers.get(&id).is_none() {
         std::fs::create_dir_all(&output).map_err(|e| {
             ApiError::unprocessable(
@@ -441,9 +442,9 @@ async fn add_transfer(
     let (t, created) = st.transfers.add(NewTransfer {
         id,
         kind,
-        providers,
+        providers: target.providers,
         output,
-        name: body.name.or(ticket_name),
+        name: body.name.or(target.name),
         download_limit: body.download_limit.filter(|l| *l > 0),
     })?;
     let code = if created {

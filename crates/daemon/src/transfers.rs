@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use shoal_core::ticket::Target;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use shoal_node::runtime::{NetConnector, Peer};
 use shoal_node::Progress;
@@ -202,9 +203,6 @@ struct Entry {
     generation: u64,
 }
 
-/// What a ticket or an id names: id, kind, providers, name.
-pub type Target = (ContentId, Kind, Vec<Provider>, Option<String>);
-
 /// What a new transfer is made from.
 #[derive(Debug, Clone)]
 pub struct NewTransfer {
@@ -217,11 +215,11 @@ pub struct NewTransfer {
 }
 
 impl NewTransfer {
-    /// Parses a ticket (`shoal1…`) or a content id (64 hex digits): the id,
-    /// kind, providers and the name the ticket gives. With an id only, the kind
-    /// is what the local store knows, else a file.
-    pub fn parse_target(s: &str, peer: &Peer) -> Result<Target, String> {
-        let t: shoal_core::ticket::Target = s.parse()?;
+    /// Parses a ticket (`shoal1…`) or a content id (64 hex digits), with the
+    /// content's kind: the ticket's, or for an id only what the local store
+    /// knows, else a file.
+    pub fn parse_target(s: &str, peer: &Peer) -> Result<(Target, Kind), String> {
+        let t: Target = s.parse()?;
         let kind = t.kind.unwrap_or_else(|| {
             peer.store()
                 .kind_of(&t.id)
@@ -229,7 +227,7 @@ impl NewTransfer {
                 .flatten()
                 .unwrap_or(Kind::File)
         });
-        Ok((t.id, kind, t.providers, t.name))
+        Ok((t, kind))
     }
 }
 
