@@ -4,13 +4,17 @@
 //! - `shoal.db` (+ WAL files): the SQLite database ([`Db`]).
 //! - `outboards/<hex id>.obao`: outboards of contents of more than one piece,
 //!   written atomically (temporary file, fsync, rename). Contents of at most one
-//!   piece need no file: their outboard follows from their id.
+//!   piece need no file: their outboard follows from their id. A content id has
+//!   one outboard: the first layout recorded for it stays (an outboard of the
+//!   same content cut at another piece size, from an older version or a peer,
+//!   is never written over it; see [`Store::put_outboard`]).
 
 use std::fs::{DirBuilder, File};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_core::{ContentId, Kind};
 
@@ -58,6 +62,10 @@ pub struct Store {
     dir: PathBuf,
     outboards: PathBuf,
     db: Db,
+    /// Held while outboard files and their records change together (adding,
+    /// removing, keeping a download's outboard), so that one never writes or
+    /// deletes a file that another is recording.
+    outboard_lock: Arc<Mutex<()>>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -82,7 +90,16 @@ impl Store {
             dir: data_dir.to_path_buf(),
             outboards,
             db,
+            outboard_lock: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// Takes [`Store::outboard_lock`] (it guards no data of its own, so a panic
+    /// while it was held leaves nothing to repair).
+    fn lock_outboards(&self) -> MutexGuard<'_, ()> {
+        self.outboard_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The data directory.
@@ -123,17 +140,18 @@ impl Store {
         let exclude: Vec<PathBuf> = self.dir.canonicalize().into_iter().collect();
         let known = self.db.indexed_files(&canon)?;
         // A recorded hash stands only for the same size and time, and only if
-        // its outboard is still here and cut at today's default piece size
-        // (older versions cut some contents differently). Serving re-verifies
-        // every piece anyway, so a file changed behind an unchanged time is
-        // never served, only refused piece by piece.
+        // its outboard is still here. Whatever its piece size (older versions
+        // cut some contents differently), it is the one this content keeps (see
+        // `save_outboard`), so hashing again would change nothing. Serving
+        // re-verifies every piece anyway, so a file changed behind an unchanged
+        // time is never served, only refused piece by piece.
         let reuse = |path: &Path, size: u64, mtime_ns: i64| -> Option<Outboard> {
             let k = known.get(path)?;
             if k.size != size || k.mtime_ns != mtime_ns {
                 return None;
             }
             let ob = self.outboard(&k.id).ok()??;
-            (ob.layout() == PieceLayout::for_len(size).ok()?).then_some(ob)
+            (ob.layout().len() == size).then_some(ob)
         };
         let hashed = hash_path_reusing(&canon, &exclude, &reuse, progress)?;
         self.add_hashed(&hashed, name)
@@ -143,6 +161,7 @@ impl Store {
     /// [`crate::walk::hash_path_excluding`]; its path should be canonical and it
     /// should exclude [`Store::dir`]).
     pub fn add_hashed(&self, hashed: &Hashed, name: Option<&str>) -> Result<Added, StoreError> {
+        let _outboards = self.lock_outboards();
         let id = hashed.id();
         let skipped = match hashed {
             Hashed::File(_) => Vec::new(),
@@ -277,6 +296,7 @@ impl Store {
     /// nothing else refers to. **Never touches the shared files.** `false` if there
     /// was no such share.
     pub fn remove(&self, id: &ContentId) -> Result<bool, StoreError> {
+        let _outboards = self.lock_outboards();
         let Some(files) = self.db.remove_share(id)? else {
             return Ok(false);
         };
@@ -364,8 +384,10 @@ impl Store {
     }
 
     /// Keeps a verified outboard (e.g. fetched for a download) so that it survives
-    /// a restart; a no-op if it is already kept.
+    /// a restart; a no-op if one is already kept for its content, even one cut at
+    /// another piece size (that one stays: a share may be serving from it).
     pub fn put_outboard(&self, outboard: &Outboard) -> Result<(), StoreError> {
+        let _outboards = self.lock_outboards();
         let rec = self.save_outboard(outboard)?;
         self.db.insert_outboard(&rec)
     }
@@ -382,10 +404,18 @@ impl Store {
         PartialFile::open(&self.db, outboard, dest, part)
     }
 
-    /// Writes an outboard file if the content needs one; returns its record.
+    /// Writes an outboard file if the content needs one; returns its record. If
+    /// the content already has a record with another layout, that record is
+    /// returned and its file left alone (both are named after the content id).
+    /// The caller holds [`Store::lock_outboards`] until the record is stored.
     fn save_outboard(&self, ob: &Outboard) -> Result<OutboardRecord, StoreError> {
         let layout = ob.layout();
         let id = ob.root();
+        if let Some(rec) = self.db.outboard(&id)? {
+            if rec.piece_size != layout.piece_size() || rec.size != layout.len() {
+                return Ok(rec);
+            }
+        }
         let file = if layout.num_pieces() <= 1 {
             None
         } else {

@@ -6,6 +6,7 @@ use std::path::Path;
 use shoal_core::manifest::Manifest;
 use shoal_core::{ContentId, Kind};
 use shoal_store::db::{Db, SCHEMA_VERSION};
+use shoal_store::hash::hash_file_with_piece_size;
 use shoal_store::walk::SkipReason;
 use shoal_store::{hash_path, Blob, Hashed, Store, StoreError, Visibility};
 
@@ -563,4 +564,54 @@ fn a_freshly_written_file_is_hashed_again_until_its_time_can_be_trusted() {
     assert!(!grown.existed);
     assert_eq!(grown.reused_bytes, 0);
     assert_eq!(grown.share.id, ContentId::of(&vec![5u8; 300_001]));
+}
+
+/// A content keeps the first outboard recorded for it: an outboard of the same
+/// bytes cut at another piece size (an older version's default, or what a
+/// provider chose for a download of content this node already shares) is not
+/// written over it, so the share goes on serving. Sharing the file again reuses
+/// that outboard instead of hashing the file at today's default each time.
+#[test]
+fn an_outboard_of_another_piece_size_never_replaces_the_one_a_share_serves_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("big.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    age(&file, 3600);
+    let id = ContentId::of(&data);
+    let store = Store::open(&tmp.path().join("data")).unwrap();
+
+    // Shared at 64 KiB pieces (46 of them), not today's default of 256 KiB.
+    let old = hash_file_with_piece_size(&file, 64 * 1024, &|_| {}).unwrap();
+    store.put_outboard(&old).unwrap();
+    let first = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert!(!first.existed);
+    assert_eq!(first.share.id, id);
+    let served = store.outboard(&id).unwrap().unwrap();
+    assert_eq!(served.layout().piece_size(), 64 * 1024);
+    assert_eq!(served.encode(), old.encode());
+
+    // A download of the same content offered at 1 MiB pieces keeps its outboard
+    // in memory; the stored one stays whole and readable.
+    let other = hash_file_with_piece_size(&file, 1024 * 1024, &|_| {}).unwrap();
+    store.put_outboard(&other).unwrap();
+    let dest = tmp.path().join("again.bin");
+    let mut partial = store.open_download(other, &dest, None).unwrap();
+    for (i, piece) in data.chunks(1024 * 1024).enumerate() {
+        partial.write_piece(i as u32, piece).unwrap();
+    }
+    assert_eq!(partial.finish().unwrap(), dest);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let still = store.outboard(&id).unwrap().unwrap();
+    assert_eq!(still.encode(), old.encode());
+    let mut buf = Vec::new();
+    for i in 0..still.layout().num_pieces() {
+        shoal_store::read_piece(&file, &still, i, &mut buf).unwrap();
+    }
+
+    // Shared again: the recorded outboard stands for the unchanged file.
+    let again = store.add_with_report(&file, None, &|_| {}).unwrap();
+    assert!(again.existed);
+    assert_eq!(again.reused_bytes, data.len() as u64);
+    assert_eq!(store.outboard(&id).unwrap().unwrap().encode(), old.encode());
 }
