@@ -197,8 +197,11 @@ impl PartialFile {
     /// database has a download for that partial file, of the same content, and
     /// the partial file still has the content's length, it resumes from the
     /// persisted bitfield plus every other piece whose bytes in the partial file
-    /// verify (pieces written after the last flush, before a crash); otherwise
-    /// it starts over with an empty partial file.
+    /// verify (pieces written after the last flush, before a crash). If that
+    /// download cut the content at another piece size (a provider with another
+    /// layout answered first this time), its bytes are kept and every piece that
+    /// verifies under the new layout counts as present. Otherwise it starts over
+    /// with an empty partial file.
     pub fn open(
         db: &Db,
         outboard: Outboard,
@@ -225,25 +228,26 @@ impl PartialFile {
             .map_err(StoreError::io("read the metadata of", &part))?
             .len();
 
-        let resumed = db.download_by_part(&part)?.and_then(|d| {
-            let same = d.id == outboard.root()
-                && d.piece_size == layout.piece_size()
-                && d.length == layout.len()
-                && file_len == layout.len();
-            if same {
-                Bits::from_bytes(&d.bitfield, n).map(|bits| (d.key, bits))
-            } else {
-                None
-            }
+        // The bytes of an earlier download of the same content at the same
+        // length are worth verifying again; its bits only under the same layout.
+        let earlier = db.download_by_part(&part)?.filter(|d| {
+            d.id == outboard.root() && d.length == layout.len() && file_len == layout.len()
         });
-        let resumed_from_db = resumed.is_some();
+        let keep_bytes = earlier.is_some();
+        let resumed = earlier.and_then(|d| {
+            (d.piece_size == layout.piece_size())
+                .then(|| Bits::from_bytes(&d.bitfield, n).map(|bits| (d.key, bits)))
+                .flatten()
+        });
         let (key, bits) = match resumed {
             Some(r) => r,
             None => {
-                // Start over: whatever the file held is not trusted.
-                file.set_len(0)
-                    .and_then(|()| file.set_len(layout.len()))
-                    .map_err(StoreError::io("size the partial file", &part))?;
+                if !keep_bytes {
+                    // Start over: whatever the file held is not trusted.
+                    file.set_len(0)
+                        .and_then(|()| file.set_len(layout.len()))
+                        .map_err(StoreError::io("size the partial file", &part))?;
+                }
                 let bits = Bits::new(n);
                 let key = db.start_download(
                     &outboard.root(),
@@ -269,7 +273,7 @@ impl PartialFile {
             unflushed: 0,
             flushing: Arc::new(AtomicBool::new(false)),
         };
-        if resumed_from_db {
+        if keep_bytes {
             me.recover_unflushed()?;
         }
         Ok(me)
@@ -277,8 +281,9 @@ impl PartialFile {
 
     /// Marks present every missing piece whose bytes in the partial file verify
     /// against the outboard: pieces written but not yet flushed when the last
-    /// run was killed. Verification makes them as trustworthy as any piece
-    /// received, so they are not fetched again. Holes read as zeros and fail.
+    /// run was killed, or written under another layout. Verification makes them
+    /// as trustworthy as any piece received, so they are not fetched again.
+    /// Holes read as zeros and fail.
     fn recover_unflushed(&mut self) -> Result<(), StoreError> {
         let layout = self.outboard.layout();
         let mut buf = Vec::new();

@@ -248,6 +248,41 @@ fn a_partial_file_that_lost_its_bytes_starts_over() {
     assert_eq!(part.present(), 0);
 }
 
+/// A download resumed with an outboard cut at another piece size (another
+/// provider answered first) keeps the bytes it had: every piece that verifies
+/// under the new layout is present, the rest is fetched.
+#[test]
+fn a_download_resumed_at_another_piece_size_keeps_the_pieces_that_verify() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(64 * 1024 + 100, 8);
+    let small = outboard(&data, 1024);
+    let large = outboard(&data, 4096);
+    let dest = out.path().join("f");
+    let store = Store::open(data_dir.path()).unwrap();
+    let mut part = store.open_download(small.clone(), &dest, None).unwrap();
+    // The first 10 KiB and one 1 KiB piece in the middle of a 4 KiB piece.
+    for i in (0..10).chain([21]) {
+        part.write_piece(i, &piece(&small, &data, i)).unwrap();
+    }
+    drop(part);
+
+    let mut part = store.open_download(large.clone(), &dest, None).unwrap();
+    let have: Vec<u32> = (0..large.layout().num_pieces())
+        .filter(|&i| part.has(i))
+        .collect();
+    assert_eq!(
+        have,
+        [0, 1],
+        "the 4 KiB pieces wholly written, and only those"
+    );
+    for i in part.missing() {
+        part.write_piece(i, &piece(&large, &data, i)).unwrap();
+    }
+    assert_eq!(part.finish().unwrap(), dest);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Write {
