@@ -102,6 +102,16 @@ pub enum StoreError {
     /// A different file already exists where a download would be placed.
     #[error("{} already exists and differs from the download; move it away or choose another destination", path.display())]
     DestinationExists { path: PathBuf },
+    /// The partial file a download would use holds another download's bytes
+    /// (`owner`), or bytes this data directory has no record of (`None`).
+    #[error("{} holds {}; finish or cancel that download, or save this one under another name", part.display(), match owner {
+        Some(id) => format!("the unfinished download of {id}"),
+        None => "data of a download this data directory has no record of (move or delete it if it is not needed)".to_string(),
+    })]
+    PartInUse {
+        part: PathBuf,
+        owner: Option<shoal_core::ContentId>,
+    },
 }
 
 fn io_hint(e: &io::Error) -> &'static str {

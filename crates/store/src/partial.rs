@@ -25,6 +25,10 @@ use crate::tree::{Outboard, VerifyError};
 /// The suffix of a partial file next to its destination.
 pub const PART_SUFFIX: &str = ".shoal-part";
 
+/// Held while [`PartialFile::open`] decides whose a partial file is and records
+/// it, so two downloads in this process never both take the same one.
+static OPENING: Mutex<()> = Mutex::new(());
+
 /// A bit per piece, most significant bit first (BitTorrent order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Bits {
@@ -202,6 +206,12 @@ impl PartialFile {
     /// layout answered first this time), its bytes are kept and every piece that
     /// verifies under the new layout counts as present. Otherwise it starts over
     /// with an empty partial file.
+    ///
+    /// Nothing of anyone else's is overwritten: a partial file holding another
+    /// content's unfinished download, or bytes with no record at all, is refused
+    /// with [`StoreError::PartInUse`]; an existing `dest` that cannot be this
+    /// content (another length, or not a regular file) with
+    /// [`StoreError::DestinationExists`], before anything is downloaded.
     pub fn open(
         db: &Db,
         outboard: Outboard,
@@ -213,9 +223,20 @@ impl PartialFile {
             .unwrap_or_else(|| part_path_for(dest));
         let layout = outboard.layout();
         let n = layout.num_pieces();
+        match std::fs::symlink_metadata(dest) {
+            Ok(m) if !(m.is_file() && m.len() == layout.len()) => {
+                return Err(StoreError::DestinationExists {
+                    path: dest.to_path_buf(),
+                })
+            }
+            _ => {}
+        }
         if let Some(parent) = part.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(StoreError::io("create the folder", parent))?;
         }
+        let opening = OPENING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -227,10 +248,23 @@ impl PartialFile {
             .metadata()
             .map_err(StoreError::io("read the metadata of", &part))?
             .len();
+        let record = db.download_by_part(&part)?;
+        if file_len > 0 {
+            let owner = match &record {
+                None => Some(None),
+                Some(d) if d.id != outboard.root() && d.state != DownloadState::Complete => {
+                    Some(Some(d.id))
+                }
+                Some(_) => None,
+            };
+            if let Some(owner) = owner {
+                return Err(StoreError::PartInUse { part, owner });
+            }
+        }
 
         // The bytes of an earlier download of the same content at the same
         // length are worth verifying again; its bits only under the same layout.
-        let earlier = db.download_by_part(&part)?.filter(|d| {
+        let earlier = record.filter(|d| {
             d.id == outboard.root() && d.length == layout.len() && file_len == layout.len()
         });
         let keep_bytes = earlier.is_some();
@@ -242,12 +276,8 @@ impl PartialFile {
         let (key, bits) = match resumed {
             Some(r) => r,
             None => {
-                if !keep_bytes {
-                    // Start over: whatever the file held is not trusted.
-                    file.set_len(0)
-                        .and_then(|()| file.set_len(layout.len()))
-                        .map_err(StoreError::io("size the partial file", &part))?;
-                }
+                // Recorded before the file is sized: a partial file with bytes
+                // and no record is never one of ours.
                 let bits = Bits::new(n);
                 let key = db.start_download(
                     &outboard.root(),
@@ -258,9 +288,16 @@ impl PartialFile {
                     layout.len(),
                     &bits.bytes,
                 )?;
+                if !keep_bytes {
+                    // Start over: whatever the file held is not trusted.
+                    file.set_len(0)
+                        .and_then(|()| file.set_len(layout.len()))
+                        .map_err(StoreError::io("size the partial file", &part))?;
+                }
                 (key, bits)
             }
         };
+        drop(opening);
         let mut me = Self {
             db: db.clone(),
             key,

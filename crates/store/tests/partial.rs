@@ -168,12 +168,15 @@ fn finish_never_clobbers_a_different_file_but_accepts_an_identical_one() {
         part
     };
 
+    // Of the content's length, so only finishing can tell it differs (another
+    // length is refused when the download opens).
     let dest = out.path().join("taken");
-    std::fs::write(&dest, b"precious user data").unwrap();
+    let precious = vec![7u8; data.len()];
+    std::fs::write(&dest, &precious).unwrap();
     let err = fill(&dest).finish().unwrap_err();
     assert!(matches!(err, StoreError::DestinationExists { .. }), "{err}");
     assert!(err.to_string().contains("taken"));
-    assert_eq!(std::fs::read(&dest).unwrap(), b"precious user data");
+    assert_eq!(std::fs::read(&dest).unwrap(), precious);
 
     let same = out.path().join("same");
     std::fs::write(&same, &data).unwrap();
@@ -281,6 +284,92 @@ fn a_download_resumed_at_another_piece_size_keeps_the_pieces_that_verify() {
     }
     assert_eq!(part.finish().unwrap(), dest);
     assert_eq!(std::fs::read(&dest).unwrap(), data);
+}
+
+/// Two contents saved under one name (two tickets naming `f.bin`, say) never
+/// share a partial file: the second is refused while the first is unfinished,
+/// and the first's bytes and progress are untouched. Once the first is done,
+/// the name's partial file is free again.
+#[test]
+fn a_partial_file_holding_another_download_is_refused_and_left_alone() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let a = content(16 * 1024, 10);
+    let b = content(16 * 1024, 11);
+    let (oa, ob) = (outboard(&a, 1024), outboard(&b, 1024));
+    let dest = out.path().join("f.bin");
+    let store = Store::open(data_dir.path()).unwrap();
+    let mut first = store.open_download(oa.clone(), &dest, None).unwrap();
+    for i in 0..5 {
+        first.write_piece(i, &piece(&oa, &a, i)).unwrap();
+    }
+    first.flush().unwrap();
+    let bytes_before = std::fs::read(first.part()).unwrap();
+
+    let err = store.open_download(ob.clone(), &dest, None).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::PartInUse { owner: Some(id), .. } if *id == oa.root()),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&oa.root().to_hex()) && msg.contains("another name"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(first.part()).unwrap(), bytes_before);
+    drop(first);
+    // Still refused after the first stopped unfinished; its progress survives.
+    assert!(matches!(
+        store.open_download(ob.clone(), &dest, None),
+        Err(StoreError::PartInUse { .. })
+    ));
+    let mut first = store.open_download(oa.clone(), &dest, None).unwrap();
+    assert_eq!(first.present(), 5);
+    for i in first.missing() {
+        first.write_piece(i, &piece(&oa, &a, i)).unwrap();
+    }
+    first.finish().unwrap();
+
+    // Done and placed: the second now only meets the finished file.
+    std::fs::rename(&dest, out.path().join("a.bin")).unwrap();
+    let mut second = store.open_download(ob.clone(), &dest, None).unwrap();
+    for i in 0..ob.layout().num_pieces() {
+        second.write_piece(i, &piece(&ob, &b, i)).unwrap();
+    }
+    second.finish().unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b);
+}
+
+/// A file that merely has a partial file's name, unknown to the database, is
+/// not truncated; and an existing destination that cannot be the content is
+/// refused before anything is fetched.
+#[test]
+fn unknown_partial_files_and_mismatched_destinations_are_refused_up_front() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data = content(8192, 12);
+    let ob = outboard(&data, 1024);
+    let store = Store::open(data_dir.path()).unwrap();
+
+    let dest = out.path().join("g.bin");
+    std::fs::write(part_path_for(&dest), b"someone's bytes").unwrap();
+    assert!(matches!(
+        store.open_download(ob.clone(), &dest, None),
+        Err(StoreError::PartInUse { owner: None, .. })
+    ));
+    assert_eq!(
+        std::fs::read(part_path_for(&dest)).unwrap(),
+        b"someone's bytes"
+    );
+
+    let taken = out.path().join("h.bin");
+    std::fs::write(&taken, b"another file").unwrap();
+    assert!(matches!(
+        store.open_download(ob.clone(), &taken, None),
+        Err(StoreError::DestinationExists { .. })
+    ));
+    assert!(!part_path_for(&taken).exists(), "nothing was started");
+    assert_eq!(std::fs::read(&taken).unwrap(), b"another file");
 }
 
 #[derive(Debug, Clone)]
