@@ -647,6 +647,14 @@ async fn download_collection(
     let bytes = match have {
         Some(b) => b,
         None => {
+            // A cached copy that does not hash to the id (damaged, cut short) is
+            // the store's own file: fetched again rather than refused forever
+            // as a destination that differs.
+            match std::fs::remove_file(&mpath) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
             let (mtx, _) = watch::channel(Progress::new(id));
             let max = Some(shoal_core::manifest::MAX_ENCODED_LEN as u64);
             run_file(

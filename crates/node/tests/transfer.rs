@@ -287,3 +287,43 @@ async fn completed_collection_files_are_skipped_on_a_second_run() {
     .await
     .expect("timed out");
 }
+
+/// A collection's manifest is cached in the store's `manifests/` folder; a
+/// damaged copy there (cut short, overwritten) is fetched again instead of
+/// blocking every later download of that collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_cached_manifest_is_fetched_again() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let src = seeder.path("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("one.bin"), random_bytes(300_000, 3)).expect("write");
+        std::fs::write(src.join("two.txt"), b"two").expect("write");
+        let share = seeder.share(&src);
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        let conn = PipeConnector::new(leecher.id, &[&seeder]);
+        let mut h =
+            leecher
+                .node
+                .download(share.id, Kind::Collection, &out, Some("a"), conn.clone());
+        h.result().await.expect("first run");
+        drop(h);
+
+        let cached = leecher.path("data/manifests").join(share.id.to_hex());
+        let good = std::fs::read(&cached).expect("the manifest is cached");
+        for damaged in [good[..good.len() / 2].to_vec(), vec![0u8; good.len()]] {
+            std::fs::write(&cached, &damaged).expect("damage");
+            let name = format!("b{}", damaged.len());
+            let mut h =
+                leecher
+                    .node
+                    .download(share.id, Kind::Collection, &out, Some(&name), conn.clone());
+            let root = h.result().await.expect("with a damaged cached manifest");
+            assert!(tree(&root) == tree(&src), "trees differ");
+            assert_eq!(std::fs::read(&cached).expect("cached again"), good);
+        }
+    })
+    .await
+    .expect("timed out");
+}
