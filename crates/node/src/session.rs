@@ -138,6 +138,24 @@ pub(crate) struct FrameReader<R> {
     limit: Option<Arc<RateLimiter>>,
 }
 
+/// One read of at most `want` bytes through `read`, paced by `limit`: the
+/// bytes are taken from it first, and what was not read is given back.
+async fn paced<F, Fut>(limit: Option<&RateLimiter>, want: usize, read: F) -> std::io::Result<usize>
+where
+    F: FnOnce(usize) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<usize>>,
+{
+    let allowed = match limit {
+        Some(l) => l.acquire(want).await.min(want),
+        None => want,
+    };
+    let res = read(allowed).await;
+    if let Some(l) = limit {
+        l.give_back(allowed - res.as_ref().map_or(0, |n| (*n).min(allowed)));
+    }
+    res
+}
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(r: R) -> Self {
         Self {
@@ -200,18 +218,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             }
             let room = self.buf.len() - self.end;
-            let allowed = match &self.limit {
-                Some(l) => l.acquire(room).await.min(room),
-                None => room,
-            };
-            let res = self
-                .r
-                .read(&mut self.buf[self.end..self.end + allowed])
-                .await;
-            if let Some(l) = &self.limit {
-                l.give_back(allowed - res.as_ref().map_or(0, |n| (*n).min(allowed)));
-            }
-            let n = res.map_err(ReadError::Io)?;
+            let (r, buf, end) = (&mut self.r, &mut self.buf, self.end);
+            let n = paced(self.limit.as_deref(), room, |allowed| {
+                r.read(&mut buf[end..end + allowed])
+            })
+            .await
+            .map_err(ReadError::Io)?;
             if n == 0 {
                 return if self.start == self.end {
                     Ok(None)
@@ -240,15 +252,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.consume(buffered);
         while out.len() < p.data_len {
             let want = p.data_len - out.len();
-            let allowed = match &self.limit {
-                Some(l) => l.acquire(want).await.min(want),
-                None => want,
-            };
-            let res = (&mut self.r).take(allowed as u64).read_buf(out).await;
-            if let Some(l) = &self.limit {
-                l.give_back(allowed - res.as_ref().map_or(0, |n| (*n).min(allowed)));
-            }
-            if res.map_err(ReadError::Io)? == 0 {
+            let (r, o) = (&mut self.r, &mut *out);
+            let n = paced(self.limit.as_deref(), want, |allowed| async move {
+                r.take(allowed as u64).read_buf(o).await
+            })
+            .await
+            .map_err(ReadError::Io)?;
+            if n == 0 {
                 return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
@@ -380,23 +390,11 @@ pub(crate) async fn run_reader<E, F>(
                 let ev = match decode_frame(fr.frame(n)) {
                     Err(e) => Some(SessionEvent::Violation(e)),
                     Ok(None) => Some(SessionEvent::Gone("incomplete frame".into())),
-                    Ok(Some((msg, _))) => {
-                        let checked = match state.lock() {
-                            Ok(mut s) => s.on_recv(&msg),
-                            Err(_) => return,
-                        };
-                        match checked {
-                            Err(e) => Some(SessionEvent::Violation(e)),
-                            Ok(Received::Ignored) => None,
-                            Ok(r) => {
-                                let permit = match &msg {
-                                    Message::Piece { data, .. } => pool.reserve(data.len()).await,
-                                    _ => None,
-                                };
-                                Some(own(msg, r, &pool, permit))
-                            }
-                        }
-                    }
+                    Ok(Some((msg, _))) => match check(&state, &msg) {
+                        Err(ev) => Some(ev),
+                        Ok(Received::Ignored) => None,
+                        Ok(r) => Some(own(msg, r)),
+                    },
                 };
                 fr.consume(n);
                 match ev {
@@ -438,15 +436,8 @@ async fn read_piece<R: AsyncRead + Unpin>(
                 piece: p.piece,
                 data: &buf,
             };
-            let checked = match state.lock() {
-                Ok(mut s) => s.on_recv(&msg),
-                Err(_) => {
-                    pool.give(buf);
-                    return Some(SessionEvent::Gone("the session's state is poisoned".into()));
-                }
-            };
-            match checked {
-                Err(e) => SessionEvent::Violation(e),
+            match check(state, &msg) {
+                Err(ev) => ev,
                 Ok(Received::Ignored) => {
                     pool.give(buf);
                     return None;
@@ -467,8 +458,17 @@ async fn read_piece<R: AsyncRead + Unpin>(
     Some(ev)
 }
 
+/// Checks a received message against the connection's state; `Err` is what
+/// ends the session (a violation, or a poisoned state).
+fn check(state: &Mutex<ConnectionState>, msg: &Message<'_>) -> Result<Received, SessionEvent> {
+    match state.lock() {
+        Ok(mut s) => s.on_recv(msg).map_err(SessionEvent::Violation),
+        Err(_) => Err(SessionEvent::Gone("the session's state is poisoned".into())),
+    }
+}
+
 /// Turns a checked, borrowed message into what the content task needs.
-fn own(msg: Message<'_>, r: Received, pool: &BufPool, permit: Option<PiecePermit>) -> SessionEvent {
+fn own(msg: Message<'_>, r: Received) -> SessionEvent {
     let m = match msg {
         Message::Hello(h) => match (h.piece_size, h.content_len) {
             (Some(piece_size), Some(content_len)) => InMsg::Hello {
@@ -506,13 +506,10 @@ fn own(msg: Message<'_>, r: Received, pool: &BufPool, permit: Option<PiecePermit
         }
         Message::Request { piece } => InMsg::Request(piece),
         Message::Cancel { piece } => InMsg::Cancel(piece),
-        Message::Piece { piece, data } => {
-            let Some(permit) = permit else {
-                return SessionEvent::Gone("the node is shutting down".into());
-            };
-            let mut buf = pool.take();
-            buf.extend_from_slice(data);
-            InMsg::Piece(piece, buf, permit)
+        // `fill_next` hands every Piece frame to `read_piece`, which reads
+        // its data into a pooled buffer; none comes through here.
+        Message::Piece { .. } => {
+            return SessionEvent::Gone("a piece frame bypassed the piece reader".into())
         }
         Message::Reject { piece, .. } => InMsg::Reject(piece),
         Message::OutboardRequest { first, count } => InMsg::OutboardRequest { first, count },
