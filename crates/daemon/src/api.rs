@@ -242,7 +242,7 @@ fn share_view(st: &AppState, s: &shoal_store::Share) -> ShareView {
         size: s.size,
         files: s.files,
         public: s.visibility == Visibility::Public,
-        ticket: st.peer.ticket(s.id, s.kind).to_string(),
+        ticket: st.peer.ticket(s).to_string(),
     }
 }
 

@@ -17,7 +17,7 @@ use shoal_core::{ContentId, Kind, Ticket};
 use shoal_net::addrs::multiaddr_ip;
 use shoal_net::PeerId;
 use shoal_net::{Multiaddr, Net, NetConfig, NetEvents, PathKind};
-use shoal_store::{Store, Visibility};
+use shoal_store::{Share, Store, Visibility};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -216,19 +216,13 @@ impl Peer {
         Ok(())
     }
 
-    /// A ticket for `id` naming this peer and its ticket addresses, and the
+    /// A ticket for `share` naming this peer and its ticket addresses, and the
     /// share's name when it is one plain file name (what `get` saves it as).
-    pub fn ticket(&self, id: ContentId, kind: Kind) -> Ticket {
-        let name = self
-            .store()
-            .share(&id)
-            .ok()
-            .flatten()
-            .map(|s| s.name)
-            .filter(|n| is_plain_name(n));
+    pub fn ticket(&self, share: &Share) -> Ticket {
+        let name = Some(share.name.clone()).filter(|n| is_plain_name(n));
         let mut t = Ticket {
-            id,
-            kind,
+            id: share.id,
+            kind: share.kind,
             providers: vec![Provider {
                 peer: self.peer_id(),
                 addrs: self.net.ticket_addrs(),

@@ -101,7 +101,7 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
             } else if s.visibility == Visibility::Public {
                 peer.announce(s.id);
             }
-            let ticket = peer.ticket(s.id, s.kind);
+            let ticket = peer.ticket(s);
             if args.json {
                 let addrs: Vec<String> = peer
                     .net()
@@ -507,7 +507,7 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
         .add(&src, Some("demo.bin"), &|_| {})
         .context("cannot index the demo file")?;
     seeder.make_public(share.id)?;
-    let ticket = seeder.ticket(share.id, share.kind);
+    let ticket = seeder.ticket(&share);
     let boot: Vec<(PeerId, shoal_net::Multiaddr)> = seeder
         .net()
         .listen_addrs()

@@ -84,7 +84,7 @@ fn assert_refused(root: &Path, manifest: &[u8], why: &str, escapes: &[&Path]) {
         })
         .expect("the store records the share");
     assert!(recorded, "a new share");
-    let ticket = seeder.ticket(id, Kind::Collection);
+    let ticket = seeder.ticket(&share);
     assert!(
         !ticket.providers.is_empty() && !ticket.providers[0].addrs.is_empty(),
         "the ticket names the seeder's loopback addresses: {ticket:?}"
