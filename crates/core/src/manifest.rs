@@ -174,9 +174,10 @@ impl fmt::Display for Shown<'_> {
 
 /// Whether `name` is one plain file name: a valid path (see [`check_path`])
 /// of exactly one component, so a folder joined with it stays that folder's
-/// direct child.
+/// direct child, and without Unicode control characters either (U+0080 to
+/// U+009F pass `check_path`), since such a name is shown to people.
 pub fn is_plain_name(name: &str) -> bool {
-    !name.contains('/') && check_path(name).is_ok()
+    !name.contains('/') && check_path(name).is_ok() && !name.chars().any(char::is_control)
 }
 
 /// Checks one path against every rule of the format (not against other paths).

@@ -1009,6 +1009,7 @@ mod tests {
             "a\\b",
             "a\0b",
             "new\nline",
+            "c1\u{85}control",
             &long,
         ] {
             let t = Ticket {

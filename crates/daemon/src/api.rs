@@ -414,7 +414,7 @@ async fn add_transfer(
         }
     };
     if let Some(n) = &body.name {
-        if !shoal_core::manifest::is_plain_name(n) || n.chars().any(char::is_control) {
+        if !shoal_core::manifest::is_plain_name(n) {
             return Err(ApiError::unprocessable(
                 "name",
                 format!("name {n:?} is not a plain file name; give a name without slashes, or leave it out"),
