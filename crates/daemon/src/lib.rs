@@ -25,7 +25,6 @@ use tokio::task::JoinHandle;
 
 pub use error::{ApiError, ApiJson, DaemonError, ErrorBody, ErrorCode, ErrorDetail};
 pub use settings::{ConfigError, FileConfig, Settings, SettingsPatch};
-pub use shoal_core::parse_size;
 pub use transfers::{Transfer, TransferPeer, TransferState, Transfers};
 
 /// Events kept for slow SSE clients before they lag (and miss some).

@@ -218,9 +218,9 @@ pub struct DemoArgs {
 
 /// Durations like `30`, `30s`, `5m`, `2h`, `1d`.
 pub use shoal_core::parse_duration;
-/// Sizes like `1048576`, `64MiB`, `2GiB`, `512k` (binary units): the daemon's
-/// parser, so flags and the config file read sizes the same way.
-pub use shoal_daemon::parse_size;
+/// Sizes like `1048576`, `64MiB`, `2GiB`, `512k` (binary units): the parser the
+/// daemon's config file is read with too, so both read sizes the same way.
+pub use shoal_core::parse_size;
 
 #[derive(Debug, Subcommand)]
 pub enum TicketCommand {
