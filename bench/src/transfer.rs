@@ -165,6 +165,13 @@ struct Setup {
 }
 
 pub fn run(opts: Options) -> Result<()> {
+    if opts.drop_caches {
+        // Before writing a source file of gigabytes, not at the first transfer.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(DROP_CACHES)
+            .context(DROP_CACHES_HINT)?;
+    }
     let size = opts.size;
     let src = opts
         .file
@@ -346,16 +353,17 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+const DROP_CACHES_HINT: &str = "cannot drop the page cache (writing /proc/sys/vm/drop_caches \
+     needs root); run as root or leave out --drop-caches";
+
 /// Drops the machine's clean page cache and reads `src` back into it: the next
 /// transfer starts with the source cached and the rest of memory free, whatever
 /// the methods before it left behind (writers into a full page cache first pay
 /// for reclaiming it, in their own system CPU time).
 fn fresh_page_cache(src: &Path) -> Result<()> {
     nix::unistd::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "1").context(
-        "cannot drop the page cache (writing /proc/sys/vm/drop_caches needs root); \
-         run as root or leave out --drop-caches",
-    )?;
+    std::fs::write(DROP_CACHES, "1").context(DROP_CACHES_HINT)?;
     let mut f =
         std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
     std::io::copy(&mut f, &mut std::io::sink())
