@@ -169,20 +169,24 @@ impl Store {
         };
         let reused_bytes = hashed.reused_bytes();
         if let Some(share) = self.db.share(&id)? {
-            // Same content from the same path: keep the times just seen, so
-            // files shared before their time could be trusted, or touched since,
-            // are skipped next time.
+            // Same content from the same path: keep the times just seen of the
+            // files hashed again, so files shared before their time could be
+            // trusted, or touched since, are skipped next time (a reused file's
+            // time is the one on record already).
             match hashed {
-                Hashed::File(f) if f.path == share.path => {
+                Hashed::File(f) if f.path == share.path && !f.reused => {
                     self.db.refresh_mtimes(&id, f.mtime_ns, &[])?;
                 }
                 Hashed::Folder(d) if d.root == share.path => {
                     let files: Vec<(&str, Option<i64>)> = d
                         .files
                         .iter()
+                        .filter(|f| !f.reused)
                         .map(|f| (f.path.as_str(), f.mtime_ns))
                         .collect();
-                    self.db.refresh_mtimes(&id, None, &files)?;
+                    if !files.is_empty() {
+                        self.db.refresh_mtimes(&id, None, &files)?;
+                    }
                 }
                 _ => {}
             }
