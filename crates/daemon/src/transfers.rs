@@ -220,13 +220,7 @@ impl NewTransfer {
     /// knows, else a file.
     pub fn parse_target(s: &str, peer: &Peer) -> Result<(Target, Kind), String> {
         let t: Target = s.parse()?;
-        let kind = t.kind.unwrap_or_else(|| {
-            peer.store()
-                .kind_of(&t.id)
-                .ok()
-                .flatten()
-                .unwrap_or(Kind::File)
-        });
+        let kind = peer.kind_of(&t.id, t.kind);
         Ok((t, kind))
     }
 }

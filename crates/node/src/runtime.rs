@@ -216,6 +216,18 @@ impl Peer {
         Ok(())
     }
 
+    /// The kind of content `id` to download: `known` (a ticket's), else what
+    /// this node's store knows of it, else a file.
+    pub fn kind_of(&self, id: &ContentId, known: Option<Kind>) -> Kind {
+        known.unwrap_or_else(|| {
+            self.store()
+                .kind_of(id)
+                .ok()
+                .flatten()
+                .unwrap_or(Kind::File)
+        })
+    }
+
     /// A ticket for `share` naming this peer and its ticket addresses, and the
     /// share's name when it is one plain file name (what `get` saves it as).
     pub fn ticket(&self, share: &Share) -> Ticket {

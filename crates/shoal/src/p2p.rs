@@ -202,11 +202,8 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
         let id = target.id;
-        let kind = match target.kind {
-            Some(k) => k,
-            None if args.collection => Kind::Collection,
-            None => peer.store().kind_of(&id).ok().flatten().unwrap_or(Kind::File),
-        };
+        let flagged = args.collection.then_some(Kind::Collection);
+        let kind = peer.kind_of(&id, target.kind.or(flagged));
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
         let by_id = target.providers.is_empty();
