@@ -119,13 +119,15 @@ pub fn decode_piece_prefix(buf: &[u8]) -> Result<Option<PiecePrefix>, ProtoError
     }
     let end = buf.len().min(header.frame_len);
     let body = &buf[FrameHeader::LEN..end];
-    // A varint ends at its first byte without the continuation bit; until
-    // that byte (or the frame's end) is here, wait.
-    if !body.iter().take(10).any(|b| b & 0x80 == 0) && end < header.frame_len && body.len() < 10 {
-        return Ok(None);
-    }
     let mut r = Reader::new(body);
-    let piece = read_piece(&mut r, "Piece")?;
+    let piece = match read_piece(&mut r, "Piece") {
+        // The index is cut short by what has arrived, not by the frame: wait.
+        Err(ProtoError::Malformed {
+            source: WireError::Truncated { .. },
+            ..
+        }) if end < header.frame_len => return Ok(None),
+        res => res?,
+    };
     let data_offset = FrameHeader::LEN + (body.len() - r.remaining());
     let data_len = header.frame_len - data_offset;
     check_piece_data(data_len)?;
