@@ -104,9 +104,12 @@ pub enum StoreError {
     DestinationExists { path: PathBuf },
     /// The partial file a download would use holds another download's bytes
     /// (`owner`), or bytes this data directory has no record of (`None`).
-    #[error("{} holds {}; finish or cancel that download, or save this one under another name", part.display(), match owner {
+    #[error("{} holds {}; save this one under another name, or {}", part.display(), match owner {
         Some(id) => format!("the unfinished download of {id}"),
-        None => "data of a download this data directory has no record of (move or delete it if it is not needed)".to_string(),
+        None => "data of a download this data directory has no record of".to_string(),
+    }, match owner {
+        Some(_) => "finish or cancel that download first (or delete that file)",
+        None => "move or delete that file if it is not needed",
     })]
     PartInUse {
         part: PathBuf,
