@@ -320,10 +320,47 @@ fn changed_source_file_is_not_served_and_get_fails_with_a_clear_error() {
     assert!(!ok, "a changed file was delivered: {stderr}");
     assert!(stderr.contains("made no progress"), "{stderr}");
     // Only the partial file (kept to resume) may exist, never the final name.
-    assert!(!out.join(share["id"].as_str().unwrap()).exists());
+    assert!(!out.join("f.bin").exists());
+    let part = out.join("f.bin.shoal-part");
+    assert!(part.is_file(), "the partial file is kept to resume");
     let seeder_log = s.drain_err();
     assert!(
         seeder_log.contains("was modified after it was shared"),
         "the seeder should say why: {seeder_log}"
     );
+
+    // Other content, also named f.bin by its ticket, into the same folder: it
+    // must not take over the unfinished download's partial file, whether this
+    // data dir knows that download or not.
+    let kept = std::fs::read(&part).unwrap();
+    let other = t.path().join("b").join("f.bin");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::write(&other, data(1 << 20, 10)).unwrap();
+    let (_s2, share2) = seeder(&t.path().join("s2"), &other, &[]);
+    for (data_dir, says) in [
+        ("l", share["id"].as_str().unwrap()),
+        ("l3", "has no record of"),
+    ] {
+        let g = get(
+            &t.path().join(data_dir),
+            share2["ticket"].as_str().unwrap(),
+            &out,
+            &["--stall-timeout", "20s"],
+        );
+        let (ok, _, stderr) = g.finish();
+        assert!(
+            !ok,
+            "another download's partial file was taken over: {stderr}"
+        );
+        assert!(
+            stderr.contains("f.bin.shoal-part") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&part).unwrap(),
+            kept,
+            "the partial file changed"
+        );
+        assert!(!out.join("f.bin").exists());
+    }
 }
