@@ -393,6 +393,7 @@ async fn list_transfers(State(st): St) -> Json<Vec<Transfer>> {
     responses((status = 201, body = Transfer, description = "started"),
         (status = 200, body = Transfer, description = "the content already was a transfer"),
         (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "another transfer saves to the same path, or too many transfers"),
         (status = 401, body = ErrorBody)))]
 async fn add_transfer(
     State(st): St,

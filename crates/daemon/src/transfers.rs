@@ -247,6 +247,12 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a transfer saves its content: `output/name`, the name defaulting to
+/// the content id in hex (as the node does).
+fn destination(output: &Path, name: Option<&str>, id: &ContentId) -> PathBuf {
+    output.join(name.map_or_else(|| id.to_hex(), str::to_owned))
+}
+
 impl Transfers {
     /// Loads the persisted transfers from `file` (none if it does not exist)
     /// without starting them; see [`Transfers::resume_all`].
@@ -353,6 +359,19 @@ impl Transfers {
             if entries.len() >= MAX_TRANSFERS {
                 return Err(ApiError::conflict(format!(
                     "this daemon already has {MAX_TRANSFERS} transfers; cancel some first"
+                )));
+            }
+            // Two contents saved under one name would meet at one partial file
+            // (the store refuses the second anyway, but only once it started).
+            let dest = destination(&new.output, new.name.as_deref(), &new.id);
+            if let Some(other) = entries
+                .values()
+                .find(|e| destination(&e.rec.output, e.rec.name.as_deref(), &e.rec.id) == dest)
+            {
+                return Err(ApiError::conflict(format!(
+                    "transfer {} already saves to {}; give this one another \"name\"",
+                    other.rec.id,
+                    dest.display()
                 )));
             }
             let rec = Record {

@@ -403,6 +403,57 @@ async fn bad_input_is_400_or_422_naming_the_field_and_unknown_ids_404() {
     .await;
 }
 
+/// Two transfers of different contents never save to the same path: the
+/// second is refused with 409 naming the first, before anything starts; under
+/// another name it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_saving_where_another_saves_is_a_conflict() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        let out = tmp.path().join("out");
+        let out = out.to_str().unwrap();
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let (code, v) = api
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": a, "output": out, "name": "same.bin"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+        let (code, v) = api
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": b, "output": out, "name": "same.bin"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CONFLICT, "{v}");
+        assert_eq!(v["error"]["code"], "conflict");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&a) && msg.contains("same.bin"), "{msg}");
+        // The same content again is the existing transfer, not a conflict.
+        let (code, v) = api
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": a, "output": out, "name": "same.bin"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        let (code, v) = api
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": b, "output": out, "name": "other.bin"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+        let (_, list) = api.get("/api/v1/transfers").await;
+        assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+        d.shutdown().await;
+    })
+    .await;
+}
+
 /// Reads SSE events (name, data) from a response until `stop` says so.
 async fn read_events(
     resp: reqwest::Response,
