@@ -725,9 +725,7 @@ impl Transfers {
         let rec = lock(&self.entries).remove(id).map(|e| e.rec);
         self.save();
         if let Some(rec) = rec {
-            let dest = rec
-                .output
-                .join(rec.name.clone().unwrap_or_else(|| rec.id.to_hex()));
+            let dest = destination(&rec.output, rec.name.as_deref(), &rec.id);
             let store = self.peer.store().clone();
             let _ = tokio::task::spawn_blocking(move || remove_partials(&store, &dest)).await;
         }
