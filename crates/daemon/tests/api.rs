@@ -415,38 +415,26 @@ async fn a_transfer_saving_where_another_saves_is_a_conflict() {
         let out = tmp.path().join("out");
         let out = out.to_str().unwrap();
         let (a, b) = ("ab".repeat(32), "cd".repeat(32));
-        let (code, v) = api
-            .post(
-                "/api/v1/transfers",
-                json!({"ticket": a, "output": out, "name": "same.bin"}),
-            )
-            .await;
-        assert_eq!(code, StatusCode::CREATED, "{v}");
-        let (code, v) = api
-            .post(
-                "/api/v1/transfers",
-                json!({"ticket": b, "output": out, "name": "same.bin"}),
-            )
-            .await;
-        assert_eq!(code, StatusCode::CONFLICT, "{v}");
-        assert_eq!(v["error"]["code"], "conflict");
-        let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(&a) && msg.contains("same.bin"), "{msg}");
-        // The same content again is the existing transfer, not a conflict.
-        let (code, v) = api
-            .post(
-                "/api/v1/transfers",
-                json!({"ticket": a, "output": out, "name": "same.bin"}),
-            )
-            .await;
-        assert_eq!(code, StatusCode::OK, "{v}");
-        let (code, v) = api
-            .post(
-                "/api/v1/transfers",
-                json!({"ticket": b, "output": out, "name": "other.bin"}),
-            )
-            .await;
-        assert_eq!(code, StatusCode::CREATED, "{v}");
+        // The same content again is the existing transfer (200), not a conflict.
+        for (ticket, name, want) in [
+            (&a, "same.bin", StatusCode::CREATED),
+            (&b, "same.bin", StatusCode::CONFLICT),
+            (&a, "same.bin", StatusCode::OK),
+            (&b, "other.bin", StatusCode::CREATED),
+        ] {
+            let (code, v) = api
+                .post(
+                    "/api/v1/transfers",
+                    json!({"ticket": ticket, "output": out, "name": name}),
+                )
+                .await;
+            assert_eq!(code, want, "{ticket} as {name}: {v}");
+            if want == StatusCode::CONFLICT {
+                assert_eq!(v["error"]["code"], "conflict");
+                let msg = v["error"]["message"].as_str().unwrap();
+                assert!(msg.contains(&a) && msg.contains("same.bin"), "{msg}");
+            }
+        }
         let (_, list) = api.get("/api/v1/transfers").await;
         assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
         d.shutdown().await;
