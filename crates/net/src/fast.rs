@@ -311,6 +311,7 @@ pub(crate) async fn accept_loop(
         };
         let tls = tls.clone();
         let incoming = incoming.clone();
+        let remote = tcp.peer_addr().ok().map(crate::addrs::fast_multiaddr);
         tokio::spawn(async move {
             let _permit = permit;
             match tls.accept(tcp).await {
@@ -321,6 +322,7 @@ pub(crate) async fn accept_loop(
                             peer,
                             stream,
                             path: PathKind::Fast,
+                            remote,
                         })
                         .is_err()
                     {

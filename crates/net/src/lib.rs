@@ -67,6 +67,9 @@ pub struct IncomingTransfer {
     pub peer: PeerId,
     pub stream: TransferStream,
     pub path: PathKind,
+    /// The remote address as far as known (the TCP peer of a fast-path
+    /// connection; a libp2p connection's remote address).
+    pub remote: Option<Multiaddr>,
 }
 
 impl std::fmt::Debug for IncomingTransfer {

@@ -974,11 +974,16 @@ async fn accept_xfer(
 ) {
     while let Some((peer, stream)) = streams.next().await {
         let path = path_of(&connections, &peer);
+        let remote = lock(&connections)
+            .get(&peer)
+            .and_then(|cs| cs.iter().find(|c| !c.relayed).or(cs.first()))
+            .map(|c| c.remote_addr.clone());
         if incoming
             .try_send(IncomingTransfer {
                 peer,
                 stream: Box::new(stream.compat()),
                 path,
+                remote,
             })
             .is_err()
         {

@@ -41,6 +41,10 @@ pub(crate) enum Ev {
         w: WriteHalf,
         piece_size: Option<u32>,
         content_len: Option<u64>,
+        /// The hello's capability (empty: none), checked again on policy changes.
+        capability: Vec<u8>,
+        /// The stream's access-log row.
+        log: Option<i64>,
     },
     /// A dial finished.
     Dialed {
@@ -92,6 +96,10 @@ pub(crate) struct DownloadCfg {
     pub(crate) alive: mpsc::Sender<()>,
     /// The download's own rate limit, applied to every session's reads.
     pub(crate) limit: Arc<crate::limit::RateLimiter>,
+    /// Registers the download with the access service while the task lives.
+    pub(crate) _grant: crate::access::DownloadGrant,
+    /// The invite presented in every hello.
+    pub(crate) capability: Option<Arc<Vec<u8>>>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -132,6 +140,10 @@ struct PeerConn {
     pex_told: HashSet<PeerId>,
     /// When this peer's last `PeerExchange` we acted on arrived.
     pex_heard: Option<Instant>,
+    /// An inbound peer's capability (empty: none).
+    capability: Vec<u8>,
+    /// An inbound stream's access-log row (bytes served are added at its end).
+    log: Option<i64>,
 }
 
 impl Drop for PeerConn {
@@ -167,6 +179,8 @@ struct PendingInbound {
     w: WriteHalf,
     piece_size: Option<u32>,
     content_len: Option<u64>,
+    capability: Vec<u8>,
+    log: Option<i64>,
 }
 
 /// How long an inbound stream may wait for a reply (below the initiator's
@@ -253,6 +267,12 @@ pub(crate) struct Content {
     /// Addresses of those peers: an address is attributed to one peer id only,
     /// so a lying peer cannot make us dial one address under many names.
     pex_addrs: HashSet<shoal_net::Multiaddr>,
+    /// Notified when an access policy changes.
+    access_rx: watch::Receiver<u64>,
+    /// Peers that refused us for access reasons: never dialed again by this
+    /// download; the last such refusal, for the error if no peer is left.
+    refused: HashSet<PeerId>,
+    access_error: Option<String>,
 }
 
 impl Drop for Content {
@@ -293,7 +313,11 @@ impl Content {
         progress: watch::Sender<Progress>,
     ) -> Self {
         let now = Instant::now();
+        let access_rx = shared.access.subscribe();
         Self {
+            access_rx,
+            refused: HashSet::new(),
+            access_error: None,
             id,
             shared,
             tx,
@@ -421,9 +445,23 @@ impl Content {
                     Some(ev) => self.on_event(ev),
                     None => return,
                 },
+                changed = self.access_rx.changed() => {
+                    if changed.is_ok() {
+                        self.access_rx.mark_unchanged();
+                        if !self.recheck_access() {
+                            return;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     if Instant::now() >= self.next_flush {
                         self.next_flush = Instant::now() + FLUSH_EVERY;
+                        // Invites expire with time, and another process on the
+                        // same data directory may change a policy: sessions
+                        // are checked every tick too.
+                        if !self.recheck_access() {
+                            return;
+                        }
                         self.expire_pending();
                         self.flush();
                         self.update_rates();
@@ -471,6 +509,52 @@ impl Content {
         }
     }
 
+    /// Checks every inbound session against the current access policy and
+    /// closes (`AccessRevoked`) those no longer allowed. Returns false when this
+    /// is a seeding task for content nothing here holds any more and no session
+    /// is left: the task ends.
+    fn recheck_access(&mut self) -> bool {
+        let access = self.shared.access.clone();
+        let inbound: Vec<(PeerKey, PeerId, Vec<u8>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.outbound)
+            .map(|(k, p)| (*k, p.id, p.capability.clone()))
+            .collect();
+        for (key, peer, cap) in inbound {
+            match access.check(&self.id, &peer, &cap) {
+                Ok(crate::access::Verdict::Allow(_)) => {}
+                Ok(crate::access::Verdict::Deny(d)) => {
+                    tracing::debug!(id = %self.id, %peer, reason = ?d.reason, "access revoked");
+                    let why = format!("access revoked: {}", d.text);
+                    self.drop_peer(key, Some((CloseCode::AccessRevoked, &why)), true);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot check access"),
+            }
+        }
+        let pending = std::mem::take(&mut self.pending_inbound);
+        for p in pending {
+            match access.check(&self.id, &p.peer, &p.capability) {
+                Ok(crate::access::Verdict::Deny(d)) => {
+                    let mut w = p.w;
+                    tokio::spawn(async move {
+                        let msg = Message::Deny {
+                            reason: d.reason,
+                            text: text(&d.text),
+                        };
+                        let _ = crate::session::write_frame(&mut w, &msg).await;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                    });
+                }
+                _ => self.pending_inbound.push(p),
+            }
+        }
+        if self.download.is_none() && self.peers.is_empty() {
+            return access.holds(&self.id).unwrap_or(true);
+        }
+        true
+    }
+
     fn our_hello(&self) -> Hello<'static> {
         let mut h = Hello::new(self.id);
         if let Some(l) = self.layout.filter(|_| self.outboard.is_some()) {
@@ -493,6 +577,7 @@ impl Content {
         outbound: bool,
         layout: Option<Layout>,
         announced: Option<SwarmBitfield>,
+        admitted: (Vec<u8>, Option<i64>),
     ) {
         let key = PeerKey(self.next_key);
         self.next_key = self.next_key.wrapping_add(1);
@@ -546,10 +631,13 @@ impl Content {
                 pex_next: Instant::now() + PEX_FIRST,
                 pex_told: HashSet::new(),
                 pex_heard: None,
+                capability: admitted.0,
+                log: admitted.1,
             },
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         peer: PeerId,
@@ -557,6 +645,8 @@ impl Content {
         mut w: WriteHalf,
         piece_size: Option<u32>,
         content_len: Option<u64>,
+        capability: Vec<u8>,
+        log: Option<i64>,
     ) {
         let deny = |reason: DenyReason, why: &'static str| (reason, why);
         // Two peers that opened streams to each other keep the one opened by the
@@ -585,6 +675,8 @@ impl Content {
                 w,
                 piece_size,
                 content_len,
+                capability,
+                log,
             });
             return;
         }
@@ -642,6 +734,7 @@ impl Content {
             false,
             Some(layout),
             announced,
+            (capability, log),
         );
     }
 
@@ -676,7 +769,11 @@ impl Content {
         ));
         let (r, w) = tokio::io::split(stream);
         let mut state = ConnectionState::new(Role::Initiator);
-        let hello = self.our_hello();
+        let cap = self.download.as_ref().and_then(|d| d.capability.clone());
+        let mut hello = self.our_hello();
+        if let Some(c) = cap.as_deref() {
+            hello.capability = c.as_slice();
+        }
         let (avail, announced) = if hello.piece_size.is_some() {
             self.our_availability()
         } else {
@@ -697,6 +794,7 @@ impl Content {
             true,
             None,
             announced,
+            (Vec::new(), None),
         );
     }
 
@@ -752,6 +850,9 @@ impl Content {
         if let Some(w) = p.writer.take() {
             reap_writer(w);
         }
+        if let Some(log) = p.log {
+            self.shared.access.served(log, p.uploaded);
+        }
         if tell_swarm && p.registered {
             self.events.push_back(Event::PeerDisconnected { peer: key });
         }
@@ -786,6 +887,7 @@ impl Content {
         let usable = |p: &PeerId, dialed: &HashMap<PeerId, (u32, Instant)>| {
             *p != self.shared.local
                 && !self.banned.contains(p)
+                && !self.refused.contains(p)
                 && dialed.get(p).is_none_or(|(n, _)| {
                     if pex.contains(p) {
                         *n < PEX_MAX_ATTEMPTS
@@ -808,12 +910,24 @@ impl Content {
             .take(room)
             .copied()
             .collect();
+        // Every peer known refused us access: no point waiting for one of them
+        // to change its mind (even mid-download).
+        let all_refused = !known.is_empty()
+            && known
+                .iter()
+                .all(|p| self.refused.contains(p) || *p == self.shared.local);
         if self.peers.is_empty()
             && self.dialing.is_empty()
             && candidates.is_empty()
-            && !started
-            && !known.iter().any(|p| usable(p, &self.dialed))
+            && (all_refused && self.access_error.is_some()
+                || !started && !known.iter().any(|p| usable(p, &self.dialed)))
         {
+            if let Some(msg) = self.access_error.clone() {
+                return self.fail(NodeError::AccessRefused {
+                    id: self.id,
+                    why: msg,
+                });
+            }
             return self.fail(NodeError::NoPeers {
                 id: self.id,
                 why: format!("{} known peers tried", known.len()),
@@ -1005,7 +1119,9 @@ impl Content {
                 w,
                 piece_size,
                 content_len,
-            } => self.admit(peer, fr, w, piece_size, content_len),
+                capability,
+                log,
+            } => self.admit(peer, fr, w, piece_size, content_len, capability, log),
             Ev::Dialed { peer, res } => {
                 self.dialing.remove(&peer);
                 match res {
@@ -1035,10 +1151,26 @@ impl Content {
             SessionEvent::Msg(m) => self.on_msg(key, m),
             SessionEvent::Denied { reason, text } => {
                 tracing::debug!(?key, ?reason, text = %text.escape_debug(), "denied");
+                if crate::access::is_access_denial(reason) || reason == DenyReason::NotFound {
+                    let cap = self
+                        .download
+                        .as_ref()
+                        .and_then(|d| d.capability.clone())
+                        .unwrap_or_default();
+                    let msg = crate::access::denial_message(reason, &cap, &text);
+                    self.refuse(key, msg);
+                }
                 self.drop_peer(key, None, true);
             }
             SessionEvent::Closed { code, text } => {
                 tracing::debug!(?key, ?code, text = %text.escape_debug(), "closed by peer");
+                if code == CloseCode::AccessRevoked {
+                    let msg = format!(
+                        "the sharer no longer allows this download ({})",
+                        text.escape_debug()
+                    );
+                    self.refuse(key, msg);
+                }
                 self.drop_peer(key, None, true);
             }
             SessionEvent::Gone(why) => {
@@ -1063,6 +1195,25 @@ impl Content {
                 self.shared.pool.give(buf);
                 self.drain_events();
             }
+        }
+    }
+
+    /// A peer refused us access (or no longer has the content): it is not
+    /// dialed again by this download, and its refusal explains a failure if no
+    /// other peer is left.
+    fn refuse(&mut self, key: PeerKey, msg: String) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if !p.outbound {
+            return;
+        }
+        self.refused.insert(p.id);
+        // An access refusal explains more than "not found" from a peer that
+        // simply lacks the content: keep the first unless a better one comes.
+        let weak = |m: &str| m.starts_with("the sharer no longer shares");
+        if self.access_error.as_deref().is_none_or(weak) {
+            self.access_error = Some(msg);
         }
     }
 
@@ -1460,7 +1611,15 @@ impl Content {
             self.try_register(k);
         }
         for p in std::mem::take(&mut self.pending_inbound) {
-            self.admit(p.peer, p.fr, p.w, p.piece_size, p.content_len);
+            self.admit(
+                p.peer,
+                p.fr,
+                p.w,
+                p.piece_size,
+                p.content_len,
+                p.capability,
+                p.log,
+            );
         }
     }
 

@@ -33,6 +33,9 @@ pub enum NodeError {
          and try again"
     )]
     NoPeers { id: ContentId, why: String },
+    /// Every peer that has the content refused us access.
+    #[error("{why}")]
+    AccessRefused { id: ContentId, why: String },
     /// A collection's manifest was refused (unsafe or malformed paths).
     #[error("the manifest of collection {id} is refused: {source}")]
     BadManifest {

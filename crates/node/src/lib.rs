@@ -9,7 +9,9 @@
 //! (store + identity + `Net` + accept loop + DHT announcements) and
 //! [`runtime::NetConnector`] (ticket providers plus a DHT lookup loop).
 
+pub mod access;
 mod content;
+pub mod control;
 mod error;
 mod limit;
 mod node;

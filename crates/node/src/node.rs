@@ -11,10 +11,11 @@ use libp2p_identity::PeerId;
 use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message, HELLO_TIMEOUT};
 use shoal_core::{ContentId, Kind, Manifest};
 use shoal_net::Multiaddr;
-use shoal_store::{hash_bytes, Blob, Store, Visibility};
+use shoal_store::{hash_bytes, Blob, Store};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::access::{Access, DownloadPolicy, Verdict};
 use crate::content::{Content, DownloadCfg, Ev};
 use crate::error::NodeError;
 use crate::limit::{Counters, Limits, Meter, RateLimiter, Throttled};
@@ -51,7 +52,8 @@ pub trait Connector: Send + Sync + 'static {
         &self,
         peer: PeerId,
     ) -> Pin<Box<dyn Future<Output = Result<BoxStream, NodeError>> + Send + '_>>;
-    /// Peers believed to have the content; each is dialed at most once per download.
+    /// Peers believed to have the content. A download dials each again after a
+    /// failure, a bounded number of times (never after an access denial).
     fn peers(&self) -> Vec<PeerId>;
     /// Peers of this content that other peers told us about (peer exchange),
     /// with their addresses as unverified dial hints. The node has already
@@ -142,6 +144,8 @@ pub(crate) struct Shared {
     /// Most connections per content, changeable while running (starts as
     /// `cfg.max_peers`).
     pub(crate) max_peers: std::sync::atomic::AtomicU32,
+    /// Who may fetch what: every inbound stream is admitted here.
+    pub(crate) access: Arc<Access>,
 }
 
 impl Shared {
@@ -151,14 +155,12 @@ impl Shared {
     }
 }
 
-/// Whether and how this node serves a content id to a peer that asks for it.
+/// Whether this node can serve a content id a peer was admitted for.
 enum Served {
     /// A running download or seed of it.
     Yes(mpsc::Sender<Ev>),
-    /// Nothing shared here holds it.
+    /// Nothing here holds its bytes.
     NotShared,
-    /// Only private shares hold it.
-    Private,
 }
 
 /// How long `DownloadHandle::stop` waits for the transfer tasks to end.
@@ -252,6 +254,7 @@ impl Node {
     pub fn new(store: Store, local: PeerId, config: NodeConfig) -> Self {
         let io = config.io_concurrency.max(1);
         let max_peers = std::sync::atomic::AtomicU32::new(config.max_peers.max(1));
+        let store_for_access = store.clone();
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -263,6 +266,7 @@ impl Node {
                 meter: Arc::new(Meter::default()),
                 book: OnceLock::new(),
                 max_peers,
+                access: Arc::new(Access::new(store_for_access, local)),
             }),
             seeds: Mutex::new(Vec::new()),
         }
@@ -276,6 +280,13 @@ impl Node {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The access service: decides every inbound stream; call
+    /// [`Access::changed`] after changing a policy so running sessions are
+    /// checked again.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.shared.access
     }
 
     /// Gives the node the address source peer exchange offers peers from
@@ -320,6 +331,16 @@ impl Node {
     /// (`NotFound`, `BadHello`, `VersionUnsupported`, `Busy`, `Banned`, layout
     /// mismatches) what it cannot serve. Returns once the stream is handed over.
     pub async fn accept(&self, peer: PeerId, stream: impl Stream) -> Result<(), NodeError> {
+        self.accept_from(peer, None, stream).await
+    }
+
+    /// [`accept`](Self::accept), noting the remote address in the access log.
+    pub async fn accept_from(
+        &self,
+        peer: PeerId,
+        addr: Option<String>,
+        stream: impl Stream,
+    ) -> Result<(), NodeError> {
         let stream: BoxStream = Box::new(Throttled::new(stream, self.shared.meter.clone()));
         let (r, mut w) = tokio::io::split(stream);
         let mut fr = FrameReader::new(r);
@@ -343,8 +364,13 @@ impl Node {
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(n))) => n,
         };
-        let (id, piece_size, content_len) = match decode_frame(fr.frame(n)) {
-            Ok(Some((Message::Hello(h), _))) => (h.content, h.piece_size, h.content_len),
+        let (id, piece_size, content_len, capability) = match decode_frame(fr.frame(n)) {
+            Ok(Some((Message::Hello(h), _))) => (
+                h.content,
+                h.piece_size,
+                h.content_len,
+                h.capability.to_vec(),
+            ),
             Ok(Some((Message::Close { .. }, _))) => return Ok(()),
             Ok(_) => {
                 deny(
@@ -364,27 +390,46 @@ impl Node {
             }
         };
         fr.consume(n);
-        let tx = match self.content_task(id)? {
-            Served::Yes(tx) => tx,
-            Served::NotShared => {
-                deny(&mut w, DenyReason::NotFound, "not shared here").await;
-                return Ok(());
-            }
-            Served::Private => {
-                // Private shares need a peer allowlist or a capability, which
-                // this version does not check yet: refuse rather than leak.
-                deny(&mut w, DenyReason::AccessDenied, "this content is private").await;
-                return Ok(());
-            }
+        // The one admission point: every stream, whatever task serves it.
+        let access = self.shared.access.clone();
+        let (verdict, log) = {
+            let cap = capability.clone();
+            let addr = addr.clone();
+            tokio::task::spawn_blocking(move || access.admit(&id, &peer, addr.as_deref(), &cap))
+                .await
+                .map_err(|e| NodeError::Internal(format!("the access check failed: {e}")))??
         };
-        let ev = Ev::Inbound {
+        if let Verdict::Deny(d) = verdict {
+            deny(&mut w, d.reason, &d.text).await;
+            return Ok(());
+        }
+        let mut ev = Ev::Inbound {
             peer,
             fr,
             w,
             piece_size,
             content_len,
+            capability,
+            log,
         };
-        tx.send(ev).await.map_err(|_| NodeError::Stopped { id })
+        // A task that just ended (its content no longer held) drops its channel:
+        // one more try starts a fresh one if the content is still served.
+        for _ in 0..2 {
+            let tx = match self.content_task(id)? {
+                Served::Yes(tx) => tx,
+                Served::NotShared => {
+                    if let Ev::Inbound { mut w, .. } = ev {
+                        deny(&mut w, DenyReason::NotFound, "not shared here").await;
+                    }
+                    return Ok(());
+                }
+            };
+            match tx.send(ev).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => ev = back,
+            }
+        }
+        Err(NodeError::Stopped { id })
     }
 
     /// The task serving `id`: a running download or seed, or a new seeding task if
@@ -401,10 +446,8 @@ impl Node {
             }
         }
         let store = &self.shared.store;
-        match store.db().visibility_of(&id)? {
-            None => return Ok(Served::NotShared),
-            Some(Visibility::Private) => return Ok(Served::Private),
-            Some(Visibility::Public | Visibility::Unlisted) => {}
+        if store.db().grants_of(&id)?.is_empty() {
+            return Ok(Served::NotShared);
         }
         let (outboard, file, memory) = match store.blob(&id)? {
             None => return Ok(Served::NotShared),
@@ -444,6 +487,22 @@ impl Node {
         name: Option<&str>,
         connector: Arc<dyn Connector>,
     ) -> DownloadHandle {
+        self.download_with(id, kind, out_dir, name, connector, None)
+    }
+
+    /// [`download`](Self::download) presenting `capability` (an invite) in every
+    /// hello. Content fetched with an invite is served to nobody else; without
+    /// one, to anyone who knows its id (unlisted) while the download's task lives.
+    pub fn download_with(
+        &self,
+        id: ContentId,
+        kind: Kind,
+        out_dir: &Path,
+        name: Option<&str>,
+        connector: Arc<dyn Connector>,
+        capability: Option<Vec<u8>>,
+    ) -> DownloadHandle {
+        let cap = capability.filter(|c| !c.is_empty()).map(Arc::new);
         let (ptx, prx) = watch::channel(Progress::new(id));
         let (rtx, rrx) = oneshot::channel();
         let (alive, alive_rx) = mpsc::channel(1);
@@ -468,7 +527,8 @@ impl Node {
             match kind {
                 Kind::Collection => {
                     let res =
-                        download_collection(&shared, id, &dest, connector, &ptx, alive, lim).await;
+                        download_collection(&shared, id, &dest, connector, &ptx, alive, lim, cap)
+                            .await;
                     let _ = rtx.send(res);
                 }
                 _ => {
@@ -483,6 +543,7 @@ impl Node {
                         Some(rtx),
                         alive,
                         lim,
+                        cap,
                     )
                     .await;
                 }
@@ -517,6 +578,7 @@ async fn run_file(
     report: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
     alive: mpsc::Sender<()>,
     limit: Arc<RateLimiter>,
+    capability: Option<Arc<Vec<u8>>>,
 ) -> Result<PathBuf, NodeError> {
     if id == ContentId::of(b"") {
         let res = create_empty(&dest).await;
@@ -536,6 +598,11 @@ async fn run_file(
     }
     let (tx, rx) = mpsc::channel(CONTENT_QUEUE);
     let (dtx, drx) = oneshot::channel();
+    let policy = if capability.is_some() {
+        DownloadPolicy::Private
+    } else {
+        DownloadPolicy::Unlisted
+    };
     let cfg = DownloadCfg {
         dest,
         connector,
@@ -543,6 +610,8 @@ async fn run_file(
         max_len,
         alive,
         limit,
+        _grant: shared.access.register_download(id, policy),
+        capability,
     };
     let c = Content::download(id, shared.clone(), tx.clone(), ptx, cfg);
     if let Ok(mut reg) = shared.registry.lock() {
@@ -628,6 +697,7 @@ fn already_complete(path: &Path, id: ContentId, size: u64) -> Result<bool, NodeE
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn download_collection(
     shared: &Arc<Shared>,
     id: ContentId,
@@ -636,6 +706,7 @@ async fn download_collection(
     ptx: &watch::Sender<Progress>,
     alive: mpsc::Sender<()>,
     limit: Arc<RateLimiter>,
+    capability: Option<Arc<Vec<u8>>>,
 ) -> Result<PathBuf, NodeError> {
     // The manifest is fetched like any content, into the store's folder.
     let mdir = shared.store.dir().join("manifests");
@@ -667,6 +738,7 @@ async fn download_collection(
                 None,
                 alive.clone(),
                 limit.clone(),
+                capability.clone(),
             )
             .await?;
             std::fs::read(&mpath)?
@@ -714,6 +786,7 @@ async fn download_collection(
             None,
             alive.clone(),
             limit.clone(),
+            capability.clone(),
         );
         tokio::pin!(fut);
         loop {

@@ -11,13 +11,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use libp2p_identity::Keypair;
 use shoal_core::manifest::is_plain_name;
 use shoal_core::ticket::Provider;
 use shoal_core::{ContentId, Kind, Ticket};
 use shoal_net::addrs::multiaddr_ip;
 use shoal_net::PeerId;
 use shoal_net::{Multiaddr, Net, NetConfig, NetEvents, PathKind};
-use shoal_store::{Share, Store, Visibility};
+use shoal_store::{InviteRecord, Share, Store, Visibility};
+
+use crate::control::{AccessControl, ControlError, InviteOptions};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -60,6 +63,26 @@ pub enum PeerError {
     /// The local store failed.
     #[error(transparent)]
     LocalStore(#[from] shoal_store::StoreError),
+    /// No share with this id.
+    #[error("no share with id {0}; `shoal shares` lists them")]
+    NotShared(ContentId),
+    /// No invite with this id.
+    #[error("no invite with id {0}; `shoal invites` lists them")]
+    UnknownInvite(String),
+    /// A request that makes no sense (bad duration, use count, peer id).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ControlError> for PeerError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Store(e) => PeerError::LocalStore(e),
+            ControlError::NotShared(id) => PeerError::NotShared(id),
+            ControlError::UnknownInvite(i) => PeerError::UnknownInvite(i),
+            ControlError::Invalid(m) => PeerError::Invalid(m),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +94,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Peer {
     net: Net,
     node: Arc<Node>,
+    /// The identity key: signs invites.
+    keypair: Keypair,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -108,7 +133,7 @@ impl Peer {
             source,
         })?;
         let keypair = shoal_net::identity::load_or_create(data_dir)?;
-        let (net, events) = Net::start(keypair, net_config).await?;
+        let (net, events) = Net::start(keypair.clone(), net_config).await?;
         net.wait_listening(LISTEN_WAIT).await?;
         // A node behind a relay is reachable only through its circuit: wait for
         // the reservation so the tickets it hands out carry that address.
@@ -135,7 +160,8 @@ impl Peer {
                 let stream = inc.stream;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = n.accept(inc.peer, stream).await {
+                    let addr = inc.remote.as_ref().map(|a| format!("{a} ({})", inc.path));
+                    if let Err(e) = n.accept_from(inc.peer, addr, stream).await {
                         tracing::debug!(peer = %inc.peer, path = %inc.path, error = %e, "inbound transfer refused");
                     }
                 });
@@ -147,7 +173,12 @@ impl Peer {
                 tracing::trace!(?ev, "net event");
             }
         }));
-        let peer = Peer { net, node, tasks };
+        let peer = Peer {
+            net,
+            node,
+            keypair,
+            tasks,
+        };
         let public: Vec<ContentId> = peer
             .node
             .store()
@@ -211,9 +242,42 @@ impl Peer {
 
     /// Marks a share public and announces it.
     pub fn make_public(&self, id: ContentId) -> Result<(), PeerError> {
-        self.store().set_visibility(&id, Visibility::Public)?;
-        self.announce(id);
+        self.set_visibility(id, Visibility::Public)
+    }
+
+    /// Share and access management on this node: every change reaches the
+    /// running sessions at once.
+    pub fn control(&self) -> AccessControl {
+        AccessControl::new(
+            self.store().clone(),
+            self.keypair.clone(),
+            Some(self.node.access().clone()),
+        )
+    }
+
+    /// Changes a share's policy (see [`AccessControl::set_visibility`]); a share
+    /// made public is announced.
+    pub fn set_visibility(&self, id: ContentId, v: Visibility) -> Result<(), PeerError> {
+        self.control().set_visibility(id, v)?;
+        if v == Visibility::Public {
+            self.announce(id);
+        }
         Ok(())
+    }
+
+    /// Issues an invite to share `id` and returns it with a ticket naming this
+    /// peer's addresses and carrying the invite.
+    pub fn invite(
+        &self,
+        id: ContentId,
+        opts: &InviteOptions,
+    ) -> Result<(InviteRecord, Ticket), PeerError> {
+        let share = self.store().share(&id)?.ok_or(PeerError::NotShared(id))?;
+        let rec = self.control().invite(id, opts)?;
+        let mut ticket = self.ticket(&share);
+        ticket.capability = Some(rec.encoded.clone());
+        let _ = ticket.shrink_to_fit();
+        Ok((rec, ticket))
     }
 
     /// The kind of content `id` to download: `known` (a ticket's), else what
@@ -264,8 +328,23 @@ impl Peer {
         name: Option<&str>,
         providers: &[Provider],
     ) -> (DownloadHandle, Arc<NetConnector>) {
+        self.fetch_with(id, kind, out_dir, name, providers, None)
+    }
+
+    /// [`fetch`](Self::fetch) presenting `capability` (a ticket's invite).
+    pub fn fetch_with(
+        &self,
+        id: ContentId,
+        kind: Kind,
+        out_dir: &Path,
+        name: Option<&str>,
+        providers: &[Provider],
+        capability: Option<Vec<u8>>,
+    ) -> (DownloadHandle, Arc<NetConnector>) {
         let c = self.connector(id, providers);
-        let h = self.node.download(id, kind, out_dir, name, c.clone());
+        let h = self
+            .node
+            .download_with(id, kind, out_dir, name, c.clone(), capability);
         (h, c)
     }
 

@@ -21,6 +21,7 @@ use crate::error::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_share_mtime.sql"),
+    include_str!("../migrations/0003_access.sql"),
 ];
 
 /// The schema version this code writes.
@@ -266,18 +267,18 @@ fn bytes_path(b: Vec<u8>) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&b))
 }
 
-fn corrupt(what: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
 }
 
-fn id_from(bytes: Vec<u8>) -> Result<ContentId, StoreError> {
+pub(crate) fn id_from(bytes: Vec<u8>) -> Result<ContentId, StoreError> {
     let arr: [u8; 32] = bytes
         .try_into()
         .map_err(|_| corrupt("a content id is not 32 bytes"))?;
     Ok(ContentId::from_bytes(arr))
 }
 
-fn kind_from(s: &str) -> Result<Kind, StoreError> {
+pub(crate) fn kind_from(s: &str) -> Result<Kind, StoreError> {
     match s {
         "file" => Ok(Kind::File),
         "collection" => Ok(Kind::Collection),
@@ -376,7 +377,7 @@ impl Db {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent (every
         // change is in a transaction), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

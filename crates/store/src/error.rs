@@ -48,6 +48,9 @@ pub enum StoreError {
         id: ContentId,
         piece: u32,
     },
+    /// A request the store refuses (over a limit, inconsistent).
+    #[error("{what}")]
+    Invalid { what: String },
     /// A file or folder name is not valid UTF-8, which collections require.
     #[error("{} has a name that is not valid UTF-8; rename it to share this folder", path.display())]
     NonUtf8Name { path: PathBuf },

@@ -12,6 +12,7 @@
 //!
 //! The crash model is described in `DESIGN.md` beside this crate.
 
+pub mod access;
 pub mod db;
 pub mod error;
 pub mod hash;
@@ -21,6 +22,7 @@ pub mod store;
 pub mod tree;
 pub mod walk;
 
+pub use access::{AccessLogEntry, Grant, InviteRecord, InviteUse, NewAccessLog, Redeem};
 pub use db::{Db, SearchHit, Share, ShareFile, Visibility};
 pub use error::StoreError;
 pub use hash::{hash_bytes, hash_file};

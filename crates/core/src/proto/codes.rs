@@ -62,8 +62,7 @@ code_enum! {
         AccessDenied = 2,
         /// The capability in the hello has expired.
         CapabilityExpired = 3,
-        /// The capability is malformed, not signed by the owner, for another content or
-        /// another peer, or revoked.
+        /// The capability is malformed, or not signed by the responder's own key.
         CapabilityInvalid = 4,
         /// The hello's protocol version is not spoken by the responder.
         VersionUnsupported = 5,
@@ -77,6 +76,14 @@ code_enum! {
         Banned = 9,
         /// The hello is malformed or inconsistent in another way.
         BadHello = 10,
+        /// The capability was revoked by its issuer (or is not known to it).
+        CapabilityRevoked = 11,
+        /// The capability's uses are all taken by other peers.
+        CapabilityUsedUp = 12,
+        /// The capability names another recipient than the authenticated peer.
+        CapabilityWrongPeer = 13,
+        /// The capability is for other content than the hello names.
+        CapabilityWrongContent = 14,
     }
 }
 
@@ -133,5 +140,9 @@ code_enum! {
         BadData = 15,
         /// The peer is banned for this content.
         Banned = 16,
+        /// The responder's access policy no longer allows this peer (the share was
+        /// removed or made private, the peer left the allowlist, its invite was revoked
+        /// or expired).
+        AccessRevoked = 17,
     }
 }

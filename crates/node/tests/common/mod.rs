@@ -395,3 +395,20 @@ where
         vec![self.peer]
     }
 }
+
+/// The identity key behind [`peer_id`]`(i)`.
+pub fn keypair(i: u8) -> libp2p_identity::Keypair {
+    libp2p_identity::Keypair::ed25519_from_bytes([i.wrapping_add(1); 32])
+        .expect("32 bytes is an ed25519 secret key")
+}
+
+impl TestNode {
+    /// Share and access management of this node, notifying its sessions.
+    pub fn control(&self, i: u8) -> shoal_node::control::AccessControl {
+        shoal_node::control::AccessControl::new(
+            self.node.store().clone(),
+            keypair(i),
+            Some(self.node.access().clone()),
+        )
+    }
+}
