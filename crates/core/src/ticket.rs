@@ -374,6 +374,8 @@ pub struct Target {
     pub kind: Option<Kind>,
     pub providers: Vec<Provider>,
     pub name: Option<String>,
+    /// The ticket's capability (an invite), if any.
+    pub capability: Option<Vec<u8>>,
 }
 
 impl FromStr for Target {
@@ -390,6 +392,7 @@ impl FromStr for Target {
                 kind: Some(t.kind),
                 providers: t.providers,
                 name: t.name,
+                capability: t.capability,
             });
         }
         match s.parse::<ContentId>() {
@@ -398,6 +401,7 @@ impl FromStr for Target {
                 kind: None,
                 providers: Vec::new(),
                 name: None,
+                capability: None,
             }),
             Err(_) => Err(format!(
                 "{s:?} is neither a ticket (starting with {PREFIX}) nor a content id (64 hex digits); paste the whole ticket"

@@ -49,8 +49,11 @@ pub struct ShareView {
     pub size: u64,
     /// Number of files (1 for a file).
     pub files: u64,
-    /// Announced on the DHT (otherwise reachable with the ticket only).
+    /// Announced on the DHT (otherwise reachable with the ticket only, or
+    /// private). Kept for older clients: `visibility` says it all.
     pub public: bool,
+    /// Who may fetch it.
+    pub visibility: crate::access::Policy,
     /// A ticket naming this peer.
     pub ticket: String,
 }
@@ -90,9 +93,16 @@ pub struct PeerView {
 pub struct NewShareBody {
     /// Absolute path of a file or folder.
     pub path: String,
-    /// Announce it on the DHT (default true); false: ticket only.
+    /// Who may fetch it (default `unlisted`: anyone with the ticket).
+    #[serde(default)]
+    pub visibility: Option<crate::access::Policy>,
+    /// Shorthand of older clients: true is `visibility: public`, false
+    /// `unlisted`. Refused when it contradicts `visibility`.
     #[serde(default)]
     pub public: Option<bool>,
+    /// Peer ids allowed while the share is private (requires `visibility: private`).
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
 }
 
 /// Body of `POST /api/v1/transfers`.
@@ -128,9 +138,16 @@ pub struct TransferPatch {
     paths(
         status, list_shares, add_share, remove_share, list_transfers, add_transfer,
         get_transfer, patch_transfer, pause_transfer, resume_transfer, cancel_transfer,
-        list_peers, get_settings, patch_settings, events, openapi_json, metrics
+        list_peers, get_settings, patch_settings, events, openapi_json, metrics,
+        crate::access::patch_share, crate::access::get_access, crate::access::allow_peer,
+        crate::access::deny_peer, crate::access::create_invite, crate::access::share_invites,
+        crate::access::list_invites, crate::access::revoke_invite, crate::access::access_log,
+        crate::access::share_access_log
     ),
     components(schemas(
+        crate::access::Policy, crate::access::SharePatch, crate::access::AllowBody,
+        crate::access::NewInviteBody, crate::access::InviteState, crate::access::InviteView,
+        crate::access::AccessView, crate::access::AccessLogView,
         ShareView, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
         TransferPeer, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
         crate::ErrorDetail, crate::ErrorCode
@@ -157,7 +174,30 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/status", get(status))
         .route("/shares", get(list_shares).post(add_share))
-        .route("/shares/{id}", axum::routing::delete(remove_share))
+        .route(
+            "/shares/{id}",
+            axum::routing::delete(remove_share).patch(crate::access::patch_share),
+        )
+        .route("/shares/{id}/access", get(crate::access::get_access))
+        .route("/shares/{id}/allow", post(crate::access::allow_peer))
+        .route(
+            "/shares/{id}/allow/{peer_id}",
+            axum::routing::delete(crate::access::deny_peer),
+        )
+        .route(
+            "/shares/{id}/invites",
+            get(crate::access::share_invites).post(crate::access::create_invite),
+        )
+        .route(
+            "/shares/{id}/access-log",
+            get(crate::access::share_access_log),
+        )
+        .route("/invites", get(crate::access::list_invites))
+        .route(
+            "/invites/{invite_id}/revoke",
+            post(crate::access::revoke_invite),
+        )
+        .route("/access-log", get(crate::access::access_log))
         .route("/transfers", get(list_transfers).post(add_transfer))
         .route("/transfers/{id}", get(get_transfer).patch(patch_transfer))
         .route("/transfers/{id}/pause", post(pause_transfer))
@@ -224,7 +264,7 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Respo
 }
 
 /// Parses an id in a path: 400 naming `id` when malformed.
-fn parse_id(s: &str) -> ApiResult<ContentId> {
+pub(crate) fn parse_id(s: &str) -> ApiResult<ContentId> {
     s.parse().map_err(|_| {
         ApiError::bad_request(
             Some("id"),
@@ -233,7 +273,7 @@ fn parse_id(s: &str) -> ApiResult<ContentId> {
     })
 }
 
-fn share_view(st: &AppState, s: &shoal_store::Share) -> ShareView {
+pub(crate) fn share_view(st: &AppState, s: &shoal_store::Share) -> ShareView {
     ShareView {
         id: s.id.to_hex(),
         kind: s.kind.into(),
@@ -242,6 +282,7 @@ fn share_view(st: &AppState, s: &shoal_store::Share) -> ShareView {
         size: s.size,
         files: s.files,
         public: s.visibility == Visibility::Public,
+        visibility: s.visibility.into(),
         ticket: st.peer.ticket(s).to_string(),
     }
 }
@@ -296,6 +337,36 @@ async fn add_share(
     State(st): St,
     ApiJson(body): ApiJson<NewShareBody>,
 ) -> ApiResult<(StatusCode, Json<ShareView>)> {
+    use crate::access::Policy;
+    let policy =
+        match (body.visibility, body.public) {
+            (Some(v), None) => v,
+            (None, Some(true)) => Policy::Public,
+            (None, Some(false) | None) => Policy::Unlisted,
+            (Some(v), Some(p)) if (v == Policy::Public) == p => v,
+            (Some(v), Some(p)) => return Err(ApiError::unprocessable(
+                "public",
+                format!(
+                    "\"public\": {p} contradicts \"visibility\": \"{}\"; send only \"visibility\"",
+                    Visibility::from(v)
+                ),
+            )),
+        };
+    let mut allow = Vec::new();
+    for (i, p) in body.allow.iter().flatten().enumerate() {
+        allow.push(p.trim().parse::<shoal_net::PeerId>().map_err(|_| {
+            ApiError::unprocessable(
+                &format!("allow[{i}]"),
+                format!("{p:?} is not a peer id (like 12D3KooW…, as `shoal status` prints it)"),
+            )
+        })?);
+    }
+    if !allow.is_empty() && policy != Policy::Private {
+        return Err(ApiError::unprocessable(
+            "allow",
+            "an allowlist only applies to a private share: add \"visibility\": \"private\"",
+        ));
+    }
     let path = PathBuf::from(&body.path);
     if body.path.is_empty() || !path.is_absolute() {
         return Err(ApiError::unprocessable(
@@ -332,15 +403,14 @@ async fn add_share(
             ApiError::unprocessable("path", format!("cannot share {}: {e}", path.display()))
         })?;
     let s = added.share;
-    if body.public.unwrap_or(true) {
+    st.peer
+        .set_visibility(s.id, policy.into())
+        .map_err(|e| internal("cannot set the share's visibility", e))?;
+    for p in &allow {
         st.peer
-            .make_public(s.id)
-            .map_err(|e| internal("cannot make the share public", e))?;
-    } else {
-        st.peer
-            .store()
-            .set_visibility(&s.id, Visibility::Unlisted)
-            .map_err(|e| internal("cannot set the share's visibility", e))?;
+            .control()
+            .allow(s.id, *p)
+            .map_err(|e| internal("cannot allow a peer", e))?;
     }
     let s = st
         .peer
@@ -362,15 +432,14 @@ async fn add_share(
         (status = 401, body = ErrorBody)))]
 async fn remove_share(State(st): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    let removed = st
-        .peer
-        .store()
-        .remove(&id)
-        .map_err(|e| internal("cannot remove the share", e))?;
-    if !removed {
-        return Err(ApiError::not_found(format!(
-            "no share with id {id}; GET /api/v1/shares lists them"
-        )));
+    match st.peer.control().unshare(id) {
+        Ok(_) => {}
+        Err(shoal_node::control::ControlError::NotShared(_)) => {
+            return Err(ApiError::not_found(format!(
+                "no share with id {id}; GET /api/v1/shares lists them"
+            )))
+        }
+        Err(e) => return Err(internal("cannot remove the share", e)),
     }
     let net = st.peer.net().clone();
     tokio::spawn(async move {
@@ -447,6 +516,7 @@ async fn add_transfer(
         output,
         name: body.name.or(target.name),
         download_limit: body.download_limit.filter(|l| *l > 0),
+        capability: target.capability,
     })?;
     let code = if created {
         StatusCode::CREATED

@@ -7,6 +7,7 @@
 //! and API address, removed on a clean exit), `daemon/transfers.json` and
 //! `daemon/settings.json`.
 
+pub mod access;
 pub mod api;
 pub mod discovery;
 mod error;

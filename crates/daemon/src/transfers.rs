@@ -187,6 +187,7 @@ struct Job {
     name: Option<String>,
     limit: Option<u64>,
     conn: Arc<NetConnector>,
+    capability: Option<Vec<u8>>,
 }
 
 enum Cmd {
@@ -212,6 +213,8 @@ pub struct NewTransfer {
     pub output: PathBuf,
     pub name: Option<String>,
     pub download_limit: Option<u64>,
+    /// The ticket's invite, presented to every provider.
+    pub capability: Option<Vec<u8>>,
 }
 
 impl NewTransfer {
@@ -379,12 +382,12 @@ impl Transfers {
                 kind: new.kind.into(),
                 name: new.name,
                 output: new.output,
-                ticket: (!new.providers.is_empty()).then(|| {
+                ticket: (!new.providers.is_empty() || new.capability.is_some()).then(|| {
                     Ticket {
                         id: new.id,
                         kind: new.kind,
                         providers: new.providers.clone(),
-                        capability: None,
+                        capability: new.capability.clone(),
                         name: None,
                     }
                     .to_string()
@@ -431,12 +434,12 @@ impl Transfers {
             ));
             return;
         }
-        let providers: Vec<Provider> = e
+        let (providers, capability): (Vec<Provider>, Option<Vec<u8>>) = e
             .rec
             .ticket
             .as_deref()
             .and_then(|t| t.parse::<Ticket>().ok())
-            .map(|t| t.providers)
+            .map(|t| (t.providers, t.capability))
             .unwrap_or_default();
         if providers.is_empty() {
             // Fetching by id: tell the DHT we are a provider, as `shoal get` does.
@@ -449,6 +452,7 @@ impl Transfers {
             name: e.rec.name.clone(),
             limit: e.rec.download_limit,
             conn: conn.clone(),
+            capability,
         };
         let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let generation = self
@@ -487,10 +491,14 @@ impl Transfers {
             }
         }
         let conn: Arc<dyn shoal_node::Connector> = job.conn.clone();
-        let mut handle =
-            self.peer
-                .node()
-                .download(id, job.kind, &job.out, job.name.as_deref(), conn);
+        let mut handle = self.peer.node().download_with(
+            id,
+            job.kind,
+            &job.out,
+            job.name.as_deref(),
+            conn,
+            job.capability.clone(),
+        );
         crate::limits::set_download_limit(&handle, job.limit);
         let mut rx = handle.progress();
         let mut last_emit = Instant::now() - EVENT_EVERY;

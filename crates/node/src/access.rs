@@ -173,11 +173,7 @@ pub fn decide(req: &Request<'_>) -> Verdict {
         return Verdict::Allow(Allowed::Download);
     }
     let peer_text = req.peer.to_base58();
-    if let Some(g) = req
-        .grants
-        .iter()
-        .find(|g| g.allow.contains(&peer_text))
-    {
+    if let Some(g) = req.grants.iter().find(|g| g.allow.contains(&peer_text)) {
         return Verdict::Allow(Allowed::Allowlist { share: g.share });
     }
     if req.grants.is_empty() {

@@ -221,9 +221,14 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
             peer.announce(id);
         }
         let started = Instant::now();
-        let handle = peer
-            .node()
-            .download(id, kind, &args.out, name.as_deref(), conn.clone());
+        let handle = peer.node().download_with(
+            id,
+            kind,
+            &args.out,
+            name.as_deref(),
+            conn.clone(),
+            target.capability.clone(),
+        );
         let res = watch_download(handle, &conn, args.json, started, args.stall_timeout).await;
         let (summary, handle) = match res {
             Ok(x) => x,
