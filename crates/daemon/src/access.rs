@@ -179,6 +179,18 @@ fn parse_peer(s: &str, field: &str) -> ApiResult<shoal_net::PeerId> {
 }
 
 pub(crate) fn invite_view(st: &AppState, r: &InviteRecord) -> InviteView {
+    let ticket = st.peer.store().share(&r.content).ok().flatten().map(|s| {
+        let mut t = st.peer.ticket(&s);
+        t.capability = Some(r.encoded.clone());
+        let _ = t.shrink_to_fit();
+        t.to_string()
+    });
+    invite_to_view(r, ticket)
+}
+
+/// The API's view of an invite (also what `shoal invites --json` prints
+/// without a daemon), with `ticket` carrying it.
+pub fn invite_to_view(r: &InviteRecord, ticket: Option<String>) -> InviteView {
     let now = shoal_node::access::now_secs() as i64;
     let state = if r.revoked_at.is_some() {
         InviteState::Revoked
@@ -189,12 +201,6 @@ pub(crate) fn invite_view(st: &AppState, r: &InviteRecord) -> InviteView {
     } else {
         InviteState::Active
     };
-    let ticket = st.peer.store().share(&r.content).ok().flatten().map(|s| {
-        let mut t = st.peer.ticket(&s);
-        t.capability = Some(r.encoded.clone());
-        let _ = t.shrink_to_fit();
-        t.to_string()
-    });
     InviteView {
         id: r.id.clone(),
         share: r.content.to_hex(),
@@ -209,7 +215,8 @@ pub(crate) fn invite_view(st: &AppState, r: &InviteRecord) -> InviteView {
     }
 }
 
-fn log_view(e: &AccessLogEntry) -> AccessLogView {
+/// The API's view of an access-log row.
+pub fn log_view(e: &AccessLogEntry) -> AccessLogView {
     AccessLogView {
         at: e.at,
         content: e.content.to_hex(),

@@ -3,7 +3,45 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use std::sync::OnceLock;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
+
+/// The options of the subcommand that were given, by long name (`--listen`):
+/// on the command line, and through `SHOAL_*` environment variables.
+#[derive(Debug, Default, Clone)]
+pub struct Given {
+    pub command_line: Vec<String>,
+    pub environment: Vec<String>,
+}
+
+static GIVEN: OnceLock<Given> = OnceLock::new();
+
+/// Records which options of the subcommand were given, and how (see [`given`]).
+pub fn record_given(matches: &ArgMatches) {
+    let mut g = Given::default();
+    let cmd = Cli::command();
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(scmd) = cmd.find_subcommand(name) {
+            for arg in scmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                match sub.value_source(arg.get_id().as_str()) {
+                    Some(ValueSource::CommandLine) => g.command_line.push(format!("--{long}")),
+                    Some(ValueSource::EnvVariable) => g.environment.push(format!("--{long}")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = GIVEN.set(g);
+}
+
+/// Which options of this run's subcommand were given (empty in tests that
+/// call the commands directly).
+pub fn given() -> Given {
+    GIVEN.get().cloned().unwrap_or_default()
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -112,6 +150,114 @@ pub enum Command {
     /// Run in the background: the peer behind a local HTTP API and web UI,
     /// until Ctrl-C or SIGTERM.
     Daemon(crate::daemon_cmd::DaemonArgs),
+    #[command(flatten)]
+    Access(AccessCommand),
+}
+
+/// Who may fetch what (through the daemon when one runs, else on the data dir).
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Show a share's policy, allowlist and invites.
+    Access {
+        /// The share's id (or a unique prefix of at least 8 hex digits).
+        id: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow a peer to fetch a private share (and every file of a shared folder).
+    Allow {
+        /// The share's id (or a unique prefix).
+        id: String,
+        /// The peer id to allow (what `shoal status` prints on the other machine).
+        peer: String,
+        /// Print the share's access as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a peer off a share's allowlist; its running sessions close at once.
+    Deny {
+        /// The share's id (or a unique prefix).
+        id: String,
+        /// The peer id to remove.
+        peer: String,
+        /// Print the share's access as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set who may fetch a share: public (announced), unlisted (ticket only) or
+    /// private (allowlist and invites only). Sessions no longer allowed close.
+    Visibility {
+        /// The share's id (or a unique prefix).
+        id: String,
+        /// public, unlisted or private.
+        #[arg(value_parser = parse_policy)]
+        visibility: shoal_daemon::access::Policy,
+        /// Print the share as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an invite to a share and print a ticket carrying it: its holder may
+    /// fetch the share even while it is private.
+    Invite(InviteArgs),
+    /// List invites (of one share, or all) with their uses and state.
+    Invites {
+        /// Only this share's invites (id or unique prefix).
+        id: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an invite: refused from now on, and the sessions it admitted close.
+    Revoke {
+        /// The invite id (32 hex digits, as `shoal invites` prints it).
+        invite: String,
+        /// Print the invite as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who asked for what, when, and the answer (newest first).
+    #[command(name = "access-log")]
+    AccessLog {
+        /// Only requests for this share (id or unique prefix).
+        id: Option<String>,
+        /// Show at most this many rows.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The share's id (or a unique prefix of at least 8 hex digits).
+    pub id: String,
+    /// Only this peer id may use the invite.
+    #[arg(long, value_name = "PEER_ID")]
+    pub to: Option<String>,
+    /// The invite expires this long after now (e.g. `30m`, `7d`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
+    /// At most this many distinct peers may use it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub uses: Option<u64>,
+    /// Print the invite (with its ticket) as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_policy(s: &str) -> Result<shoal_daemon::access::Policy, String> {
+    use shoal_daemon::access::Policy;
+    match s {
+        "public" => Ok(Policy::Public),
+        "unlisted" => Ok(Policy::Unlisted),
+        "private" => Ok(Policy::Private),
+        _ => Err(format!(
+            "{s:?} is not a visibility: use public, unlisted or private"
+        )),
+    }
 }
 
 /// The transfer a `pause`, `resume` or `cancel` acts on.
@@ -146,8 +292,15 @@ pub struct ShareArgs {
     pub paths: Vec<PathBuf>,
     /// Announce the shares on the DHT so anyone can find them by id (default:
     /// unlisted, reachable with the ticket only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "private")]
     pub public: bool,
+    /// Serve the shares only to the peers given with --allow and to holders of
+    /// an invite (`shoal invite`).
+    #[arg(long)]
+    pub private: bool,
+    /// With --private: a peer id allowed to fetch the shares (repeatable).
+    #[arg(long, value_name = "PEER_ID", requires = "private")]
+    pub allow: Vec<String>,
     /// Print one JSON object per share (`ticket`, `id`, `peer`, `addrs`) instead of the tickets.
     #[arg(long)]
     pub json: bool,

@@ -358,6 +358,8 @@ pub struct ApiShare {
     pub size: u64,
     pub files: u64,
     pub public: bool,
+    /// public, unlisted or private.
+    pub visibility: String,
     pub ticket: String,
 }
 

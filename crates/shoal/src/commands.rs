@@ -55,6 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Command::Demo(args) => crate::p2p::demo(args),
         Command::Daemon(args) => crate::daemon_cmd::run(&cli.global, args),
+        Command::Access(cmd) => crate::access_cmd::run(&cli.global, cmd),
     }
 }
 

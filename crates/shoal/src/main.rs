@@ -5,6 +5,7 @@
 //! progress bars on stderr) or programs (`--json`). Every error is printed as one
 //! line on stderr with a non-zero exit code.
 
+mod access_cmd;
 mod cli;
 mod client;
 mod commands;
@@ -15,10 +16,12 @@ mod remote;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    cli::record_given(&matches);
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,15 @@ async fn serve_until(d: Option<Duration>) {
 pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
     let dir = crate::commands::data_dir(global)?;
     let cfg = peer_config(&args.node, NodeConfig::default())?;
+    let allow = args
+        .allow
+        .iter()
+        .map(|p| {
+            p.trim().parse::<PeerId>().map_err(|_| {
+                anyhow!("--allow {p:?} is not a peer id: give the 12D3KooW… id that `shoal status` prints on the other machine")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     runtime()?.block_on(async move {
         let peer = Peer::start(&dir, cfg)
             .await
@@ -95,11 +104,20 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                 eprintln!("warning: {skipped}");
             }
             let s = &added.share;
-            if args.public {
-                peer.make_public(s.id)
-                    .with_context(|| format!("cannot make {shown} public"))?;
-            } else if s.visibility == Visibility::Public {
-                peer.announce(s.id);
+            let visibility = if args.public {
+                Visibility::Public
+            } else if args.private {
+                Visibility::Private
+            } else {
+                // Sharing again without a flag keeps what was chosen before.
+                s.visibility
+            };
+            peer.set_visibility(s.id, visibility)
+                .with_context(|| format!("cannot make {shown} {visibility}"))?;
+            for p in &allow {
+                peer.control()
+                    .allow(s.id, *p)
+                    .with_context(|| format!("cannot allow {p} to fetch {shown}"))?;
             }
             let ticket = peer.ticket(s);
             if args.json {
@@ -117,7 +135,8 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                     "size": s.size,
                     "peer": peer.peer_id().to_string(),
                     "addrs": addrs,
-                    "public": args.public || s.visibility == Visibility::Public,
+                    "public": visibility == Visibility::Public,
+                    "visibility": visibility,
                 }))?);
             } else {
                 lines.push(ticket.to_string());
@@ -128,11 +147,7 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                 s.name,
                 human_size(s.size),
                 s.id,
-                if args.public || s.visibility == Visibility::Public {
-                    ", announced on the DHT"
-                } else {
-                    ", reachable with the ticket only"
-                },
+                crate::remote::visibility_note(visibility.as_str()),
                 match added.reused_bytes {
                     0 => String::new(),
                     n if n == s.size => "; unchanged since it was last indexed".to_string(),

@@ -73,20 +73,82 @@ impl Remote {
         self.daemon.file.pid
     }
 
+    /// Refuses the options of `shoal COMMAND` that only a node started for
+    /// this command can honour (network flags, node-wide limits, how long to
+    /// serve): the daemon's node runs with its own settings. Those set through
+    /// `SHOAL_*` variables are named in a note instead, since they are meant
+    /// for every command.
+    fn foreground_only(&self, command: &str, allowed: &[&str]) -> Result<()> {
+        let g = crate::cli::given();
+        let not_allowed = |f: &&String| !allowed.contains(&f.as_str());
+        let given: Vec<&str> = g
+            .command_line
+            .iter()
+            .filter(not_allowed)
+            .map(String::as_str)
+            .collect();
+        if !given.is_empty() {
+            bail!(
+                "{} cannot apply through the shoal daemon (pid {}), whose node already runs with its own settings; pass --no-daemon to run `shoal {command}` in the foreground with them, or change the daemon's settings (its web UI, `shoal daemon --help`)",
+                given.join(", "),
+                self.pid()
+            );
+        }
+        let env: Vec<&str> = g
+            .environment
+            .iter()
+            .filter(not_allowed)
+            .map(String::as_str)
+            .collect();
+        if !env.is_empty() {
+            eprintln!(
+                "note: {} (set through SHOAL_* environment variables) do not apply to the shoal daemon's node (pid {}); it uses its own settings",
+                env.join(", "),
+                self.pid()
+            );
+        }
+        Ok(())
+    }
+
+    /// `GET path` of the daemon's API.
+    pub fn api_get(&self, path: &str) -> Result<Value> {
+        self.rt.block_on(self.daemon.get(path))
+    }
+
+    /// Any request to the daemon's API.
+    pub fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        self.rt
+            .block_on(self.daemon.call(method, path, body, REQUEST_TIMEOUT))
+    }
+
     // ------------------------------------------------------------ shares
 
     /// `shoal share` through the daemon: adds each path as a share and prints
     /// its ticket (or JSON object) exactly as the foreground command does;
     /// the daemon serves them from then on.
     pub fn share(&self, args: &ShareArgs) -> Result<()> {
-        if args.serve_for.is_some() {
-            eprintln!("note: --for is ignored: the shoal daemon (pid {}) serves the shares until they are removed", self.pid());
-        }
+        self.foreground_only("share", &["--json", "--public", "--private", "--allow"])?;
         let status = &self.daemon.status;
         let mut lines = Vec::new();
         for path in &args.paths {
             let abs = absolute(path)?;
-            let body = json!({"path": abs.to_string_lossy(), "public": args.public});
+            let visibility = if args.public {
+                "public"
+            } else if args.private {
+                "private"
+            } else {
+                "unlisted"
+            };
+            let body = json!({
+                "path": abs.to_string_lossy(),
+                "visibility": visibility,
+                "allow": args.allow,
+            });
             let value = self
                 .rt
                 .block_on(self.daemon.post("/api/v1/shares", &body, SHARE_TIMEOUT))
@@ -103,6 +165,7 @@ impl Remote {
                     "peer": status.peer_id,
                     "addrs": status.ticket_addresses,
                     "public": s.public,
+                    "visibility": s.visibility,
                 }))?);
             } else {
                 lines.push(s.ticket.clone());
@@ -113,11 +176,7 @@ impl Remote {
                 s.name,
                 human_size(s.size),
                 s.id,
-                if s.public {
-                    ", announced on the DHT"
-                } else {
-                    ", reachable with the ticket only"
-                }
+                visibility_note(&s.visibility)
             );
         }
         let mut out = std::io::stdout().lock();
@@ -155,7 +214,7 @@ impl Remote {
                     s.kind.clone(),
                     human_size(s.size),
                     s.files.to_string(),
-                    if s.public { "public" } else { "unlisted" }.to_owned(),
+                    s.visibility.clone(),
                     s.name.clone(),
                     s.path.clone(),
                 ]
@@ -383,6 +442,7 @@ impl Remote {
     /// follows it on the event stream until it completes or fails. Ctrl-C
     /// stops following; the daemon goes on.
     pub fn get(&self, args: &GetArgs) -> Result<()> {
+        self.foreground_only("get", &["--output", "--name", "--json", "--download-limit"])?;
         if args.sequential || args.collection {
             bail!(
                 "--sequential and --collection are not available through the shoal daemon (pid {}); pass --no-daemon to download in the foreground",
@@ -395,7 +455,9 @@ impl Remote {
         let mut body = json!({
             "ticket": args.target.trim(),
             "output": out.to_string_lossy(),
-            "download_limit": Value::Null,
+            // The foreground node's download limit is the transfer's here:
+            // one download either way.
+            "download_limit": args.node.download_limit.filter(|l| *l > 0),
         });
         if let Some(name) = &args.name {
             body["name"] = Value::from(name.as_str());
@@ -741,6 +803,15 @@ fn duration(s: u64) -> String {
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// How `shoal share` describes a share's visibility, after its id.
+pub fn visibility_note(v: &str) -> &'static str {
+    match v {
+        "public" => ", announced on the DHT",
+        "private" => ", private: only allowed peers and invite holders may fetch it (`shoal invite ID` makes an invite)",
+        _ => ", reachable with the ticket only",
     }
 }
 
