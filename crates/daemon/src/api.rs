@@ -338,20 +338,21 @@ async fn add_share(
     ApiJson(body): ApiJson<NewShareBody>,
 ) -> ApiResult<(StatusCode, Json<ShareView>)> {
     use crate::access::Policy;
-    let policy =
-        match (body.visibility, body.public) {
-            (Some(v), None) => v,
-            (None, Some(true)) => Policy::Public,
-            (None, Some(false) | None) => Policy::Unlisted,
-            (Some(v), Some(p)) if (v == Policy::Public) == p => v,
-            (Some(v), Some(p)) => return Err(ApiError::unprocessable(
+    let policy = match (body.visibility, body.public) {
+        (Some(v), None) => v,
+        (None, Some(true)) => Policy::Public,
+        (None, Some(false) | None) => Policy::Unlisted,
+        (Some(v), Some(p)) if (v == Policy::Public) == p => v,
+        (Some(v), Some(p)) => {
+            return Err(ApiError::unprocessable(
                 "public",
                 format!(
                     "\"public\": {p} contradicts \"visibility\": \"{}\"; send only \"visibility\"",
                     Visibility::from(v)
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let mut allow = Vec::new();
     for (i, p) in body.allow.iter().flatten().enumerate() {
         allow.push(p.trim().parse::<shoal_net::PeerId>().map_err(|_| {
