@@ -1,5 +1,5 @@
-//! Network configuration: [`NetConfig`] and the command-line/environment form
-//! [`NetArgs`] (docs/net-design.md §2.2).
+//! Network configuration: [`NetConfig`] and the unvalidated, user-facing form
+//! [`NetOptions`] (docs/net-design.md §2.2).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -19,7 +19,7 @@ pub const DEFAULT_RELAY_MAX_CIRCUIT_BYTES: u64 = 128 * 1024;
 pub const DEFAULT_RELAY_MAX_CIRCUIT_SECS: u64 = 120;
 
 /// How the node takes part in the Kademlia DHT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DhtMode {
     /// Client until an external address is confirmed, then server (libp2p's default).
     #[default]
@@ -121,111 +121,50 @@ impl Default for NetConfig {
     }
 }
 
-/// `on`/`off` switch for flags like `--mdns`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Switch {
-    On,
-    Off,
-}
-
-impl Switch {
-    pub fn is_on(self) -> bool {
-        self == Switch::On
-    }
-}
-
-/// Network flags shared by every command that starts a node; flatten it into a
-/// command with `#[command(flatten)]`. Each flag can also be set by the
-/// environment variable named in its help. Convert with [`NetArgs::into_config`].
-#[derive(Clone, Debug, clap::Args)]
-pub struct NetArgs {
-    /// Listen address, `IP:PORT` (TCP and QUIC on that port) or a multiaddr;
-    /// repeatable [default: 0.0.0.0:0 and [::]:0]
-    #[arg(
-        long = "listen",
-        value_name = "ADDR",
-        env = "SHOAL_LISTEN",
-        value_delimiter = ','
-    )]
+/// Network options in the form users give them (addresses as text), before
+/// validation; [`NetOptions::into_config`] checks them and builds the
+/// [`NetConfig`]. Front ends (the CLI's flags and environment variables, a
+/// configuration file) fill it in; this crate knows none of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetOptions {
+    /// `IP:PORT` (TCP and QUIC on that port) or multiaddrs; empty: all interfaces, port 0.
     pub listen: Vec<String>,
-
-    /// Fast-path (TCP + TLS) listen address `IP:PORT`, repeatable, or `off`
-    /// [default: the first --listen IP, port + 1; port 0 stays 0]
-    #[arg(
-        long = "fast-listen",
-        value_name = "IP:PORT|off",
-        env = "SHOAL_FAST_LISTEN",
-        value_delimiter = ','
-    )]
+    /// Fast-path `IP:PORT`s, or `off`; empty: the first listen IP, port + 1.
     pub fast_listen: Vec<String>,
-
-    /// Kademlia bootstrap node, a multiaddr ending in /p2p/PEER_ID; repeatable
-    #[arg(
-        long = "bootstrap",
-        value_name = "ADDR",
-        env = "SHOAL_BOOTSTRAP",
-        value_delimiter = ','
-    )]
+    /// Bootstrap multiaddrs ending in `/p2p/PEER_ID`.
     pub bootstrap: Vec<String>,
-
-    /// Relay to listen through (reserve a circuit), a multiaddr ending in /p2p/PEER_ID; repeatable
-    #[arg(
-        long = "relay",
-        value_name = "ADDR",
-        env = "SHOAL_RELAY",
-        value_delimiter = ','
-    )]
+    /// Relays to listen through, multiaddrs ending in `/p2p/PEER_ID`.
     pub relay: Vec<String>,
-
-    /// Multicast DNS discovery on the LAN
-    #[arg(long, value_enum, env = "SHOAL_MDNS", default_value = "off")]
-    pub mdns: Switch,
-
-    /// UPnP port mapping on the gateway
-    #[arg(long, value_enum, env = "SHOAL_UPNP", default_value = "off")]
-    pub upnp: Switch,
-
-    /// Serve as a circuit relay for other peers
-    #[arg(
-        long = "relay-server",
-        value_enum,
-        env = "SHOAL_RELAY_SERVER",
-        default_value = "off"
-    )]
-    pub relay_server: Switch,
-
-    /// Relay server: bytes per circuit, 0 = unlimited
-    #[arg(long = "relay-max-circuit-bytes", value_name = "BYTES", env = "SHOAL_RELAY_MAX_CIRCUIT_BYTES", default_value_t = DEFAULT_RELAY_MAX_CIRCUIT_BYTES)]
+    pub mdns: bool,
+    pub upnp: bool,
+    pub relay_server: bool,
     pub relay_max_circuit_bytes: u64,
-
-    /// Relay server: seconds per circuit
-    #[arg(long = "relay-max-circuit-secs", value_name = "SECS", env = "SHOAL_RELAY_MAX_CIRCUIT_SECS", default_value_t = DEFAULT_RELAY_MAX_CIRCUIT_SECS)]
     pub relay_max_circuit_secs: u64,
-
-    /// Kademlia protocol name (must start with /)
-    #[arg(long = "kad-protocol", value_name = "NAME", env = "SHOAL_KAD_PROTOCOL", default_value = DEFAULT_KAD_PROTOCOL)]
     pub kad_protocol: String,
-
-    /// DHT mode
-    #[arg(
-        long = "dht-mode",
-        value_enum,
-        env = "SHOAL_DHT_MODE",
-        default_value = "auto"
-    )]
     pub dht_mode: DhtMode,
-
-    /// Maximum established connections
-    #[arg(
-        long = "max-connections",
-        value_name = "N",
-        env = "SHOAL_MAX_CONNECTIONS",
-        default_value_t = 256
-    )]
     pub max_connections: u32,
 }
 
-impl NetArgs {
+impl Default for NetOptions {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            fast_listen: Vec::new(),
+            bootstrap: Vec::new(),
+            relay: Vec::new(),
+            mdns: false,
+            upnp: false,
+            relay_server: false,
+            relay_max_circuit_bytes: DEFAULT_RELAY_MAX_CIRCUIT_BYTES,
+            relay_max_circuit_secs: DEFAULT_RELAY_MAX_CIRCUIT_SECS,
+            kad_protocol: DEFAULT_KAD_PROTOCOL.to_owned(),
+            dht_mode: DhtMode::Auto,
+            max_connections: 256,
+        }
+    }
+}
+
+impl NetOptions {
     /// Validates the flags and builds the configuration. Every error names the
     /// flag, the value and what is expected.
     pub fn into_config(self) -> Result<NetConfig> {
@@ -258,9 +197,9 @@ impl NetArgs {
             .iter()
             .map(|s| parse_peer_addr("--relay", s))
             .collect::<Result<_>>()?;
-        cfg.mdns = self.mdns.is_on();
-        cfg.upnp = self.upnp.is_on();
-        cfg.relay_server = self.relay_server.is_on();
+        cfg.mdns = self.mdns;
+        cfg.upnp = self.upnp;
+        cfg.relay_server = self.relay_server;
         cfg.relay_max_circuit_bytes = self.relay_max_circuit_bytes;
         cfg.relay_max_circuit_duration = Duration::from_secs(self.relay_max_circuit_secs);
         validate_kad_protocol(&self.kad_protocol)?;

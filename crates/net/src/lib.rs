@@ -2,7 +2,7 @@
 //! (design: `docs/net-design.md`).
 //!
 //! - [`identity`]: the node's persistent ed25519 key.
-//! - [`config`]: [`NetConfig`] and the CLI/environment flags [`NetArgs`].
+//! - [`config`]: [`NetConfig`] and the user-facing, unvalidated [`NetOptions`].
 //! - [`Net`]: starts the libp2p swarm (QUIC + TCP, identify, ping, Kademlia,
 //!   mDNS, AutoNAT v2, relay client/server, DCUtR, UPnP, connection limits,
 //!   libp2p-stream) in a tokio task and opens transfer streams.
@@ -22,7 +22,7 @@ mod net;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use config::{DhtMode, NetArgs, NetConfig};
+pub use config::{DhtMode, NetConfig, NetOptions};
 pub use error::{NetError, Result};
 pub use net::{
     content_id_of_key, provider_key, ConnectionInfo, Net, NetEvent, NetEvents, Reachability,

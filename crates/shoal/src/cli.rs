@@ -274,7 +274,7 @@ pub struct TransferIdArgs {
 #[derive(Debug, Args, Clone)]
 pub struct NodeArgs {
     #[command(flatten)]
-    pub net: shoal_net::NetArgs,
+    pub net: crate::net_args::NetArgs,
 
     /// Limit uploads to RATE bytes per second over all peers (e.g. `10MiB`; `0`: no limit)
     #[arg(long = "upload-limit", value_name = "RATE", env = "SHOAL_UPLOAD_LIMIT", value_parser = parse_size)]
@@ -366,7 +366,7 @@ pub struct DemoArgs {
     /// 127.0.0.1 (port 0), mDNS and UPnP are off, and the seeder is the DHT
     /// bootstrap node.
     #[command(flatten)]
-    pub net: shoal_net::NetArgs,
+    pub net: crate::net_args::NetArgs,
 }
 
 /// Durations like `30`, `30s`, `5m`, `2h`, `1d`.

@@ -34,7 +34,7 @@ pub struct DaemonArgs {
     #[arg(long = "download-limit", value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT", value_parser = parse_size)]
     pub download_limit: Option<u64>,
     #[command(flatten)]
-    pub net: shoal_net::NetArgs,
+    pub net: crate::net_args::NetArgs,
 }
 
 fn default_config_path() -> Option<PathBuf> {

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod commands;
 mod daemon_cmd;
+mod net_args;
 mod output;
 mod p2p;
 mod remote;

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use clap::Parser;
-use shoal_net::{DhtMode, NetArgs, NetError};
+use shoal_net::{DhtMode, NetError};
+
+use super::NetArgs;
 
 /// The environment is process-wide: tests that parse flags hold this lock.
 static ENV: Mutex<()> = Mutex::new(());
