@@ -784,15 +784,35 @@ impl Net {
             }
         }
 
-        self.dial(peer, &p2p_hints).await?;
+        self.open_stream(peer, XFER_PROTOCOL, &p2p_hints).await
+    }
+
+    /// Opens a libp2p stream to `peer` for `protocol` (dialing with the
+    /// `hints` first if not connected), authenticated as `peer`. Every service
+    /// of the node talks to peers this way, each on its own protocol (the
+    /// transfer protocol's fast path is the one exception, see
+    /// [`open_transfer`](Self::open_transfer)).
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+        hints: &[Multiaddr],
+    ) -> Result<(TransferStream, PathKind)> {
+        if peer == self.peer_id() {
+            return Err(NetError::OpenStream {
+                peer,
+                reason: "that is this node's own peer id".into(),
+            });
+        }
+        self.dial(peer, hints).await?;
         let mut control = self.inner.control.clone();
         let stream = tokio::time::timeout(
             OPEN_STREAM_TIMEOUT,
-            control.open_stream(peer, XFER_PROTOCOL),
+            control.open_stream(peer, protocol.clone()),
         )
         .await
         .map_err(|_| NetError::Timeout {
-            what: format!("opening a transfer stream to {peer}"),
+            what: format!("opening a {protocol} stream to {peer}"),
             secs: OPEN_STREAM_TIMEOUT.as_secs(),
             hint: PEER_HINT,
         })?
@@ -802,6 +822,29 @@ impl Net {
         })?;
         let path = path_of(&self.inner.connections, &peer);
         Ok((Box::new(stream.compat()), path))
+    }
+
+    /// Accepts inbound streams of `protocol`: each arrives on the returned
+    /// channel (at most `queue` waiting; more are closed) with the
+    /// authenticated peer, its path and address. Fails if the protocol is
+    /// already accepted (`/shoal/xfer/1` and `/shoal/fastpath/1` are, by
+    /// [`Net::start`]). Poll it promptly: libp2p drops inbound streams while
+    /// nobody takes them.
+    pub fn accept_streams(
+        &self,
+        protocol: StreamProtocol,
+        queue: usize,
+    ) -> Result<mpsc::Receiver<IncomingTransfer>> {
+        let mut control = self.inner.control.clone();
+        let streams = control
+            .accept(protocol.clone())
+            .map_err(|e| NetError::OpenStream {
+                peer: self.peer_id(),
+                reason: format!("cannot accept {protocol}: {e}"),
+            })?;
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        tokio::spawn(accept_xfer(streams, tx, self.inner.connections.clone()));
+        Ok(rx)
     }
 
     fn cached_fast_addrs(&self, peer: &PeerId) -> Option<Vec<SocketAddr>> {
@@ -965,7 +1008,8 @@ fn bind_fast(sa: SocketAddr) -> Result<TcpListener> {
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
-/// Forwards inbound `/shoal/xfer/1` streams. Must be polled promptly:
+/// Forwards inbound streams of one protocol (`/shoal/xfer/1`, or one a
+/// service accepts with [`Net::accept_streams`]). Must be polled promptly:
 /// libp2p-stream drops inbound streams while this loop is busy.
 async fn accept_xfer(
     mut streams: libp2p_stream::IncomingStreams,

@@ -97,6 +97,37 @@ async fn libp2p_stream_carries_bytes_both_ways_on_a_direct_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_protocol_gets_its_own_streams() {
+    let _serial = SERIAL.lock().await;
+    let (a, _a_events) = node(config(false)).await;
+    let (b, mut b_events) = node(config(false)).await;
+    let proto = libp2p::StreamProtocol::new("/shoal/test-echo/1");
+    let mut inbound = b.accept_streams(proto.clone(), 4).unwrap();
+    // A protocol is accepted once; the transfer protocol already is.
+    assert!(b.accept_streams(proto.clone(), 4).is_err());
+    assert!(b
+        .accept_streams(libp2p::StreamProtocol::new("/shoal/xfer/1"), 4)
+        .is_err());
+    let (stream, path) = timeout(T, a.open_stream(b.peer_id(), proto, &b.ticket_addrs()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, PathKind::Direct);
+    let a_side = exchange(stream, b"hello service", b"hello back");
+    let b_side = async {
+        let inc = timeout(T, inbound.recv()).await.unwrap().unwrap();
+        assert_eq!(inc.peer, a.peer_id());
+        assert!(inc.remote.is_some(), "the remote address is known");
+        exchange(inc.stream, b"hello back", b"hello service").await;
+    };
+    tokio::join!(a_side, b_side);
+    // Nothing of it reached the transfer protocol's queue.
+    assert!(b_events.incoming.try_recv().is_err());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_path_is_found_through_the_fastpath_query_and_proves_both_ids() {
     let _serial = SERIAL.lock().await;
     let (a, _a_events) = node(config(true)).await;
