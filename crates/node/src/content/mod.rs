@@ -1,0 +1,581 @@
+//! One task per content id (a download or a seed): owns the [`Swarm`] scheduler,
+//! maps peer ids to scheduler keys, runs the sessions, executes the scheduler's
+//! actions against storage, and fetches the outboard before a download starts.
+
+mod admission;
+mod dialing;
+mod events;
+mod io;
+mod outboard;
+mod pex;
+mod sched;
+mod sessions;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p_identity::PeerId;
+use shoal_core::proto::{
+    Bitfield as WireBitfield, CloseCode, ConnectionState, DenyReason, Hello, Layout, Message,
+    PexPeer, RejectReason, Role, CV_LEN, MAX_ADDR_LEN, MAX_OUTBOARD_CVS,
+    MAX_OUTSTANDING_OUTBOARD_REQUESTS, MAX_PEER_ID_LEN, MAX_PEX_ADDED, MAX_PEX_ADDRS,
+    MAX_PEX_DROPPED, MAX_TEXT_LEN,
+};
+use shoal_core::ContentId;
+use shoal_store::{read_piece, Cv, Outboard, PartialFile, PieceLayout, PieceVerifier, StoreError};
+use shoal_swarm::{
+    Action, Bitfield as SwarmBitfield, DisconnectReason, Event, Msg, PeerKey, Swarm,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::NodeError;
+use crate::node::{
+    Connector, PeerProgress, Progress, Shared, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
+};
+use crate::session::{
+    frame_of, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader, InMsg,
+    Out, PiecePermit, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
+};
+
+/// Events of a content task (its single input channel).
+pub(crate) enum Ev {
+    /// An inbound stream whose hello names this content (the hello was read).
+    Inbound {
+        peer: PeerId,
+        fr: FrameReader<ReadHalf>,
+        w: WriteHalf,
+        piece_size: Option<u32>,
+        content_len: Option<u64>,
+        /// The hello's capability (empty: none), checked again on policy changes.
+        capability: Vec<u8>,
+        /// The stream's access-log row.
+        log: Option<i64>,
+    },
+    /// A dial finished.
+    Dialed {
+        peer: PeerId,
+        res: Result<BoxStream, NodeError>,
+    },
+    Session(PeerKey, SessionEvent),
+    UploadRead {
+        key: PeerKey,
+        piece: u32,
+        res: Result<Vec<u8>, StoreError>,
+    },
+    Verified {
+        key: PeerKey,
+        piece: u32,
+        len: usize,
+        res: Result<(), StoreError>,
+    },
+    Finished(Result<PathBuf, StoreError>),
+    Flushed(Result<(), StoreError>),
+}
+
+/// Where pieces are served from.
+enum Source {
+    /// Nothing yet (a download before its outboard).
+    None,
+    /// A file in place (a share, or a finished download).
+    File(PathBuf),
+    /// Bytes in memory (a collection manifest).
+    Memory(Arc<Vec<u8>>),
+    /// A download in progress.
+    Partial {
+        part: PathBuf,
+        file: Arc<Mutex<Option<PartialFile>>>,
+        /// Checks received pieces without the lock around `file`.
+        verifier: PieceVerifier,
+    },
+}
+
+/// What a download needs beyond a seed.
+pub(crate) struct DownloadCfg {
+    pub(crate) dest: PathBuf,
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) done: Option<oneshot::Sender<Result<PathBuf, NodeError>>>,
+    /// The largest content accepted (a manifest's limit, a collection file's size).
+    pub(crate) max_len: Option<u64>,
+    /// Dropped with the task (and its blocking jobs): lets a stopping download
+    /// wait until its partial file is closed.
+    pub(crate) alive: mpsc::Sender<()>,
+    /// The download's own rate limit, applied to every session's reads.
+    pub(crate) limit: Arc<crate::limit::RateLimiter>,
+    /// Registers the download with the access service while the task lives.
+    pub(crate) _grant: crate::access::DownloadGrant,
+    /// The invite presented in every hello.
+    pub(crate) capability: Option<Arc<Vec<u8>>>,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct PeerConn {
+    id: PeerId,
+    state: Arc<Mutex<ConnectionState>>,
+    out: mpsc::Sender<Out>,
+    _reader: AbortOnDrop,
+    writer: Option<JoinHandle<()>>,
+    outbound: bool,
+    /// The layout the peer's hello gave (or that we gave, as responder).
+    layout: Option<Layout>,
+    /// The peer's availability, until it is handed to the scheduler.
+    avail: Option<Availability>,
+    established: bool,
+    registered: bool,
+    /// Pieces announced to this peer (availability message and `Have`s).
+    announced: Option<SwarmBitfield>,
+    /// Pieces being read or sent to this peer (the scheduler's in-flight uploads).
+    uploading: HashSet<u32>,
+    /// Pieces in the writer's queue or being written.
+    queued_pieces: u32,
+    downloaded: u64,
+    uploaded: u64,
+    rate_mark: (u64, u64),
+    down_rate: f64,
+    up_rate: f64,
+    /// When we may next send this peer a `PeerExchange`.
+    pex_next: Instant,
+    /// Peers we told this one about (as added) and not yet as dropped.
+    pex_told: HashSet<PeerId>,
+    /// When this peer's last `PeerExchange` we acted on arrived.
+    pex_heard: Option<Instant>,
+    /// An inbound peer's capability (empty: none).
+    capability: Vec<u8>,
+    /// An inbound stream's access-log row (bytes served are added at its end).
+    log: Option<i64>,
+}
+
+impl Drop for PeerConn {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}
+
+/// Our availability message for a new connection.
+enum OurAvail {
+    None,
+    All,
+    Bits(WireBitfield),
+}
+
+impl OurAvail {
+    fn message(&self) -> Message<'_> {
+        match self {
+            Self::None => Message::HaveNone,
+            Self::All => Message::HaveAll,
+            Self::Bits(b) => b.to_message(),
+        }
+    }
+}
+
+/// Where a content task stands. Derived from the task's state by
+/// [`Content::phase`], so it cannot disagree with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Serving a share or a manifest: every piece is present.
+    Seeding,
+    /// A download that does not know the layout yet: asking peers for it.
+    Locating,
+    /// A download that knows the layout and fetches the outboard.
+    FetchingOutboard,
+    /// Fetching, verifying and writing pieces.
+    Downloading,
+    /// Every piece verified: the partial file is synced and renamed into place.
+    Finishing,
+    /// A download that completed; it keeps serving while its handle lives.
+    Complete,
+    /// A download that failed: it dials nobody and admits nobody new.
+    Failed,
+}
+
+/// An inbound stream waiting for this download to learn the content's layout.
+struct PendingInbound {
+    since: Instant,
+    peer: PeerId,
+    fr: FrameReader<ReadHalf>,
+    w: WriteHalf,
+    piece_size: Option<u32>,
+    content_len: Option<u64>,
+    capability: Vec<u8>,
+    log: Option<i64>,
+}
+
+/// How long an inbound stream may wait for a reply (below the initiator's
+/// HELLO_TIMEOUT), after which it is denied `Busy`.
+const PENDING_INBOUND_WAIT: Duration = Duration::from_secs(8);
+
+struct OutboardFetch {
+    key: PeerKey,
+    layout: Layout,
+    leaves: Vec<u8>,
+    next: u32,
+    outstanding: u32,
+    received: u32,
+}
+
+/// A partial file is flushed (data synced, then its bitfield recorded) this often,
+/// or after this many pieces, whichever comes first: a crash loses at most that.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const FLUSH_PIECES: u32 = 64;
+/// Pieces queued for one peer's writer whose upload is already reported done to
+/// the scheduler (so it can start reading the next one).
+const UPLOAD_READ_AHEAD: u32 = 2;
+/// Progress snapshots are published at most this often (and on state changes).
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often a download looks for peers to dial (at once when it has none).
+const DIAL_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Dial attempts in flight at once per download.
+const MAX_DIALS: usize = 8;
+/// A peer that could not serve us (dial failed, denied, disconnected) is tried
+/// again after this long...
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+/// ...at most this many times before the download gives up on it (while no
+/// piece has arrived yet).
+const MAX_ATTEMPTS: u32 = 5;
+/// The first `PeerExchange` to a peer goes this long after the session starts
+/// (the handshake is done by then, and identify has told the address book
+/// about the peers that connected just before)...
+const PEX_FIRST: Duration = Duration::from_secs(1);
+/// ...then at most once per this (spec §9.6), and only when there is news.
+const PEX_EVERY: Duration = Duration::from_secs(60);
+/// A peer's `PeerExchange` arriving sooner than this after its previous one is
+/// ignored (spec §9.6 allows it; a little below 60 s for timer slack).
+const PEX_MIN_GAP: Duration = Duration::from_secs(50);
+/// A peer learned through peer exchange is dialed at most this many times.
+const PEX_MAX_ATTEMPTS: u32 = 3;
+
+pub(crate) struct Content {
+    id: ContentId,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Ev>,
+    layout: Option<Layout>,
+    outboard: Option<Arc<Outboard>>,
+    ob_bytes: Option<Arc<Vec<u8>>>,
+    ob_fetch: Option<OutboardFetch>,
+    ob_tried: HashSet<PeerId>,
+    swarm: Option<Swarm>,
+    source: Source,
+    peers: HashMap<PeerKey, PeerConn>,
+    by_id: HashMap<PeerId, PeerKey>,
+    dialing: HashSet<PeerId>,
+    pending_inbound: Vec<PendingInbound>,
+    /// Dial attempts per peer and when the last one started.
+    dialed: HashMap<PeerId, (u32, Instant)>,
+    banned: HashSet<PeerId>,
+    pending_piece: Option<(PeerKey, u32, Vec<u8>, PiecePermit)>,
+    download: Option<DownloadCfg>,
+    finishing: bool,
+    complete: bool,
+    failed: Option<String>,
+    progress: watch::Sender<Progress>,
+    start: Instant,
+    next_flush: Instant,
+    last_progress: Instant,
+    last_rates: Instant,
+    last_dial_check: Instant,
+    next_key: u32,
+    events: VecDeque<Event>,
+    want_peers: u32,
+    /// Piece bytes received from and sent to each peer id over this task's life.
+    totals: HashMap<PeerId, (u64, u64)>,
+    /// Peers learned through peer exchange and handed to the connector
+    /// (at most `PEX_MAX_LEARNED`).
+    pex_learned: HashSet<PeerId>,
+    /// Addresses of those peers: an address is attributed to one peer id only,
+    /// so a lying peer cannot make us dial one address under many names.
+    pex_addrs: HashSet<shoal_net::Multiaddr>,
+    /// Notified when an access policy changes.
+    access_rx: watch::Receiver<u64>,
+    /// Peers that refused us for access reasons: never dialed again by this
+    /// download; the last such refusal, for the error if no peer is left.
+    refused: HashSet<PeerId>,
+    access_error: Option<String>,
+}
+
+impl Drop for Content {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.registry.lock() {
+            if r.get(&self.id).is_some_and(|s| s.same_channel(&self.tx)) {
+                r.remove(&self.id);
+            }
+        }
+    }
+}
+
+fn layout_of(ob: &Outboard) -> Option<Layout> {
+    let l = ob.layout();
+    Layout::new(l.len(), l.piece_size()).ok()
+}
+
+fn piece_layout(l: Layout) -> Option<PieceLayout> {
+    PieceLayout::with_piece_size(l.content_len(), u64::from(l.piece_size())).ok()
+}
+
+fn text(s: &str) -> &str {
+    if s.len() <= MAX_TEXT_LEN {
+        return s;
+    }
+    let mut end = MAX_TEXT_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Content {
+    fn new(
+        id: ContentId,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Ev>,
+        progress: watch::Sender<Progress>,
+    ) -> Self {
+        let now = Instant::now();
+        let access_rx = shared.access.subscribe();
+        Self {
+            access_rx,
+            refused: HashSet::new(),
+            access_error: None,
+            id,
+            shared,
+            tx,
+            layout: None,
+            outboard: None,
+            ob_bytes: None,
+            ob_fetch: None,
+            ob_tried: HashSet::new(),
+            swarm: None,
+            source: Source::None,
+            peers: HashMap::new(),
+            by_id: HashMap::new(),
+            dialing: HashSet::new(),
+            pending_inbound: Vec::new(),
+            dialed: HashMap::new(),
+            banned: HashSet::new(),
+            pending_piece: None,
+            download: None,
+            finishing: false,
+            complete: false,
+            failed: None,
+            progress,
+            start: now,
+            next_flush: now + FLUSH_EVERY,
+            last_progress: now,
+            last_rates: now,
+            last_dial_check: now,
+            next_key: 0,
+            events: VecDeque::new(),
+            want_peers: 0,
+            totals: HashMap::new(),
+            pex_learned: HashSet::new(),
+            pex_addrs: HashSet::new(),
+        }
+    }
+
+    /// A seeding task for a content this node shares, served from `file` or from
+    /// `memory` (a manifest).
+    pub(crate) fn seed(
+        id: ContentId,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Ev>,
+        outboard: Outboard,
+        source_file: Option<PathBuf>,
+        memory: Option<Vec<u8>>,
+    ) -> Result<Self, NodeError> {
+        let (ptx, _) = watch::channel(Progress::new(id));
+        let mut c = Self::new(id, shared, tx, ptx);
+        let layout = layout_of(&outboard)
+            .ok_or_else(|| NodeError::Internal(format!("the outboard of {id} has a bad layout")))?;
+        c.layout = Some(layout);
+        c.source = match (source_file, memory) {
+            (Some(p), _) => Source::File(p),
+            (None, Some(m)) => Source::Memory(Arc::new(m)),
+            (None, None) => Source::None,
+        };
+        c.set_outboard(outboard);
+        let n = layout.num_pieces();
+        let swarm = Swarm::new(
+            c.swarm_config(layout),
+            n,
+            SwarmBitfield::full(n),
+            c.seed_rng(),
+        )
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+        c.swarm = Some(swarm);
+        c.complete = true;
+        Ok(c)
+    }
+
+    /// A download task of `id` into `cfg.dest`.
+    pub(crate) fn download(
+        id: ContentId,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Ev>,
+        progress: watch::Sender<Progress>,
+        cfg: DownloadCfg,
+    ) -> Self {
+        let mut c = Self::new(id, shared, tx, progress);
+        c.download = Some(cfg);
+        c.want_peers = c.shared.max_peers();
+        c
+    }
+
+    /// The task's phase.
+    pub(crate) fn phase(&self) -> Phase {
+        if self.download.is_none() {
+            Phase::Seeding
+        } else if self.failed.is_some() {
+            Phase::Failed
+        } else if self.complete {
+            Phase::Complete
+        } else if self.finishing {
+            Phase::Finishing
+        } else if self.outboard.is_some() {
+            Phase::Downloading
+        } else if self.layout.is_some() {
+            Phase::FetchingOutboard
+        } else {
+            Phase::Locating
+        }
+    }
+
+    fn seed_rng(&self) -> u64 {
+        let b = self.id.as_bytes();
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(s) ^ u64::from(self.start.elapsed().subsec_nanos())
+    }
+
+    fn swarm_config(&self, layout: Layout) -> shoal_swarm::Config {
+        let mut cfg = self.shared.cfg.swarm.clone();
+        cfg.piece_size = layout.piece_size();
+        // The node enforces its live limit (`Shared::max_peers`) before a
+        // peer reaches the scheduler, so the scheduler's own cap stays out of
+        // the way of a limit raised later.
+        cfg.max_peers = u32::MAX;
+        cfg
+    }
+
+    fn set_outboard(&mut self, ob: Outboard) {
+        self.ob_bytes = Some(Arc::new(ob.encode()));
+        self.outboard = Some(Arc::new(ob));
+    }
+
+    fn alive(&self) -> Option<mpsc::Sender<()>> {
+        self.download.as_ref().map(|d| d.alive.clone())
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The task's main loop.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Ev>) {
+        self.dial_more();
+        loop {
+            let deadline = match self.swarm.as_ref().and_then(|s| s.poll_timeout()) {
+                Some(t) => (self.start + t).min(self.next_flush),
+                None => self.next_flush,
+            };
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => return,
+                },
+                changed = self.access_rx.changed() => {
+                    if changed.is_ok() {
+                        self.access_rx.mark_unchanged();
+                        if !self.recheck_access() {
+                            return;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= self.next_flush {
+                        self.next_flush = Instant::now() + FLUSH_EVERY;
+                        // Invites expire with time, and another process on the
+                        // same data directory may change a policy: sessions
+                        // are checked every tick too.
+                        if !self.recheck_access() {
+                            return;
+                        }
+                        self.expire_pending();
+                        self.flush();
+                        self.update_rates();
+                        self.pex_tick();
+                        self.publish(true);
+                    }
+                    if self.swarm.as_ref().and_then(|s| s.poll_timeout())
+                        .is_some_and(|t| self.start + t <= Instant::now())
+                    {
+                        self.feed(Event::Tick);
+                    }
+                }
+            }
+            // Asking the connector for candidates is not free: not on every event.
+            if self.peers.is_empty() || self.last_dial_check.elapsed() >= DIAL_CHECK_EVERY {
+                self.last_dial_check = Instant::now();
+                self.dial_more();
+            }
+            self.publish(false);
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        if !force && self.last_progress.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        if self.progress.receiver_count() == 0 {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let (pieces_done, num_pieces, done_bytes) = match (&self.swarm, self.outboard.as_ref()) {
+            (Some(s), Some(ob)) => {
+                let l = ob.layout();
+                let done: u64 = s.have().ones().map(|i| l.piece_len(i) as u64).sum();
+                (s.have().count_ones(), l.num_pieces(), done)
+            }
+            _ => (0, 0, 0),
+        };
+        let complete = self.complete;
+        let failed = self.failed.clone();
+        let total = self.layout.map(|l| l.content_len());
+        let peers: Vec<PeerProgress> = self
+            .totals
+            .iter()
+            .map(|(id, (down, up))| {
+                let conn = self.by_id.get(id).and_then(|k| self.peers.get(k));
+                PeerProgress {
+                    peer: *id,
+                    connected: conn.is_some(),
+                    downloaded: *down,
+                    uploaded: *up,
+                    down_rate: conn.map_or(0.0, |p| p.down_rate),
+                    up_rate: conn.map_or(0.0, |p| p.up_rate),
+                }
+            })
+            .collect();
+        let connected = self.peers.len();
+        self.progress.send_modify(|pr| {
+            pr.total_bytes = total;
+            pr.done_bytes = done_bytes;
+            pr.pieces_done = pieces_done;
+            pr.num_pieces = num_pieces;
+            pr.complete = complete;
+            pr.failed = failed;
+            pr.connected_peers = connected;
+            pr.peers = peers;
+        });
+    }
+}
