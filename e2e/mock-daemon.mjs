@@ -1,7 +1,13 @@
 // A stand-in for `shoal daemon`'s HTTP API v1, for working on the web UI without
 // building Rust: in-memory shares and transfers, transfers that progress on a
-// timer, the SSE stream, bearer auth and the contract's JSON errors. It serves
-// the real UI files from crates/daemon/ui. Binds 127.0.0.1 only.
+// timer, share access (visibility, allowlist, invites, an access log), the SSE
+// stream, bearer auth and the contract's JSON errors. It serves the real UI
+// files from crates/daemon/ui. Binds 127.0.0.1 only.
+//
+// Downloading one of its own shares stands for another peer fetching it: a
+// private share fails without an invite ticket (the share's ticket followed by
+// `i` and the invite id, as the mock's invites carry), and every attempt is
+// written to the access log as the peer 12D3KooWMockSeeder.
 //
 //   node e2e/mock-daemon.mjs [PORT]    # prints http://127.0.0.1:PORT/#token=...
 //
@@ -20,6 +26,10 @@ const started = Date.now();
 
 const shares = new Map();
 const transfers = new Map();
+// Share id → {allow: [peer id], invites: [invite], log: [row]}.
+const access = new Map();
+const invites = new Map();
+const MOCK_PEER = '12D3KooWMockSeeder';
 let settings = { upload_limit: null, download_limit: null, max_connections: 256, max_peers_per_transfer: 50 };
 const streams = new Set();
 
@@ -43,6 +53,39 @@ function readBody(req) {
     req.on('data', (c) => { text += c; if (text.length > 65536) req.destroy(); });
     req.on('end', () => resolve(text));
   });
+}
+
+const VISIBILITIES = ['public', 'unlisted', 'private'];
+const isPeerId = (s) => typeof s === 'string' && /^(12D3KooW|Qm)[1-9A-HJ-NP-Za-km-z]{6,}$/.test(s.trim());
+const nowS = () => Math.floor(Date.now() / 1000);
+
+function accessOf(id) {
+  if (!access.has(id)) access.set(id, { allow: [], invites: [], log: [] });
+  return access.get(id);
+}
+
+function inviteView(inv) {
+  const now = nowS();
+  let st = 'active';
+  if (inv.revoked_at !== null) st = 'revoked';
+  else if (inv.expires_at !== null && now >= inv.expires_at) st = 'expired';
+  else if (inv.max_uses !== null && inv.uses >= inv.max_uses) st = 'used_up';
+  const s = shares.get(inv.share);
+  return { ...inv, users: undefined, state: st, ticket: s ? `${s.ticket}i${inv.id}` : null };
+}
+
+function accessView(id) {
+  const a = accessOf(id);
+  return { share: shares.get(id), allow: [...a.allow], invites: a.invites.map((i) => inviteView(invites.get(i))) };
+}
+
+function changed(id) { emit('access', { id }); }
+
+// "30m", "1h", "7d" → seconds, or null.
+function parseDuration(d) {
+  const m = /^\s*(\d+)\s*(s|m|h|d|w)\s*$/.exec(d);
+  if (!m) return null;
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2]];
 }
 
 function tick() {
@@ -95,11 +138,74 @@ const server = http.createServer(async (req, res) => {
     let st;
     try { st = fs.statSync(body.path); } catch (_) { return fail(res, 422, 'unprocessable', 'path', `${body.path} does not exist; check the path`); }
     const id = crypto.createHash('sha256').update(body.path).digest('hex');
-    const s = { id, kind: st.isDirectory() ? 'collection' : 'file', name: path.basename(body.path), path: body.path, size: st.size, files: 1, public: body.public !== false, ticket: `shoal1mock${id}${Buffer.from(path.basename(body.path)).toString('hex')}` };
+    if (body.visibility !== undefined && !VISIBILITIES.includes(body.visibility)) return fail(res, 422, 'unprocessable', 'visibility', 'visibility must be "public", "unlisted" or "private"');
+    const visibility = body.visibility || (body.public === true ? 'public' : 'unlisted');
+    const allow = body.allow || [];
+    const bad = allow.findIndex((a) => !isPeerId(a));
+    if (bad >= 0) return fail(res, 422, 'unprocessable', `allow[${bad}]`, `${JSON.stringify(allow[bad])} is not a peer id (like 12D3KooW…, as \`shoal status\` prints it)`);
+    if (allow.length && visibility !== 'private') return fail(res, 422, 'unprocessable', 'allow', 'an allowlist only applies to a private share: add "visibility": "private"');
+    const s = { id, kind: st.isDirectory() ? 'collection' : 'file', name: path.basename(body.path), path: body.path, size: st.size, files: 1, public: visibility === 'public', visibility, ticket: `shoal1mock${id}${Buffer.from(path.basename(body.path)).toString('hex')}` };
     shares.set(id, s);
+    accessOf(id).allow = allow.map((a) => a.trim());
     emit('share', s);
     return send(res, 201, s);
   }
+  if ((m = route.match(/^PATCH \/shares\/([0-9a-f]+)$/))) {
+    const s = shares.get(m[1]);
+    if (!s) return fail(res, 404, 'not_found', null, `no share with id ${m[1]}; GET /api/v1/shares lists them`);
+    if (!VISIBILITIES.includes(body.visibility)) return fail(res, 422, 'unprocessable', 'visibility', 'visibility must be "public", "unlisted" or "private"');
+    s.visibility = body.visibility;
+    s.public = body.visibility === 'public';
+    emit('share', s);
+    changed(s.id);
+    return send(res, 200, s);
+  }
+  if ((m = route.match(/^(GET|POST|DELETE) \/shares\/([0-9a-f]+)\/(access|access-log|allow|invites)(?:\/([^/]+))?$/))) {
+    const [, method, id, what, arg] = m;
+    if (!shares.has(id)) return fail(res, 404, 'not_found', null, `no share with id ${id}; GET /api/v1/shares lists them`);
+    const a = accessOf(id);
+    if (method === 'GET' && what === 'access' && !arg) return send(res, 200, accessView(id));
+    if (method === 'GET' && what === 'access-log' && !arg) return send(res, 200, a.log);
+    if (method === 'GET' && what === 'invites' && !arg) return send(res, 200, accessView(id).invites);
+    if (method === 'POST' && what === 'allow' && !arg) {
+      if (!isPeerId(body.peer_id)) return fail(res, 422, 'unprocessable', 'peer_id', `${JSON.stringify(body.peer_id)} is not a peer id (like 12D3KooW…, as \`shoal status\` prints it)`);
+      if (!a.allow.includes(body.peer_id.trim())) a.allow.push(body.peer_id.trim());
+      changed(id);
+      return send(res, 200, accessView(id));
+    }
+    if (method === 'DELETE' && what === 'allow' && arg) {
+      const peer = decodeURIComponent(arg);
+      if (!isPeerId(peer)) return fail(res, 422, 'unprocessable', 'peer_id', `${JSON.stringify(peer)} is not a peer id`);
+      a.allow = a.allow.filter((p2) => p2 !== peer);
+      changed(id);
+      return send(res, 200, accessView(id));
+    }
+    if (method === 'POST' && what === 'invites' && !arg) {
+      if (body.to !== undefined && body.to !== null && !isPeerId(body.to)) return fail(res, 422, 'unprocessable', 'to', `${JSON.stringify(body.to)} is not a peer id`);
+      let expiresAt = null;
+      if (body.expires_in !== undefined && body.expires_in !== null) {
+        const d = parseDuration(String(body.expires_in));
+        if (d === null) return fail(res, 422, 'unprocessable', 'expires_in', `${JSON.stringify(body.expires_in)}: not a duration like 30m, 1h or 7d`);
+        expiresAt = nowS() + d;
+      }
+      if (body.uses !== undefined && body.uses !== null && !(Number.isInteger(body.uses) && body.uses >= 1)) return fail(res, 422, 'unprocessable', 'uses', 'the use count must be at least 1');
+      const inv = { id: crypto.randomBytes(16).toString('hex'), share: id, recipient: body.to || null, expires_at: expiresAt, max_uses: body.uses ?? null, uses: 0, users: [], created_at: nowS(), revoked_at: null };
+      invites.set(inv.id, inv);
+      a.invites.push(inv.id);
+      changed(id);
+      return send(res, 201, inviteView(inv));
+    }
+    return fail(res, 405, 'method_not_allowed', null, `${method} is not allowed here`);
+  }
+  if (route === 'GET /invites') return send(res, 200, [...invites.values()].map(inviteView));
+  if ((m = route.match(/^POST \/invites\/([0-9a-f]+)\/revoke$/))) {
+    const inv = invites.get(m[1]);
+    if (!inv) return fail(res, 404, 'not_found', null, `no invite with id ${m[1]}; GET /api/v1/invites lists them`);
+    if (inv.revoked_at === null) inv.revoked_at = nowS();
+    changed(inv.share);
+    return send(res, 200, inviteView(inv));
+  }
+  if (route === 'GET /access-log') return send(res, 200, [...access.values()].flatMap((a) => a.log).sort((x, y) => y.at - x.at));
   if ((m = route.match(/^DELETE \/shares\/([0-9a-f]+)$/))) {
     if (!shares.delete(m[1])) return fail(res, 404, 'not_found', null, 'no such share');
     emit('share_removed', { id: m[1] });
@@ -107,10 +213,34 @@ const server = http.createServer(async (req, res) => {
   }
   if (route === 'GET /transfers') return send(res, 200, [...transfers.values()]);
   if (route === 'POST /transfers') {
-    if (typeof body.ticket !== 'string' || !/^shoal1mock[0-9a-f]{64}([0-9a-f]{2})*$/.test(body.ticket)) return fail(res, 422, 'unprocessable', 'ticket', 'not a shoal ticket: copy the whole shoal1… text');
-    const id = body.ticket.slice(10, 74);
-    const name = body.name || Buffer.from(body.ticket.slice(74), 'hex').toString() || null;
+    const tm = typeof body.ticket === 'string' && /^shoal1mock([0-9a-f]{64})((?:[0-9a-f]{2})*)(?:i([0-9a-f]{32}))?$/.exec(body.ticket);
+    if (!tm) return fail(res, 422, 'unprocessable', 'ticket', 'not a shoal ticket: copy the whole shoal1… text');
+    const id = tm[1];
+    if (transfers.has(id)) return send(res, 200, transfers.get(id));
+    const name = body.name || Buffer.from(tm[2], 'hex').toString() || null;
     const t = { id, name, kind: 'file', output: body.output || '/tmp/shoal-mock/downloads', state: 'downloading', total_bytes: 6 * 1024 * 1024, done_bytes: 0, progress: 0, down_rate: 0, up_rate: 0, eta_s: null, peers: [], download_limit: body.download_limit ?? null, error: null, added_at: Math.floor(Date.now() / 1000) };
+    const s = shares.get(id);
+    if (s) {
+      // One of our own shares: decide as the sharer would for MOCK_PEER.
+      const a = accessOf(id);
+      const inv = tm[3] ? invites.get(tm[3]) : null;
+      let allowed = true;
+      let reason = s.visibility;
+      if (s.visibility === 'private') {
+        const v = inv && inv.share === id ? inviteView(inv) : null;
+        if (a.allow.includes(MOCK_PEER)) reason = 'allowlist';
+        else if (!tm[3]) { allowed = false; reason = 'no invite'; t.error = 'this share is private: ask the sharer to allow your peer id or send an invite'; }
+        else if (!v || v.state === 'revoked') { allowed = false; reason = 'invite revoked'; t.error = 'this invite was revoked by the sharer; ask the sharer for a new one'; }
+        else if (v.state === 'expired') { allowed = false; reason = 'invite expired'; t.error = 'this invite expired; ask the sharer for a new one'; }
+        else if (v.state === 'used_up' && !inv.users.includes(MOCK_PEER)) { allowed = false; reason = 'invite used up'; t.error = 'this invite has been used by as many peers as it allows; ask the sharer for a new one'; }
+        else {
+          reason = `invite ${inv.id}`;
+          if (!inv.users.includes(MOCK_PEER)) { inv.users.push(MOCK_PEER); inv.uses += 1; }
+        }
+      }
+      a.log.unshift({ at: nowS(), content: id, share: id, peer_id: MOCK_PEER, addr: '/ip4/127.0.0.1/tcp/40002 (direct)', allowed, reason, bytes: allowed ? s.size : 0 });
+      if (!allowed) t.state = 'failed';
+    }
     transfers.set(id, t);
     emit('transfer', t);
     return send(res, 201, t);

@@ -1,13 +1,20 @@
 // End-to-end test of the shoal web UI in headless Chromium.
 //
-// Two running daemons, A and B. In A's UI: share a file by path and read its
-// ticket off the page. In B's UI: paste the ticket into the add-transfer form
-// and wait (bounded) until the page shows the transfer complete, from live
-// events only (the page is never reloaded). Also: API errors are shown next to
-// the form that caused them, settings are saved and shown after a reload, the
-// token is taken out of the address bar, a missing or wrong token gets a clear
-// message, a lost event stream shows a banner and reconnects, and no tab
-// overflows horizontally at 375 px.
+// Two running daemons, A and B. In A's UI: share a file by path (unlisted by
+// default) and read its ticket off the page, then make the share private in its
+// access panel. In B's UI: the plain ticket is refused (the transfer fails and
+// says the share is private). In A's UI: create an invite for one use and copy
+// its ticket. In B's UI: paste the invite ticket into the add-transfer form and
+// wait (bounded) until the page shows the transfer complete, from live events
+// only (the page is never reloaded). Then A's access panel shows the invite
+// used up, B's peer id denied and allowed in the access log; revoking the
+// invite shows it revoked; an invalid peer id for the allowlist gets the API's
+// error next to the Allow button, B's peer id is allowed and removed again.
+// Also: API errors are shown next to the form that caused them, settings are
+// saved and shown after a reload, the token is taken out of the address bar, a
+// missing or wrong token gets a clear message, a lost event stream shows a
+// banner and reconnects, and no tab overflows horizontally at 375 px (with an
+// access panel open).
 //
 // Input (environment):
 //   SHOAL_UI_A, SHOAL_UI_B   http://127.0.0.1:PORT/#token=TOKEN of each daemon
@@ -118,6 +125,8 @@ let pageB;
 try {
   const ctxA = await browser.newContext({ viewport: { width: 1200, height: 900 } });
   const ctxB = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  // The invite's Copy button is checked against the clipboard.
+  await ctxA.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(urlA).origin });
   ctxA.setDefaultTimeout(15_000);
   ctxB.setDefaultTimeout(15_000);
   // Reduced motion: the progress bar is drawn at its value, not mid-animation, in screenshots.
@@ -166,7 +175,9 @@ try {
   check(/path/i.test(shareErrText), `the error under the share form does not name the path: "${shareErrText}"`);
   log(`share form error shown: ${shareErrText}`);
 
-  step = 'share a file in A';
+  step = 'share a file in A, unlisted by default';
+  check(await pageA.getByTestId('share-visibility-select').inputValue() === 'unlisted',
+    `the share form's visibility defaults to "${await pageA.getByTestId('share-visibility-select').inputValue()}", not unlisted`);
   await pageA.getByTestId('share-path-input').fill(file);
   await pageA.getByTestId('share-add-button').click();
   const shareItem = pageA.getByTestId('share-item').filter({ has: pageA.getByTestId('share-path').getByText(file, { exact: true }) });
@@ -176,12 +187,36 @@ try {
   check(ticket.startsWith('shoal1'), `the ticket field holds "${ticket.slice(0, 40)}", not a shoal1 ticket`);
   check(await textOf(shareItem.getByTestId('share-name')) === path.basename(file), 'the share is not named after the file');
   log(`shared ${path.basename(file)} (${await textOf(shareItem.getByTestId('share-size'))}); ticket ${ticket.slice(0, 24)}…`);
+  await until('the share shows the badge unlisted', 5_000, async () => (await textOf(shareItem.getByTestId('share-visibility'))) === 'unlisted');
   await shareItem.getByTestId('share-copy-button').click();
   await until('copy ticket gives feedback', 5_000, async () => (await textOf(shareItem.getByTestId('share-note'))).length > 0);
 
   step = 'open B';
   await pageB.goto(urlB);
   await until('B says its event stream is live', 15_000, async () => (await textOf(pageB.getByTestId('connection-state'))) === 'live');
+  const peerB = await until('B shows its peer id on the status tab', 15_000, async () => {
+    const t = await textOf(pageB.getByTestId('status-peer-id'));
+    return t.length > 10 ? t : null;
+  });
+  log(`B peer id ${peerB}`);
+
+  step = 'make the share private in A\'s access panel';
+  const accessButton = shareItem.getByTestId('share-access-button');
+  check(await accessButton.getAttribute('aria-expanded') === 'false', 'the Access button says its panel is open before a click');
+  await accessButton.click();
+  const panel = shareItem.getByTestId('share-access-panel');
+  await panel.waitFor({ state: 'visible' });
+  check(await accessButton.getAttribute('aria-expanded') === 'true', 'the Access button does not say its panel is open');
+  check(await accessButton.getAttribute('aria-controls') === await panel.getAttribute('id'), 'the Access button does not name its panel in aria-controls');
+  const policy = panel.getByTestId('access-visibility-select');
+  check(await policy.inputValue() === 'unlisted', `the access panel's policy shows "${await policy.inputValue()}", not unlisted`);
+  await until('the panel loaded (empty allowlist, no invites, empty log)', 10_000, async () => await panel.getByTestId('access-allow-empty').isVisible()
+    && await panel.getByTestId('access-invites-empty').isVisible() && await panel.getByTestId('access-log-empty').isVisible());
+  await policy.selectOption('private');
+  await until('the share shows the badge private', 10_000, async () => (await textOf(shareItem.getByTestId('share-visibility'))) === 'private');
+  await until('the policy switch says it was saved', 10_000, async () => /private/.test(await textOf(panel.getByTestId('access-visibility-note'))));
+  check(await panel.getByTestId('access-visibility-error').isHidden(), `switching to private showed an error: ${await textOf(panel.getByTestId('access-visibility-error'))}`);
+  check(await policy.inputValue() === 'private', 'the policy switch went back from private');
 
   step = 'transfer error is shown by the form';
   await pageB.getByTestId('tab-transfers').click();
@@ -192,8 +227,48 @@ try {
   await trErr.waitFor({ state: 'visible' });
   log(`transfer form error shown: ${await textOf(trErr)}`);
 
-  step = 'download in B, slowed by a limit, paused and resumed';
+  step = 'B is refused the private share with its plain ticket';
   await pageB.getByTestId('transfer-ticket-input').fill(ticket);
+  await pageB.getByTestId('transfer-add-button').click();
+  const refused = pageB.getByTestId('transfer-item').first();
+  await refused.waitFor({ state: 'visible' });
+  check(await trErr.isHidden(), 'the transfer form still shows the earlier error after the download was added');
+  await until('B shows the transfer failed', 30_000, async () => {
+    const st = await refused.getByTestId('transfer-state').getAttribute('data-state');
+    check(st !== 'seeding' && st !== 'completed', 'B downloaded the private share with the plain ticket');
+    return st === 'failed';
+  });
+  const refusal = refused.getByTestId('transfer-error');
+  await until('B\'s failed transfer shows an error', 5_000, async () => refusal.isVisible());
+  const refusalText = await textOf(refusal);
+  check(/private/i.test(refusalText), `B's failed transfer does not say that the share is private: "${refusalText}"`);
+  check(await textOf(refused.getByTestId('transfer-state')) === 'failed', 'the failed transfer\'s state does not read "failed"');
+  log(`B refused: ${refusalText}`);
+  await refused.getByTestId('transfer-cancel').click();
+  await until('B removed the failed transfer', 10_000, async () => (await pageB.getByTestId('transfer-item').count()) === 0);
+
+  step = 'create an invite for one use in A and copy its ticket';
+  await panel.getByTestId('access-invite-uses').fill('1');
+  await panel.getByTestId('access-invite-create').click();
+  await panel.getByTestId('access-invite-new').waitFor({ state: 'visible' });
+  check(await panel.getByTestId('access-invite-error').isHidden(), `creating an invite showed an error: ${await textOf(panel.getByTestId('access-invite-error'))}`);
+  const inviteTicket = await panel.getByTestId('access-invite-ticket').inputValue();
+  check(inviteTicket.startsWith('shoal1') && inviteTicket !== ticket, `the invite ticket field holds "${inviteTicket.slice(0, 40)}", not a new shoal1 ticket`);
+  await panel.getByTestId('access-invite-copy').click();
+  await until('Copy says the invite ticket was copied', 5_000, async () => (await textOf(panel.getByTestId('access-invite-note'))) === 'Copied.');
+  const copied = await pageA.evaluate(() => navigator.clipboard.readText());
+  check(copied === inviteTicket, `the clipboard holds "${copied.slice(0, 40)}", not the invite ticket`);
+  const invite = panel.getByTestId('access-invite-item').first();
+  await until('the invite is listed active, used 0 of 1', 10_000, async () => (await invite.getByTestId('access-invite-state').getAttribute('data-state')) === 'active'
+    && (await textOf(invite.getByTestId('access-invite-uses'))) === 'uses 0/1');
+  check(await panel.getByTestId('access-invite-item').count() === 1, 'one invite was created but the panel lists more');
+  check(/^[0-9a-f]{8}$/.test(await textOf(invite.getByTestId('access-invite-id'))), 'the invite is not listed by its id prefix');
+  check(await textOf(invite.getByTestId('access-invite-expiry')) === 'no expiry', 'an invite without expiry shows an expiry');
+  check(await invite.getByTestId('access-invite-revoke').isVisible(), 'an active invite offers no Revoke button');
+  log(`invite ${await textOf(invite.getByTestId('access-invite-id'))} created; ticket ${inviteTicket.slice(0, 24)}…`);
+
+  step = 'download in B with the invite, slowed by a limit, paused and resumed';
+  await pageB.getByTestId('transfer-ticket-input').fill(inviteTicket);
   // Tickets carry no file name: without one the download is named by its id.
   await pageB.getByTestId('transfer-name-input').fill(path.basename(file));
   // 256 KiB/s keeps a few MiB busy for seconds: time to pause it.
@@ -234,7 +309,46 @@ try {
     + `${await textOf(item.getByTestId('transfer-bytes'))} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
   check(await textOf(item.getByTestId('transfer-name')) === path.basename(file), 'the transfer is not named after the shared file');
   await pageB.screenshot({ path: path.join(artifacts, 'transfers-b.png'), fullPage: true });
+
+  step = 'A\'s access panel shows the invite used up and B in the access log';
+  // Invite uses and the log change without an event: the open panel polls.
+  await until('the invite shows uses 1/1, used up', 20_000, async () => (await invite.getByTestId('access-invite-state').getAttribute('data-state')) === 'used_up'
+    && (await textOf(invite.getByTestId('access-invite-uses'))) === 'uses 1/1');
+  check(await textOf(invite.getByTestId('access-invite-state')) === 'used up', 'a used-up invite\'s state does not read "used up"');
+  const rowsOfB = panel.getByTestId('access-log-row').filter({ has: pageA.getByTestId('access-log-peer').getByText(peerB, { exact: true }) });
+  await until('the access log lists B denied and B allowed', 20_000, async () => (await rowsOfB.filter({ has: pageA.getByTestId('access-log-result').getByText('denied', { exact: true }) }).count()) > 0
+    && (await rowsOfB.filter({ has: pageA.getByTestId('access-log-result').getByText('allowed', { exact: true }) }).count()) > 0);
+  const allowedRow = rowsOfB.filter({ has: pageA.getByTestId('access-log-result').getByText('allowed', { exact: true }) }).first();
+  const deniedRow = rowsOfB.filter({ has: pageA.getByTestId('access-log-result').getByText('denied', { exact: true }) }).first();
+  log(`access log: B denied (${await textOf(deniedRow.getByTestId('access-log-reason'))}), `
+    + `allowed (${await textOf(allowedRow.getByTestId('access-log-reason'))}, ${await textOf(allowedRow.getByTestId('access-log-bytes'))}) from ${await textOf(allowedRow.getByTestId('access-log-addr'))}`);
+  check((await textOf(allowedRow.getByTestId('access-log-time'))).length > 0, 'an access-log row shows no time');
   await pageA.screenshot({ path: path.join(artifacts, 'shares-a.png'), fullPage: true });
+
+  step = 'revoke the invite in A';
+  await invite.getByTestId('access-invite-revoke').click();
+  await until('the invite shows revoked', 10_000, async () => (await invite.getByTestId('access-invite-state').getAttribute('data-state')) === 'revoked');
+  check(await invite.getByTestId('access-invite-revoke').isHidden(), 'a revoked invite still offers Revoke');
+  check(await invite.getByTestId('access-invite-item-error').isHidden(), `revoking showed an error: ${await textOf(invite.getByTestId('access-invite-item-error'))}`);
+
+  step = 'the allowlist: an invalid peer id is refused, B\'s is allowed and removed';
+  const allowErr = panel.getByTestId('access-allow-error');
+  await panel.getByTestId('access-allow-input').fill('not-a-peer-id');
+  await panel.getByTestId('access-allow-button').click();
+  await allowErr.waitFor({ state: 'visible' });
+  const allowErrText = await textOf(allowErr);
+  check(/not a peer id/.test(allowErrText) && allowErrText.includes('not-a-peer-id'), `the allowlist error is not the API's: "${allowErrText}"`);
+  check(await panel.getByTestId('access-allow-input').getAttribute('aria-invalid') === 'true', 'the refused peer id is not marked invalid');
+  log(`allowlist error shown: ${allowErrText}`);
+  await panel.getByTestId('access-allow-input').fill(peerB);
+  await panel.getByTestId('access-allow-button').click();
+  const allowedB = panel.getByTestId('access-allow-item').filter({ has: pageA.getByTestId('access-allow-peer').getByText(peerB, { exact: true }) });
+  await allowedB.waitFor({ state: 'visible', timeout: 10_000 });
+  check(await allowErr.isHidden(), 'the allowlist still shows the earlier error after a success');
+  check(await panel.getByTestId('access-allow-input').inputValue() === '', 'the allow input was not cleared');
+  await allowedB.getByTestId('access-allow-remove').click();
+  await allowedB.waitFor({ state: 'detached', timeout: 10_000 });
+  await panel.getByTestId('access-allow-empty').waitFor({ state: 'visible', timeout: 5_000 });
 
   step = 'settings are saved, applied and shown';
   await pageA.getByTestId('tab-settings').click();
@@ -255,6 +369,10 @@ try {
   await pageA.getByTestId('settings-form-error').waitFor({ state: 'visible' });
 
   step = 'layout at 375 px';
+  // A's page was reloaded: open the access panel again, so it is measured too.
+  await pageA.getByTestId('tab-shares').click();
+  await accessButton.click();
+  await until('the reopened access panel shows the log', 10_000, async () => (await panel.getByTestId('access-log-row').count()) > 0);
   for (const [label, page] of [['A', pageA], ['B', pageB]]) {
     await page.setViewportSize({ width: 375, height: 812 });
     for (const tab of ['status', 'shares', 'transfers', 'peers', 'settings']) {
@@ -266,6 +384,10 @@ try {
   }
   await pageB.getByTestId('tab-transfers').click();
   await pageB.screenshot({ path: path.join(artifacts, 'transfers-b-375px.png'), fullPage: true });
+  await pageA.getByTestId('tab-shares').click();
+  check(await panel.isVisible(), 'the access panel closed when the tab changed');
+  check(await panel.getByTestId('access-log-table').isVisible(), 'the access log is not shown at 375 px');
+  await pageA.screenshot({ path: path.join(artifacts, 'shares-a-375px.png'), fullPage: true });
 
   step = 'no token and a wrong token';
   const ctxC = await browser.newContext();

@@ -86,6 +86,12 @@
     return `${v.toFixed(1)} %`;
   }
 
+  // Unix seconds → the browser's local date and time.
+  function fmtTime(s) {
+    if (s === null || s === undefined || !Number.isFinite(Number(s))) return '—';
+    return new Date(Number(s) * 1000).toLocaleString();
+  }
+
   function shortId(id) {
     return typeof id === 'string' && id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : String(id);
   }
@@ -289,7 +295,7 @@
   function renderShares() {
     const list = tid('share-list');
     for (const [id, el] of shareEls) {
-      if (!state.shares.has(id)) { el.remove(); shareEls.delete(id); }
+      if (!state.shares.has(id)) { el.remove(); shareEls.delete(id); accessPanels.delete(id); }
     }
     const sorted = [...state.shares.values()].sort((a, b) => a.name.localeCompare(b.name));
     for (const s of sorted) {
@@ -299,11 +305,19 @@
         el.dataset.id = s.id;
         tid('share-copy-button', el).addEventListener('click', () => copyTicket(el));
         tid('share-remove-button', el).addEventListener('click', () => removeShare(s.id, el));
+        setupAccess(s.id, el);
         shareEls.set(s.id, el);
       }
+      const vis = visibilityOf(s);
       tid('share-name', el).textContent = s.name;
       tid('share-kind', el).textContent = s.kind === 'collection' ? 'folder' : 'file';
-      tid('share-visibility', el).textContent = s.public ? 'public' : 'unlisted';
+      const badge = tid('share-visibility', el);
+      badge.textContent = vis;
+      badge.dataset.visibility = vis;
+      badge.title = VISIBILITY_TEXT[vis] || vis;
+      const sel = tid('access-visibility-select', el);
+      // Not while a change is on its way, nor under the user's hand.
+      if (!sel.disabled && document.activeElement !== sel) sel.value = vis;
       tid('share-size', el).textContent = fmtBytes(s.size);
       tid('share-files', el).textContent = s.kind === 'collection' ? `${s.files} file${s.files === 1 ? '' : 's'}` : '';
       tid('share-path', el).textContent = s.path;
@@ -315,9 +329,11 @@
     tid('shares-count').textContent = state.shares.size ? `(${state.shares.size})` : '';
   }
 
-  async function copyTicket(el) {
-    const input = tid('share-ticket', el);
-    const note = tid('share-note', el);
+  function copyTicket(el) {
+    return copyField(tid('share-ticket', el), tid('share-note', el));
+  }
+
+  async function copyField(input, note) {
     try {
       if (!navigator.clipboard || !window.isSecureContext) throw new Error('no clipboard');
       await navigator.clipboard.writeText(input.value);
@@ -366,7 +382,8 @@
       btn.disabled = true;
       tid('share-form-busy').hidden = false;
       try {
-        const share = await api('POST', '/shares', { path, public: tid('share-public-checkbox').checked });
+        const visibility = tid('share-visibility-select').value;
+        const share = await api('POST', '/shares', { path, visibility });
         state.shares.set(share.id, share);
         renderShares();
         input.value = '';
@@ -379,6 +396,314 @@
       }
     });
     input.addEventListener('input', () => input.removeAttribute('aria-invalid'));
+    const vis = tid('share-visibility-select');
+    const hint = () => { tid('share-visibility-help').textContent = VISIBILITY_HELP[vis.value] || ''; };
+    vis.addEventListener('change', hint);
+    hint();
+  }
+
+  // ---------- share access: policy, allowlist, invites, access log ----------
+
+  const VISIBILITY_TEXT = {
+    public: 'public: announced on the DHT; anyone may fetch it',
+    unlisted: 'unlisted: anyone with the ticket may fetch it; not announced',
+    private: 'private: only allowed peers and invite holders may fetch it',
+  };
+  const VISIBILITY_HELP = {
+    unlisted: 'Unlisted shares are not announced; anyone holding the ticket may fetch them.',
+    public: 'Public shares are announced on the DHT: anyone may find and fetch them.',
+    private: 'Private shares admit only the peers you allow and holders of an invite (see Access once shared).',
+  };
+  const INVITE_STATE_TEXT = { active: 'active', expired: 'expired', revoked: 'revoked', used_up: 'used up' };
+  // The access log shows the newest rows only; the API keeps more.
+  const LOG_SHOWN = 100;
+
+  function visibilityOf(s) {
+    return s.visibility || (s.public ? 'public' : 'unlisted');
+  }
+
+  // Share id → {el, loading, again, accessKey, logKey} for each open panel.
+  const accessPanels = new Map();
+
+  const sharePath = (id) => `/shares/${encodeURIComponent(id)}`;
+
+  // Puts `items` in `ul` in order, reusing the element of each key (so a
+  // refresh keeps focus, errors shown on an item and listeners).
+  function syncList(ul, items, keyOf, make, update) {
+    const old = new Map([...ul.children].map((li) => [li.dataset.key, li]));
+    const keep = new Set();
+    items.forEach((it, i) => {
+      const k = keyOf(it);
+      let li = old.get(k);
+      if (!li) { li = make(it); li.dataset.key = k; }
+      keep.add(li);
+      update(li, it);
+      if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
+    });
+    for (const li of old.values()) if (!keep.has(li)) li.remove();
+  }
+
+  function setupAccess(id, el) {
+    const panel = tid('share-access-panel', el);
+    const btn = tid('share-access-button', el);
+    const domId = `access-${id}`;
+    panel.id = domId;
+    panel.setAttribute('aria-label', 'Access to this share');
+    btn.setAttribute('aria-controls', domId);
+    btn.addEventListener('click', () => {
+      const open = panel.hidden;
+      panel.hidden = !open;
+      btn.setAttribute('aria-expanded', open ? 'true' : 'false');
+      if (open) {
+        accessPanels.set(id, { el, loading: false, again: false, accessKey: '', logKey: '' });
+        loadAccess(id);
+      } else {
+        accessPanels.delete(id);
+      }
+    });
+    tid('access-refresh-button', el).addEventListener('click', () => loadAccess(id));
+
+    // The policy applies at once.
+    const sel = tid('access-visibility-select', el);
+    const visErr = tid('access-visibility-error', el);
+    const visNote = tid('access-visibility-note', el);
+    sel.addEventListener('change', async () => {
+      const want = sel.value;
+      showError(visErr, null);
+      visNote.textContent = 'Saving…';
+      sel.disabled = true;
+      try {
+        const share = await api('PATCH', sharePath(id), { visibility: want });
+        state.shares.set(share.id, share);
+        visNote.textContent = `Now ${visibilityOf(share)}.`;
+      } catch (e) {
+        visNote.textContent = '';
+        showError(visErr, e);
+      } finally {
+        sel.disabled = false;
+        const s = state.shares.get(id);
+        if (s) sel.value = visibilityOf(s);
+        renderShares();
+      }
+    });
+
+    // Allowlist.
+    const allowInput = tid('access-allow-input', el);
+    const allowErr = tid('access-allow-error', el);
+    allowInput.addEventListener('input', () => allowInput.removeAttribute('aria-invalid'));
+    tid('access-allow-form', el).addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const peer = allowInput.value.trim();
+      if (!peer) {
+        showError(allowErr, 'Enter the peer id to allow (the other side sees it on its Status tab).');
+        allowInput.setAttribute('aria-invalid', 'true');
+        allowInput.focus();
+        return;
+      }
+      showError(allowErr, null);
+      const b = tid('access-allow-button', el);
+      b.disabled = true;
+      try {
+        renderAccess(id, await api('POST', `${sharePath(id)}/allow`, { peer_id: peer }));
+        allowInput.value = '';
+      } catch (e) {
+        showError(allowErr, e);
+        allowInput.setAttribute('aria-invalid', 'true');
+      } finally {
+        b.disabled = false;
+      }
+    });
+
+    // Invites.
+    const invErr = tid('access-invite-error', el);
+    const fields = ['access-invite-to', 'access-invite-expires', 'access-invite-uses'].map((t) => tid(t, el));
+    for (const f of fields) f.addEventListener('input', () => f.removeAttribute('aria-invalid'));
+    tid('access-invite-form', el).addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const [to, expires, uses] = fields;
+      const body = {};
+      if (to.value.trim()) body.to = to.value.trim();
+      if (expires.value.trim()) body.expires_in = expires.value.trim();
+      const rawUses = uses.value.trim();
+      if (rawUses) {
+        const n = Number(rawUses);
+        if (!Number.isInteger(n) || n < 1) {
+          showError(invErr, 'Uses: enter a whole number of at least 1, or leave it empty for no limit.');
+          uses.setAttribute('aria-invalid', 'true');
+          uses.focus();
+          return;
+        }
+        body.uses = n;
+      }
+      showError(invErr, null);
+      const b = tid('access-invite-create', el);
+      b.disabled = true;
+      try {
+        const inv = await api('POST', `${sharePath(id)}/invites`, body);
+        const box = tid('access-invite-new', el);
+        tid('access-invite-ticket', el).value = inv.ticket || '';
+        tid('access-invite-note', el).textContent = inv.ticket
+          ? `Invite ${inv.id.slice(0, 8)} created.`
+          : 'The invite was created but has no ticket (the share is gone).';
+        box.hidden = false;
+        for (const f of fields) f.value = '';
+        loadAccess(id);
+      } catch (e) {
+        showError(invErr, e);
+        const bad = { to: fields[0], expires_in: fields[1], uses: fields[2] }[e && e.field];
+        if (bad) bad.setAttribute('aria-invalid', 'true');
+      } finally {
+        b.disabled = false;
+      }
+    });
+    tid('access-invite-copy', el).addEventListener('click', () => copyField(tid('access-invite-ticket', el), tid('access-invite-note', el)));
+  }
+
+  async function loadAccess(id) {
+    const p = accessPanels.get(id);
+    if (!p) return;
+    // One load at a time per panel; a request meanwhile runs once more after.
+    if (p.loading) { p.again = true; return; }
+    p.loading = true;
+    const err = tid('access-error', p.el);
+    try {
+      const [view, log] = await Promise.all([
+        api('GET', `${sharePath(id)}/access`),
+        api('GET', `${sharePath(id)}/access-log`),
+      ]);
+      showError(err, null);
+      renderAccess(id, view);
+      renderLog(id, log || []);
+      tid('access-updated', p.el).textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) { state.shares.delete(id); renderShares(); return; }
+      if (!(e instanceof NetworkError)) showError(err, e);
+    } finally {
+      p.loading = false;
+      if (p.again && accessPanels.get(id) === p) { p.again = false; loadAccess(id); }
+    }
+  }
+
+  function renderAccess(id, view) {
+    const p = accessPanels.get(id);
+    if (!p || !view) return;
+    const el = p.el;
+    if (view.share) {
+      const old = state.shares.get(id);
+      if (!old || JSON.stringify(old) !== JSON.stringify(view.share)) {
+        state.shares.set(id, view.share);
+        renderShares();
+      }
+    }
+    const key = JSON.stringify([view.allow, view.invites]);
+    if (key === p.accessKey) return;
+    p.accessKey = key;
+
+    const allow = view.allow || [];
+    tid('access-allow-empty', el).hidden = allow.length > 0;
+    syncList(tid('access-allow-list', el), allow, (peer) => peer, (peer) => {
+      const li = $('#allow-template').content.firstElementChild.cloneNode(true);
+      const b = tid('access-allow-remove', li);
+      b.setAttribute('aria-label', `Remove ${peer} from the allowed peers`);
+      b.addEventListener('click', async () => {
+        const errEl = tid('access-allow-error', el);
+        b.disabled = true;
+        showError(errEl, null);
+        try {
+          renderAccess(id, await api('DELETE', `${sharePath(id)}/allow/${encodeURIComponent(peer)}`));
+        } catch (e) {
+          showError(errEl, e);
+        } finally {
+          b.disabled = false;
+        }
+      });
+      return li;
+    }, (li, peer) => {
+      tid('access-allow-peer', li).textContent = peer;
+    });
+
+    const invites = [...(view.invites || [])].sort((a, b) => (b.created_at - a.created_at) || a.id.localeCompare(b.id));
+    tid('access-invites-empty', el).hidden = invites.length > 0;
+    syncList(tid('access-invite-list', el), invites, (inv) => inv.id, (inv) => {
+      const li = $('#invite-template').content.firstElementChild.cloneNode(true);
+      const b = tid('access-invite-revoke', li);
+      b.setAttribute('aria-label', `Revoke invite ${inv.id.slice(0, 8)}`);
+      b.addEventListener('click', async () => {
+        const errEl = tid('access-invite-item-error', li);
+        b.disabled = true;
+        showError(errEl, null);
+        try {
+          const updated = await api('POST', `/invites/${encodeURIComponent(inv.id)}/revoke`);
+          renderInvite(li, updated);
+          loadAccess(id);
+        } catch (e) {
+          showError(errEl, e);
+        } finally {
+          b.disabled = false;
+        }
+      });
+      return li;
+    }, renderInvite);
+  }
+
+  function renderInvite(li, inv) {
+    li.dataset.id = inv.id;
+    li.dataset.state = inv.state;
+    const idEl = tid('access-invite-id', li);
+    idEl.textContent = inv.id.slice(0, 8);
+    idEl.title = `invite ${inv.id}, created ${fmtTime(inv.created_at)}`;
+    const st = tid('access-invite-state', li);
+    st.textContent = INVITE_STATE_TEXT[inv.state] || inv.state;
+    st.dataset.state = inv.state;
+    const max = inv.max_uses === null || inv.max_uses === undefined ? 'unlimited' : String(inv.max_uses);
+    tid('access-invite-uses', li).textContent = `uses ${inv.uses}/${max}`;
+    const exp = tid('access-invite-expiry', li);
+    if (inv.expires_at === null || inv.expires_at === undefined) exp.textContent = 'no expiry';
+    else exp.textContent = `${inv.state === 'expired' ? 'expired' : 'expires'} ${fmtTime(inv.expires_at)}`;
+    const rec = tid('access-invite-recipient', li);
+    rec.textContent = inv.recipient ? `for ${shortId(inv.recipient)}` : 'for anyone holding it';
+    rec.title = inv.recipient || '';
+    if (inv.revoked_at !== null && inv.revoked_at !== undefined) rec.title = `revoked ${fmtTime(inv.revoked_at)}`;
+    // A used-up invite still admits the peers that used it: it can be revoked too.
+    tid('access-invite-revoke', li).hidden = !(inv.state === 'active' || inv.state === 'used_up');
+  }
+
+  function renderLog(id, rows) {
+    const p = accessPanels.get(id);
+    if (!p) return;
+    const key = JSON.stringify(rows.slice(0, LOG_SHOWN));
+    if (key === p.logKey) return;
+    p.logKey = key;
+    const el = p.el;
+    tid('access-log-empty', el).hidden = rows.length > 0;
+    tid('access-log-table', el).hidden = rows.length === 0;
+    // data-label names the column where narrow screens show rows as blocks.
+    const cell = (testid, label, text, cls) => {
+      const td = document.createElement('td');
+      td.dataset.testid = testid;
+      td.dataset.label = label;
+      td.textContent = text;
+      if (cls) td.className = cls;
+      return td;
+    };
+    tid('access-log-list', el).replaceChildren(...rows.slice(0, LOG_SHOWN).map((r) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'access-log-row';
+      tr.dataset.allowed = r.allowed ? 'true' : 'false';
+      tr.append(
+        cell('access-log-time', 'Time', fmtTime(r.at)),
+        cell('access-log-peer', 'Peer', r.peer_id, 'mono'),
+        cell('access-log-addr', 'Address', r.addr || '—', 'mono'),
+        cell('access-log-result', 'Result', r.allowed ? 'allowed' : 'denied', r.allowed ? 'ok' : 'bad'),
+        cell('access-log-reason', 'Reason', r.reason),
+        cell('access-log-bytes', 'Bytes', fmtBytes(r.bytes)),
+      );
+      return tr;
+    }));
+  }
+
+  function reloadAccessPanels() {
+    return Promise.allSettled([...accessPanels.keys()].map(loadAccess));
   }
 
   // ---------- transfers ----------
@@ -674,6 +999,7 @@
       case 'transfer_removed': removeTransfer(v.id); break;
       case 'share': state.shares.set(v.id, v); renderShares(); break;
       case 'share_removed': state.shares.delete(v.id); renderShares(); break;
+      case 'access': if (v && accessPanels.has(v.id)) loadAccess(v.id); break;
       case 'settings': state.settings = v; renderSettings(false); break;
       case 'error': eventError(v); break;
       default: break; // newer daemons may send more kinds: ignore them
@@ -766,6 +1092,7 @@
     loadShares();
     loadSettings();
     loadStatus();
+    reloadAccessPanels();
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     const feed = sseParser(handleEvent);
@@ -807,6 +1134,8 @@
     const work = [];
     if (currentTab === 'status') work.push(loadStatus());
     if (currentTab === 'peers') work.push(loadPeers(), loadStatus());
+    // Invite uses and the access log change without an event.
+    if (currentTab === 'shares') work.push(reloadAccessPanels());
     Promise.allSettled(work).then(() => {
       if (!stopped) pollTimer = setTimeout(pollNow, document.hidden ? POLL_MS * 5 : POLL_MS);
     });
@@ -835,7 +1164,7 @@
   }
 
   // Exposed for the end-to-end test and for debugging in the console.
-  window.shoalUi = { fmtBytes, fmtRate, fmtDuration, fmtPercent, sseParser };
+  window.shoalUi = { fmtBytes, fmtRate, fmtDuration, fmtPercent, fmtTime, sseParser };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();

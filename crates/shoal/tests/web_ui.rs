@@ -1,8 +1,11 @@
 //! The web UI end to end: two real `shoal daemon` processes on 127.0.0.1 (mDNS
 //! and UPnP off), driven through their web pages by headless Chromium
-//! (`e2e/ui.mjs`, playwright-core). A's page shares a generated file, B's page
-//! downloads it from the ticket shown on A's page; this test then checks the
-//! download byte for byte and that the screenshot was saved.
+//! (`e2e/ui.mjs`, playwright-core). A's page shares a generated file and makes
+//! it private in the share's access panel; B's page is refused it with the
+//! plain ticket, then downloads it with an invite ticket created and copied on
+//! A's page (A's panel then shows the invite used up and B in the access log);
+//! this test then checks the download byte for byte and that the screenshot was
+//! saved.
 //!
 //! Needs node 20+, `e2e/node_modules/playwright-core` (`npm ci --prefix e2e`) and
 //! `/usr/bin/chromium` (`apt-get install chromium`). Without them the test fails
