@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use shoal_core::ContentId;
 use shoal_node::control::InviteOptions;
-use shoal_node::runtime::PeerError;
+use shoal_node::host::HostError;
 use shoal_store::{AccessLogEntry, InviteRecord, Visibility};
 use utoipa::ToSchema;
 
@@ -153,15 +153,15 @@ pub struct AccessLogView {
 
 /// Maps the node's access errors to HTTP: unknown share or invite 404, bad
 /// request values 422 (naming `field`), store failures 500.
-fn control_error(e: impl Into<PeerError>, field: &str) -> ApiError {
+fn control_error(e: impl Into<HostError>, field: &str) -> ApiError {
     match e.into() {
-        PeerError::NotShared(id) => ApiError::not_found(format!(
+        HostError::NotShared(id) => ApiError::not_found(format!(
             "no share with id {id}; GET /api/v1/shares lists them"
         )),
-        PeerError::UnknownInvite(i) => ApiError::not_found(format!(
+        HostError::UnknownInvite(i) => ApiError::not_found(format!(
             "no invite with id {i}; GET /api/v1/invites lists them"
         )),
-        PeerError::Invalid(m) => ApiError::unprocessable(field, m),
+        HostError::Invalid(m) => ApiError::unprocessable(field, m),
         other => {
             tracing::warn!(error = %other, "access control failed");
             ApiError::internal(format!("access control failed: {other}"))
@@ -366,7 +366,7 @@ pub(crate) async fn create_invite(
     };
     let (rec, _) = st.peer.invite(id, &opts).map_err(|e| {
         let field = match &e {
-            PeerError::Invalid(m) if m.contains("use count") => "uses",
+            HostError::Invalid(m) if m.contains("use count") => "uses",
             _ => "expires_in",
         };
         control_error(e, field)

@@ -35,7 +35,7 @@ pub enum DaemonError {
     },
     /// The peer (store, networking) failed to start.
     #[error("cannot start the peer: {0}")]
-    Peer(#[from] shoal_node::runtime::PeerError),
+    Host(#[from] shoal_node::host::HostError),
     /// A persisted file of the daemon is corrupt.
     #[error("{} is not valid: {message}; fix or remove it", path.display())]
     Corrupt { path: PathBuf, message: String },

@@ -1,4 +1,4 @@
-//! `shoal daemon`: a [`Peer`] run behind a local HTTP API (axum), with an SSE
+//! `shoal daemon`: a [`Host`] run behind a local HTTP API (axum), with an SSE
 //! event stream, Prometheus metrics and the embedded web UI. The contract is
 //! `docs/api.md`; the OpenAPI document is generated from [`api`].
 //!
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use shoal_node::runtime::{Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -56,7 +56,7 @@ pub struct DaemonConfig {
     pub api: SocketAddr,
     /// The peer's networking and node configuration; its connection and
     /// per-transfer limits and upload limit are overwritten by the settings.
-    pub peer: PeerConfig,
+    pub peer: HostConfig,
     /// Settings from the configuration file over the defaults.
     pub settings: Settings,
     /// Settings fixed by flags and environment variables: they win over the
@@ -66,7 +66,7 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     /// A configuration with default settings, listening on 127.0.0.1 (any port).
-    pub fn new(data_dir: impl Into<PathBuf>, peer: PeerConfig) -> Self {
+    pub fn new(data_dir: impl Into<PathBuf>, peer: HostConfig) -> Self {
         Self {
             data_dir: data_dir.into(),
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -79,7 +79,7 @@ impl DaemonConfig {
 
 /// Everything the API handlers share.
 pub struct AppState {
-    pub(crate) peer: Arc<Peer>,
+    pub(crate) peer: Arc<Host>,
     pub(crate) transfers: Arc<Transfers>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) token: String,
@@ -96,7 +96,7 @@ pub struct AppState {
 
 impl AppState {
     /// The peer.
-    pub fn peer(&self) -> &Arc<Peer> {
+    pub fn peer(&self) -> &Arc<Host> {
         &self.peer
     }
 
@@ -151,7 +151,7 @@ impl Daemon {
         let settings = effective(&cfg.settings, &saved, &cfg.pinned);
         let mut peer_cfg = cfg.peer.clone();
         limits::configure(&mut peer_cfg, &settings);
-        let peer = Arc::new(Peer::start(&data_dir, peer_cfg).await?);
+        let peer = Arc::new(Host::start(&data_dir, peer_cfg).await?);
         limits::apply(&peer, &settings).await;
         let token = discovery::new_token(&data_dir)?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);

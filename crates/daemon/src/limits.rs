@@ -1,6 +1,6 @@
 //! Applying [`Settings`] to the running peer, live.
 
-use shoal_node::runtime::{Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig};
 use shoal_node::{DownloadHandle, Limits};
 
 use crate::Settings;
@@ -13,7 +13,7 @@ fn limits_of(s: &Settings) -> Limits {
 }
 
 /// Puts the settings into a peer's configuration before it starts.
-pub(crate) fn configure(cfg: &mut PeerConfig, s: &Settings) {
+pub(crate) fn configure(cfg: &mut HostConfig, s: &Settings) {
     cfg.net.limits.max_established = s.max_connections;
     cfg.node.max_peers = s.max_peers_per_transfer;
     cfg.limits = limits_of(s);
@@ -23,7 +23,7 @@ pub(crate) fn configure(cfg: &mut PeerConfig, s: &Settings) {
 /// limit (new connections are checked against it at once; connections above
 /// a lowered limit stay until they close) and the most peers per transfer
 /// (running transfers dial and accept against it at once).
-pub(crate) async fn apply(peer: &Peer, s: &Settings) {
+pub(crate) async fn apply(peer: &Host, s: &Settings) {
     peer.set_limits(limits_of(s));
     peer.node().set_max_peers(s.max_peers_per_transfer);
     let mut conn = peer.net().connection_limits();

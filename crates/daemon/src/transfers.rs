@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use shoal_core::ticket::Target;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
-use shoal_node::runtime::{NetConnector, Peer};
+use shoal_node::host::{Host, NetConnector};
 use shoal_node::Progress;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use utoipa::ToSchema;
@@ -221,7 +221,7 @@ impl NewTransfer {
     /// Parses a ticket (`shoal1…`) or a content id (64 hex digits), with the
     /// content's kind: the ticket's, or for an id only what the local store
     /// knows, else a file.
-    pub fn parse_target(s: &str, peer: &Peer) -> Result<(Target, Kind), String> {
+    pub fn parse_target(s: &str, peer: &Host) -> Result<(Target, Kind), String> {
         let t: Target = s.parse()?;
         let kind = peer.kind_of(&t.id, t.kind);
         Ok((t, kind))
@@ -230,7 +230,7 @@ impl NewTransfer {
 
 /// The transfers of a daemon.
 pub struct Transfers {
-    peer: Arc<Peer>,
+    peer: Arc<Host>,
     entries: Mutex<BTreeMap<ContentId, Entry>>,
     file: PathBuf,
     events: broadcast::Sender<Event>,
@@ -260,7 +260,7 @@ impl Transfers {
     /// Loads the persisted transfers from `file` (none if it does not exist)
     /// without starting them; see [`Transfers::resume_all`].
     pub fn load(
-        peer: Arc<Peer>,
+        peer: Arc<Host>,
         file: PathBuf,
         events: broadcast::Sender<Event>,
     ) -> Result<Arc<Self>, crate::DaemonError> {

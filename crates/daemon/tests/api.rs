@@ -9,7 +9,7 @@ use futures::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use shoal_daemon::{Daemon, DaemonConfig, DaemonError};
-use shoal_node::runtime::PeerConfig;
+use shoal_node::host::HostConfig;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -21,7 +21,7 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
 }
 
 fn config(dir: &Path) -> DaemonConfig {
-    DaemonConfig::new(dir, PeerConfig::default())
+    DaemonConfig::new(dir, HostConfig::default())
 }
 
 async fn start(dir: &Path) -> Daemon {

@@ -1,6 +1,6 @@
 //! Live rate limits and traffic counters.
 //!
-//! Every transfer stream of a [`Node`](crate::Node) is wrapped in a
+//! Every transfer stream of a [`TransferService`](crate::TransferService) is wrapped in a
 //! [`Throttled`] stream holding the node's upload and download limiters, so a
 //! limit set later applies at once to every open stream. While a limiter is
 //! unlimited the wrapper costs one relaxed atomic load per read or write (plus

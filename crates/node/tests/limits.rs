@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::Provider;
 use shoal_net::{DhtMode, NetConfig};
-use shoal_node::runtime::{Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig};
 use shoal_node::{DownloadHandle, Limits};
 
 const MIB: u64 = 1 << 20;
@@ -22,10 +22,10 @@ fn loopback() -> NetConfig {
     }
 }
 
-async fn peer(dir: &std::path::Path, limits: Limits) -> Peer {
-    Peer::start(
+async fn peer(dir: &std::path::Path, limits: Limits) -> Host {
+    Host::start(
         dir,
-        PeerConfig {
+        HostConfig {
             net: loopback(),
             limits,
             ..Default::default()
@@ -51,7 +51,7 @@ async fn transfer(
     len: usize,
     seeder_limits: Limits,
     leecher_limits: Limits,
-) -> (Peer, Peer, DownloadHandle) {
+) -> (Host, Host, DownloadHandle) {
     let src = dir.join("f.bin");
     std::fs::write(&src, data(len, 7)).unwrap();
     let seeder = peer(&dir.join("s"), seeder_limits).await;
@@ -68,14 +68,14 @@ async fn transfer(
 }
 
 /// Waits until `peer` has read `bytes` from transfer streams.
-async fn wait_for_bytes(peer: &Peer, bytes: u64) {
+async fn wait_for_bytes(peer: &Host, bytes: u64) {
     while peer.counters().bytes_down < bytes {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// The rate (bytes/s) at which `peer` reads transfer bytes over about `window`.
-async fn measure_down_rate(peer: &Peer, window: Duration) -> f64 {
+async fn measure_down_rate(peer: &Host, window: Duration) -> f64 {
     let (b0, t0) = (peer.counters().bytes_down, Instant::now());
     tokio::time::sleep(window).await;
     let (b1, t1) = (peer.counters().bytes_down, Instant::now());

@@ -1,4 +1,4 @@
-//! Real `shoal-net` peers on 127.0.0.1 driven through `runtime::Peer`.
+//! Real `shoal-net` peers on 127.0.0.1 driven through `host::Host`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use libp2p_identity::PeerId;
 use shoal_core::Provider;
 use shoal_net::{DhtMode, NetConfig};
-use shoal_node::runtime::{NetConnector, Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig, NetConnector};
 use shoal_node::{BoxStream, Connector, NodeError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -25,10 +25,10 @@ fn loopback() -> NetConfig {
     }
 }
 
-async fn peer(dir: &std::path::Path) -> Peer {
-    Peer::start(
+async fn peer(dir: &std::path::Path) -> Host {
+    Host::start(
         dir,
-        PeerConfig {
+        HostConfig {
             net: loopback(),
             ..Default::default()
         },

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shoal_core::Provider;
 use shoal_net::{DhtMode, NetConfig};
-use shoal_node::runtime::{Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig};
 use shoal_node::{Connector, Limits};
 
 const MIB: u64 = 1 << 20;
@@ -22,10 +22,10 @@ fn loopback(kad_protocol: &str) -> NetConfig {
     }
 }
 
-async fn peer(dir: &std::path::Path, kad_protocol: &str, limits: Limits) -> Peer {
-    Peer::start(
+async fn peer(dir: &std::path::Path, kad_protocol: &str, limits: Limits) -> Host {
+    Host::start(
         dir,
-        PeerConfig {
+        HostConfig {
             net: loopback(kad_protocol),
             limits,
             ..Default::default()

@@ -437,7 +437,7 @@ pub struct TransferPeer {
     pub up_rate: f64,
 }
 
-/// `Peer` of the API.
+/// `Host` of the API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ApiPeer {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use shoal_daemon::{Daemon, DaemonConfig, FileConfig, Settings, SettingsPatch};
-use shoal_node::runtime::PeerConfig;
+use shoal_node::host::HostConfig;
 use shoal_node::NodeConfig;
 
 use crate::cli::{parse_size, Global};
@@ -75,10 +75,10 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
     let cfg = DaemonConfig {
         data_dir: data_dir.clone(),
         api,
-        peer: PeerConfig {
+        peer: HostConfig {
             net,
             node: NodeConfig::default(),
-            ..PeerConfig::default()
+            ..HostConfig::default()
         },
         settings,
         pinned,

@@ -11,7 +11,7 @@ use serde_json::json;
 use shoal_core::ticket::Target;
 use shoal_core::{ContentId, Kind};
 use shoal_net::{NetConfig, PeerId};
-use shoal_node::runtime::{NetConnector, Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig, NetConnector};
 use shoal_node::{Connector, DownloadHandle, Limits, NodeConfig, Progress};
 use shoal_store::Visibility;
 
@@ -25,13 +25,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn peer_config(args: &NodeArgs, node: NodeConfig) -> Result<PeerConfig> {
+fn peer_config(args: &NodeArgs, node: NodeConfig) -> Result<HostConfig> {
     let net = args
         .net
         .clone()
         .into_config()
         .context("invalid network options")?;
-    Ok(PeerConfig {
+    Ok(HostConfig {
         net,
         node,
         limits: Limits {
@@ -92,7 +92,7 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     runtime()?.block_on(async move {
-        let peer = Peer::start(&dir, cfg)
+        let peer = Host::start(&dir, cfg)
             .await
             .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
         let mut lines = Vec::new();
@@ -213,7 +213,7 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
     }
     let cfg = peer_config(&args.node, node_cfg)?;
     runtime()?.block_on(async move {
-        let peer = Peer::start(&dir, cfg)
+        let peer = Host::start(&dir, cfg)
             .await
             .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
         let id = target.id;
@@ -385,7 +385,7 @@ async fn watch_download(
 }
 
 fn print_summary(
-    peer: &Peer,
+    peer: &Host,
     conn: &NetConnector,
     id: ContentId,
     kind: Kind,
@@ -508,7 +508,7 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
     );
     let src = tmp.path().join("demo.bin");
     random_file(&src, f)?;
-    let cfg = |net: NetConfig| PeerConfig {
+    let cfg = |net: NetConfig| HostConfig {
         net,
         node: NodeConfig::default(),
         limits: Limits {
@@ -516,7 +516,7 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
             download: None,
         },
     };
-    let seeder = Peer::start(&tmp.path().join("seeder"), cfg(demo_net(&base)))
+    let seeder = Host::start(&tmp.path().join("seeder"), cfg(demo_net(&base)))
         .await
         .context("cannot start the seeder")?;
     let share = seeder
@@ -536,7 +536,7 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
     for i in 0..n {
         let mut net = demo_net(&base);
         net.bootstrap = boot.clone();
-        let p = Peer::start(&tmp.path().join(format!("peer{i}")), cfg(net))
+        let p = Host::start(&tmp.path().join(format!("peer{i}")), cfg(net))
             .await
             .with_context(|| format!("cannot start downloader {i}"))?;
         peers.push(p);

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shoal_core::{ContentId, Kind};
-use shoal_node::runtime::{Peer, PeerConfig};
+use shoal_node::host::{Host, HostConfig};
 use shoal_store::db::NewShare;
 use shoal_store::{Share, Visibility};
 use support::{files_under, shoal, Proc};
@@ -56,7 +56,7 @@ fn assert_refused(root: &Path, manifest: &[u8], why: &str, escapes: &[&Path]) {
         .block_on(async {
             tokio::time::timeout(
                 WAIT,
-                Peer::start(&root.join("seeder"), PeerConfig::default()),
+                Host::start(&root.join("seeder"), HostConfig::default()),
             )
             .await
         })

@@ -33,12 +33,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::NodeError;
-use crate::node::{
-    Connector, PeerProgress, Progress, Shared, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
-};
 use crate::session::{
     frame_of, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader, InMsg,
     Out, PiecePermit, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
+};
+use crate::transfer::{
+    Connector, PeerProgress, Progress, Shared, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
 };
 
 /// Events of a content task (its single input channel).

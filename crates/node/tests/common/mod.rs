@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libp2p_identity::PeerId;
 use rand::{RngCore, SeedableRng};
-use shoal_node::{BoxStream, Connector, Node, NodeConfig, NodeError};
+use shoal_node::{BoxStream, Connector, NodeConfig, NodeError, TransferService};
 use shoal_store::Store;
 
 /// A deterministic peer id.
@@ -27,7 +27,7 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub struct TestNode {
-    pub node: Arc<Node>,
+    pub node: Arc<TransferService>,
     pub id: PeerId,
     pub dir: tempfile::TempDir,
 }
@@ -42,7 +42,7 @@ impl TestNode {
         let store = Store::open(&dir.path().join("data")).expect("store");
         let id = peer_id(i);
         Self {
-            node: Arc::new(Node::new(store, id, cfg)),
+            node: Arc::new(TransferService::new(store, id, cfg)),
             id,
             dir,
         }
@@ -68,10 +68,10 @@ impl TestNode {
 pub type Wrap = Arc<dyn Fn(PeerId, tokio::io::DuplexStream) -> BoxStream + Send + Sync>;
 
 /// Connects to in-process nodes through duplex pipes; the far end is served
-/// by `Node::accept` with our peer id as the authenticated remote.
+/// by `TransferService::accept` with our peer id as the authenticated remote.
 pub struct PipeConnector {
     pub me: PeerId,
-    pub targets: Vec<(PeerId, Arc<Node>)>,
+    pub targets: Vec<(PeerId, Arc<TransferService>)>,
     pub wrap: Option<Wrap>,
 }
 

@@ -21,7 +21,7 @@ use crate::error::NodeError;
 use crate::limit::{Counters, Limits, Meter, RateLimiter, Throttled};
 use crate::session::{write_frame, BoxStream, BufPool, FrameReader, ReadError, Stream};
 
-/// Limits and tuning of a [`Node`].
+/// Limits and tuning of a [`TransferService`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Most connections per content (inbound and outbound together).
@@ -137,7 +137,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Mutex<HashMap<ContentId, mpsc::Sender<Ev>>>,
     pub(crate) pool: BufPool,
     pub(crate) io_limit: Arc<Semaphore>,
-    /// Node-wide rate limits and traffic counters, shared by every stream.
+    /// TransferService-wide rate limits and traffic counters, shared by every stream.
     pub(crate) meter: Arc<Meter>,
     /// Addresses of peers, for peer exchange (none: peer exchange sends nothing).
     pub(crate) book: OnceLock<Arc<dyn AddressBook>>,
@@ -172,12 +172,12 @@ const CONTENT_QUEUE: usize = 256;
 /// A shoal node: serves what its store shares and downloads content.
 ///
 /// Dropping the node stops its seeding tasks (downloads stop with their handles).
-pub struct Node {
+pub struct TransferService {
     shared: Arc<Shared>,
     seeds: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
-impl Drop for Node {
+impl Drop for TransferService {
     fn drop(&mut self) {
         if let Ok(s) = self.seeds.lock() {
             for h in s.iter() {
@@ -248,7 +248,7 @@ impl DownloadHandle {
     }
 }
 
-impl Node {
+impl TransferService {
     /// A node serving `store`'s shares, identified by `local` (its own peer id,
     /// which it never dials).
     pub fn new(store: Store, local: PeerId, config: NodeConfig) -> Self {

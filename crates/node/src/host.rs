@@ -1,6 +1,6 @@
-//! A full peer: the store, the identity, `shoal-net` and the [`Node`] wired
-//! together. [`Peer::start`] opens everything from a data directory, serves
-//! inbound transfer streams, announces public shares on the DHT; [`Peer::fetch`]
+//! A full peer: the store, the identity, `shoal-net` and the [`TransferService`] wired
+//! together. [`Host::start`] opens everything from a data directory, serves
+//! inbound transfer streams, announces public shares on the DHT; [`Host::fetch`]
 //! downloads content from the providers of a ticket plus those the DHT finds,
 //! re-querying the DHT while the download runs.
 
@@ -25,8 +25,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::{
-    AddressBook, BoxStream, Connector, Counters, DownloadHandle, Limits, Node, NodeConfig,
-    NodeError,
+    AddressBook, BoxStream, Connector, Counters, DownloadHandle, Limits, NodeConfig, NodeError,
+    TransferService,
 };
 
 /// Inbound streams whose hello is being read at once; more wait in the net
@@ -39,14 +39,14 @@ pub const DHT_REQUERY: Duration = Duration::from_secs(3);
 const DHT_LOOKUP: Duration = Duration::from_secs(5);
 /// Most peers a connector remembers (ticket + DHT).
 const MAX_KNOWN_PEERS: usize = 256;
-/// How long [`Peer::start`] waits for the configured relays' reservations.
+/// How long [`Host::start`] waits for the configured relays' reservations.
 const RELAY_WAIT: Duration = Duration::from_secs(10);
-/// How long `Peer::start` waits for the listeners to report their addresses.
+/// How long `Host::start` waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
 /// What can go wrong starting or running a peer.
 #[derive(Debug, thiserror::Error)]
-pub enum PeerError {
+pub enum HostError {
     /// The store could not be opened.
     #[error("cannot open shoal's data directory {}: {source}", dir.display())]
     Store {
@@ -59,7 +59,7 @@ pub enum PeerError {
     Net(#[from] shoal_net::NetError),
     /// The node failed.
     #[error(transparent)]
-    Node(#[from] NodeError),
+    TransferService(#[from] NodeError),
     /// The local store failed.
     #[error(transparent)]
     LocalStore(#[from] shoal_store::StoreError),
@@ -74,13 +74,13 @@ pub enum PeerError {
     Invalid(String),
 }
 
-impl From<ControlError> for PeerError {
+impl From<ControlError> for HostError {
     fn from(e: ControlError) -> Self {
         match e {
-            ControlError::Store(e) => PeerError::LocalStore(e),
-            ControlError::NotShared(id) => PeerError::NotShared(id),
-            ControlError::UnknownInvite(i) => PeerError::UnknownInvite(i),
-            ControlError::Invalid(m) => PeerError::Invalid(m),
+            ControlError::Store(e) => HostError::LocalStore(e),
+            ControlError::NotShared(id) => HostError::NotShared(id),
+            ControlError::UnknownInvite(i) => HostError::UnknownInvite(i),
+            ControlError::Invalid(m) => HostError::Invalid(m),
         }
     }
 }
@@ -89,27 +89,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A running shoal peer. Dropping it stops serving (call [`Peer::shutdown`] for
+/// A running shoal peer. Dropping it stops serving (call [`Host::shutdown`] for
 /// a clean stop).
-pub struct Peer {
+pub struct Host {
     net: Net,
-    node: Arc<Node>,
+    node: Arc<TransferService>,
     /// The identity key: signs invites.
     keypair: Keypair,
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// How to start a [`Peer`].
+/// How to start a [`Host`].
 #[derive(Debug, Clone, Default)]
-pub struct PeerConfig {
+pub struct HostConfig {
     pub net: NetConfig,
     pub node: NodeConfig,
     /// Rate limits over all transfer streams at start (change them with
-    /// [`Peer::set_limits`]).
+    /// [`Host::set_limits`]).
     pub limits: Limits,
 }
 
-impl Drop for Peer {
+impl Drop for Host {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -117,18 +117,18 @@ impl Drop for Peer {
     }
 }
 
-impl Peer {
+impl Host {
     /// Opens the store in `data_dir`, loads (or creates) the identity there,
     /// starts networking with `net_config` and waits until it listens, then
     /// serves inbound transfers and announces every public share on the DHT (in
     /// the background; kad republishes them).
-    pub async fn start(data_dir: &Path, config: PeerConfig) -> Result<Peer, PeerError> {
-        let PeerConfig {
+    pub async fn start(data_dir: &Path, config: HostConfig) -> Result<Host, HostError> {
+        let HostConfig {
             net: net_config,
             node: node_config,
             limits,
         } = config;
-        let store = Store::open(data_dir).map_err(|source| PeerError::Store {
+        let store = Store::open(data_dir).map_err(|source| HostError::Store {
             dir: data_dir.to_path_buf(),
             source,
         })?;
@@ -141,7 +141,7 @@ impl Peer {
         for relay in unreserved {
             tracing::warn!(%relay, "no circuit reserved through this relay yet; tickets made now will not name it");
         }
-        let node = Arc::new(Node::new(store, net.peer_id(), node_config));
+        let node = Arc::new(TransferService::new(store, net.peer_id(), node_config));
         node.set_limits(limits);
         node.set_address_book(Arc::new(NetBook(net.clone())));
         let NetEvents {
@@ -173,7 +173,7 @@ impl Peer {
                 tracing::trace!(?ev, "net event");
             }
         }));
-        let peer = Peer {
+        let peer = Host {
             net,
             node,
             keypair,
@@ -199,7 +199,7 @@ impl Peer {
     }
 
     /// The node.
-    pub fn node(&self) -> &Arc<Node> {
+    pub fn node(&self) -> &Arc<TransferService> {
         &self.node
     }
 
@@ -241,7 +241,7 @@ impl Peer {
     }
 
     /// Marks a share public and announces it.
-    pub fn make_public(&self, id: ContentId) -> Result<(), PeerError> {
+    pub fn make_public(&self, id: ContentId) -> Result<(), HostError> {
         self.set_visibility(id, Visibility::Public)
     }
 
@@ -257,7 +257,7 @@ impl Peer {
 
     /// Changes a share's policy (see [`AccessControl::set_visibility`]); a share
     /// made public is announced.
-    pub fn set_visibility(&self, id: ContentId, v: Visibility) -> Result<(), PeerError> {
+    pub fn set_visibility(&self, id: ContentId, v: Visibility) -> Result<(), HostError> {
         self.control().set_visibility(id, v)?;
         if v == Visibility::Public {
             self.announce(id);
@@ -271,8 +271,8 @@ impl Peer {
         &self,
         id: ContentId,
         opts: &InviteOptions,
-    ) -> Result<(InviteRecord, Ticket), PeerError> {
-        let share = self.store().share(&id)?.ok_or(PeerError::NotShared(id))?;
+    ) -> Result<(InviteRecord, Ticket), HostError> {
+        let share = self.store().share(&id)?.ok_or(HostError::NotShared(id))?;
         let rec = self.control().invite(id, opts)?;
         let mut ticket = self.ticket(&share);
         ticket.capability = Some(rec.encoded.clone());
@@ -544,7 +544,7 @@ impl Connector for NetConnector {
 /// Most dial hints kept per peer.
 const MAX_HINTS: usize = 16;
 
-/// The [`AddressBook`] of a [`Peer`]: what `Net` knows of each peer's
+/// The [`AddressBook`] of a [`Host`]: what `Net` knows of each peer's
 /// addresses ([`Net::peer_addrs`]), without loopback addresses for a receiver
 /// that we do not reach over loopback.
 struct NetBook(Net);
