@@ -252,9 +252,7 @@ fn now_s() -> u64 {
 
 /// Where a transfer saves its content: `output/name`, the name defaulting to
 /// the content id in hex (as the node does).
-fn destination(output: &Path, name: Option<&str>, id: &ContentId) -> PathBuf {
-    output.join(name.map_or_else(|| id.to_hex(), str::to_owned))
-}
+use shoal_node::host::{announces, destination};
 
 impl Transfers {
     /// Loads the persisted transfers from `file` (none if it does not exist)
@@ -441,7 +439,7 @@ impl Transfers {
             .and_then(|t| t.parse::<Ticket>().ok())
             .map(|t| (t.providers, t.capability))
             .unwrap_or_default();
-        if providers.is_empty() {
+        if announces(&providers, false) {
             // Fetching by id: tell the DHT we are a provider, as `shoal get` does.
             self.peer.announce(id);
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use libp2p_identity::Keypair;
 use shoal_core::manifest::is_plain_name;
-use shoal_core::ticket::Provider;
+use shoal_core::ticket::{Provider, Target};
 use shoal_core::{ContentId, Kind, Ticket};
 use shoal_net::addrs::multiaddr_ip;
 use shoal_net::PeerId;
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     AddressBook, BoxStream, Connector, Counters, DownloadHandle, Limits, NodeConfig, NodeError,
-    TransferService,
+    Progress, TransferService,
 };
 
 /// Inbound streams whose hello is being read at once; more wait in the net
@@ -348,12 +348,131 @@ impl Host {
         (h, c)
     }
 
+    /// Starts a download as `shoal get` and the daemon both do: the name rule
+    /// ([`destination`]), the output folder created, the content's kind (the
+    /// request's, else the ticket's, else what the store knows, else a file),
+    /// the ticket's invite presented, the per-download limit, and the announce
+    /// rule ([`announces`]). Fetching by id (no ticket providers) first waits
+    /// up to `find_timeout` for a provider on the DHT, if given.
+    pub async fn get(
+        &self,
+        req: &GetRequest,
+        find_timeout: Option<Duration>,
+    ) -> Result<Download, HostError> {
+        let t = &req.target;
+        if let Some(n) = &req.name {
+            if !is_plain_name(n) {
+                return Err(HostError::Invalid(format!(
+                    "the name {n:?} is not a plain file name; give a name without slashes, or leave it out"
+                )));
+            }
+        }
+        let name = req.name.clone().or(t.name.clone());
+        let kind = self.kind_of(&t.id, req.kind.or(t.kind));
+        std::fs::create_dir_all(&req.output).map_err(|e| {
+            HostError::Invalid(format!(
+                "cannot create the output folder {}: {e}; choose another output folder",
+                req.output.display()
+            ))
+        })?;
+        let conn = self.connector(t.id, &t.providers);
+        if let Some(limit) = find_timeout.filter(|_| t.providers.is_empty()) {
+            if !conn.wait_for_peers(limit).await {
+                return Err(HostError::Invalid(format!(
+                    "no provider of {} found on the DHT within {} s; check --bootstrap, or ask the sharer for a ticket",
+                    t.id,
+                    limit.as_secs()
+                )));
+            }
+        }
+        if announces(&t.providers, req.announce) {
+            self.announce(t.id);
+        }
+        let handle = self.node.download_with(
+            t.id,
+            kind,
+            &req.output,
+            name.as_deref(),
+            conn.clone(),
+            t.capability.clone(),
+        );
+        handle.set_download_limit(req.download_limit.filter(|l| *l > 0));
+        Ok(Download {
+            id: t.id,
+            kind,
+            dest: destination(&req.output, name.as_deref(), &t.id),
+            handle,
+            connector: conn,
+        })
+    }
+
     /// Stops serving and shuts networking down.
     pub async fn shutdown(mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
         }
         self.net.shutdown().await;
+    }
+}
+
+/// What [`Host::get`] downloads, and how.
+#[derive(Debug, Clone)]
+pub struct GetRequest {
+    /// A ticket's content, providers, name and invite, or a bare id.
+    pub target: Target,
+    /// The folder to save into.
+    pub output: PathBuf,
+    /// The file or folder name to create there (default: the ticket's, else the id).
+    pub name: Option<String>,
+    /// The kind when the target does not say (a bare id of a folder).
+    pub kind: Option<Kind>,
+    /// This download's own limit, bytes per second (`None` or 0: none).
+    pub download_limit: Option<u64>,
+    /// Announce on the DHT that this node has the content (always when
+    /// fetching by id).
+    pub announce: bool,
+}
+
+/// A started download.
+pub struct Download {
+    pub id: ContentId,
+    pub kind: Kind,
+    /// Where the file or folder lands.
+    pub dest: PathBuf,
+    pub handle: DownloadHandle,
+    /// The peers found and the path to each.
+    pub connector: Arc<NetConnector>,
+}
+
+/// Where a download of `id` saves: `output/name`, the id in hex when no name
+/// is given. The CLI and the daemon both use it.
+pub fn destination(output: &Path, name: Option<&str>, id: &ContentId) -> PathBuf {
+    output.join(name.map_or_else(|| id.to_hex(), str::to_owned))
+}
+
+/// Whether a download announces itself as a provider on the DHT: when asked,
+/// and always when fetching by id (nobody else would tell others about us).
+pub fn announces(providers: &[Provider], asked: bool) -> bool {
+    asked || providers.is_empty()
+}
+
+/// "direct", "relayed" or "direct+relayed": how the peers connected now are
+/// reached, for progress lines and summaries.
+pub fn path_label(conn: &NetConnector, p: &Progress) -> &'static str {
+    let paths = conn.paths();
+    let mut relayed = false;
+    let mut direct = false;
+    for pp in p.peers.iter().filter(|pp| pp.connected) {
+        if conn.is_relayed(&pp.peer) || paths.get(&pp.peer) == Some(&PathKind::Relayed) {
+            relayed = true;
+        } else {
+            direct = true;
+        }
+    }
+    match (direct, relayed) {
+        (true, true) => "direct+relayed",
+        (false, true) => "relayed",
+        _ => "direct",
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use shoal_core::ticket::Target;
 use shoal_core::{ContentId, Kind};
 use shoal_net::{NetConfig, PeerId};
-use shoal_node::host::{Host, HostConfig, NetConnector};
+use shoal_node::host::{path_label, GetRequest, Host, HostConfig, NetConnector};
 use shoal_node::{Connector, DownloadHandle, Limits, NodeConfig, Progress};
 use shoal_store::Visibility;
 
@@ -200,12 +200,11 @@ impl Summary {
 pub fn get(global: &Global, args: GetArgs) -> Result<()> {
     let target: Target = args.target.parse().map_err(|e: String| anyhow!(e))?;
     if let Some(n) = &args.name {
+        // Checked again by Host::get; here before a node starts.
         if !shoal_core::manifest::is_plain_name(n) {
             bail!("--name {n:?} is not a plain file name; give a name without slashes, or leave it out");
         }
     }
-    // What to save it as: --name, else the ticket's name, else the id.
-    let name = args.name.clone().or(target.name.clone());
     let dir = crate::commands::data_dir(global)?;
     let mut node_cfg = NodeConfig::default();
     if args.sequential {
@@ -217,33 +216,27 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
         let id = target.id;
-        let flagged = args.collection.then_some(Kind::Collection);
-        let kind = peer.kind_of(&id, target.kind.or(flagged));
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
-        let by_id = target.providers.is_empty();
-        let conn = peer.connector(id, &target.providers);
-        if by_id {
+        if target.providers.is_empty() {
             eprintln!("looking up providers of {id} on the DHT");
-            if !conn.wait_for_peers(args.find_timeout).await {
-                bail!(
-                    "no provider of {id} found on the DHT within {} s; check --bootstrap, or ask the sharer for a ticket",
-                    args.find_timeout.as_secs()
-                );
+        }
+        let req = GetRequest {
+            target,
+            output: args.out.clone(),
+            name: args.name.clone(),
+            kind: args.collection.then_some(Kind::Collection),
+            // The node-wide limit is set already (one download either way).
+            download_limit: None,
+            announce: args.announce,
+        };
+        let got = match peer.get(&req, Some(args.find_timeout)).await {
+            Ok(d) => d,
+            Err(e) => {
+                peer.shutdown().await;
+                return Err(e.into());
             }
-        }
-        if by_id || args.announce {
-            peer.announce(id);
-        }
+        };
+        let (kind, handle, conn) = (got.kind, got.handle, got.connector);
         let started = Instant::now();
-        let handle = peer.node().download_with(
-            id,
-            kind,
-            &args.out,
-            name.as_deref(),
-            conn.clone(),
-            target.capability.clone(),
-        );
         let res = watch_download(handle, &conn, args.json, started, args.stall_timeout).await;
         let (summary, handle) = match res {
             Ok(x) => x,
@@ -268,24 +261,6 @@ fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
-}
-
-fn path_label(conn: &NetConnector, p: &Progress) -> &'static str {
-    let paths = conn.paths();
-    let mut relayed = false;
-    let mut direct = false;
-    for pp in p.peers.iter().filter(|pp| pp.connected) {
-        if conn.is_relayed(&pp.peer) || paths.get(&pp.peer) == Some(&shoal_net::PathKind::Relayed) {
-            relayed = true;
-        } else {
-            direct = true;
-        }
-    }
-    match (direct, relayed) {
-        (true, true) => "direct+relayed",
-        (false, true) => "relayed",
-        _ => "direct",
-    }
 }
 
 /// Shows progress until the download ends; returns its summary and the handle
