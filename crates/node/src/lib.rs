@@ -1,13 +1,18 @@
-//! The shoal node: transfer sessions over any authenticated byte stream, one task
-//! per content driving the `shoal_swarm` scheduler against `shoal_store`, and the
-//! [`TransferService`] facade (serve inbound streams, download files and collections).
+//! The shoal node as services behind one facade.
 //!
-//! The transfer layer does not depend on networking: a stream comes from the
-//! caller together with the transport-authenticated
-//! [`PeerId`](libp2p_identity::PeerId) of the remote, and downloads dial through
-//! a [`Connector`]. [`runtime`] wires it to `shoal-net`: a full [`host::Host`]
-//! (store + identity + `Net` + accept loop + DHT announcements) and
-//! [`host::NetConnector`] (ticket providers plus a DHT lookup loop).
+//! - [`host::Host`]: the local node. It owns the store, the identity key, the
+//!   network (`shoal-net`) and the services below, serves inbound streams,
+//!   announces public shares, and offers what the CLI and the daemon do:
+//!   [`Host::get`](host::Host::get), share and access management through
+//!   [`Host::control`](host::Host::control), invites.
+//! - [`TransferService`]: the transfer engine, one task per content id driving
+//!   the `shoal_swarm` scheduler against `shoal_store` over any authenticated
+//!   byte stream. It opens no socket itself: a stream comes from the caller with
+//!   the transport-authenticated [`PeerId`](libp2p_identity::PeerId) of the
+//!   remote, and downloads dial through a [`Connector`] (the host's is
+//!   [`host::NetConnector`]). It names `shoal-net` types only for addresses.
+//! - [`access`]: the one access decision every inbound stream passes.
+//! - [`control`]: visibility, allowlists, invites and the access log.
 
 pub mod access;
 mod content;
