@@ -159,8 +159,52 @@ async fn routes_answer_with_the_contract_shapes() {
         let s = share(&api, &f).await;
         assert_eq!(s["kind"], "file");
         assert_eq!(s["size"], 300_000);
-        assert_eq!(s["public"], true);
+        // Unlisted by default, as the CLI and the web UI (the API used to
+        // default to public).
+        assert_eq!(s["public"], false);
+        assert_eq!(s["visibility"], "unlisted");
         assert!(s["ticket"].as_str().unwrap().starts_with("shoal1"));
+        // Asked for: public, through either form; contradicting forms are refused.
+        let (code, p) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": f.to_str().unwrap(), "visibility": "public"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{p}");
+        assert_eq!((&p["public"], &p["visibility"]), (&json!(true), &json!("public")));
+        let (code, p) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": f.to_str().unwrap(), "public": true}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{p}");
+        assert_eq!(p["visibility"], "public");
+        let (code, e) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": f.to_str().unwrap(), "public": true, "visibility": "private"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(error_field(&e), Some("public"));
+        let (code, e) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": f.to_str().unwrap(), "allow": ["not a peer"], "visibility": "private"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(error_field(&e), Some("allow[0]"));
+        let (code, e) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": f.to_str().unwrap(), "allow": [d.state().peer().peer_id().to_string()]}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(error_field(&e), Some("allow"), "an allowlist needs a private share");
         let (_, v) = api.get("/api/v1/shares").await;
         assert_eq!(v.as_array().unwrap().len(), 1);
         let folder = tmp.path().join("folder");
@@ -1017,6 +1061,122 @@ async fn a_transfer_download_limit_paces_the_download() {
         assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), std::fs::read(&src).unwrap());
         b.shutdown().await;
         a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_routes_manage_policy_allowlist_invites_and_answer_errors() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        let f = random_file(tmp.path(), "p.bin", 5000);
+        let (code, s) = api
+            .post(
+                "/api/v1/shares",
+                json!({"path": f.to_str().unwrap(), "visibility": "private"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{s}");
+        let id = s["id"].as_str().unwrap().to_owned();
+        let me = d.state().peer().peer_id().to_string();
+
+        let (code, a) = api.get(&format!("/api/v1/shares/{id}/access")).await;
+        assert_eq!(code, StatusCode::OK, "{a}");
+        assert_eq!(a["share"]["visibility"], "private");
+        assert_eq!(a["allow"], json!([]));
+
+        let (code, a) = api
+            .post(
+                &format!("/api/v1/shares/{id}/allow"),
+                json!({"peer_id": me}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{a}");
+        assert_eq!(a["allow"], json!([me]));
+        let (code, e) = api
+            .post(
+                &format!("/api/v1/shares/{id}/allow"),
+                json!({"peer_id": "x"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(error_field(&e), Some("peer_id"));
+        let (code, a) = api
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/shares/{id}/allow/{me}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{a}");
+        assert_eq!(a["allow"], json!([]));
+
+        let (code, v) = api
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/shares/{id}"),
+                Some(json!({"visibility": "unlisted"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(v["visibility"], "unlisted");
+
+        let (code, inv) = api
+            .post(
+                &format!("/api/v1/shares/{id}/invites"),
+                json!({"expires_in": "1h", "uses": 2, "to": me}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{inv}");
+        assert_eq!(inv["state"], "active");
+        assert_eq!(inv["max_uses"], 2);
+        assert_eq!(inv["recipient"], me.as_str());
+        let ticket: shoal_core::Ticket = inv["ticket"].as_str().unwrap().parse().unwrap();
+        let cap = ticket.capability.expect("the ticket carries the invite");
+        let decoded = shoal_core::Invite::decode(&cap).unwrap();
+        assert!(decoded.verify_signature());
+        assert_eq!(decoded.issuer_peer().to_string(), me);
+        for (body, field) in [
+            (json!({"expires_in": "soon"}), "expires_in"),
+            (json!({"uses": 0}), "uses"),
+            (json!({"to": "nobody"}), "to"),
+        ] {
+            let (code, e) = api
+                .post(&format!("/api/v1/shares/{id}/invites"), body.clone())
+                .await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+            assert_eq!(error_field(&e), Some(field), "{body}: {e}");
+        }
+        let iid = inv["id"].as_str().unwrap();
+        let (code, r) = api
+            .post(&format!("/api/v1/invites/{iid}/revoke"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{r}");
+        assert_eq!(r["state"], "revoked");
+        let (code, list) = api.get("/api/v1/invites").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(list[0]["state"], "revoked", "{list}");
+        let (code, e) = api
+            .post(
+                &format!("/api/v1/invites/{}/revoke", "ab".repeat(16)),
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{e}");
+        let (code, e) = api.post("/api/v1/invites/zz/revoke", json!({})).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+        // Unknown share: 404 on every access route.
+        let other = "0".repeat(64);
+        for path in ["access", "invites", "access-log"] {
+            let (code, e) = api.get(&format!("/api/v1/shares/{other}/{path}")).await;
+            assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {e}");
+        }
+        let (code, log) = api.get("/api/v1/access-log").await;
+        assert_eq!((code, log), (StatusCode::OK, json!([])));
+        d.shutdown().await;
     })
     .await;
 }
