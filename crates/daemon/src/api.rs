@@ -560,6 +560,7 @@ async fn patch_transfer(
         .set_limit(&id, body.download_limit.filter(|l| *l > 0))
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/pause", tag = "transfers",
@@ -568,7 +569,7 @@ async fn patch_transfer(
         (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn pause_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json<Transfer>> {
     let id = parse_id(&id)?;
-    st.transfers.pause(&id).await.map(Json)
+    Ok(Json(st.transfers.pause(&id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/resume", tag = "transfers",
@@ -577,7 +578,7 @@ async fn pause_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json
         (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn resume_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json<Transfer>> {
     let id = parse_id(&id)?;
-    st.transfers.resume(&id).map(Json)
+    Ok(Json(st.transfers.resume(&id)?))
 }
 
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/cancel", tag = "transfers",

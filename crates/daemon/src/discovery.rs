@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -77,35 +77,12 @@ pub fn lock(data_dir: &Path) -> Result<DirLock, DaemonError> {
     Ok(DirLock { _file: file })
 }
 
-/// Writes `contents` to `path` through a temporary file in the same folder
-/// (created with `mode`), synced, then renamed over `path`.
+/// [`shoal_store::write_atomic`], with the daemon's error.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), DaemonError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp: PathBuf = dir.join(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    res.map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        DaemonError::Io {
-            what: "write",
-            path: path.to_path_buf(),
-            source,
-        }
+    shoal_store::write_atomic(path, contents, mode).map_err(|source| DaemonError::Io {
+        what: "write",
+        path: path.to_path_buf(),
+        source,
     })
 }
 

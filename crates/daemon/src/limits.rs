@@ -1,7 +1,7 @@
 //! Applying [`Settings`] to the running peer, live.
 
 use shoal_node::host::{Host, HostConfig};
-use shoal_node::{DownloadHandle, Limits};
+use shoal_node::Limits;
 
 use crate::Settings;
 
@@ -33,11 +33,6 @@ pub(crate) async fn apply(peer: &Host, s: &Settings) {
             tracing::warn!(error = %e, "cannot change the connection limit");
         }
     }
-}
-
-/// Sets one download's own limit.
-pub(crate) fn set_download_limit(h: &DownloadHandle, limit: Option<u64>) {
-    h.set_download_limit(limit);
 }
 
 /// Totals for `/metrics`.

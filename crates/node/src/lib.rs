@@ -13,6 +13,7 @@
 //!   [`host::NetConnector`]). It names `shoal-net` types only for addresses.
 //! - [`access`]: the one access decision every inbound stream passes.
 //! - [`control`]: visibility, allowlists, invites and the access log.
+//! - [`transfers`]: managed transfers (queue, pause, resume, cancel, persisted).
 
 pub mod access;
 mod content;
@@ -22,6 +23,7 @@ pub mod host;
 mod limit;
 mod session;
 mod transfer;
+pub mod transfers;
 
 pub use error::NodeError;
 pub use limit::{Counters, Limits};

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod db;
 pub mod error;
+pub mod fsutil;
 pub mod hash;
 pub mod layout;
 pub mod partial;
@@ -25,6 +26,7 @@ pub mod walk;
 pub use access::{AccessLogEntry, Grant, InviteRecord, InviteUse, NewAccessLog, Redeem};
 pub use db::{Db, SearchHit, Share, ShareFile, Visibility};
 pub use error::StoreError;
+pub use fsutil::write_atomic;
 pub use hash::{hash_bytes, hash_file};
 pub use layout::{LayoutError, PieceLayout, DEFAULT_PIECE_SIZE, MAX_PIECE_SIZE};
 pub use partial::{read_piece, PartialFile, PendingFlush, PieceVerifier, VerifiedPiece};

@@ -1,0 +1,934 @@
+//! Managed transfers: downloads a host keeps, pauses, resumes and cancels on
+//! request (the daemon's `/api/v1/transfers`), each driven by a watcher task
+//! that owns its [`crate::DownloadHandle`], publishes [`TransferEvent`]s and
+//! keeps the content served after it completes (state "seeding").
+//!
+//! Persisted in a state file (the daemon's is `<data-dir>/daemon/transfers.json`;
+//! temp file + fsync + rename) on every state change, so they survive a restart: on start, transfers that
+//! were not paused, failed or finished are fetched again, which resumes from
+//! the partial files. A transfer that finished before the restart is shown as
+//! "completed" (kept on disk, not served) since the node only serves shares and
+//! running downloads.
+//!
+//! Locking: `Transfers::entries` (a std mutex) is never held across an await.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use shoal_core::ticket::Target;
+use shoal_core::{ContentId, Kind, Provider, Ticket};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::host::{announces, destination, Host, NetConnector};
+use crate::Progress;
+
+/// Why a managed-transfer operation failed. The daemon maps these to HTTP
+/// statuses; nothing here knows HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// No transfer with this id.
+    #[error("no transfer with id {0}; GET /api/v1/transfers lists them")]
+    NotFound(ContentId),
+    /// The request collides with another transfer, or the limit of transfers.
+    #[error("{0}")]
+    Conflict(String),
+    /// The state file cannot be read.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not valid.
+    #[error("{} is not valid: {message}; fix or remove it", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What the managed transfers report, in order.
+#[derive(Debug, Clone)]
+pub enum TransferEvent {
+    /// A transfer was added or changed (state, progress, limit).
+    Changed(Transfer),
+    /// A transfer was cancelled and forgotten (its id, hex).
+    Removed(String),
+    /// A transfer failed: why, and its id (hex).
+    Failed {
+        message: Option<String>,
+        transfer: String,
+    },
+}
+
+/// Most transfers a daemon keeps (bounds memory and the state file).
+pub const MAX_TRANSFERS: usize = 10_000;
+/// `transfer` events while a transfer moves: at most this often.
+const EVENT_EVERY: Duration = Duration::from_millis(500);
+/// Commands queued to a watcher task.
+const CMD_QUEUE: usize = 8;
+
+/// The state of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum TransferState {
+    /// Started, waiting for the first peer.
+    Queued,
+    Downloading,
+    /// Stopped by the user; progress is kept on disk.
+    Paused,
+    /// Complete and still served to other peers.
+    Seeding,
+    /// Complete, kept on disk, not served.
+    Completed,
+    Failed,
+}
+
+impl TransferState {
+    /// Every state, for metrics.
+    pub const ALL: [TransferState; 6] = [
+        TransferState::Queued,
+        TransferState::Downloading,
+        TransferState::Paused,
+        TransferState::Seeding,
+        TransferState::Completed,
+        TransferState::Failed,
+    ];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferState::Queued => "queued",
+            TransferState::Downloading => "downloading",
+            TransferState::Paused => "paused",
+            TransferState::Seeding => "seeding",
+            TransferState::Completed => "completed",
+            TransferState::Failed => "failed",
+        }
+    }
+}
+
+/// File or collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ContentKind {
+    File,
+    Collection,
+}
+
+impl From<Kind> for ContentKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Collection => ContentKind::Collection,
+            _ => ContentKind::File,
+        }
+    }
+}
+
+impl From<ContentKind> for Kind {
+    fn from(k: ContentKind) -> Self {
+        match k {
+            ContentKind::Collection => Kind::Collection,
+            ContentKind::File => Kind::File,
+        }
+    }
+}
+
+/// How a peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    Direct,
+    Relayed,
+}
+
+/// One peer's part in a transfer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransferPeer {
+    pub peer_id: String,
+    pub path: PathKind,
+    pub connected: bool,
+    /// Verified bytes received from the peer.
+    pub downloaded: u64,
+    /// Bytes sent to the peer.
+    pub uploaded: u64,
+    /// Bytes per second.
+    pub down_rate: f64,
+    pub up_rate: f64,
+}
+
+/// A transfer as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Transfer {
+    /// The content id (hex), also the transfer's id.
+    pub id: String,
+    /// The file or folder name given when the transfer was added, if any.
+    pub name: Option<String>,
+    pub kind: ContentKind,
+    /// The folder the content is downloaded into.
+    pub output: String,
+    pub state: TransferState,
+    /// The content's length, once known.
+    pub total_bytes: Option<u64>,
+    /// Verified bytes present.
+    pub done_bytes: u64,
+    /// 0..1.
+    pub progress: f64,
+    /// Bytes per second.
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// Seconds left at the current rate, if it can be estimated.
+    pub eta_s: Option<f64>,
+    pub peers: Vec<TransferPeer>,
+    /// This transfer's download limit, bytes per second; null = unlimited.
+    pub download_limit: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was added, Unix seconds.
+    pub added_at: u64,
+}
+
+/// What is persisted of a transfer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: ContentId,
+    kind: ContentKind,
+    name: Option<String>,
+    output: PathBuf,
+    /// The ticket it was added with (its providers are dialed), if any.
+    ticket: Option<String>,
+    download_limit: Option<u64>,
+    added_at: u64,
+    state: TransferState,
+    total_bytes: Option<u64>,
+    done_bytes: u64,
+    error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    transfers: Vec<Record>,
+}
+
+/// How long one wait for a first provider lasts before commands are looked at again.
+const FIND_WAIT: Duration = Duration::from_secs(1);
+
+/// What a watcher needs to start a download.
+struct Job {
+    kind: Kind,
+    out: PathBuf,
+    name: Option<String>,
+    limit: Option<u64>,
+    conn: Arc<NetConnector>,
+    capability: Option<Vec<u8>>,
+}
+
+enum Cmd {
+    Stop(oneshot::Sender<()>),
+    SetLimit(Option<u64>),
+}
+
+struct Entry {
+    rec: Record,
+    last: Option<Progress>,
+    conn: Option<Arc<NetConnector>>,
+    cmds: Option<mpsc::Sender<Cmd>>,
+    /// Bumped when a watcher is started, so a stale watcher's updates are ignored.
+    generation: u64,
+}
+
+/// What a new transfer is made from.
+#[derive(Debug, Clone)]
+pub struct NewTransfer {
+    pub id: ContentId,
+    pub kind: Kind,
+    pub providers: Vec<Provider>,
+    pub output: PathBuf,
+    pub name: Option<String>,
+    pub download_limit: Option<u64>,
+    /// The ticket's invite, presented to every provider.
+    pub capability: Option<Vec<u8>>,
+}
+
+impl NewTransfer {
+    /// Parses a ticket (`shoal1…`) or a content id (64 hex digits), with the
+    /// content's kind: the ticket's, or for an id only what the local store
+    /// knows, else a file.
+    pub fn parse_target(s: &str, peer: &Host) -> Result<(Target, Kind), String> {
+        let t: Target = s.parse()?;
+        let kind = peer.kind_of(&t.id, t.kind);
+        Ok((t, kind))
+    }
+}
+
+/// The managed transfers of a host.
+pub struct Transfers {
+    peer: Arc<Host>,
+    entries: Mutex<BTreeMap<ContentId, Entry>>,
+    file: PathBuf,
+    events: broadcast::Sender<TransferEvent>,
+    /// Serializes writes of the state file.
+    save_lock: Mutex<()>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Transfers {
+    /// Loads the persisted transfers from `file` (none if it does not exist)
+    /// without starting them; see [`Transfers::resume_all`].
+    pub fn load(
+        peer: Arc<Host>,
+        file: PathBuf,
+        events: broadcast::Sender<TransferEvent>,
+    ) -> Result<Arc<Self>, TransferError> {
+        let mut entries = BTreeMap::new();
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let st: StateFile =
+                    serde_json::from_slice(&bytes).map_err(|e| TransferError::Corrupt {
+                        path: file.clone(),
+                        message: e.to_string(),
+                    })?;
+                for mut rec in st.transfers.into_iter().take(MAX_TRANSFERS) {
+                    if rec.state == TransferState::Seeding {
+                        rec.state = TransferState::Completed;
+                    }
+                    entries.insert(
+                        rec.id,
+                        Entry {
+                            rec,
+                            last: None,
+                            conn: None,
+                            cmds: None,
+                            generation: 0,
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(TransferError::Io {
+                    what: "read",
+                    path: file,
+                    source,
+                })
+            }
+        }
+        Ok(Arc::new(Self {
+            peer,
+            entries: Mutex::new(entries),
+            file,
+            events,
+            save_lock: Mutex::new(()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
+        }))
+    }
+
+    /// Starts every loaded transfer that was queued or downloading.
+    pub fn resume_all(self: &Arc<Self>) {
+        let ids: Vec<ContentId> = lock(&self.entries)
+            .values()
+            .filter(|e| {
+                matches!(
+                    e.rec.state,
+                    TransferState::Queued | TransferState::Downloading
+                )
+            })
+            .map(|e| e.rec.id)
+            .collect();
+        for id in ids {
+            self.start(id);
+        }
+    }
+
+    /// Every transfer, oldest first.
+    pub fn list(&self) -> Vec<Transfer> {
+        let entries = lock(&self.entries);
+        let mut v: Vec<Transfer> = entries.values().map(|e| self.view(e)).collect();
+        v.sort_by(|a, b| a.added_at.cmp(&b.added_at).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// One transfer.
+    pub fn get(&self, id: &ContentId) -> Option<Transfer> {
+        lock(&self.entries).get(id).map(|e| self.view(e))
+    }
+
+    /// Counts by state, for metrics.
+    pub fn count_by_state(&self) -> Vec<(TransferState, u64)> {
+        let entries = lock(&self.entries);
+        TransferState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    entries.values().filter(|e| e.rec.state == *s).count() as u64,
+                )
+            })
+            .collect()
+    }
+
+    /// Adds a transfer and starts it; if the content is already a transfer,
+    /// returns that one and `false`.
+    pub fn add(self: &Arc<Self>, new: NewTransfer) -> Result<(Transfer, bool), TransferError> {
+        {
+            let mut entries = lock(&self.entries);
+            if let Some(e) = entries.get(&new.id) {
+                return Ok((self.view(e), false));
+            }
+            if entries.len() >= MAX_TRANSFERS {
+                return Err(TransferError::Conflict(format!(
+                    "this daemon already has {MAX_TRANSFERS} transfers; cancel some first"
+                )));
+            }
+            // Two contents saved under one name would meet at one partial file
+            // (the store refuses the second anyway, but only once it started).
+            let dest = destination(&new.output, new.name.as_deref(), &new.id);
+            if let Some(other) = entries
+                .values()
+                .find(|e| destination(&e.rec.output, e.rec.name.as_deref(), &e.rec.id) == dest)
+            {
+                return Err(TransferError::Conflict(format!(
+                    "transfer {} already saves to {}; give this one another \"name\"",
+                    other.rec.id,
+                    dest.display()
+                )));
+            }
+            let rec = Record {
+                id: new.id,
+                kind: new.kind.into(),
+                name: new.name,
+                output: new.output,
+                ticket: (!new.providers.is_empty() || new.capability.is_some()).then(|| {
+                    Ticket {
+                        id: new.id,
+                        kind: new.kind,
+                        providers: new.providers.clone(),
+                        capability: new.capability.clone(),
+                        name: None,
+                    }
+                    .to_string()
+                }),
+                download_limit: new.download_limit,
+                added_at: now_s(),
+                state: TransferState::Queued,
+                total_bytes: None,
+                done_bytes: 0,
+                error: None,
+            };
+            entries.insert(
+                new.id,
+                Entry {
+                    rec,
+                    last: None,
+                    conn: None,
+                    cmds: None,
+                    generation: 0,
+                },
+            );
+        }
+        self.start(new.id);
+        self.save();
+        let t = self
+            .get(&new.id)
+            .ok_or_else(|| TransferError::Internal("the new transfer vanished".into()))?;
+        self.emit_transfer(&t);
+        Ok((t, true))
+    }
+
+    /// Starts (or restarts) the download of `id` with a new watcher task.
+    fn start(self: &Arc<Self>, id: ContentId) {
+        let mut entries = lock(&self.entries);
+        let Some(e) = entries.get_mut(&id) else {
+            return;
+        };
+        let out = e.rec.output.clone();
+        if let Err(err) = std::fs::create_dir_all(&out) {
+            e.rec.state = TransferState::Failed;
+            e.rec.error = Some(format!(
+                "cannot create the output folder {}: {err}; choose another output folder",
+                out.display()
+            ));
+            return;
+        }
+        let (providers, capability): (Vec<Provider>, Option<Vec<u8>>) = e
+            .rec
+            .ticket
+            .as_deref()
+            .and_then(|t| t.parse::<Ticket>().ok())
+            .map(|t| (t.providers, t.capability))
+            .unwrap_or_default();
+        if announces(&providers, false) {
+            // Fetching by id: tell the DHT we are a provider, as `shoal get` does.
+            self.peer.announce(id);
+        }
+        let conn = self.peer.connector(id, &providers);
+        let job = Job {
+            kind: e.rec.kind.into(),
+            out,
+            name: e.rec.name.clone(),
+            limit: e.rec.download_limit,
+            conn: conn.clone(),
+            capability,
+        };
+        let (tx, rx) = mpsc::channel(CMD_QUEUE);
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        e.generation = generation;
+        e.cmds = Some(tx);
+        e.conn = Some(conn);
+        e.last = None;
+        e.rec.state = TransferState::Queued;
+        e.rec.error = None;
+        drop(entries);
+        tokio::spawn(self.clone().watch(id, generation, job, rx));
+    }
+
+    /// Finds a first provider (waiting as long as it takes: the transfer
+    /// stays queued), then follows the download until it is stopped.
+    async fn watch(
+        self: Arc<Self>,
+        id: ContentId,
+        generation: u64,
+        mut job: Job,
+        mut cmds: mpsc::Receiver<Cmd>,
+    ) {
+        loop {
+            tokio::select! {
+                found = job.conn.wait_for_peers(FIND_WAIT) => if found { break },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::SetLimit(l)) => job.limit = l,
+                    Some(Cmd::Stop(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        let conn: Arc<dyn crate::Connector> = job.conn.clone();
+        let mut handle = self.peer.node().download_with(
+            id,
+            job.kind,
+            &job.out,
+            job.name.as_deref(),
+            conn,
+            job.capability.clone(),
+        );
+        handle.set_download_limit(job.limit);
+        let mut rx = handle.progress();
+        let mut last_emit = Instant::now() - EVENT_EVERY;
+        let mut closed = false;
+        let mut tick = tokio::time::interval(EVENT_EVERY);
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::SetLimit(l)) => handle.set_download_limit(l),
+                    Some(Cmd::Stop(done)) => {
+                        handle.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        handle.stop().await;
+                        return;
+                    }
+                },
+                ch = rx.changed(), if !closed => {
+                    if ch.is_err() {
+                        closed = true;
+                        // The download task ended without completing: its result says why.
+                        let p = rx.borrow().clone();
+                        if !p.complete {
+                            let why = match tokio::time::timeout(Duration::from_secs(5), handle.result()).await {
+                                Ok(Err(e)) => e.to_string(),
+                                Ok(Ok(_)) => String::new(),
+                                Err(_) => "the download stopped without saying why".to_owned(),
+                            };
+                            if !why.is_empty() {
+                                self.update(id, generation, Some(p), Some(why), true);
+                                continue;
+                            }
+                        }
+                        self.update(id, generation, Some(p), None, true);
+                        continue;
+                    }
+                    if last_emit.elapsed() >= EVENT_EVERY {
+                        last_emit = Instant::now();
+                        let p = rx.borrow_and_update().clone();
+                        self.update(id, generation, Some(p), None, false);
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_emit.elapsed() >= EVENT_EVERY {
+                        last_emit = Instant::now();
+                        let p = rx.borrow().clone();
+                        self.update(id, generation, Some(p), None, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a progress snapshot (and a failure); emits an event when the
+    /// state changed or the transfer moved; persists on state changes.
+    /// `ended`: the download task is gone (a collection, which is not served
+    /// once complete, or a failure).
+    fn update(
+        &self,
+        id: ContentId,
+        generation: u64,
+        p: Option<Progress>,
+        failed: Option<String>,
+        ended: bool,
+    ) {
+        let (view, changed) = {
+            let mut entries = lock(&self.entries);
+            let Some(e) = entries.get_mut(&id) else {
+                return;
+            };
+            if e.generation != generation || e.cmds.is_none() {
+                return;
+            }
+            let before = e.rec.state;
+            let moved = p.as_ref() != e.last.as_ref();
+            if let Some(p) = p {
+                e.rec.total_bytes = p.total_bytes.or(e.rec.total_bytes);
+                e.rec.done_bytes = p.done_bytes;
+                let mut failed = failed.clone().or(p.failed.clone());
+                if ended && !p.complete && failed.is_none() {
+                    failed = Some("the download stopped before it finished; resume it".to_owned());
+                }
+                e.rec.state = if p.complete && ended {
+                    TransferState::Completed
+                } else if p.complete {
+                    TransferState::Seeding
+                } else if failed.is_some() {
+                    TransferState::Failed
+                } else if p.done_bytes > 0 || p.connected_peers > 0 {
+                    TransferState::Downloading
+                } else {
+                    TransferState::Queued
+                };
+                if p.complete {
+                    e.rec.error = None;
+                    e.rec.total_bytes = Some(p.total_bytes.unwrap_or(p.done_bytes));
+                    e.rec.done_bytes = e.rec.total_bytes.unwrap_or(p.done_bytes);
+                } else if let Some(f) = failed {
+                    e.rec.error = Some(f);
+                }
+                e.last = Some(p);
+            }
+            if ended || e.rec.state == TransferState::Failed {
+                // A failed or ended download is stopped: its watcher ends.
+                e.cmds = None;
+                e.conn = None;
+            }
+            let changed = before != e.rec.state;
+            if !changed && !moved {
+                return;
+            }
+            (self.view(e), changed)
+        };
+        if changed {
+            if view.state == TransferState::Failed {
+                let _ = self.events.send(TransferEvent::Failed {
+                    message: view.error.clone(),
+                    transfer: view.id.clone(),
+                });
+            }
+            self.save();
+        }
+        self.emit_transfer(&view);
+    }
+
+    fn emit_transfer(&self, t: &Transfer) {
+        let _ = self.events.send(TransferEvent::Changed(t.clone()));
+    }
+
+    /// Stops the watcher of `id` if it runs; waits until the download's tasks
+    /// are gone (partial file closed, progress persisted).
+    async fn stop_watcher(&self, id: &ContentId) {
+        let cmds = {
+            let mut entries = lock(&self.entries);
+            match entries.get_mut(id) {
+                Some(e) => {
+                    e.conn = None;
+                    e.cmds.take()
+                }
+                None => None,
+            }
+        };
+        if let Some(c) = cmds {
+            let (tx, rx) = oneshot::channel();
+            if c.send(Cmd::Stop(tx)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(15), rx).await;
+            }
+        }
+    }
+
+    /// Pauses `id`: stops the download (progress stays on disk). A complete
+    /// transfer stops being served and becomes "completed".
+    pub async fn pause(&self, id: &ContentId) -> Result<Transfer, TransferError> {
+        if !lock(&self.entries).contains_key(id) {
+            return Err(not_found(id));
+        }
+        self.stop_watcher(id).await;
+        let view = {
+            let mut entries = lock(&self.entries);
+            let e = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+            e.rec.state = match e.rec.state {
+                TransferState::Seeding | TransferState::Completed => TransferState::Completed,
+                TransferState::Failed => TransferState::Failed,
+                _ => TransferState::Paused,
+            };
+            // Rates are stale once stopped.
+            if let Some(p) = e.last.as_mut() {
+                for pp in &mut p.peers {
+                    pp.connected = false;
+                    pp.down_rate = 0.0;
+                    pp.up_rate = 0.0;
+                }
+                p.connected_peers = 0;
+            }
+            self.view(e)
+        };
+        self.save();
+        self.emit_transfer(&view);
+        Ok(view)
+    }
+
+    /// Resumes `id` (fetches it again, continuing from the partial data). A
+    /// running transfer is returned as is.
+    pub fn resume(self: &Arc<Self>, id: &ContentId) -> Result<Transfer, TransferError> {
+        let running = {
+            let entries = lock(&self.entries);
+            let e = entries.get(id).ok_or_else(|| not_found(id))?;
+            e.cmds.is_some()
+        };
+        if !running {
+            self.start(*id);
+            self.save();
+        }
+        let view = self.get(id).ok_or_else(|| not_found(id))?;
+        self.emit_transfer(&view);
+        Ok(view)
+    }
+
+    /// Sets the download limit of `id`.
+    pub async fn set_limit(
+        &self,
+        id: &ContentId,
+        limit: Option<u64>,
+    ) -> Result<Transfer, TransferError> {
+        let cmds = {
+            let mut entries = lock(&self.entries);
+            let e = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+            e.rec.download_limit = limit;
+            e.cmds.clone()
+        };
+        if let Some(c) = cmds {
+            let _ = c.send(Cmd::SetLimit(limit)).await;
+        }
+        self.save();
+        let view = self.get(id).ok_or_else(|| not_found(id))?;
+        self.emit_transfer(&view);
+        Ok(view)
+    }
+
+    /// Cancels `id`: stops it, forgets it, deletes its partial data (complete
+    /// files are kept).
+    pub async fn cancel(&self, id: &ContentId) -> Result<(), TransferError> {
+        if !lock(&self.entries).contains_key(id) {
+            return Err(not_found(id));
+        }
+        self.stop_watcher(id).await;
+        let rec = lock(&self.entries).remove(id).map(|e| e.rec);
+        self.save();
+        if let Some(rec) = rec {
+            let dest = destination(&rec.output, rec.name.as_deref(), &rec.id);
+            let store = self.peer.store().clone();
+            let _ = tokio::task::spawn_blocking(move || remove_partials(&store, &dest)).await;
+        }
+        let _ = self.events.send(TransferEvent::Removed(id.to_hex()));
+        Ok(())
+    }
+
+    /// Stops every download (for shutdown); their state stays as persisted.
+    pub async fn stop_all(&self) {
+        let cmds: Vec<mpsc::Sender<Cmd>> = {
+            let mut entries = lock(&self.entries);
+            entries
+                .values_mut()
+                .filter_map(|e| {
+                    e.conn = None;
+                    e.cmds.take()
+                })
+                .collect()
+        };
+        let mut waits = Vec::new();
+        for c in cmds {
+            let (tx, rx) = oneshot::channel();
+            if c.send(Cmd::Stop(tx)).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
+            for w in waits {
+                let _ = w.await;
+            }
+        })
+        .await;
+        self.save();
+    }
+
+    /// Writes the state file (temp + fsync + rename). Failures are logged: the
+    /// transfers keep running.
+    fn save(&self) {
+        let _g = lock(&self.save_lock);
+        let st = StateFile {
+            version: 1,
+            transfers: lock(&self.entries)
+                .values()
+                .map(|e| e.rec.clone())
+                .collect(),
+        };
+        let bytes = match serde_json::to_vec_pretty(&st) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode the transfers");
+                return;
+            }
+        };
+        if let Some(dir) = self.file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = shoal_store::write_atomic(&self.file, &bytes, 0o600) {
+            tracing::warn!(error = %e, "cannot save the transfers; they may not survive a restart");
+        }
+    }
+
+    /// The API view of an entry.
+    fn view(&self, e: &Entry) -> Transfer {
+        let r = &e.rec;
+        let mut peers = Vec::new();
+        let mut down_rate = 0.0;
+        let mut up_rate = 0.0;
+        if let Some(p) = &e.last {
+            for pp in &p.peers {
+                let relayed = e.conn.as_ref().is_some_and(|c| c.is_relayed(&pp.peer));
+                down_rate += pp.down_rate;
+                up_rate += pp.up_rate;
+                peers.push(TransferPeer {
+                    peer_id: pp.peer.to_string(),
+                    path: if relayed {
+                        PathKind::Relayed
+                    } else {
+                        PathKind::Direct
+                    },
+                    connected: pp.connected,
+                    downloaded: pp.downloaded,
+                    uploaded: pp.uploaded,
+                    down_rate: pp.down_rate,
+                    up_rate: pp.up_rate,
+                });
+            }
+        }
+        let complete = matches!(r.state, TransferState::Seeding | TransferState::Completed);
+        let progress = match r.total_bytes {
+            _ if complete => 1.0,
+            Some(t) if t > 0 => (r.done_bytes as f64 / t as f64).clamp(0.0, 1.0),
+            _ => 0.0,
+        };
+        let eta_s = match (r.state, r.total_bytes) {
+            (TransferState::Downloading, Some(t)) if down_rate > 0.0 => {
+                Some(t.saturating_sub(r.done_bytes) as f64 / down_rate)
+            }
+            _ => None,
+        };
+        Transfer {
+            id: r.id.to_hex(),
+            name: r.name.clone(),
+            kind: r.kind,
+            output: r.output.to_string_lossy().into_owned(),
+            state: r.state,
+            total_bytes: r.total_bytes,
+            done_bytes: r.done_bytes,
+            progress,
+            down_rate,
+            up_rate,
+            eta_s,
+            peers,
+            download_limit: r.download_limit,
+            error: r.error.clone(),
+            added_at: r.added_at,
+        }
+    }
+
+    /// Peers of running transfers, with the ids of the transfers they take part in.
+    pub fn peers_by_transfer(&self) -> Vec<(String, TransferPeer)> {
+        let entries = lock(&self.entries);
+        let mut out = Vec::new();
+        for e in entries.values() {
+            if e.cmds.is_none() {
+                continue;
+            }
+            for p in self.view(e).peers {
+                out.push((e.rec.id.to_hex(), p));
+            }
+        }
+        out
+    }
+}
+
+fn not_found(id: &ContentId) -> TransferError {
+    TransferError::NotFound(*id)
+}
+
+/// Deletes the partial files of the download to `dest` (a file, or every file
+/// of a collection folder) and forgets them in the database. Complete files are
+/// kept.
+fn remove_partials(store: &shoal_store::Store, dest: &Path) {
+    let part = shoal_store::partial::part_path_for(dest);
+    let downloads = match store.db().downloads() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list downloads to delete partial data");
+            Vec::new()
+        }
+    };
+    let mut removed_main = false;
+    for d in downloads {
+        if d.part == part || d.part.starts_with(dest) {
+            if d.state != shoal_store::db::DownloadState::Complete {
+                let _ = std::fs::remove_file(&d.part);
+            }
+            removed_main |= d.part == part;
+            let _ = store.db().remove_download(d.key);
+        }
+    }
+    if !removed_main {
+        let _ = std::fs::remove_file(&part);
+    }
+}
