@@ -395,24 +395,20 @@ async fn add_share(
             format!("cannot read {}: {e}; check its permissions", path.display()),
         )
     })?;
-    let store = st.peer.store().clone();
+    let host = st.peer.clone();
     let p = path.clone();
-    let added = tokio::task::spawn_blocking(move || store.add_with_report(&p, None, &|_| {}))
-        .await
-        .map_err(|e| internal("the indexing task failed", e))?
-        .map_err(|e| {
+    let added = tokio::task::spawn_blocking(move || {
+        host.share(&p, None, Some(policy.into()), &allow, &|_| {})
+    })
+    .await
+    .map_err(|e| internal("the indexing task failed", e))?
+    .map_err(|e| match e {
+        shoal_node::host::HostError::LocalStore(e) => {
             ApiError::unprocessable("path", format!("cannot share {}: {e}", path.display()))
-        })?;
+        }
+        other => internal("cannot share", other),
+    })?;
     let s = added.share;
-    st.peer
-        .set_visibility(s.id, policy.into())
-        .map_err(|e| internal("cannot set the share's visibility", e))?;
-    for p in &allow {
-        st.peer
-            .control()
-            .allow(s.id, *p)
-            .map_err(|e| internal("cannot allow a peer", e))?;
-    }
     let s = st
         .peer
         .store()

@@ -255,6 +255,34 @@ impl Host {
         )
     }
 
+    /// Shares a file or folder in place (indexing what is not yet indexed;
+    /// `progress` gets the bytes hashed) with `visibility` (`None`: an existing
+    /// share keeps its own, a new one is unlisted) and the `allow`ed peers; a
+    /// public share is announced. What `shoal share` and the daemon's
+    /// `POST /api/v1/shares` do.
+    pub fn share(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        visibility: Option<Visibility>,
+        allow: &[PeerId],
+        progress: shoal_store::hash::Progress<'_>,
+    ) -> Result<shoal_store::Added, HostError> {
+        if !allow.is_empty() && visibility != Some(Visibility::Private) {
+            return Err(HostError::Invalid(
+                "an allowlist only applies to a private share".into(),
+            ));
+        }
+        let mut added = self.store().add_with_report(path, name, progress)?;
+        let v = visibility.unwrap_or(added.share.visibility);
+        self.set_visibility(added.share.id, v)?;
+        for p in allow {
+            self.control().allow(added.share.id, *p)?;
+        }
+        added.share.visibility = v;
+        Ok(added)
+    }
+
     /// Changes a share's policy (see [`AccessControl::set_visibility`]); a share
     /// made public is announced.
     pub fn set_visibility(&self, id: ContentId, v: Visibility) -> Result<(), HostError> {

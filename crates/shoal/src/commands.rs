@@ -128,6 +128,16 @@ fn hash_one(path: &Path, shown: &str) -> Result<Vec<String>> {
     })
 }
 
+/// The progress bar of indexing `path` (`shown` names it): bytes of a file,
+/// a spinner for a folder.
+pub fn indexing_bar(path: &Path, shown: &str) -> indicatif::ProgressBar {
+    let total = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    byte_bar(total, &format!("indexing {shown}"))
+}
+
 /// [`Store::add_with_report`] with a byte progress bar on stderr (`shown`
 /// names the path in it), for `shoal add` and `shoal share`.
 pub fn add_with_bar(
@@ -136,11 +146,7 @@ pub fn add_with_bar(
     name: Option<&str>,
     shown: &str,
 ) -> std::result::Result<shoal_store::store::Added, shoal_store::StoreError> {
-    let total = std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len());
-    let bar = byte_bar(total, &format!("indexing {shown}"));
+    let bar = indexing_bar(path, shown);
     let added = store.add_with_report(path, name, &|n| bar.inc(n));
     bar.finish_and_clear();
     added

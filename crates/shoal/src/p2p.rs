@@ -98,27 +98,23 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
         let mut lines = Vec::new();
         for path in &args.paths {
             let shown = display_path(path);
-            let added = crate::commands::add_with_bar(peer.store(), path, None, &shown)
-                .with_context(|| format!("cannot share {shown}"))?;
+            // Sharing again without a flag keeps what was chosen before.
+            let asked = if args.public {
+                Some(Visibility::Public)
+            } else if args.private {
+                Some(Visibility::Private)
+            } else {
+                None
+            };
+            let bar = crate::commands::indexing_bar(path, &shown);
+            let added = peer.share(path, None, asked, &allow, &|n| bar.inc(n));
+            bar.finish_and_clear();
+            let added = added.with_context(|| format!("cannot share {shown}"))?;
             for skipped in &added.skipped {
                 eprintln!("warning: {skipped}");
             }
             let s = &added.share;
-            let visibility = if args.public {
-                Visibility::Public
-            } else if args.private {
-                Visibility::Private
-            } else {
-                // Sharing again without a flag keeps what was chosen before.
-                s.visibility
-            };
-            peer.set_visibility(s.id, visibility)
-                .with_context(|| format!("cannot make {shown} {visibility}"))?;
-            for p in &allow {
-                peer.control()
-                    .allow(s.id, *p)
-                    .with_context(|| format!("cannot allow {p} to fetch {shown}"))?;
-            }
+            let visibility = s.visibility;
             let ticket = peer.ticket(s);
             if args.json {
                 let addrs: Vec<String> = peer
