@@ -376,6 +376,35 @@ impl Access {
         }))
     }
 
+    /// Decides for many `(peer, capability)` sessions of one content at once,
+    /// reading the policy once (the periodic re-check of a content task).
+    pub fn check_all<'a>(
+        &self,
+        content: &ContentId,
+        sessions: impl IntoIterator<Item = (&'a PeerId, &'a [u8])>,
+    ) -> Result<Vec<Verdict>, NodeError> {
+        let grants = self.store.db().grants_of(content)?;
+        let db = self.store.db();
+        let lookup = |id: &InviteId| db.invite_use(&id.0).ok().flatten();
+        let download = self.download_policy(content);
+        let now = now_secs();
+        Ok(sessions
+            .into_iter()
+            .map(|(peer, capability)| {
+                decide(&Request {
+                    local: self.local,
+                    peer: *peer,
+                    content: *content,
+                    grants: &grants,
+                    download,
+                    capability,
+                    now,
+                    invite_use: &lookup,
+                })
+            })
+            .collect())
+    }
+
     /// Admits a new stream: decides, records the invite use (atomically against
     /// its use count) and logs the answer. Returns the verdict and the log row.
     pub fn admit(

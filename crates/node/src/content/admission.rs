@@ -15,16 +15,22 @@ impl Content {
             .filter(|(_, p)| !p.outbound)
             .map(|(k, p)| (*k, p.id, p.capability.clone()))
             .collect();
-        for (key, peer, cap) in inbound {
-            match access.check(&self.id, &peer, &cap) {
-                Ok(crate::access::Verdict::Allow(_)) => {}
-                Ok(crate::access::Verdict::Deny(d)) => {
-                    tracing::debug!(id = %self.id, %peer, reason = ?d.reason, "access revoked");
-                    let why = format!("access revoked: {}", d.text);
-                    self.drop_peer(key, Some((CloseCode::AccessRevoked, &why)), true);
+        let verdicts = if inbound.is_empty() {
+            Ok(Vec::new())
+        } else {
+            access.check_all(&self.id, inbound.iter().map(|(_, p, c)| (p, c.as_slice())))
+        };
+        match verdicts {
+            Ok(verdicts) => {
+                for ((key, peer, _), v) in inbound.iter().zip(verdicts) {
+                    if let crate::access::Verdict::Deny(d) = v {
+                        tracing::debug!(id = %self.id, %peer, reason = ?d.reason, "access revoked");
+                        let why = format!("access revoked: {}", d.text);
+                        self.drop_peer(*key, Some((CloseCode::AccessRevoked, &why)), true);
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot check access"),
             }
+            Err(e) => tracing::warn!(error = %e, "cannot check access"),
         }
         let pending = std::mem::take(&mut self.pending_inbound);
         for p in pending {
