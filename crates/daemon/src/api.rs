@@ -2,7 +2,6 @@
 //! middleware, SSE events, Prometheus metrics, the embedded web UI and the
 //! OpenAPI document generated from the handlers' annotations.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,18 +73,7 @@ pub struct Status {
     pub connected_peers: u32,
 }
 
-/// A connected peer.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PeerView {
-    pub peer_id: String,
-    /// Multiaddrs of the open connections.
-    pub addresses: Vec<String>,
-    pub path: PathKind,
-    pub down_rate: f64,
-    pub up_rate: f64,
-    /// Ids of the transfers the peer takes part in.
-    pub transfers: Vec<String>,
-}
+pub use crate::transfers::PeerView;
 
 /// Body of `POST /api/v1/shares`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -590,50 +578,7 @@ async fn cancel_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Sta
 #[utoipa::path(get, path = "/api/v1/peers", tag = "daemon",
     responses((status = 200, body = [PeerView]), (status = 401, body = ErrorBody)))]
 async fn list_peers(State(st): St) -> Json<Vec<PeerView>> {
-    let mut peers: BTreeMap<String, PeerView> = BTreeMap::new();
-    let mut direct: BTreeMap<String, bool> = BTreeMap::new();
-    for c in st.peer.net().connections() {
-        let id = c.peer.to_string();
-        *direct.entry(id.clone()).or_default() |= !c.relayed;
-        let v = peers.entry(id.clone()).or_insert_with(|| PeerView {
-            peer_id: id,
-            addresses: Vec::new(),
-            path: PathKind::Direct,
-            down_rate: 0.0,
-            up_rate: 0.0,
-            transfers: Vec::new(),
-        });
-        let a = c.remote_addr.to_string();
-        if !v.addresses.contains(&a) {
-            v.addresses.push(a);
-        }
-    }
-    // Transfer streams on the TLS fast path are not libp2p connections: the
-    // peers of running transfers are listed too.
-    for (tid, tp) in st.transfers.peers_by_transfer() {
-        let v = peers.entry(tp.peer_id.clone()).or_insert_with(|| PeerView {
-            peer_id: tp.peer_id.clone(),
-            addresses: Vec::new(),
-            path: tp.path,
-            down_rate: 0.0,
-            up_rate: 0.0,
-            transfers: Vec::new(),
-        });
-        v.down_rate += tp.down_rate;
-        v.up_rate += tp.up_rate;
-        if tp.path == PathKind::Direct {
-            direct.insert(tp.peer_id.clone(), true);
-        }
-        if !v.transfers.contains(&tid) {
-            v.transfers.push(tid);
-        }
-    }
-    for (id, v) in peers.iter_mut() {
-        if direct.get(id) == Some(&false) {
-            v.path = PathKind::Relayed;
-        }
-    }
-    Json(peers.into_values().collect())
+    Json(st.transfers.peers())
 }
 
 #[utoipa::path(get, path = "/api/v1/settings", tag = "daemon",

@@ -149,6 +149,20 @@ pub enum PathKind {
     Relayed,
 }
 
+/// A peer this host is connected to or transfers with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeerView {
+    pub peer_id: String,
+    /// Multiaddrs of the open connections.
+    pub addresses: Vec<String>,
+    pub path: PathKind,
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// Ids of the transfers the peer takes part in.
+    pub transfers: Vec<String>,
+}
+
 /// One peer's part in a transfer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -884,6 +898,54 @@ impl Transfers {
             error: r.error.clone(),
             added_at: r.added_at,
         }
+    }
+
+    /// Every peer this host is connected to (libp2p connections) or transfers
+    /// with (fast-path streams are not libp2p connections), with its
+    /// addresses, how it is reached, its rates and the transfers it takes part
+    /// in; sorted by peer id.
+    pub fn peers(&self) -> Vec<PeerView> {
+        use std::collections::BTreeMap;
+        let mut peers: BTreeMap<String, PeerView> = BTreeMap::new();
+        let mut direct: BTreeMap<String, bool> = BTreeMap::new();
+        let blank = |id: String, path| PeerView {
+            peer_id: id,
+            addresses: Vec::new(),
+            path,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            transfers: Vec::new(),
+        };
+        for c in self.peer.net().connections() {
+            let id = c.peer.to_string();
+            *direct.entry(id.clone()).or_default() |= !c.relayed;
+            let v = peers
+                .entry(id.clone())
+                .or_insert_with(|| blank(id, PathKind::Direct));
+            let a = c.remote_addr.to_string();
+            if !v.addresses.contains(&a) {
+                v.addresses.push(a);
+            }
+        }
+        for (tid, tp) in self.peers_by_transfer() {
+            let v = peers
+                .entry(tp.peer_id.clone())
+                .or_insert_with(|| blank(tp.peer_id.clone(), tp.path));
+            v.down_rate += tp.down_rate;
+            v.up_rate += tp.up_rate;
+            if tp.path == PathKind::Direct {
+                direct.insert(tp.peer_id.clone(), true);
+            }
+            if !v.transfers.contains(&tid) {
+                v.transfers.push(tid);
+            }
+        }
+        for (id, v) in peers.iter_mut() {
+            if direct.get(id) == Some(&false) {
+                v.path = PathKind::Relayed;
+            }
+        }
+        peers.into_values().collect()
     }
 
     /// Peers of running transfers, with the ids of the transfers they take part in.
