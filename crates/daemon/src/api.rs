@@ -283,27 +283,16 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
 #[utoipa::path(get, path = "/api/v1/status", tag = "daemon",
     responses((status = 200, body = Status), (status = 401, body = ErrorBody)))]
 async fn status(State(st): St) -> Json<Status> {
-    let net = st.peer.net();
-    let mut peers: Vec<_> = net.connections().into_iter().map(|c| c.peer).collect();
-    peers.sort();
-    peers.dedup();
-    let reachability = match net.reachability() {
-        shoal_net::Reachability::Public => "public",
-        shoal_net::Reachability::Private => "private",
-        // A listener on an explicit IP or a confirmed mapping is asserted
-        // reachable before any AutoNAT test finished.
-        shoal_net::Reachability::Unknown if !net.external_addrs().is_empty() => "public",
-        shoal_net::Reachability::Unknown => "unknown",
-    };
+    let h = st.peer.status();
     Json(Status {
-        peer_id: st.peer.peer_id().to_string(),
+        peer_id: h.peer_id.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        addresses: net.listen_addrs().iter().map(ToString::to_string).collect(),
-        ticket_addresses: net.ticket_addrs().iter().map(ToString::to_string).collect(),
-        reachability: reachability.to_owned(),
+        addresses: h.addresses.iter().map(ToString::to_string).collect(),
+        ticket_addresses: h.ticket_addresses.iter().map(ToString::to_string).collect(),
+        reachability: h.reachability.to_owned(),
         uptime_s: st.started.elapsed().as_secs(),
         data_dir: st.data_dir.to_string_lossy().into_owned(),
-        connected_peers: u32::try_from(peers.len()).unwrap_or(u32::MAX),
+        connected_peers: u32::try_from(h.connected_peers).unwrap_or(u32::MAX),
     })
 }
 

@@ -255,6 +255,30 @@ impl Host {
         )
     }
 
+    /// Where this node stands on the network: its peer id, listen and ticket
+    /// addresses, reachability and how many peers it is connected to.
+    pub fn status(&self) -> HostStatus {
+        let net = self.net();
+        let mut peers: Vec<PeerId> = net.connections().into_iter().map(|c| c.peer).collect();
+        peers.sort();
+        peers.dedup();
+        let reachability = match net.reachability() {
+            shoal_net::Reachability::Public => "public",
+            shoal_net::Reachability::Private => "private",
+            // A listener on an explicit IP or a confirmed mapping is asserted
+            // reachable before any AutoNAT test finished.
+            shoal_net::Reachability::Unknown if !net.external_addrs().is_empty() => "public",
+            shoal_net::Reachability::Unknown => "unknown",
+        };
+        HostStatus {
+            peer_id: self.peer_id(),
+            addresses: net.listen_addrs(),
+            ticket_addresses: net.ticket_addrs(),
+            reachability,
+            connected_peers: peers.len(),
+        }
+    }
+
     /// Shares a file or folder in place (indexing what is not yet indexed;
     /// `progress` gets the bytes hashed) with `visibility` (`None`: an existing
     /// share keeps its own, a new one is unlisted) and the `allow`ed peers; a
@@ -441,6 +465,19 @@ impl Host {
         }
         self.net.shutdown().await;
     }
+}
+
+/// See [`Host::status`].
+#[derive(Debug, Clone)]
+pub struct HostStatus {
+    pub peer_id: PeerId,
+    pub addresses: Vec<Multiaddr>,
+    /// The addresses put in tickets.
+    pub ticket_addresses: Vec<Multiaddr>,
+    /// "unknown", "public" or "private" (AutoNAT's answer).
+    pub reachability: &'static str,
+    /// Distinct peers with a libp2p connection.
+    pub connected_peers: usize,
 }
 
 /// What [`Host::get`] downloads, and how.
