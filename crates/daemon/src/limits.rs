@@ -24,15 +24,8 @@ pub(crate) fn configure(cfg: &mut HostConfig, s: &Settings) {
 /// a lowered limit stay until they close) and the most peers per transfer
 /// (running transfers dial and accept against it at once).
 pub(crate) async fn apply(peer: &Host, s: &Settings) {
-    peer.set_limits(limits_of(s));
-    peer.node().set_max_peers(s.max_peers_per_transfer);
-    let mut conn = peer.net().connection_limits();
-    if conn.max_established != s.max_connections {
-        conn.max_established = s.max_connections;
-        if let Err(e) = peer.net().set_connection_limits(conn).await {
-            tracing::warn!(error = %e, "cannot change the connection limit");
-        }
-    }
+    peer.apply_settings(limits_of(s), s.max_peers_per_transfer, s.max_connections)
+        .await;
 }
 
 /// Totals for `/metrics`.

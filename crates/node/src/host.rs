@@ -255,6 +255,27 @@ impl Host {
         )
     }
 
+    /// Applies the live settings: rate limits (at once, to every open stream),
+    /// the most peers per transfer (running transfers dial and accept against
+    /// it at once) and the connection limit (new connections are checked
+    /// against it; those above a lowered limit stay until they close).
+    pub async fn apply_settings(
+        &self,
+        limits: Limits,
+        max_peers_per_transfer: u32,
+        max_connections: u32,
+    ) {
+        self.set_limits(limits);
+        self.node.set_max_peers(max_peers_per_transfer);
+        let mut conn = self.net.connection_limits();
+        if conn.max_established != max_connections {
+            conn.max_established = max_connections;
+            if let Err(e) = self.net.set_connection_limits(conn).await {
+                tracing::warn!(error = %e, "cannot change the connection limit");
+            }
+        }
+    }
+
     /// Where this node stands on the network: its peer id, listen and ticket
     /// addresses, reachability and how many peers it is connected to.
     pub fn status(&self) -> HostStatus {

@@ -393,12 +393,12 @@ impl Transfer {
     /// Where the result lands: the output dir joined with the content's name
     /// (the id when the name is not known yet).
     pub fn result_path(&self) -> PathBuf {
-        let name = self
-            .name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&self.id);
-        Path::new(&self.output).join(name)
+        let name = self.name.as_deref().filter(|n| !n.is_empty());
+        match self.id.parse::<shoal_core::ContentId>() {
+            // The node's rule, as the daemon applied it.
+            Ok(id) => shoal_node::host::destination(Path::new(&self.output), name, &id),
+            Err(_) => Path::new(&self.output).join(name.unwrap_or(&self.id)),
+        }
     }
 
     /// "direct", "relayed" or "direct+relayed", over the connected peers.
