@@ -155,13 +155,9 @@ impl Daemon {
         limits::apply(&peer, &settings).await;
         let token = discovery::new_token(&data_dir)?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        let (transfer_events, transfer_rx) = broadcast::channel(EVENT_QUEUE);
+        let (transfers, transfer_rx) =
+            peer.load_transfers(data_dir.join("daemon").join("transfers.json"))?;
         tokio::spawn(transfers::forward(transfer_rx, events.clone()));
-        let transfers = Transfers::load(
-            peer.clone(),
-            data_dir.join("daemon").join("transfers.json"),
-            transfer_events,
-        )?;
         transfers.resume_all();
         let (close, closing) = watch::channel(false);
         let state = Arc::new(AppState {

@@ -21,6 +21,7 @@ use shoal_net::{Multiaddr, Net, NetConfig, NetEvents, PathKind};
 use shoal_store::{InviteRecord, Share, Store, Visibility};
 
 use crate::control::{AccessControl, ControlError, InviteOptions};
+use crate::transfers::{TransferError, TransferEvent, Transfers};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -94,6 +95,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Host {
     net: Net,
     node: Arc<TransferService>,
+    /// The managed transfers, once loaded.
+    transfers: std::sync::OnceLock<Arc<Transfers>>,
     /// The identity key: signs invites.
     keypair: Keypair,
     tasks: Vec<JoinHandle<()>>,
@@ -176,6 +179,7 @@ impl Host {
         let peer = Host {
             net,
             node,
+            transfers: std::sync::OnceLock::new(),
             keypair,
             tasks,
         };
@@ -232,12 +236,35 @@ impl Host {
     /// Announces `id` on the DHT in the background (failures are logged; kad
     /// retries on its republish interval).
     pub fn announce(&self, id: ContentId) {
-        let net = self.net.clone();
-        tokio::spawn(async move {
-            if let Err(e) = net.provide(&id).await {
-                tracing::debug!(%id, error = %e, "provider record not published yet");
-            }
-        });
+        announce_on(&self.net, id);
+    }
+
+    /// Loads the managed transfers persisted in `state_file` (none if it does
+    /// not exist) without starting them (see [`Transfers::resume_all`]); the
+    /// host keeps them ([`Host::transfers`]). Their events arrive on the
+    /// returned receiver (more with [`Transfers::subscribe`]). Once per host.
+    pub fn load_transfers(
+        &self,
+        state_file: PathBuf,
+    ) -> Result<
+        (
+            Arc<Transfers>,
+            tokio::sync::broadcast::Receiver<TransferEvent>,
+        ),
+        TransferError,
+    > {
+        let (tx, rx) = tokio::sync::broadcast::channel(TRANSFER_EVENT_QUEUE);
+        let t = Transfers::load(self, state_file, tx)?;
+        self.transfers
+            .set(t.clone())
+            .map_err(|_| TransferError::Internal("the transfers are loaded already".into()))?;
+        Ok((t, rx))
+    }
+
+    /// The managed transfers, once [`load_transfers`](Self::load_transfers)
+    /// loaded them: add, list, pause, resume, cancel, limits, peers.
+    pub fn transfers(&self) -> Option<&Arc<Transfers>> {
+        self.transfers.get()
     }
 
     /// Marks a share public and announces it.
@@ -488,6 +515,20 @@ impl Host {
     }
 }
 
+/// Events of the managed transfers waiting for a slow receiver.
+const TRANSFER_EVENT_QUEUE: usize = 1024;
+
+/// Announces `id` on the DHT in the background (failures are logged; kad
+/// retries on its republish interval).
+pub(crate) fn announce_on(net: &Net, id: ContentId) {
+    let net = net.clone();
+    tokio::spawn(async move {
+        if let Err(e) = net.provide(&id).await {
+            tracing::debug!(%id, error = %e, "provider record not published yet");
+        }
+    });
+}
+
 /// See [`Host::status`].
 #[derive(Debug, Clone)]
 pub struct HostStatus {
@@ -588,7 +629,7 @@ impl Drop for NetConnector {
 }
 
 impl NetConnector {
-    fn new(net: Net, id: ContentId, providers: &[Provider]) -> Arc<Self> {
+    pub(crate) fn new(net: Net, id: ContentId, providers: &[Provider]) -> Arc<Self> {
         let local = net.peer_id();
         let mut known = Known::default();
         for p in providers {

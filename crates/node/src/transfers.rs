@@ -287,7 +287,11 @@ impl NewTransfer {
 
 /// The managed transfers of a host.
 pub struct Transfers {
-    peer: Arc<Host>,
+    /// What the watchers use of the host (not the host itself: the host owns
+    /// the transfers).
+    store: shoal_store::Store,
+    node: Arc<crate::TransferService>,
+    net: shoal_net::Net,
     entries: Mutex<BTreeMap<ContentId, Entry>>,
     file: PathBuf,
     events: broadcast::Sender<TransferEvent>,
@@ -310,8 +314,8 @@ fn now_s() -> u64 {
 impl Transfers {
     /// Loads the persisted transfers from `file` (none if it does not exist)
     /// without starting them; see [`Transfers::resume_all`].
-    pub fn load(
-        peer: Arc<Host>,
+    pub(crate) fn load(
+        host: &Host,
         file: PathBuf,
         events: broadcast::Sender<TransferEvent>,
     ) -> Result<Arc<Self>, TransferError> {
@@ -349,13 +353,20 @@ impl Transfers {
             }
         }
         Ok(Arc::new(Self {
-            peer,
+            store: host.store().clone(),
+            node: host.node().clone(),
+            net: host.net().clone(),
             entries: Mutex::new(entries),
             file,
             events,
             save_lock: Mutex::new(()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
         }))
+    }
+
+    /// Another receiver of the transfers' events.
+    pub fn subscribe(&self) -> broadcast::Receiver<TransferEvent> {
+        self.events.subscribe()
     }
 
     /// Starts every loaded transfer that was queued or downloading.
@@ -494,9 +505,9 @@ impl Transfers {
             .unwrap_or_default();
         if announces(&providers, false) {
             // Fetching by id: tell the DHT we are a provider, as `shoal get` does.
-            self.peer.announce(id);
+            crate::host::announce_on(&self.net, id);
         }
-        let conn = self.peer.connector(id, &providers);
+        let conn = NetConnector::new(self.net.clone(), id, &providers);
         let job = Job {
             kind: e.rec.kind.into(),
             out,
@@ -542,7 +553,7 @@ impl Transfers {
             }
         }
         let conn: Arc<dyn crate::Connector> = job.conn.clone();
-        let mut handle = self.peer.node().download_with(
+        let mut handle = self.node.download_with(
             id,
             job.kind,
             &job.out,
@@ -782,7 +793,7 @@ impl Transfers {
         self.save();
         if let Some(rec) = rec {
             let dest = destination(&rec.output, rec.name.as_deref(), &rec.id);
-            let store = self.peer.store().clone();
+            let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || remove_partials(&store, &dest)).await;
         }
         let _ = self.events.send(TransferEvent::Removed(id.to_hex()));
@@ -916,7 +927,7 @@ impl Transfers {
             up_rate: 0.0,
             transfers: Vec::new(),
         };
-        for c in self.peer.net().connections() {
+        for c in self.net.connections() {
             let id = c.peer.to_string();
             *direct.entry(id.clone()).or_default() |= !c.relayed;
             let v = peers

@@ -310,6 +310,10 @@ fn the_cli_gives_the_same_answers_through_the_daemon_and_without_it() {
         .next()
         .expect("ticket")
         .to_owned();
+    let ticket_id = json(&s_dir, &["shares", "--json"])[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     // Any valid peer id will do as the friend allowed: the provider's.
     let friend_id = json(&s_dir, &["status", "--json"])["peer_id"]
         .as_str()
@@ -397,6 +401,27 @@ fn the_cli_gives_the_same_answers_through_the_daemon_and_without_it() {
             let mut cmd = shoal(&dir);
             cmd.args(["share", "--for", "5s", path(&src)]);
             assert_refused(&run(cmd), "--for cannot apply through the shoal daemon");
+        }
+        // pause, resume and cancel act on the daemon's managed transfers; in
+        // the foreground (where Ctrl-C pauses and running `get` again
+        // resumes) they are refused, saying why.
+        let tid = ticket_id.as_str();
+        for act in ["pause", "resume", "cancel"] {
+            let mut cmd = shoal(&dir);
+            cmd.args([act, tid, "--json"]);
+            let o = run(cmd);
+            if daemon.is_some() {
+                assert!(o.status.success(), "{act}: {}", text(&o.stderr));
+            } else {
+                assert_refused(&o, "no shoal daemon runs for");
+                assert_refused(&o, "start one with `shoal daemon`");
+            }
+        }
+        if daemon.is_some() {
+            let list = json(&dir, &["transfers", "--json"]);
+            assert_eq!(list, serde_json::json!([]), "cancel forgets the transfer");
+            // The cancelled download's complete file stays.
+            assert_eq!(std::fs::read(out.join("named.bin")).expect("copy"), bytes);
         }
         results.push(r);
     }
