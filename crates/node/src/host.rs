@@ -587,16 +587,26 @@ pub fn announces(providers: &[Provider], asked: bool) -> bool {
 /// reached, for progress lines and summaries.
 pub fn path_label(conn: &NetConnector, p: &Progress) -> &'static str {
     let paths = conn.paths();
-    let mut relayed = false;
-    let mut direct = false;
-    for pp in p.peers.iter().filter(|pp| pp.connected) {
-        if conn.is_relayed(&pp.peer) || paths.get(&pp.peer) == Some(&PathKind::Relayed) {
-            relayed = true;
+    label_of_paths(
+        p.peers
+            .iter()
+            .filter(|pp| pp.connected)
+            .map(|pp| conn.is_relayed(&pp.peer) || paths.get(&pp.peer) == Some(&PathKind::Relayed)),
+    )
+}
+
+/// "direct", "relayed" or "direct+relayed" for connected peers, each given as
+/// whether it is reached through a relay ("direct" when there is none).
+pub fn label_of_paths(relayed: impl IntoIterator<Item = bool>) -> &'static str {
+    let (mut direct, mut through_relay) = (false, false);
+    for r in relayed {
+        if r {
+            through_relay = true;
         } else {
             direct = true;
         }
     }
-    match (direct, relayed) {
+    match (direct, through_relay) {
         (true, true) => "direct+relayed",
         (false, true) => "relayed",
         _ => "direct",

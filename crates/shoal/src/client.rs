@@ -403,20 +403,12 @@ impl Transfer {
 
     /// "direct", "relayed" or "direct+relayed", over the connected peers.
     pub fn path_label(&self) -> &'static str {
-        let connected = self.peers.iter().filter(|p| p.connected);
-        let (mut direct, mut relayed) = (false, false);
-        for p in connected {
-            if p.path == "relayed" {
-                relayed = true;
-            } else {
-                direct = true;
-            }
-        }
-        match (direct, relayed) {
-            (true, true) => "direct+relayed",
-            (false, true) => "relayed",
-            _ => "direct",
-        }
+        shoal_node::host::label_of_paths(
+            self.peers
+                .iter()
+                .filter(|p| p.connected)
+                .map(|p| p.path == "relayed"),
+        )
     }
 
     pub fn connected_peers(&self) -> usize {
