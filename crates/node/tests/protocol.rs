@@ -396,3 +396,52 @@ async fn peers_over_the_limit_are_denied_busy() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_kill_replaces_the_dead_session_at_once() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let data = random_bytes(1 << 20, 41);
+        let share = seeder.share_bytes("f.bin", &data);
+        // The leecher's first session: a handshake, then it "crashes" with the
+        // stream left open on the seeder's side (no FIN, no RST).
+        let (near, far) = tokio::io::duplex(PIPE_BUF);
+        let node = seeder.node.clone();
+        let leecher = TestNode::new(2);
+        let id = leecher.id;
+        tokio::spawn(async move {
+            let _ = node.accept(id, far).await;
+        });
+        let mut dead = Raw::new(near);
+        dead.send(&Message::Hello(Hello::new(share.id))).await;
+        dead.send(&Message::HaveNone).await;
+        let reply = dead.recv().await.expect("the seeder's hello");
+        assert!(
+            matches!(reply.msg(), Message::Hello(_)),
+            "{:?}",
+            reply.msg()
+        );
+        // The restarted download, same peer id, is served at once instead of
+        // being denied Busy until the dead session times out.
+        let started = std::time::Instant::now();
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &leecher.path("out"),
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let path = h.result().await.expect("the restarted download completes");
+        assert!(std::fs::read(path).expect("read") == data);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        // The old stream was closed by the seeder.
+        assert_eq!(dead.until_close().await, Some(CloseCode::Normal.to_u8()));
+        drop(dead);
+    })
+    .await
+    .expect("timed out");
+}

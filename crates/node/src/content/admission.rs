@@ -67,14 +67,27 @@ impl Content {
         log: Option<i64>,
     ) {
         let deny = |reason: DenyReason, why: &'static str| (reason, why);
-        // Two peers that opened streams to each other keep the one opened by the
-        // lower peer id (spec §3).
         if let Some(&existing) = self.by_id.get(&peer) {
             let ours = self.peers.get(&existing).is_some_and(|p| p.outbound);
             if ours && peer.to_bytes() < self.shared.local.to_bytes() {
+                // Two peers that opened streams to each other keep the one
+                // opened by the lower peer id (spec §3).
                 self.drop_peer(
                     existing,
                     Some((CloseCode::Normal, "duplicate stream")),
+                    true,
+                );
+            } else if !ours {
+                // A peer opens a second stream for a content only when it
+                // lost the first (it crashed, or its connection died without
+                // our noticing yet): the new stream replaces the old one, so a
+                // restarted download is served at once (spec §3).
+                self.drop_peer(
+                    existing,
+                    Some((
+                        CloseCode::Normal,
+                        "replaced by a new stream from the same peer",
+                    )),
                     true,
                 );
             }
