@@ -513,6 +513,10 @@ pub fn denial_message(reason: DenyReason, capability: &[u8], peer_text: &str) ->
             "this invite is not valid (damaged, or not signed by the sharer); ask for a new ticket"
                 .to_string()
         }
+        DenyReason::NotFound if !peer_text.is_empty() && peer_text != "not shared here" => format!(
+            "the sharer no longer shares this content: {}",
+            peer_text.escape_debug()
+        ),
         DenyReason::NotFound => "the sharer no longer shares this content".to_string(),
         other => format!("refused: {other:?} ({})", peer_text.escape_debug()),
     }

@@ -346,6 +346,8 @@ impl Host {
             ));
         }
         let mut added = self.store().add_with_report(path, name, progress)?;
+        // Hashed again just now: a source that had failed matches again.
+        self.node.clear_broken(&added.share.id);
         let v = visibility.unwrap_or(added.share.visibility);
         self.set_visibility(added.share.id, v)?;
         for p in allow {

@@ -135,6 +135,10 @@ pub(crate) struct Shared {
     pub(crate) local: PeerId,
     pub(crate) cfg: NodeConfig,
     pub(crate) registry: Mutex<HashMap<ContentId, mpsc::Sender<Ev>>>,
+    /// Shared contents whose source no longer matches their id (the file was
+    /// changed or truncated after it was shared), with why: not served again
+    /// until shared again (which gives them a new id, or clears this one).
+    pub(crate) broken: Mutex<HashMap<ContentId, String>>,
     pub(crate) pool: BufPool,
     pub(crate) io_limit: Arc<Semaphore>,
     /// TransferService-wide rate limits and traffic counters, shared by every stream.
@@ -261,6 +265,7 @@ impl TransferService {
                 local,
                 cfg: config,
                 registry: Mutex::new(HashMap::new()),
+                broken: Mutex::new(HashMap::new()),
                 pool: BufPool::default(),
                 io_limit: Arc::new(Semaphore::new(io)),
                 meter: Arc::new(Meter::default()),
@@ -269,6 +274,13 @@ impl TransferService {
                 access: Arc::new(Access::new(store_for_access, local)),
             }),
             seeds: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Serves `id` again after its source failed (it was shared again).
+    pub(crate) fn clear_broken(&self, id: &ContentId) {
+        if let Ok(mut b) = self.shared.broken.lock() {
+            b.remove(id);
         }
     }
 
@@ -418,8 +430,15 @@ impl TransferService {
             let tx = match self.content_task(id)? {
                 Served::Yes(tx) => tx,
                 Served::NotShared => {
+                    let why = self
+                        .shared
+                        .broken
+                        .lock()
+                        .ok()
+                        .and_then(|b| b.get(&id).cloned())
+                        .unwrap_or_else(|| "not shared here".to_owned());
                     if let Ev::Inbound { mut w, .. } = ev {
-                        deny(&mut w, DenyReason::NotFound, "not shared here").await;
+                        deny(&mut w, DenyReason::NotFound, &why).await;
                     }
                     return Ok(());
                 }
@@ -446,6 +465,9 @@ impl TransferService {
             }
         }
         let store = &self.shared.store;
+        if self.shared.broken.lock().is_ok_and(|b| b.contains_key(&id)) {
+            return Ok(Served::NotShared);
+        }
         if store.db().grants_of(&id)?.is_empty() {
             return Ok(Served::NotShared);
         }
@@ -561,6 +583,13 @@ impl TransferService {
 }
 
 async fn deny<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reason: DenyReason, text: &str) {
+    // A text over the protocol's limit would make the frame unencodable, and
+    // the peer would get no answer at all.
+    let mut end = text.len().min(shoal_core::proto::MAX_TEXT_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text[..end];
     let _ = write_frame(w, &Message::Deny { reason, text }).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(w).await;
 }

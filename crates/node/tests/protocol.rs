@@ -445,3 +445,61 @@ async fn restart_after_kill_replaces_the_dead_session_at_once() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_source_stops_serving_without_a_loop() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let data = random_bytes(4 << 20, 42);
+        let share = seeder.share_bytes("f.bin", &data);
+        // Truncated behind the share's back.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(seeder.path("f.bin"))
+            .expect("open");
+        f.set_len(1 << 20).expect("truncate");
+        let leecher = TestNode::new(2);
+        let started = std::time::Instant::now();
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &leecher.path("out"),
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let err = h.result().await.expect_err("nothing complete to fetch");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("the shared file no longer matches content"),
+            "{msg}"
+        );
+        // Told and stopped within a redial, not after a stall timeout.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        // A Request/Reject loop would have read the file again and again:
+        // the seeder read at most a handful of pieces.
+        let sent = seeder.node.counters().bytes_up;
+        assert!(sent < 8 << 20, "the seeder sent {sent} bytes");
+        // Later streams are refused with the reason, not served.
+        let (near, far) = tokio::io::duplex(PIPE_BUF);
+        let node = seeder.node.clone();
+        tokio::spawn(async move {
+            let _ = node.accept(peer_id(9), far).await;
+        });
+        let mut raw = Raw::new(near);
+        raw.send(&Message::Hello(Hello::new(share.id))).await;
+        raw.send(&Message::HaveNone).await;
+        match raw.recv().await.expect("deny").msg() {
+            Message::Deny { reason, text } => {
+                assert_eq!(reason, shoal_core::proto::DenyReason::NotFound);
+                assert!(text.contains("no longer matches"), "{text}");
+            }
+            other => panic!("expected Deny, got {other:?}"),
+        }
+    })
+    .await
+    .expect("timed out");
+}

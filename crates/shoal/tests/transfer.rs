@@ -318,7 +318,12 @@ fn changed_source_file_is_not_served_and_get_fails_with_a_clear_error() {
     );
     let (ok, _, stderr) = g.finish();
     assert!(!ok, "a changed file was delivered: {stderr}");
-    assert!(stderr.contains("made no progress"), "{stderr}");
+    // Told why at once (it used to wait for the stall timeout, "made no
+    // progress", while seeder and leecher looped Request/Reject).
+    assert!(
+        stderr.contains("the shared file no longer matches content it was shared as"),
+        "{stderr}"
+    );
     // Only the partial file (kept to resume) may exist, never the final name.
     assert!(!out.join("f.bin").exists());
     let part = out.join("f.bin.shoal-part");

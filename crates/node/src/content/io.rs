@@ -232,8 +232,14 @@ impl Content {
                 }
                 self.shared.pool.give(buf);
             }
+            Err(e) if self.download.is_none() => {
+                // A shared source that no longer matches its id will not heal:
+                // stop serving it (once, with one warning) rather than answer
+                // every request with a Reject the peer asks again.
+                return self.retire_source(e);
+            }
             Err(e) => {
-                tracing::warn!(id = %self.id, piece, error = %e, "cannot serve a piece");
+                self.warn_read_failure(piece, &e);
                 self.send(
                     key,
                     &Message::Reject {
@@ -348,5 +354,50 @@ impl Content {
             }
             Err(e) => self.fail(e.into()),
         }
+    }
+
+    /// Stops serving a share whose source failed (changed, truncated, gone):
+    /// one warning, every session closed saying why, later streams denied
+    /// `NotFound` with that reason, and the task ends.
+    pub(super) fn retire_source(&mut self, e: StoreError) {
+        let why = "the shared file no longer matches content it was shared as (it was changed or \
+                   truncated); it is not served until it is shared again"
+            .to_owned();
+        let first = self
+            .shared
+            .broken
+            .lock()
+            .map(|mut b| b.insert(self.id, why.clone()).is_none())
+            .unwrap_or(true);
+        if first {
+            tracing::warn!(id = %self.id, error = %e, "stopped serving a shared file that changed; share it again to serve the new content");
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.drop_peer(k, Some((CloseCode::Normal, &why)), true);
+        }
+        self.retired = true;
+    }
+
+    /// A piece of a download's partial file could not be read for upload:
+    /// warned at most every 10 s (with how many were not shown).
+    pub(super) fn warn_read_failure(&mut self, piece: u32, e: &StoreError) {
+        let now = Instant::now();
+        if self
+            .last_read_warning
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            self.read_warnings_suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            id = %self.id,
+            piece,
+            error = %e,
+            suppressed = self.read_warnings_suppressed,
+            "cannot serve a piece"
+        );
+        self.last_read_warning = Some(now);
+        self.read_warnings_suppressed = 0;
     }
 }

@@ -302,6 +302,11 @@ pub(crate) struct Content {
     /// download; the last such refusal, for the error if no peer is left.
     refused: HashSet<PeerId>,
     access_error: Option<String>,
+    /// A seed whose source failed: the task ends (see `retire_source`).
+    retired: bool,
+    /// Rate limit of the "cannot serve a piece" warning.
+    last_read_warning: Option<Instant>,
+    read_warnings_suppressed: u32,
 }
 
 impl Drop for Content {
@@ -347,6 +352,9 @@ impl Content {
             access_rx,
             refused: HashSet::new(),
             access_error: None,
+            retired: false,
+            last_read_warning: None,
+            read_warnings_suppressed: 0,
             id,
             shared,
             tx,
@@ -490,7 +498,12 @@ impl Content {
             };
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => {
+                        self.on_event(ev);
+                        if self.retired {
+                            return;
+                        }
+                    }
                     None => return,
                 },
                 changed = self.access_rx.changed() => {
