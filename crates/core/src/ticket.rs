@@ -385,7 +385,11 @@ impl FromStr for Target {
     /// error says which it looked like and what is wrong.
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if s.starts_with(PREFIX) {
+        // A ticket is case-insensitive (base32): `SHOAL1…` is one too.
+        if s.len() >= PREFIX.len()
+            && s.is_char_boundary(PREFIX.len())
+            && s[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+        {
             let t: Ticket = s.parse().map_err(|e| format!("not a valid ticket: {e}"))?;
             return Ok(Target {
                 id: t.id,
@@ -516,6 +520,16 @@ impl FromStr for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_ticket_in_upper_case_is_a_ticket() {
+        let t = ticket(1, None);
+        let text = t.to_string().to_uppercase();
+        let target: Target = text.parse().expect("an upper-case ticket");
+        assert_eq!(target.id, t.id);
+        assert_eq!(target.kind, Some(t.kind));
+        assert!(format!("  {text}\n").parse::<Target>().is_ok());
+    }
     use libp2p_identity::Keypair;
     use proptest::prelude::*;
 

@@ -252,6 +252,21 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Respo
 }
 
 /// Parses an id in a path: 400 naming `id` when malformed.
+/// A transfer's download limit: 0 and null mean none; over
+/// [`crate::settings::MAX_RATE`] is refused (422 `download_limit`).
+fn rate(limit: Option<u64>) -> ApiResult<Option<u64>> {
+    match limit {
+        Some(r) if r > crate::settings::MAX_RATE => Err(ApiError::unprocessable(
+            "download_limit",
+            format!(
+                "download_limit must be at most {} bytes per second (1 TiB/s), not {r}; null or 0 means no limit",
+                crate::settings::MAX_RATE
+            ),
+        )),
+        l => Ok(l.filter(|r| *r > 0)),
+    }
+}
+
 pub(crate) fn parse_id(s: &str) -> ApiResult<ContentId> {
     s.parse().map_err(|_| {
         ApiError::bad_request(
@@ -489,7 +504,7 @@ async fn add_transfer(
         providers: target.providers,
         output,
         name: body.name.or(target.name),
-        download_limit: body.download_limit.filter(|l| *l > 0),
+        download_limit: rate(body.download_limit)?,
         capability: target.capability,
     })?;
     let code = if created {
@@ -530,7 +545,7 @@ async fn patch_transfer(
 ) -> ApiResult<Json<Transfer>> {
     let id = parse_id(&id)?;
     st.transfers
-        .set_limit(&id, body.download_limit.filter(|l| *l > 0))
+        .set_limit(&id, rate(body.download_limit)?)
         .await
         .map(Json)
         .map_err(ApiError::from)
@@ -751,18 +766,43 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const APP_CSS: &str = include_str!("../ui/app.css");
 
-async fn index() -> Html<&'static str> {
-    Html(INDEX_HTML)
+/// The page may load only its own script and style and talk only to this
+/// daemon; no other site may frame it.
+const UI_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, UI_CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(INDEX_HTML),
+    )
+        .into_response()
 }
 
 async fn app_js() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         APP_JS,
     )
         .into_response()
 }
 
 async fn app_css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        APP_CSS,
+    )
+        .into_response()
 }

@@ -210,8 +210,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// Deserializes `bytes` with the error mapping of [`ApiJson`].
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let res: Result<T, _> = serde_path_to_error::deserialize(de);
+    // Every body of this API is one JSON object: an array (which serde would
+    // read into a struct field by field) or a bare value is refused.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request(
+            None,
+            "the request body must be a JSON object ({...})",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let res: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = res.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -242,6 +251,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 }
             }
         }
+    })?;
+    // Nothing but white space may follow the object.
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            None,
+            format!("the request body has data after its JSON object: {e}; send one JSON object"),
+        )
     })?;
     Ok(value)
 }

@@ -18,6 +18,9 @@ use utoipa::ToSchema;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 /// Default most peers per transfer (matches `shoal_node::NodeConfig`).
 pub const DEFAULT_MAX_PEERS_PER_TRANSFER: u32 = 50;
+/// Largest rate limit accepted, bytes per second (1 TiB/s): anything larger is
+/// a mistake, not a limit.
+pub const MAX_RATE: u64 = 1 << 40;
 /// Largest value accepted for `max_connections` and `max_peers_per_transfer`.
 pub const MAX_COUNT: u32 = 100_000;
 
@@ -104,6 +107,21 @@ impl SettingsPatch {
     /// and why.
     pub fn apply(&self, s: Settings) -> Result<Settings, (&'static str, String)> {
         let mut out = s;
+        for (field, v) in [
+            ("upload_limit", self.upload_limit),
+            ("download_limit", self.download_limit),
+        ] {
+            if let Some(Some(r)) = v {
+                if r > MAX_RATE {
+                    return Err((
+                        field,
+                        format!(
+                            "{field} must be at most {MAX_RATE} bytes per second (1 TiB/s), not {r}; null or 0 means no limit"
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(v) = self.upload_limit {
             out.upload_limit = v.filter(|r| *r > 0);
         }

@@ -245,6 +245,13 @@ async fn routes_answer_with_the_contract_shapes() {
         assert_eq!(v["max_connections"], 256);
 
         // The web UI and the metrics need no token.
+        // The page carries its security headers.
+        let resp = api.client.get(format!("{}/", api.base)).send().await.unwrap();
+        let h = resp.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
         let (code, html) = api.raw("/").await;
         assert_eq!(code, StatusCode::OK);
         assert!(html.contains("<"), "{html}");
@@ -362,6 +369,62 @@ async fn bad_input_is_400_or_422_naming_the_field_and_unknown_ids_404() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        // One JSON object, nothing before or after it: raw bodies and the
+        // answer each must get.
+        for (path, method, body) in [
+            ("/api/v1/shares", Method::POST, r#"{"path":"/tmp"}xyz"#),
+            ("/api/v1/shares", Method::POST, r#"{"path":"/tmp"} {}"#),
+            ("/api/v1/settings", Method::PATCH, "[]"),
+            ("/api/v1/settings", Method::PATCH, "[1, 2, 3, 4]"),
+            ("/api/v1/settings", Method::PATCH, "42"),
+            ("/api/v1/transfers", Method::POST, "\"shoal1\""),
+        ] {
+            let resp = api
+                .client
+                .request(method.clone(), format!("{}{path}", api.base))
+                .bearer_auth(&api.token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let code = resp.status();
+            let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
+            assert_eq!(
+                code,
+                StatusCode::BAD_REQUEST,
+                "{method} {path} {body} -> {v}"
+            );
+            assert_eq!(v["error"]["code"], "bad_request", "{body} -> {v}");
+        }
+        // Rates beyond any real link are refused, not stored.
+        let id = "cd".repeat(32);
+        for (method, path, body, field) in [
+            (
+                Method::PATCH,
+                "/api/v1/settings".to_owned(),
+                json!({"upload_limit": u64::MAX}),
+                "upload_limit",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/settings".to_owned(),
+                json!({"download_limit": (1u64 << 40) + 1}),
+                "download_limit",
+            ),
+            (
+                Method::POST,
+                "/api/v1/transfers".to_owned(),
+                json!({"ticket": id, "download_limit": u64::MAX}),
+                "download_limit",
+            ),
+        ] {
+            let (code, v) = api.call(method, &path, Some(body.clone())).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {v}");
+            assert_eq!(error_field(&v), Some(field), "{body} -> {v}");
+        }
+        let (_, st) = api.get("/api/v1/settings").await;
+        assert_eq!(st["upload_limit"], Value::Null, "{st}");
         // Too big.
         let big = "x".repeat(70 * 1024);
         let (code, v) = api.post("/api/v1/shares", json!({ "path": big })).await;
