@@ -6,6 +6,7 @@
 //! reader (`on_recv`), the content task (`on_send` before queueing) and the writer
 //! (keep-alives).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,82 @@ pub(crate) const READ_CHUNK: usize = 256 * 1024;
 pub(crate) const WRITE_QUEUE: usize = 4096;
 /// How long a closing writer may take to deliver its `Close` before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// A peer whose connection accepts no byte of what we send for this long is
+/// dropped: it holds an upload slot (and queued pieces) it does not read. A
+/// slow reader that takes some bytes now and then is served at its pace.
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(5);
+
+/// The write half with a progress deadline: a write or flush that makes no
+/// progress for `limit` fails with `TimedOut`.
+struct Progressing<W> {
+    inner: W,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<W> Progressing<W> {
+    fn new(inner: W, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Pending: start (or check) the stall clock.
+    fn check_stall(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer read nothing for {} s", limit.as_secs()),
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Progressing<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.check_stall(cx).map(|r| r.map(|()| 0)),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.check_stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Any byte stream a transfer can run over (TCP, TLS, a libp2p stream, a pipe).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -559,7 +636,7 @@ pub(crate) async fn run_writer<E, F>(
 ) where
     F: Fn(PeerKey, SessionEvent) -> E,
 {
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    let mut w = BufWriter::with_capacity(64 * 1024, Progressing::new(w, WRITE_STALL));
     let mut header = [0u8; PIECE_HEADER_MAX];
     loop {
         let mut item = match tokio::time::timeout(KEEPALIVE_INTERVAL, rx.recv()).await {

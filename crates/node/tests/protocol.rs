@@ -503,3 +503,51 @@ async fn truncated_source_stops_serving_without_a_loop() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_does_not_stall_other_downloads() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let data = random_bytes(16 << 20, 43);
+        let share = seeder.share_bytes("f.bin", &data);
+        // A peer that asks for everything and then never reads: a small pipe,
+        // so the seeder's writes stop at once.
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let node = seeder.node.clone();
+        tokio::spawn(async move {
+            let _ = node.accept(peer_id(9), far).await;
+        });
+        let mut hog = Raw::new(near);
+        hog.send(&Message::Hello(Hello::new(share.id))).await;
+        hog.send(&Message::HaveNone).await;
+        let _hello = hog.recv().await.expect("the seeder's hello");
+        let _avail = hog.recv().await.expect("the seeder's availability");
+        hog.send(&Message::Interested).await;
+        for piece in 0..64u32 {
+            hog.send(&Message::Request { piece }).await;
+        }
+        // (It keeps the stream open and reads nothing from here on.)
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+        let leecher = TestNode::new(2);
+        let started = std::time::Instant::now();
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &leecher.path("out"),
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let path = h.result().await.expect("the other download completes");
+        assert!(std::fs::read(path).expect("read") == data);
+        // The hog loses its slot after WRITE_STALL (5 s), not never.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        drop(hog);
+    })
+    .await
+    .expect("timed out: a peer that never reads stalled the seeder");
+}
