@@ -12,6 +12,7 @@ pub mod api;
 pub mod discovery;
 mod error;
 mod limits;
+pub mod listener;
 pub mod settings;
 pub mod transfers;
 
@@ -62,6 +63,10 @@ pub struct DaemonConfig {
     /// Settings fixed by flags and environment variables: they win over the
     /// settings saved through the API.
     pub pinned: SettingsPatch,
+    /// Most API connections at once (see [`listener::MAX_API_CONNECTIONS`]).
+    pub api_max_connections: usize,
+    /// An API connection idle this long is closed (see [`listener::API_IDLE`]).
+    pub api_idle: std::time::Duration,
 }
 
 impl DaemonConfig {
@@ -73,6 +78,8 @@ impl DaemonConfig {
             peer,
             settings: Settings::default(),
             pinned: SettingsPatch::default(),
+            api_max_connections: listener::MAX_API_CONNECTIONS,
+            api_idle: listener::API_IDLE,
         }
     }
 }
@@ -184,6 +191,7 @@ impl Daemon {
             source,
         })?;
         let app = api::router(state.clone());
+        let listener = listener::Guarded::new(listener, cfg.api_max_connections, cfg.api_idle);
         let mut stop = closing;
         let server = tokio::spawn(async move {
             let res = axum::serve(listener, app)

@@ -1243,3 +1243,50 @@ async fn access_routes_manage_policy_allowlist_invites_and_answer_errors() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_connection_flood_is_bounded() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config(&tmp.path().join("d"));
+        cfg.api_max_connections = 20;
+        cfg.api_idle = Duration::from_secs(2);
+        let d = Daemon::start(cfg).await.expect("daemon starts");
+        let api = Api::new(&d);
+        let addr = api.base.trim_start_matches("http://").to_owned();
+        // 60 connections that send half a request and then nothing: three
+        // times the cap.
+        let mut flood = Vec::new();
+        for _ in 0..60 {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            use tokio::io::AsyncWriteExt;
+            s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            flood.push(s);
+        }
+        // The API still answers (once idle connections are closed), within
+        // a few idle periods, not never.
+        let started = std::time::Instant::now();
+        let (code, v) = api.get("/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "answered after {:?}",
+            started.elapsed()
+        );
+        // Every flood connection is closed by the daemon (it reads EOF or an
+        // error), so nothing stays held.
+        for mut s in flood {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 64];
+            let r = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+            assert!(
+                matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+                "a flood connection was not closed: {r:?}"
+            );
+        }
+        d.shutdown().await;
+    })
+    .await;
+}

@@ -82,6 +82,8 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
         },
         settings,
         pinned,
+        api_max_connections: shoal_daemon::listener::MAX_API_CONNECTIONS,
+        api_idle: shoal_daemon::listener::API_IDLE,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
