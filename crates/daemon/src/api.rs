@@ -469,6 +469,7 @@ async fn add_transfer(
                     format!("output {o:?} is not absolute; give the full path of a folder, starting with /"),
                 ));
             }
+            shoal_node::host::check_output(&p).map_err(|m| ApiError::unprocessable("output", m))?;
             p
         }
     };

@@ -450,6 +450,12 @@ async fn bad_input_is_400_or_422_naming_the_field_and_unknown_ids_404() {
             (json!({"ticket": "hello"}), "ticket"),
             (json!({"output": "/tmp"}), "ticket"),
             (json!({"ticket": id, "output": "rel/dir"}), "output"),
+            (json!({"ticket": id, "output": "/proc/self"}), "output"),
+            (json!({"ticket": id, "output": "/sys/kernel"}), "output"),
+            (
+                json!({"ticket": id, "output": "/dev/shm/../null"}),
+                "output",
+            ),
             (
                 json!({"ticket": id, "download_limit": -1}),
                 "download_limit",

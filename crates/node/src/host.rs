@@ -469,6 +469,7 @@ impl Host {
                 )));
             }
         }
+        check_output(&req.output).map_err(HostError::Invalid)?;
         let name = req.name.clone().or(t.name.clone());
         let kind = self.kind_of(&t.id, req.kind.or(t.kind));
         std::fs::create_dir_all(&req.output).map_err(|e| {
@@ -577,6 +578,23 @@ pub struct Download {
 /// is given. The CLI and the daemon both use it.
 pub fn destination(output: &Path, name: Option<&str>, id: &ContentId) -> PathBuf {
     output.join(name.map_or_else(|| id.to_hex(), str::to_owned))
+}
+
+/// Refuses an output folder inside the kernel's virtual file systems
+/// (`/proc`, `/sys`, `/dev`), where a download can only fail or do harm.
+pub fn check_output(output: &Path) -> Result<(), String> {
+    let resolved = output
+        .canonicalize()
+        .unwrap_or_else(|_| output.to_path_buf());
+    for virt in ["/proc", "/sys", "/dev"] {
+        if resolved.starts_with(virt) || output.starts_with(virt) {
+            return Err(format!(
+                "{} is inside {virt}, a virtual file system of the kernel; choose a folder on a disk",
+                output.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a download announces itself as a provider on the DHT: when asked,
