@@ -48,7 +48,7 @@ pub const BLAKE3_MULTIHASH: u64 = 0x1e;
 
 const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
-const INCOMING_QUEUE: usize = 64;
+const INCOMING_QUEUE: usize = 256;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
 const OPEN_STREAM_TIMEOUT: Duration = Duration::from_secs(20);
 const FASTPATH_QUERY_TIMEOUT: Duration = Duration::from_secs(5);

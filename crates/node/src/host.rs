@@ -32,7 +32,7 @@ use crate::{
 
 /// Inbound streams whose hello is being read at once; more wait in the net
 /// layer's bounded queue (which closes streams when full).
-const MAX_ACCEPTING: usize = 64;
+const MAX_ACCEPTING: usize = 256;
 /// How often a download asks the DHT for providers again, so that a seeder
 /// appearing later is found.
 pub const DHT_REQUERY: Duration = Duration::from_secs(3);

@@ -8,7 +8,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libp2p_identity::PeerId;
-use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message, HELLO_TIMEOUT};
+use shoal_core::proto::{decode_frame, CloseCode, DenyReason, Message};
+
+/// How long an inbound stream may take to send its hello (below the
+/// protocol's HELLO_TIMEOUT, which a responder may shorten): an initiator sends
+/// it as soon as the stream opens, so only a silent peer waits this long, and
+/// a flood of silent streams holds the accept slots briefly (spec §9.7).
+pub const INBOUND_HELLO_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 use shoal_core::{ContentId, Kind, Manifest};
 use shoal_net::Multiaddr;
 use shoal_store::{hash_bytes, Blob, Store};
@@ -338,7 +344,7 @@ impl TransferService {
     }
 
     /// Serves an inbound transfer stream from the authenticated `peer`: reads its
-    /// hello (within `HELLO_TIMEOUT`), then hands the stream to the task of the
+    /// hello (within `INBOUND_HELLO_WAIT`), then hands the stream to the task of the
     /// content it names, starting a seeding task if the store shares it. Denies
     /// (`NotFound`, `BadHello`, `VersionUnsupported`, `Busy`, `Banned`, layout
     /// mismatches) what it cannot serve. Returns once the stream is handed over.
@@ -356,7 +362,7 @@ impl TransferService {
         let stream: BoxStream = Box::new(Throttled::new(stream, self.shared.meter.clone()));
         let (r, mut w) = tokio::io::split(stream);
         let mut fr = FrameReader::new(r);
-        let n = match tokio::time::timeout(HELLO_TIMEOUT, fr.fill_frame()).await {
+        let n = match tokio::time::timeout(INBOUND_HELLO_WAIT, fr.fill_frame()).await {
             Err(_) => {
                 let close = Message::Close {
                     code: CloseCode::Timeout,

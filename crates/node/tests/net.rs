@@ -193,3 +193,63 @@ async fn corrupt_peer_over_real_connections_gets_no_verified_bytes_and_the_resul
     .await
     .expect("bounded in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tls_connections_do_not_block_admission() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("f.bin");
+    let bytes = data(4 << 20, 51);
+    std::fs::write(&src, &bytes).unwrap();
+    let seeder = peer(&t.path().join("s")).await;
+    let share = seeder.store().add(&src, None, &|_| {}).unwrap();
+    let hints = seeder.net().ticket_addrs();
+    // 150 fast-path (TCP + TLS) transfer streams that never send a hello:
+    // more than the accept pool and the incoming queue used to hold.
+    let (attacker, _events) =
+        shoal_net::Net::start(shoal_net::Keypair::generate_ed25519(), loopback())
+            .await
+            .unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..150 {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            attacker.open_transfer(seeder.peer_id(), &hints),
+        )
+        .await
+        {
+            Ok(Ok((s, _))) => silent.push(s),
+            other => panic!(
+                "cannot open a silent stream: {:?}",
+                other.map(|r| r.map(|_| ()))
+            ),
+        }
+    }
+    // A legitimate download is admitted and completes.
+    let leecher = peer(&t.path().join("l")).await;
+    let providers = vec![Provider {
+        peer: seeder.peer_id(),
+        addrs: hints.clone(),
+    }];
+    let started = std::time::Instant::now();
+    let (mut h, _c) = leecher.fetch(
+        share.id,
+        shoal_core::Kind::File,
+        &t.path().join("out"),
+        Some("f.bin"),
+        &providers,
+    );
+    let path = tokio::time::timeout(Duration::from_secs(30), h.result())
+        .await
+        .expect("the download finished in time")
+        .expect("the download completes despite the silent streams");
+    assert!(std::fs::read(path).unwrap() == bytes);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    attacker.shutdown().await;
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
