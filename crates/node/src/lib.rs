@@ -30,5 +30,5 @@ pub use limit::{Counters, Limits};
 pub use session::{BoxStream, Stream};
 pub use transfer::{
     AddressBook, Connector, DownloadHandle, NodeConfig, PeerProgress, Progress, TransferService,
-    PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
+    INBOUND_HELLO_WAIT, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
 };
