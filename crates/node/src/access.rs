@@ -361,19 +361,9 @@ impl Access {
         peer: &PeerId,
         capability: &[u8],
     ) -> Result<Verdict, NodeError> {
-        let grants = self.store.db().grants_of(content)?;
-        let db = self.store.db();
-        let lookup = |id: &InviteId| db.invite_use(&id.0).ok().flatten();
-        Ok(decide(&Request {
-            local: self.local,
-            peer: *peer,
-            content: *content,
-            grants: &grants,
-            download: self.download_policy(content),
-            capability,
-            now: now_secs(),
-            invite_use: &lookup,
-        }))
+        let mut v = self.check_all(content, [(peer, capability)])?;
+        v.pop()
+            .ok_or_else(|| NodeError::Internal("no verdict for one session".into()))
     }
 
     /// Decides for many `(peer, capability)` sessions of one content at once,

@@ -591,11 +591,7 @@ impl TransferService {
 async fn deny<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reason: DenyReason, text: &str) {
     // A text over the protocol's limit would make the frame unencodable, and
     // the peer would get no answer at all.
-    let mut end = text.len().min(shoal_core::proto::MAX_TEXT_LEN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let text = &text[..end];
+    let text = crate::content::text(text);
     let _ = write_frame(w, &Message::Deny { reason, text }).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(w).await;
 }

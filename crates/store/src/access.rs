@@ -92,6 +92,17 @@ pub enum Redeem {
     UsedUp,
 }
 
+/// The row key of share `id`, if it exists.
+fn share_pk(conn: &rusqlite::Connection, id: &ContentId) -> Result<Option<i64>, StoreError> {
+    conn.query_row(
+        "SELECT pk FROM shares WHERE id = ?1",
+        [id.as_bytes().as_slice()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(StoreError::db("find a share"))
+}
+
 impl Db {
     /// Every share that holds `id`, with its policy and allowlist.
     pub fn grants_of(&self, id: &ContentId) -> Result<Vec<Grant>, StoreError> {
@@ -142,15 +153,9 @@ impl Db {
     /// The allowlist of share `id` (`None`: no such share).
     pub fn allowlist(&self, id: &ContentId) -> Result<Option<Vec<String>>, StoreError> {
         let conn = self.conn();
-        let pk: Option<i64> = conn
-            .query_row(
-                "SELECT pk FROM shares WHERE id = ?1",
-                [id.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::db("find a share"))?;
-        let Some(pk) = pk else { return Ok(None) };
+        let Some(pk) = share_pk(&conn, id)? else {
+            return Ok(None);
+        };
         let mut stmt = conn
             .prepare_cached("SELECT peer_id FROM share_allow WHERE share = ?1 ORDER BY peer_id")
             .map_err(StoreError::db("read an allowlist"))?;
@@ -166,15 +171,9 @@ impl Db {
     /// it was added (false: already there).
     pub fn allow_peer(&self, id: &ContentId, peer: &str) -> Result<Option<bool>, StoreError> {
         let conn = self.conn();
-        let pk: Option<i64> = conn
-            .query_row(
-                "SELECT pk FROM shares WHERE id = ?1",
-                [id.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::db("find a share"))?;
-        let Some(pk) = pk else { return Ok(None) };
+        let Some(pk) = share_pk(&conn, id)? else {
+            return Ok(None);
+        };
         let count: i64 = conn
             .query_row(
                 "SELECT count(*) FROM share_allow WHERE share = ?1",
@@ -200,15 +199,9 @@ impl Db {
     /// whether it was there.
     pub fn deny_peer(&self, id: &ContentId, peer: &str) -> Result<Option<bool>, StoreError> {
         let conn = self.conn();
-        let pk: Option<i64> = conn
-            .query_row(
-                "SELECT pk FROM shares WHERE id = ?1",
-                [id.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::db("find a share"))?;
-        let Some(pk) = pk else { return Ok(None) };
+        let Some(pk) = share_pk(&conn, id)? else {
+            return Ok(None);
+        };
         let n = conn
             .execute(
                 "DELETE FROM share_allow WHERE share = ?1 AND peer_id = ?2",
@@ -240,18 +233,28 @@ impl Db {
 
     /// The invites issued for `content` (all of them if `None`), newest first.
     pub fn invites(&self, content: Option<&ContentId>) -> Result<Vec<InviteRecord>, StoreError> {
+        self.invites_where(content, None)
+    }
+
+    fn invites_where(
+        &self,
+        content: Option<&ContentId>,
+        only: Option<&[u8; 16]>,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
         let conn = self.conn();
         let sql = "SELECT i.id, i.content, i.encoded, i.recipient, i.expires_at, i.max_uses,
                           i.created_at, i.revoked_at,
                           (SELECT count(*) FROM invite_uses u WHERE u.invite = i.id)
                    FROM invites i WHERE (?1 IS NULL OR i.content = ?1)
+                     AND (?2 IS NULL OR i.id = ?2)
                    ORDER BY i.created_at DESC, i.rowid DESC";
         let mut stmt = conn
             .prepare_cached(sql)
             .map_err(StoreError::db("list invites"))?;
         let filter = content.map(|c| c.as_bytes().to_vec());
+        let by_id = only.map(|i| i.to_vec());
         let rows = stmt
-            .query_map([filter], |r| {
+            .query_map(params![filter, by_id], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
@@ -288,8 +291,7 @@ impl Db {
 
     /// One invite by id.
     pub fn invite(&self, id: &[u8; 16]) -> Result<Option<InviteRecord>, StoreError> {
-        let hex = data_encoding::HEXLOWER.encode(id);
-        Ok(self.invites(None)?.into_iter().find(|i| i.id == hex))
+        Ok(self.invites_where(None, Some(id))?.pop())
     }
 
     /// Revokes an invite. `None`: unknown; `Some(false)`: already revoked.

@@ -328,7 +328,8 @@ fn piece_layout(l: Layout) -> Option<PieceLayout> {
     PieceLayout::with_piece_size(l.content_len(), u64::from(l.piece_size())).ok()
 }
 
-fn text(s: &str) -> &str {
+/// `s` cut to the protocol's text limit at a character boundary.
+pub(crate) fn text(s: &str) -> &str {
     if s.len() <= MAX_TEXT_LEN {
         return s;
     }
