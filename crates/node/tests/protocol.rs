@@ -507,6 +507,94 @@ async fn truncated_source_stops_serving_without_a_loop() {
     .expect("timed out");
 }
 
+/// Asks for the pieces an initial-seeding seeder shows this peer (the `Have`s
+/// after its `Unchoke`), so that the seeder has pieces to send it.
+async fn request_offers(raw: &mut Raw) {
+    let mut offered = Vec::new();
+    let mut unchoked = false;
+    while !unchoked || offered.len() < 4 {
+        let frame = raw.recv().await.expect("the seeder's unchoke and offers");
+        match frame.msg() {
+            Message::Unchoke => unchoked = true,
+            Message::Have { piece } => offered.push(piece),
+            _ => {}
+        }
+    }
+    for piece in offered {
+        raw.send(&Message::Request { piece }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_reads_slowly_does_not_delay_other_downloads() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let data = random_bytes(16 << 20, 44);
+        let share = seeder.share_bytes("f.bin", &data);
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let node = seeder.node.clone();
+        tokio::spawn(async move {
+            let _ = node.accept(peer_id(9), far).await;
+        });
+        let mut slow = Raw::new(near);
+        slow.send(&Message::Hello(Hello::new(share.id))).await;
+        slow.send(&Message::HaveNone).await;
+        let _hello = slow.recv().await.expect("the seeder's hello");
+        let _avail = slow.recv().await.expect("the seeder's availability");
+        slow.send(&Message::Interested).await;
+        request_offers(&mut slow).await;
+        // It reads 16 KiB every 250 ms: 64 KiB/s, a 256 KiB piece in 4 s.
+        use tokio::io::AsyncReadExt;
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = read.clone();
+        let reader = tokio::spawn(async move {
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                match slow.s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+        let leecher = TestNode::new(2);
+        let started = std::time::Instant::now();
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &leecher.path("out"),
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let path = h.result().await.expect("the other download completes");
+        let took = started.elapsed();
+        assert!(std::fs::read(path).expect("read") == data);
+        // Served at its own pace, the slow peer held the shared upload slot
+        // for at most `upload_stall` (1 s). Holding it for every one of its
+        // pieces, as before, costs the other download 4 s per piece.
+        assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+        // And the slow peer is still being served, not dropped.
+        let before = read.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let after = read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            !reader.is_finished(),
+            "the seeder closed the slow reader's session after {after} bytes"
+        );
+        assert!(
+            after > before,
+            "the slow reader stopped receiving ({before} bytes)"
+        );
+        reader.abort();
+    })
+    .await
+    .expect("timed out: a slow reader held the seeder up");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_does_not_stall_other_downloads() {
     timeout(TEST_TIMEOUT, async {
@@ -526,9 +614,7 @@ async fn a_peer_that_never_reads_does_not_stall_other_downloads() {
         let _hello = hog.recv().await.expect("the seeder's hello");
         let _avail = hog.recv().await.expect("the seeder's availability");
         hog.send(&Message::Interested).await;
-        for piece in 0..64u32 {
-            hog.send(&Message::Request { piece }).await;
-        }
+        request_offers(&mut hog).await;
         // (It keeps the stream open and reads nothing from here on.)
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
@@ -543,9 +629,10 @@ async fn a_peer_that_never_reads_does_not_stall_other_downloads() {
         );
         let path = h.result().await.expect("the other download completes");
         assert!(std::fs::read(path).expect("read") == data);
-        // The hog loses its slot after WRITE_STALL (5 s), not never.
+        // The hog loses its upload slot after `upload_stall` (1 s) and its
+        // session after WRITE_STALL (5 s), not never.
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
+            started.elapsed() < std::time::Duration::from_secs(8),
             "took {:?}",
             started.elapsed()
         );

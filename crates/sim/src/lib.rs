@@ -194,6 +194,7 @@ pub fn apply_setting(cfg: &mut Config, name: &str, value: &str) -> Result<(), Si
     };
     match name {
         "max_active_uploads" => cfg.max_active_uploads = num()?,
+        "upload_stall_ms" => cfg.upload_stall = ms()?,
         "allowance_peers_per_piece" => cfg.allowance_peers_per_piece = num()?,
         "unreciprocated_allowance" => cfg.unreciprocated_allowance = num()?,
         "initial_seeding_slots" => cfg.initial_seeding_slots = num()?,

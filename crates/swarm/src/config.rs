@@ -127,6 +127,12 @@ pub struct Config {
     /// `UploadDone`, so the link never idles while requests are queued.
     /// Default 1.
     pub max_active_uploads: u32,
+    /// An upload not reported done this long after it started gives its
+    /// shared slot back: the peer reads slowly (or not at all), and is then
+    /// served one piece at a time outside the shared slots, at its own pace,
+    /// until a piece reaches it within this time again. So no peer can hold
+    /// the others' uploads hostage. Default 1 s.
+    pub upload_stall: Duration,
     /// Requests a remote may have queued with us; more are rejected. Default 128.
     pub max_remote_requests: u32,
     /// Failed pieces from one peer before it is banned. Default 2.
@@ -179,6 +185,7 @@ impl Default for Config {
             initial_seeding_offers: 4,
             serve_uploads: true,
             max_active_uploads: 1,
+            upload_stall: Duration::from_secs(1),
             max_remote_requests: 128,
             ban_threshold: 2,
             max_peers: 80,

@@ -74,6 +74,17 @@ struct OutReq {
 /// until this peer sends a piece or unchokes us), then may be asked of it
 /// again: when no other peer has the piece, never asking again would hang the
 /// download. At most `MAX` entries.
+/// One upload in flight to a peer.
+#[derive(Debug, Clone, Copy)]
+struct Upload {
+    piece: u32,
+    since: Time,
+    /// Holds one of the `max_active_uploads` shared slots. An upload that
+    /// outlives `upload_stall` gives its slot back (the peer turns `slow`), so
+    /// a peer that reads slowly or not at all cannot hold the others up.
+    shared: bool,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Avoid(Vec<(u32, Time)>);
 
@@ -130,7 +141,12 @@ struct Peer {
     waiting_since: Time,
     last_piece_at: Time,
     upload_queue: VecDeque<u32>,
-    uploading: Vec<u32>,
+    /// Pieces handed to the driver and not yet reported `UploadDone`.
+    uploading: Vec<Upload>,
+    /// Its last upload outlived `upload_stall`: it is served one piece at a
+    /// time outside the shared slots, at its own pace, until a piece reaches
+    /// it within `upload_stall` again.
+    slow: bool,
     /// When they last asked us for a piece.
     last_request_at: Time,
     in_ring: bool,
@@ -157,6 +173,10 @@ struct Peer {
     /// Stayed uninterested in pieces offered during initial seeding (another
     /// seeder, hiding its pieces like us); cleared by `Interested`.
     declined: bool,
+    /// Sat on pieces offered during initial seeding without asking for them:
+    /// they went back to the pool, and it is offered no more until it asks
+    /// for a piece.
+    hoarding: bool,
 }
 
 #[derive(Debug)]
@@ -229,9 +249,10 @@ impl Swarm {
         if config.max_active_uploads == 0
             || config.piece_size == 0
             || config.tick_interval.is_zero()
+            || config.upload_stall.is_zero()
         {
             return Err(SwarmError::Config(
-                "max_active_uploads, piece_size and tick_interval must be positive",
+                "max_active_uploads, piece_size, tick_interval and upload_stall must be positive",
             ));
         }
         let complete = have.is_full();
@@ -459,6 +480,7 @@ impl Swarm {
                 last_piece_at: now,
                 upload_queue: VecDeque::new(),
                 uploading: Vec::new(),
+                slow: false,
                 last_request_at: now,
                 in_ring: false,
                 down: RateMeter::default(),
@@ -478,6 +500,7 @@ impl Swarm {
                 offers: Vec::new(),
                 offered_at: now,
                 declined: false,
+                hoarding: false,
             },
         );
         if self.seeding.is_none() && self.picker.have_count() > 0 {
@@ -504,13 +527,22 @@ impl Swarm {
         for p in peer.have.ones() {
             self.picker.remove_availability(p);
         }
-        self.active_uploads -= peer.uploading.len() as u32;
+        self.active_uploads -= peer.uploading.iter().filter(|u| u.shared).count() as u32;
         if peer.in_ring {
             self.upload_ring.retain(|k| *k != key);
         }
         if let Some(s) = self.seeding.as_mut() {
-            for &p in peer.offers.iter().chain(peer.uploading.iter()) {
-                s.offered.clear(p);
+            for q in peer
+                .offers
+                .iter()
+                .copied()
+                .chain(peer.uploading.iter().map(|u| u.piece))
+            {
+                // A piece withdrawn from a slow peer may be offered to another
+                // by now: that offer stands.
+                if !self.peers.values().any(|o| o.offers.contains(&q)) {
+                    s.offered.clear(q);
+                }
             }
             self.offers_dirty = true;
         }
@@ -726,7 +758,8 @@ impl Swarm {
             return;
         }
         p.last_request_at = self.now;
-        if p.upload_queue.contains(&piece) || p.uploading.contains(&piece) {
+        p.hoarding = false;
+        if p.upload_queue.contains(&piece) || p.uploading.iter().any(|u| u.piece == piece) {
             return;
         }
         p.upload_queue.push_back(piece);
@@ -883,18 +916,31 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let Some(i) = p.uploading.iter().position(|q| *q == piece) else {
+        let Some(i) = p.uploading.iter().position(|u| u.piece == piece) else {
             return;
         };
-        p.uploading.swap_remove(i);
+        let up = p.uploading.swap_remove(i);
         p.up.add(size, now);
-        self.active_uploads -= 1;
+        if up.shared {
+            self.active_uploads -= 1;
+        } else if now.saturating_sub(up.since) <= self.cfg.upload_stall {
+            // It keeps up again: back to the shared slots.
+            p.slow = false;
+        }
         // It may have used up its allowance: re-examine its slot.
         self.slots_dirty = true;
         self.stats.uploaded += size;
         if let Some(s) = self.seeding.as_mut() {
             s.sent.set(piece);
             s.offered.clear(piece);
+            // It is out once: an offer of it elsewhere (it was withdrawn from
+            // a slow peer and offered again) is void.
+            for o in self.peers.values_mut() {
+                if o.offers.contains(&piece) {
+                    o.offers.retain(|q| *q != piece);
+                    self.offers_dirty = true;
+                }
+            }
             self.maybe_end_initial_seeding();
         }
     }
@@ -944,7 +990,19 @@ impl Swarm {
         let mut unanswered = Vec::new();
         let default_rtt = self.cfg.default_rtt;
         let mut expired = false;
+        let stall = self.cfg.upload_stall;
+        let mut detached = Vec::new();
         for (k, p) in self.peers.iter_mut() {
+            for u in p.uploading.iter_mut() {
+                if u.shared && now.saturating_sub(u.since) > stall {
+                    // It does not drain: its slot goes to the others, and it
+                    // is served at its own pace from now on.
+                    u.shared = false;
+                    p.slow = true;
+                    self.active_uploads -= 1;
+                    detached.push(u.piece);
+                }
+            }
             expired |= p.avoid.expire(now, timeout);
             // A peer that does not answer a Cancel (the protocol says it
             // SHOULD) must not hold the piece forever: the move is off and
@@ -974,6 +1032,16 @@ impl Swarm {
                 p.snubbed = true;
             }
         }
+        if let Some(s) = self.seeding.as_mut() {
+            // A piece stuck on its way to a slow peer may never get out
+            // through it: it goes back to the pool, or the swarm would wait
+            // for that peer to end initial seeding.
+            for q in detached {
+                if !self.peers.values().any(|o| o.offers.contains(&q)) && s.offered.clear(q) {
+                    self.offers_dirty = true;
+                }
+            }
+        }
         if self.seeding.is_some() {
             let patience = (self.cfg.default_rtt * 10).max(Duration::from_secs(1));
             let declined: Vec<PeerKey> = self
@@ -987,6 +1055,35 @@ impl Swarm {
                 })
                 .map(|(k, _)| *k)
                 .collect();
+            // Offers must not rot with a peer that does not take them, or
+            // the others wait for pieces only it was shown: a slow peer's
+            // offers, and offers an interested peer has not asked for within
+            // the patience, go back to the pool (it may still ask for them).
+            if let Some(s) = self.seeding.as_mut() {
+                for p in self.peers.values_mut() {
+                    if p.offers.is_empty() || !p.peer_interested {
+                        continue;
+                    }
+                    let mut withdrawn = Vec::new();
+                    if p.slow {
+                        withdrawn = std::mem::take(&mut p.offers);
+                    } else if now.saturating_sub(p.offered_at) > patience {
+                        let queue = &p.upload_queue;
+                        p.offers.retain(|q| {
+                            let asked = queue.contains(q);
+                            if !asked {
+                                withdrawn.push(*q);
+                            }
+                            asked
+                        });
+                        p.hoarding = !withdrawn.is_empty();
+                    }
+                    for q in &withdrawn {
+                        s.offered.clear(*q);
+                        self.offers_dirty = true;
+                    }
+                }
+            }
             let any = !declined.is_empty();
             for k in declined {
                 if let Some(p) = self.peers.get_mut(&k) {
@@ -1314,7 +1411,7 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if p.slot == Slot::None {
+        if p.slot == Slot::None || p.slow || p.hoarding {
             return;
         }
         let n = self.picker.len();
@@ -1453,17 +1550,21 @@ impl Swarm {
     fn start_uploads(&mut self) {
         while self.active_uploads < self.cfg.max_active_uploads {
             // While leeching, peers that unchoke us are served first; the
-            // others get only capacity nobody reciprocating wants.
+            // others get only capacity nobody reciprocating wants. Slow peers
+            // are served below, outside the shared slots.
             let leeching = !self.picker.is_complete();
+            let peers = &self.peers;
+            let eligible = |k: &PeerKey| peers.get(k).is_none_or(|p| !p.slow);
+            let preferred = |k: &PeerKey| peers.get(k).is_some_and(|p| !p.slow && !p.peer_choking);
             let pos = if leeching {
                 self.upload_ring
                     .iter()
-                    .position(|k| self.peers.get(k).is_some_and(|p| !p.peer_choking))
-                    .unwrap_or(0)
+                    .position(preferred)
+                    .or_else(|| self.upload_ring.iter().position(eligible))
             } else {
-                0
+                self.upload_ring.iter().position(eligible)
             };
-            let Some(key) = self.upload_ring.remove(pos) else {
+            let Some(key) = pos.and_then(|pos| self.upload_ring.remove(pos)) else {
                 break;
             };
             let Some(p) = self.peers.get_mut(&key) else {
@@ -1473,32 +1574,65 @@ impl Swarm {
             if p.slot == Slot::None || p.upload_queue.is_empty() {
                 continue;
             }
-            let idx = if self.cfg.upload_rarest_first {
-                let mut best = 0;
-                for (i, q) in p.upload_queue.iter().enumerate() {
-                    if self.picker.availability(*q) < self.picker.availability(p.upload_queue[best])
-                    {
-                        best = i;
-                    }
-                }
-                best
-            } else {
-                0
-            };
-            let Some(piece) = p.upload_queue.remove(idx) else {
-                continue;
-            };
-            p.uploading.push(piece);
-            p.offers.retain(|o| *o != piece);
-            if !p.upload_queue.is_empty() {
-                p.in_ring = true;
-                self.upload_ring.push_back(key);
+            if self.start_upload(key, true) {
+                self.active_uploads += 1;
             }
-            self.active_uploads += 1;
-            self.actions
-                .push_back(Action::SendPiece { peer: key, piece });
-            self.top_up_offers(key);
+            if let Some(p) = self.peers.get_mut(&key) {
+                if !p.upload_queue.is_empty() {
+                    p.in_ring = true;
+                    self.upload_ring.push_back(key);
+                }
+            }
         }
+        // A slow peer gets one piece at a time, whenever its last one is out.
+        let slow: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.slow
+                    && p.slot != Slot::None
+                    && !p.upload_queue.is_empty()
+                    && p.uploading.is_empty()
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in slow {
+            self.start_upload(key, false);
+        }
+    }
+
+    /// Takes the next piece from `key`'s upload queue (rarest first, if so
+    /// configured) and asks the driver to send it.
+    fn start_upload(&mut self, key: PeerKey, shared: bool) -> bool {
+        let now = self.now;
+        let rarest = self.cfg.upload_rarest_first;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let idx = if rarest {
+            let mut best = 0;
+            for (i, q) in p.upload_queue.iter().enumerate() {
+                if self.picker.availability(*q) < self.picker.availability(p.upload_queue[best]) {
+                    best = i;
+                }
+            }
+            best
+        } else {
+            0
+        };
+        let Some(piece) = p.upload_queue.remove(idx) else {
+            return false;
+        };
+        p.uploading.push(Upload {
+            piece,
+            since: now,
+            shared,
+        });
+        p.offers.retain(|o| *o != piece);
+        self.actions
+            .push_back(Action::SendPiece { peer: key, piece });
+        self.top_up_offers(key);
+        true
     }
 
     fn fill_requests(&mut self, key: PeerKey) {
@@ -1681,12 +1815,26 @@ impl Swarm {
                     "peer {k:?} has queued uploads but is not in the ring"
                 ));
             }
-            for q in p.upload_queue.iter().chain(p.uploading.iter()) {
-                if !self.picker.have().get(*q) {
+            for q in p
+                .upload_queue
+                .iter()
+                .copied()
+                .chain(p.uploading.iter().map(|u| u.piece))
+            {
+                if !self.picker.have().get(q) {
                     return Err(format!("peer {k:?} would be sent piece {q} we do not have"));
                 }
             }
-            uploading += p.uploading.len() as u32;
+            uploading += p.uploading.iter().filter(|u| u.shared).count() as u32;
+            // Outside the shared slots: a slow peer's one piece at a time, or
+            // the shared uploads it held when it turned slow.
+            let outside = p.uploading.iter().filter(|u| !u.shared).count() as u32;
+            if outside > 0 && (!p.slow || outside > self.cfg.max_active_uploads) {
+                return Err(format!(
+                    "peer {k:?}: {outside} uploads outside the shared slots (slow: {})",
+                    p.slow
+                ));
+            }
             match p.slot {
                 Slot::Regular => regular += 1,
                 Slot::Optimistic => optimistic += 1,

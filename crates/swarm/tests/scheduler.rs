@@ -1009,3 +1009,130 @@ fn a_timed_out_piece_is_asked_again_when_no_other_peer_has_it() {
         "not at once: {at} ms"
     );
 }
+
+fn pieces_sent(actions: &[Action]) -> Vec<(u32, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendPiece { peer, piece } => Some((peer.0, *piece)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stalled_upload_gives_its_slot_to_the_other_peers() {
+    // One shared upload slot, two unchoked peers asking for everything.
+    let mut h = seeder_with_interested(2, no_initial_seeding());
+    h.tick();
+    assert_eq!(slots(&h, 2), (2, 0));
+    let mut sent = pieces_sent(&h.msg(1, Msg::Request { piece: 0 }));
+    for piece in 1..8 {
+        sent.extend(pieces_sent(&h.msg(1, Msg::Request { piece })));
+    }
+    for piece in 0..8 {
+        sent.extend(pieces_sent(&h.msg(2, Msg::Request { piece })));
+    }
+    assert_eq!(sent, vec![(1, 0)], "one slot: peer 1's first piece");
+    // Peer 1 does not take its piece. Before `upload_stall` nothing moves.
+    h.at_ms(900);
+    assert!(pieces_sent(&h.tick()).is_empty());
+    // After it, the slot goes to peer 2, whose pieces then flow one by one.
+    h.at_ms(1_100);
+    assert_eq!(pieces_sent(&h.tick()), vec![(2, 0)]);
+    for piece in 0..7 {
+        let next = pieces_sent(&h.ev(Event::UploadDone {
+            peer: PeerKey(2),
+            piece,
+        }));
+        assert_eq!(next, vec![(2, piece + 1)], "peer 2 is not held up");
+    }
+    // Peer 1 is served at its own pace: its next piece only once the last
+    // one is out, and outside the shared slot (peer 2 keeps its own).
+    let next = h.ev(Event::UploadDone {
+        peer: PeerKey(1),
+        piece: 0,
+    });
+    assert_eq!(pieces_sent(&next), vec![(1, 1)]);
+    assert!(
+        pieces_sent(&h.tick()).is_empty(),
+        "one slow piece at a time"
+    );
+    // Once a piece reaches it within `upload_stall` it shares the slot again:
+    // with the slot held by peer 2, its next piece waits for that slot.
+    h.at_ms(1_500);
+    let next = h.ev(Event::UploadDone {
+        peer: PeerKey(1),
+        piece: 1,
+    });
+    assert!(pieces_sent(&next).is_empty(), "{next:?}");
+    let next = h.ev(Event::UploadDone {
+        peer: PeerKey(2),
+        piece: 7,
+    });
+    assert_eq!(pieces_sent(&next), vec![(1, 2)]);
+}
+
+fn revealed(actions: &[Action]) -> Vec<(u32, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                msg: Msg::Have { piece },
+            } => Some((peer.0, *piece)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn initial_seeding_offers_a_peer_sits_on_go_to_the_others() {
+    // Initial seeding: each piece is shown to one peer. Peer 1 is interested
+    // but never asks for what it was shown.
+    let mut h = H::new(Config::default(), N, Bitfield::full(N), 5);
+    let mut shown = Vec::new();
+    for k in 1..=2 {
+        shown.extend(revealed(&h.connect(k)));
+        shown.extend(revealed(&h.msg(k, Msg::Interested)));
+    }
+    shown.extend(revealed(&h.tick()));
+    let to_1: Vec<u32> = shown.iter().filter(|s| s.0 == 1).map(|s| s.1).collect();
+    assert!(!to_1.is_empty(), "peer 1 was shown pieces: {shown:?}");
+    // Peer 2 takes every piece shown to it, as it is shown.
+    let mut t = 0;
+    let mut pending: Vec<u32> = shown.iter().filter(|s| s.0 == 2).map(|s| s.1).collect();
+    let mut got = Vec::new();
+    while t < 3_000 {
+        t += 100;
+        h.at_ms(t);
+        let mut acts = h.tick();
+        for piece in std::mem::take(&mut pending) {
+            acts.extend(h.msg(2, Msg::Request { piece }));
+        }
+        // Each piece sent is taken at once, which may start the next.
+        let mut i = 0;
+        while i < acts.len() {
+            if let Action::SendPiece { peer, piece } = acts[i] {
+                acts.extend(h.ev(Event::UploadDone { peer, piece }));
+                got.push(piece);
+            }
+            i += 1;
+        }
+        pending.extend(revealed(&acts).iter().filter(|s| s.0 == 2).map(|s| s.1));
+    }
+    // The pieces peer 1 sat on went back to the pool and reached peer 2.
+    for piece in &to_1 {
+        assert!(
+            got.contains(piece),
+            "piece {piece} stayed with peer 1: {got:?}"
+        );
+    }
+    // And peer 1 is offered nothing more until it asks for something.
+    let later: Vec<u32> = revealed(&h.tick())
+        .iter()
+        .filter(|s| s.0 == 1)
+        .map(|s| s.1)
+        .collect();
+    assert!(later.is_empty(), "{later:?}");
+}
