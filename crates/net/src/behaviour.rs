@@ -24,6 +24,8 @@ const MAX_PROVIDED_KEYS: usize = 1 << 16;
 pub(crate) struct Behaviour {
     // First, so that denied connections are refused before others keep state.
     pub limits: connection_limits::Behaviour,
+    /// Per source address: one host cannot fill the pending pool.
+    pub sources: crate::source_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
@@ -107,6 +109,7 @@ impl Behaviour {
 
         Ok(Self {
             limits,
+            sources: Default::default(),
             identify,
             ping,
             kad,

@@ -42,6 +42,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent inbound handshakes per listener; more connections are closed at once.
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 64;
+/// Concurrent inbound handshakes from one source (an IPv4 address or an IPv6
+/// /64); more from it are closed at once, so one host cannot fill the pool.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
 
 /// The ALPN of the fast path (`docs/protocol.md` §3).
 pub const ALPN: &[u8] = shoal_core::proto::ALPN;
@@ -149,6 +152,20 @@ impl FastTls {
                 source: io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"),
             })?
             .map_err(|source| NetError::FastConnect { addr, source })?;
+        self.connect_over(tcp, expected).await
+    }
+
+    /// The client side of [`FastTls::connect`] over a TCP connection the
+    /// caller made (bound to a chosen local address, say).
+    pub async fn connect_over(
+        &self,
+        tcp: TcpStream,
+        expected: PeerId,
+    ) -> Result<tokio_rustls::client::TlsStream<FastTcp>> {
+        let addr = tcp.peer_addr().map_err(|source| NetError::FastConnect {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         tcp.set_nodelay(true)
             .map_err(|source| NetError::FastConnect { addr, source })?;
         let tcp = buffered(tcp);
@@ -285,8 +302,9 @@ fn buffered(tcp: TcpStream) -> FastTcp {
 }
 
 /// Runs the accept loop of one fast-path listener until the task is aborted:
-/// at most [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once (extra sockets are
-/// closed), each bounded by [`HANDSHAKE_TIMEOUT`]; authenticated streams go to
+/// at most [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once and
+/// [`MAX_HANDSHAKES_PER_SOURCE`] from one source (extra sockets are closed),
+/// each bounded by [`HANDSHAKE_TIMEOUT`]; authenticated streams go to
 /// `incoming` with `try_send` (a full queue closes the connection: the consumer
 /// is overloaded and the peer will retry or use another path).
 pub(crate) async fn accept_loop(
@@ -295,15 +313,20 @@ pub(crate) async fn accept_loop(
     incoming: mpsc::Sender<IncomingTransfer>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let sources = crate::limit::PerSource::new(MAX_HANDSHAKES_PER_SOURCE);
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!("fast-path accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(source) = sources.try_acquire(crate::limit::source_of(from.ip())) else {
+            tracing::debug!(%from, "fast-path handshakes from this source at their limit; closing a new connection");
+            continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::debug!("fast-path handshake limit reached; closing a new connection");
@@ -314,6 +337,7 @@ pub(crate) async fn accept_loop(
         let remote = tcp.peer_addr().ok().map(crate::addrs::fast_multiaddr);
         tokio::spawn(async move {
             let _permit = permit;
+            let _source = source;
             match tls.accept(tcp).await {
                 Ok((peer, stream)) => {
                     let stream: TransferStream = Box::new(stream);

@@ -18,7 +18,9 @@ pub mod config;
 mod error;
 pub mod fast;
 pub mod identity;
+pub mod limit;
 mod net;
+pub mod source_limits;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,7 +32,7 @@ pub use net::{
 };
 
 /// Re-exported so users of this crate name the same types.
-pub use libp2p::{identity::Keypair, Multiaddr, PeerId, StreamProtocol};
+pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId, StreamProtocol};
 
 /// A byte stream to an authenticated peer (tokio I/O traits).
 pub trait TransferIo: AsyncRead + AsyncWrite + Unpin + Send {}

@@ -484,3 +484,63 @@ async fn connection_limit_changed_while_running_applies_to_new_connections() {
         "the raised limit lets the peer in"
     );
 }
+
+#[tokio::test]
+async fn libp2p_slowloris_from_one_host_does_not_block_others() {
+    let _g = SERIAL.lock().await;
+    let (server, _se) = node(config(false)).await;
+    let addrs = server.listen_addrs();
+    let tcp_port = |a: &Multiaddr| {
+        let mut ip = None;
+        let mut port = None;
+        for p in a.iter() {
+            match p {
+                Protocol::Ip4(x) => ip = Some(x),
+                Protocol::Tcp(x) => port = Some(x),
+                Protocol::QuicV1 | Protocol::Udp(_) => return None,
+                _ => {}
+            }
+        }
+        Some(std::net::SocketAddr::from((ip?, port?)))
+    };
+    let tcp_addr = addrs
+        .iter()
+        .find(|a| tcp_port(a).is_some())
+        .expect("a TCP listen address")
+        .clone();
+    let tcp = tcp_port(&tcp_addr).unwrap();
+    let quic = addrs
+        .iter()
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+        .expect("a QUIC listen address")
+        .clone();
+    // 200 TCP connections from 127.0.0.2 that never speak: more than the
+    // node's 64 pending connections, held for libp2p's handshake timeout.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
+        if let Ok(Ok(s)) = timeout(Duration::from_secs(5), socket.connect(tcp)).await {
+            silent.push(s);
+        }
+    }
+    assert!(
+        silent.len() >= 64,
+        "only {} connections opened",
+        silent.len()
+    );
+    // Peers on another address still connect, over QUIC and over TCP.
+    for addr in [with_p2p(&quic, &server), with_p2p(&tcp_addr, &server)] {
+        let (client, _ce) = node(config(false)).await;
+        timeout(
+            Duration::from_secs(10),
+            client.dial(server.peer_id(), std::slice::from_ref(&addr)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("dialing {addr} timed out"))
+        .unwrap_or_else(|e| panic!("dialing {addr} during the slowloris: {e}"));
+        client.shutdown().await;
+    }
+    drop(silent);
+    server.shutdown().await;
+}

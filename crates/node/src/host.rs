@@ -30,9 +30,42 @@ use crate::{
     Progress, TransferService,
 };
 
-/// Inbound streams whose hello is being read at once; more wait in the net
-/// layer's bounded queue (which closes streams when full).
-const MAX_ACCEPTING: usize = 256;
+/// Inbound streams whose hello is being read at once, per transport (the
+/// fast path; libp2p, direct or relayed): a flood on one does not turn away
+/// the other. More are closed at once (the peer retries or takes another
+/// path).
+const MAX_ACCEPTING: usize = 128;
+/// Inbound streams waiting for their hello from one source (an IPv4 address,
+/// an IPv6 /64, or the peer id of a relayed stream): one host's silent
+/// streams take at most this many of a pool. A legitimate peer sends its
+/// hello at once, so it never holds more than a few.
+const MAX_ACCEPTING_PER_SOURCE: usize = 16;
+
+/// What an inbound stream counts against while its hello is awaited.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(std::net::IpAddr),
+    Peer(PeerId),
+}
+
+fn source_of(inc: &shoal_net::IncomingTransfer) -> Source {
+    use shoal_net::multiaddr::Protocol;
+    let Some(addr) = inc.remote.as_ref() else {
+        return Source::Peer(inc.peer);
+    };
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        // The address is the relay's: count the peer.
+        return Source::Peer(inc.peer);
+    }
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(ip) => return Source::Ip(shoal_net::limit::source_of(ip.into())),
+            Protocol::Ip6(ip) => return Source::Ip(shoal_net::limit::source_of(ip.into())),
+            _ => {}
+        }
+    }
+    Source::Peer(inc.peer)
+}
 /// How often a download asks the DHT for providers again, so that a seeder
 /// appearing later is found.
 pub const DHT_REQUERY: Duration = Duration::from_secs(3);
@@ -154,15 +187,28 @@ impl Host {
         let mut tasks = Vec::new();
         let n = node.clone();
         tasks.push(tokio::spawn(async move {
-            let limit = Arc::new(Semaphore::new(MAX_ACCEPTING));
+            let fast = Arc::new(Semaphore::new(MAX_ACCEPTING));
+            let libp2p = Arc::new(Semaphore::new(MAX_ACCEPTING));
+            let sources = shoal_net::limit::PerSource::new(MAX_ACCEPTING_PER_SOURCE);
             while let Some(inc) = incoming.recv().await {
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    return;
+                let pool = if inc.path == shoal_net::PathKind::Fast {
+                    &fast
+                } else {
+                    &libp2p
+                };
+                let Some(source) = sources.try_acquire(source_of(&inc)) else {
+                    tracing::debug!(peer = %inc.peer, path = %inc.path, "too many streams without a hello from this source; closing one");
+                    continue;
+                };
+                let Ok(permit) = pool.clone().try_acquire_owned() else {
+                    tracing::debug!(peer = %inc.peer, path = %inc.path, "inbound streams waiting for a hello at their limit; closing one");
+                    continue;
                 };
                 let n = n.clone();
                 let stream = inc.stream;
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _source = source;
                     let addr = inc.remote.as_ref().map(|a| format!("{a} ({})", inc.path));
                     if let Err(e) = n.accept_from(inc.peer, addr, stream).await {
                         tracing::debug!(peer = %inc.peer, path = %inc.path, error = %e, "inbound transfer refused");

@@ -253,3 +253,149 @@ async fn silent_tls_connections_do_not_block_admission() {
     leecher.shutdown().await;
     seeder.shutdown().await;
 }
+
+/// Opens a TCP connection to `to` from the local address `from`.
+async fn tcp_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((from, 0).into())
+        .expect("bind a loopback address");
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// Whether the seeder admits a fast-path stream from this node at once: the
+/// stream is fast, and our hello is answered with the seeder's hello.
+async fn admitted_on_the_fast_path(
+    leecher: &Host,
+    seeder: &Host,
+    hints: &[shoal_net::Multiaddr],
+    id: shoal_core::ContentId,
+) -> Result<(), String> {
+    use shoal_core::proto::{decode_frame, encode, Hello, Message};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, path) = tokio::time::timeout(
+        Duration::from_secs(10),
+        leecher.net().open_transfer(seeder.peer_id(), hints),
+    )
+    .await
+    .map_err(|_| "no stream within 10 s".to_owned())?
+    .map_err(|e| e.to_string())?;
+    if path != shoal_net::PathKind::Fast {
+        return Err(format!(
+            "the stream took the {path} path, not the fast path"
+        ));
+    }
+    let mut out = Vec::new();
+    encode(&Message::Hello(Hello::new(id)), &mut out).unwrap();
+    s.write_all(&out).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Ok(Some((m, _))) = decode_frame(&buf) {
+                return match m {
+                    Message::Hello(_) => Ok(()),
+                    other => Err(format!("answered {other:?}")),
+                };
+            }
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before the seeder's hello".to_owned());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| "no hello from the seeder within 5 s".to_owned())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_host_do_not_block_others() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("f.bin");
+    let bytes = data(1 << 20, 52);
+    std::fs::write(&src, &bytes).unwrap();
+    let seeder = peer(&t.path().join("s")).await;
+    let share = seeder.store().add(&src, None, &|_| {}).unwrap();
+    let hints = seeder.net().ticket_addrs();
+    let fast = hints
+        .iter()
+        .find_map(|a| shoal_net::addrs::parse_fast_multiaddr(a).map(|(sa, _)| sa))
+        .expect("the seeder has a fast-path address");
+    let leecher = peer(&t.path().join("l")).await;
+    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
+
+    // 1. 200 TCP connections from one host that never start TLS: more than
+    //    the handshake pool (64) holds.
+    let mut silent_tcp = Vec::new();
+    for _ in 0..200 {
+        silent_tcp.push(tcp_from(attacker, fast).await);
+    }
+    admitted_on_the_fast_path(&leecher, &seeder, &hints, share.id)
+        .await
+        .expect("admitted despite 200 silent TCP connections from another host");
+
+    // 2. TLS connections from that host that never send a hello, reopened
+    //    faster than the hello wait (3 s) frees them: more than the accept
+    //    pool holds, for as long as the attack lasts.
+    drop(silent_tcp);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let seeder_id = seeder.peer_id();
+        tokio::spawn(async move {
+            let tls = shoal_net::fast::FastTls::new(&shoal_net::Keypair::generate_ed25519())
+                .expect("tls");
+            let mut opened = 0usize;
+            let deadline = std::time::Instant::now() + Duration::from_secs(40);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let mut held = Vec::new();
+                let round = std::time::Instant::now();
+                while held.len() < 300 && round.elapsed() < Duration::from_secs(2) {
+                    if let Ok(s) = tls
+                        .connect_over(tcp_from(attacker, fast).await, seeder_id)
+                        .await
+                    {
+                        held.push(s);
+                        opened += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2).saturating_sub(round.elapsed())).await;
+            }
+            opened
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    admitted_on_the_fast_path(&leecher, &seeder, &hints, share.id)
+        .await
+        .expect("admitted during a flood of silent TLS connections from another host");
+    let providers = vec![Provider {
+        peer: seeder.peer_id(),
+        addrs: hints.clone(),
+    }];
+    let (mut h, _c) = leecher.fetch(
+        share.id,
+        shoal_core::Kind::File,
+        &t.path().join("out"),
+        Some("f.bin"),
+        &providers,
+    );
+    let path = tokio::time::timeout(Duration::from_secs(20), h.result())
+        .await
+        .expect("the download finished in time")
+        .expect("the download completes during the flood");
+    assert!(std::fs::read(path).unwrap() == bytes);
+    stop.store(true, Ordering::Relaxed);
+    let opened = flood.await.expect("flood task");
+    assert!(
+        opened >= 100,
+        "the flood opened only {opened} TLS connections"
+    );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
