@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use shoal_store::{AccessLogEntry, InviteRecord, Visibility};
 use utoipa::ToSchema;
 
 use crate::api::{parse_id, share_view, ShareView};
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath as Path, ErrorBody};
 use crate::{AppState, Event};
 
 type St = State<Arc<AppState>>;

@@ -279,6 +279,30 @@ fn unknown_field(msg: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
+/// The path parameters of a route, like axum's `Path`, but a URL that does not
+/// decode (invalid percent-encoding or UTF-8) is answered with a JSON 400.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(ApiError::bad_request(
+                None,
+                format!(
+                    "{}; ids are written as 64 hex digits (peer ids in base58)",
+                    e.body_text()
+                ),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,9 @@ pub struct DaemonConfig {
     pub api_max_connections: usize,
     /// An API connection idle this long is closed (see [`listener::API_IDLE`]).
     pub api_idle: std::time::Duration,
+    /// A request whose headers take longer than this is cut off (see
+    /// [`listener::API_HEADER`]).
+    pub api_header: std::time::Duration,
 }
 
 impl DaemonConfig {
@@ -80,6 +83,7 @@ impl DaemonConfig {
             pinned: SettingsPatch::default(),
             api_max_connections: listener::MAX_API_CONNECTIONS,
             api_idle: listener::API_IDLE,
+            api_header: listener::API_HEADER,
         }
     }
 }
@@ -192,17 +196,7 @@ impl Daemon {
         })?;
         let app = api::router(state.clone());
         let listener = listener::Guarded::new(listener, cfg.api_max_connections, cfg.api_idle);
-        let mut stop = closing;
-        let server = tokio::spawn(async move {
-            let res = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|c| *c).await;
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(error = %e, "the API server stopped");
-            }
-        });
+        let server = tokio::spawn(listener::serve(listener, app, closing, cfg.api_header));
         discovery::write_info(
             &data_dir,
             &discovery::DaemonInfo {

@@ -1,8 +1,10 @@
-//! The API's listener: at most `max` connections at once (more wait in the
-//! kernel's backlog, holding no file descriptor and no memory of ours), and a
-//! connection that moves no byte either way for `idle` is closed. Accept
-//! errors (such as running out of file descriptors) are logged at most every
-//! 10 s.
+//! The API's listener and server: at most `max` connections at once (more
+//! wait in the kernel's backlog, holding no file descriptor and no memory of
+//! ours), a connection that moves no byte either way for `idle` is closed, and
+//! a request whose headers do not arrive whole within `header` is cut off
+//! (hyper's header-read timeout), so trickling bytes does not keep a slot.
+//! Accept errors (such as running out of file descriptors) are logged at most
+//! every 10 s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,56 @@ pub const MAX_API_CONNECTIONS: usize = 512;
 /// An API connection that moves no byte for this long is closed (above the
 /// event stream's 15 s keep-alive, so a quiet event stream stays).
 pub const API_IDLE: Duration = Duration::from_secs(60);
+/// A request's headers must arrive whole within this time of its first byte.
+pub const API_HEADER: Duration = Duration::from_secs(10);
+/// How long stopping waits for connections to finish their responses.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `stop` turns true, then lets the open
+/// connections finish (at most `SHUTDOWN_GRACE`).
+pub(crate) async fn serve(
+    mut listener: Guarded,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    header: Duration,
+) {
+    use axum::serve::Listener;
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (io, _addr) = tokio::select! {
+            c = listener.accept() => c,
+            _ = async { stop.wait_for(|c| *c).await.is_ok() } => break,
+        };
+        // Finished connection tasks are reaped as we go.
+        while conns.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::trace!(error = %e, "an API connection ended");
+                    }
+                }
+                _ = async { stop.wait_for(|c| *c).await.is_ok() } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
 
 pub(crate) struct Guarded {
     inner: TcpListener,

@@ -1296,3 +1296,170 @@ async fn api_connection_flood_is_bounded() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_headers_trickled_byte_by_byte_are_cut_off() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config(&tmp.path().join("d"));
+        cfg.api_header = Duration::from_secs(2);
+        let d = Daemon::start(cfg).await.expect("daemon starts");
+        let api = Api::new(&d);
+        let addr = api.base.trim_start_matches("http://").to_owned();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A request whose headers come one byte every 300 ms: bytes keep
+        // moving, so the idle timeout (60 s) never fires; the header deadline
+        // does.
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let head = b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut closed = None;
+        for b in head {
+            if s.write_all(&[*b]).await.is_err() {
+                closed = Some(started.elapsed());
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => {
+                    // EOF, an error or an error response: the server gave up.
+                    closed = Some(started.elapsed());
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        let closed = closed.expect("the trickled request was never cut off");
+        assert!(
+            closed >= Duration::from_millis(1_500) && closed < Duration::from_secs(10),
+            "cut off after {closed:?}"
+        );
+        // A normal request on a new connection is answered.
+        let (code, v) = api.get("/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_answered_in_json() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        let id = "cd".repeat(32);
+        // (method, path, content type, body, expected status)
+        type Case<'a> = (Method, String, Option<&'a str>, Option<&'a str>, u16);
+        let cases: Vec<Case> = vec![
+            (
+                Method::GET,
+                "/api/v1/shares/%FF/access".into(),
+                None,
+                None,
+                400,
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/shares/%FF%FE".into(),
+                None,
+                None,
+                400,
+            ),
+            (
+                Method::GET,
+                "/api/v1/transfers/%C3%28".into(),
+                None,
+                None,
+                400,
+            ),
+            (
+                Method::POST,
+                "/api/v1/shares/%FF/allow".into(),
+                Some("application/json"),
+                Some("{}"),
+                400,
+            ),
+            (Method::PUT, "/api/v1/status".into(), None, None, 405),
+            (Method::DELETE, "/api/v1/settings".into(), None, None, 405),
+            (Method::GET, "/api/v1/nothing/here".into(), None, None, 404),
+            (
+                Method::POST,
+                "/api/v1/shares".into(),
+                Some("text/plain"),
+                Some("{\"path\":\"/tmp\"}"),
+                400,
+            ),
+            (
+                Method::POST,
+                "/api/v1/shares".into(),
+                Some("application/json"),
+                None,
+                400,
+            ),
+            (
+                Method::POST,
+                "/api/v1/shares".into(),
+                Some("application/json"),
+                Some("{\"path\": "),
+                400,
+            ),
+            (
+                Method::POST,
+                "/api/v1/shares".into(),
+                Some("application/json"),
+                Some("{\"path\":\"/tmp\"}xyz"),
+                400,
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/settings".into(),
+                Some("application/json"),
+                Some("[]"),
+                400,
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v1/transfers/{id}"),
+                Some("application/json"),
+                Some("null"),
+                400,
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (m, path, ctype, body, want) in cases {
+            let mut r = api
+                .client
+                .request(m.clone(), format!("{}{path}", api.base))
+                .bearer_auth(&api.token);
+            if let Some(c) = ctype {
+                r = r.header("content-type", c);
+            }
+            if let Some(b) = body {
+                r = r.body(b.to_owned());
+            }
+            let resp = r.send().await.expect("request sent");
+            let code = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let text = resp.text().await.unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if code != want
+                || !ct.starts_with("application/json")
+                || !v["error"]["code"].is_string()
+                || v["error"]["message"].as_str().unwrap_or("").is_empty()
+            {
+                wrong.push(format!(
+                    "{m} {path}: {code} {ct:?} {text:?} (want {want}, JSON)"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        d.shutdown().await;
+    })
+    .await;
+}

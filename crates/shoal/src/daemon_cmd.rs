@@ -84,6 +84,7 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
         pinned,
         api_max_connections: shoal_daemon::listener::MAX_API_CONNECTIONS,
         api_idle: shoal_daemon::listener::API_IDLE,
+        api_header: shoal_daemon::listener::API_HEADER,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
