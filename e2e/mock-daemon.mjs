@@ -218,7 +218,7 @@ const server = http.createServer(async (req, res) => {
     const id = tm[1];
     if (transfers.has(id)) return send(res, 200, transfers.get(id));
     const name = body.name || Buffer.from(tm[2], 'hex').toString() || null;
-    const t = { id, name, kind: 'file', output: body.output || '/tmp/shoal-mock/downloads', state: 'downloading', total_bytes: 6 * 1024 * 1024, done_bytes: 0, progress: 0, down_rate: 0, up_rate: 0, eta_s: null, peers: [], download_limit: body.download_limit ?? null, error: null, added_at: Math.floor(Date.now() / 1000) };
+    const t = { id, name, kind: 'file', output: body.output || '/tmp/shoal-mock/downloads', state: 'downloading', total_bytes: 6 * 1024 * 1024, done_bytes: 0, progress: 0, down_rate: 0, up_rate: 0, eta_s: null, peers: [], download_limit: body.download_limit ?? null, error: null, pieces_failed: 0, added_at: Math.floor(Date.now() / 1000) };
     const s = shares.get(id);
     if (s) {
       // One of our own shares: decide as the sharer would for MOCK_PEER.

@@ -308,6 +308,9 @@ try {
   log(`B shows ${await textOf(item.getByTestId('transfer-name'))}: ${await textOf(item.getByTestId('transfer-state'))}, `
     + `${await textOf(item.getByTestId('transfer-bytes'))} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
   check(await textOf(item.getByTestId('transfer-name')) === path.basename(file), 'the transfer is not named after the shared file');
+  // An honest seeder: no failed pieces reported, nobody marked banned.
+  check(await item.getByTestId('transfer-trouble').isHidden(), `a clean transfer reports trouble: "${await textOf(item.getByTestId('transfer-trouble'))}"`);
+  check((await item.getByTestId('transfer-peer-banned').count()) === 0, 'a clean transfer marks a peer banned');
   await pageB.screenshot({ path: path.join(artifacts, 'transfers-b.png'), fullPage: true });
 
   step = 'A\'s access panel shows the invite used up and B in the access log';

@@ -805,8 +805,25 @@
       const meta = document.createElement('span');
       meta.textContent = `↓ ${fmtBytes(p2.downloaded)} (${fmtRate(p2.down_rate || 0)}) ↑ ${fmtBytes(p2.uploaded)} (${fmtRate(p2.up_rate || 0)})`;
       li.append(id, ' ', badge, ' ', meta);
+      if (p2.banned) {
+        const banned = document.createElement('span');
+        banned.className = 'badge banned';
+        banned.dataset.testid = 'transfer-peer-banned';
+        banned.textContent = 'banned: sent corrupt data';
+        li.append(' ', banned);
+      }
       return li;
     }));
+    // Corrupt data is discarded and fetched again; the user is told, with
+    // the peers banned for it.
+    const trouble = tid('transfer-trouble', el);
+    const bannedPeers = peers.filter((p2) => p2.banned).map((p2) => shortId(p2.peer_id));
+    const failed = t.pieces_failed || 0;
+    const parts = [];
+    if (failed > 0) parts.push(`${failed} piece${failed === 1 ? '' : 's'} failed verification (discarded, fetched again)`);
+    if (bannedPeers.length) parts.push(`banned for sending corrupt data: ${bannedPeers.join(', ')}`);
+    trouble.textContent = parts.join('; ');
+    trouble.hidden = parts.length === 0;
     const limitInput = tid('transfer-item-limit-input', el);
     if (!limitInput.dataset.dirty && document.activeElement !== limitInput) {
       writeRate(limitInput, tid('transfer-item-limit-unit', el), t.download_limit);

@@ -100,6 +100,8 @@ pub struct PeerProgress {
     /// Bytes per second, over the last second.
     pub down_rate: f64,
     pub up_rate: f64,
+    /// Banned for this content: it sent pieces that failed verification.
+    pub banned: bool,
 }
 
 /// The state of a transfer, for progress bars.
@@ -118,6 +120,9 @@ pub struct Progress {
     pub complete: bool,
     /// Why the transfer failed, if it did.
     pub failed: Option<String>,
+    /// Received pieces that failed verification (discarded and fetched
+    /// again from other peers).
+    pub pieces_failed: u64,
 }
 
 impl Progress {
@@ -132,6 +137,7 @@ impl Progress {
             peers: Vec::new(),
             complete: false,
             failed: None,
+            pieces_failed: 0,
         }
     }
 }
@@ -714,7 +720,10 @@ fn ensure_dir(dir: &Path) -> Result<(), NodeError> {
 }
 
 /// Whether `path` already holds exactly the content `id` of `size` bytes.
-fn already_complete(path: &Path, id: ContentId, size: u64) -> Result<bool, NodeError> {
+/// Whether `path` already holds exactly the content `id` (a regular file of
+/// `size` bytes whose BLAKE3 root is `id`): a download run again after it
+/// completed fetches nothing. A file of another size is not hashed.
+pub(crate) fn already_complete(path: &Path, id: ContentId, size: u64) -> Result<bool, NodeError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(NodeError::UnsafeDestination {
             path: path.to_path_buf(),
@@ -785,6 +794,8 @@ async fn download_collection(
     }
     let total = manifest.total_size();
     let mut done = 0u64;
+    // Pieces that failed verification in the files before this one.
+    let mut failed_before = 0u64;
     ptx.send_modify(|p| p.total_bytes = Some(total));
     if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -833,12 +844,14 @@ async fn download_collection(
                         ptx.send_modify(|p| {
                             p.done_bytes = done + cur.done_bytes;
                             p.connected_peers = cur.connected_peers;
+                            p.pieces_failed = failed_before + cur.pieces_failed;
                             for fp in &cur.peers {
                                 match p.peers.iter_mut().find(|e| e.peer == fp.peer) {
                                     Some(e) => {
                                         e.connected = fp.connected;
                                         e.down_rate = fp.down_rate;
                                         e.up_rate = fp.up_rate;
+                                        e.banned |= fp.banned;
                                     }
                                     None => p.peers.push(PeerProgress { downloaded: 0, uploaded: 0, ..fp.clone() }),
                                 }
@@ -850,6 +863,7 @@ async fn download_collection(
         }
         done += entry.size;
         ptx.send_modify(|p| p.done_bytes = done);
+        failed_before = ptx.borrow().pieces_failed;
     }
     ptx.send_modify(|p| p.complete = true);
     Ok(root.to_path_buf())

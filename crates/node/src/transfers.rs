@@ -177,6 +177,8 @@ pub struct TransferPeer {
     /// Bytes per second.
     pub down_rate: f64,
     pub up_rate: f64,
+    /// Banned for this content: it sent pieces that failed verification.
+    pub banned: bool,
 }
 
 /// A transfer as the API shows it.
@@ -207,6 +209,9 @@ pub struct Transfer {
     pub download_limit: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Received pieces that failed verification this run (discarded and
+    /// fetched again; their senders are banned).
+    pub pieces_failed: u64,
     /// When it was added, Unix seconds.
     pub added_at: u64,
 }
@@ -877,6 +882,7 @@ impl Transfers {
                     uploaded: pp.uploaded,
                     down_rate: pp.down_rate,
                     up_rate: pp.up_rate,
+                    banned: pp.banned,
                 });
             }
         }
@@ -907,6 +913,7 @@ impl Transfers {
             peers,
             download_limit: r.download_limit,
             error: r.error.clone(),
+            pieces_failed: e.last.as_ref().map_or(0, |p| p.pieces_failed),
             added_at: r.added_at,
         }
     }

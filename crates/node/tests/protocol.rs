@@ -641,3 +641,116 @@ async fn a_peer_that_never_reads_does_not_stall_other_downloads() {
     .await
     .expect("timed out: a peer that never reads stalled the seeder");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_run_again_finds_its_file_and_fetches_nothing() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let data = random_bytes(8 << 20, 45);
+        let share = seeder.share_bytes("f.bin", &data);
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &out,
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let first = h.result().await.expect("the first download completes");
+        drop(h);
+        let pieces = leecher.node.counters().pieces_verified;
+        assert!(pieces > 0);
+        // The same download again: the file is there, so nothing is fetched.
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &out,
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let again = h.result().await.expect("the second run finds the file");
+        assert_eq!(again, first);
+        assert_eq!(
+            leecher.node.counters().pieces_verified,
+            pieces,
+            "the second run fetched pieces again"
+        );
+        assert!(std::fs::read(&again).expect("read") == data);
+        // A different file of the same length at that place is not taken
+        // for the content, and is left alone.
+        let other = random_bytes(8 << 20, 46);
+        std::fs::write(&again, &other).unwrap();
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::File,
+            &out,
+            None,
+            PipeConnector::new(leecher.id, &[&seeder]),
+        );
+        let err = h.result().await.expect_err("another file is in the way");
+        assert!(err.to_string().contains("exists"), "{err}");
+        assert!(std::fs::read(&again).expect("read") == other);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_seeders_size_is_not_shown_before_it_is_verified() {
+    timeout(TEST_TIMEOUT, async {
+        let data = Arc::new(random_bytes(3 << 20, 47));
+        let id = ContentId::of(&data);
+        let leecher = TestNode::new(2);
+        // A seeder that claims 4 TiB for a 3 MiB content and never proves it.
+        let conn = Arc::new(RawConnector {
+            peer: peer_id(1),
+            serve: move |mut raw: Raw| async move {
+                let Some(first) = raw.recv().await else {
+                    return;
+                };
+                if !matches!(first.msg(), Message::Hello(_)) {
+                    return;
+                }
+                let _availability = raw.recv().await;
+                let hello = Hello {
+                    piece_size: Some(4 << 20),
+                    content_len: Some((1u64 << 42) - 1),
+                    ..Hello::new(id)
+                };
+                raw.send(&Message::Hello(hello)).await;
+                raw.send(&Message::HaveAll).await;
+                while let Some(f) = raw.recv().await {
+                    match f.msg() {
+                        Message::Interested => raw.send(&Message::Unchoke).await,
+                        // It never sends the outboard that would expose it.
+                        Message::Close { .. } => return,
+                        _ => {}
+                    }
+                }
+            },
+        });
+        let out = leecher.path("out");
+        let mut h = leecher.node.download(id, Kind::File, &out, Some("f"), conn);
+        let mut rx = h.progress();
+        let watch = tokio::spawn(async move {
+            let mut shown = Vec::new();
+            while rx.changed().await.is_ok() {
+                if let Some(t) = rx.borrow_and_update().total_bytes {
+                    shown.push(t);
+                }
+            }
+            shown
+        });
+        // Long enough for several progress updates while it stalls.
+        let res = tokio::time::timeout(std::time::Duration::from_secs(3), h.result()).await;
+        h.stop().await;
+        let shown = watch.await.expect("watcher");
+        assert!(
+            shown.iter().all(|t| *t != (1u64 << 42) - 1),
+            "the claimed size was shown: {shown:?} (result {res:?})"
+        );
+    })
+    .await
+    .expect("timed out");
+}

@@ -192,6 +192,25 @@ async fn peer_serving_corrupt_pieces_is_banned_and_result_is_correct() {
             .map(|e| e.downloaded)
             .sum::<u64>();
         assert_eq!(from_bad, 0, "a corrupt piece was counted as verified");
+        // The user is told: pieces that failed, and who was banned.
+        let last = h.progress().borrow().clone();
+        assert!(
+            last.pieces_failed <= corrupted as u64
+                && last.pieces_failed >= (corrupted as u64).min(2),
+            "{} pieces counted as failed, {corrupted} corrupt received",
+            last.pieces_failed
+        );
+        let banned: Vec<_> = last
+            .peers
+            .iter()
+            .filter(|e| e.banned)
+            .map(|e| e.peer)
+            .collect();
+        if corrupted >= 2 {
+            assert_eq!(banned, vec![bad_id], "the ban is not shown");
+        } else {
+            assert!(banned.is_empty(), "{banned:?}");
+        }
         eprintln!("corrupt pieces received: {corrupted}");
     })
     .await

@@ -381,6 +381,7 @@ pub struct Transfer {
     pub peers: Vec<TransferPeer>,
     pub download_limit: Option<u64>,
     pub error: Option<String>,
+    pub pieces_failed: u64,
     pub added_at: u64,
 }
 
@@ -388,6 +389,28 @@ impl Transfer {
     /// Complete: "seeding" (still served) or "completed".
     pub fn is_complete(&self) -> bool {
         self.state == "seeding" || self.state == "completed"
+    }
+
+    /// What went wrong with peers, as a clause to add to a message ("; 3
+    /// pieces failed verification …; banned for sending corrupt data: …"),
+    /// or "" if nothing did. The foreground download says the same.
+    pub fn trouble(&self) -> String {
+        let banned: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|p| p.banned)
+            .map(|p| p.peer_id.clone())
+            .collect();
+        crate::p2p::trouble_text(self.pieces_failed, &banned)
+    }
+
+    /// The peers banned for sending corrupt data.
+    pub fn banned_peers(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|p| p.banned)
+            .map(|p| p.peer_id.clone())
+            .collect()
     }
 
     /// Where the result lands: the output dir joined with the content's name
@@ -427,6 +450,7 @@ pub struct TransferPeer {
     pub uploaded: u64,
     pub down_rate: f64,
     pub up_rate: f64,
+    pub banned: bool,
 }
 
 /// `Host` of the API.

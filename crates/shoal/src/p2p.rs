@@ -177,6 +177,38 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
 
 // ---------------------------------------------------------------- get
 
+/// What went wrong with peers during a download, as a clause to add to a
+/// message ("; 3 pieces failed verification; banned for sending corrupt data:
+/// 12D3…"), or "" if nothing did.
+fn trouble(p: &Progress) -> String {
+    let banned: Vec<String> = p
+        .peers
+        .iter()
+        .filter(|pp| pp.banned)
+        .map(|pp| pp.peer.to_string())
+        .collect();
+    trouble_text(p.pieces_failed, &banned)
+}
+
+/// See [`trouble`].
+pub(crate) fn trouble_text(pieces_failed: u64, banned: &[String]) -> String {
+    let mut out = String::new();
+    if pieces_failed > 0 {
+        out.push_str(&format!(
+            "; {} piece{} failed verification (discarded, fetched again)",
+            pieces_failed,
+            if pieces_failed == 1 { "" } else { "s" }
+        ));
+    }
+    if !banned.is_empty() {
+        out.push_str(&format!(
+            "; banned for sending corrupt data: {}",
+            banned.join(", ")
+        ));
+    }
+    out
+}
+
 /// Counters of one finished download, for the summary.
 struct Summary {
     path: PathBuf,
@@ -293,7 +325,7 @@ async fn watch_download(
                     } else if last_gain.elapsed() >= stall {
                         bar.finish_and_clear();
                         bail!(
-                            "the download of {} made no progress for {} s ({} of {} bytes, {} peers connected, {} known); \
+                            "the download of {} made no progress for {} s ({} of {} bytes, {} peers connected, {} known{}); \
                              the providers may be unreachable or may have changed or removed the content; \
                              run the same command again later to resume",
                             p.id,
@@ -302,6 +334,7 @@ async fn watch_download(
                             p.total_bytes.map_or("?".to_string(), |t| t.to_string()),
                             p.connected_peers,
                             conn.peers().len(),
+                            trouble(&p),
                         );
                     }
                 }
@@ -327,6 +360,7 @@ async fn watch_download(
                             "pieces_done": p.pieces_done,
                             "num_pieces": p.num_pieces,
                             "peers": p.connected_peers,
+                            "pieces_failed": p.pieces_failed,
                         }));
                     }
                 }
@@ -335,7 +369,8 @@ async fn watch_download(
     };
     bar.finish_and_clear();
     let last = rx.borrow().clone();
-    let path = result.with_context(|| format!("download of {} failed", last.id))?;
+    let path =
+        result.with_context(|| format!("download of {} failed{}", last.id, trouble(&last)))?;
     if !last.complete && last.failed.is_some() {
         bail!(
             "download of {} failed: {}",
@@ -375,6 +410,7 @@ fn print_summary(
                     "downloaded": p.downloaded,
                     "uploaded": p.uploaded,
                     "path": paths.get(&p.peer).map(ToString::to_string),
+                    "banned": p.banned,
                 })
             })
             .collect();
@@ -398,6 +434,8 @@ fn print_summary(
                 "refetched_bytes": extra,
                 "refetched_pieces": extra.checked_div(piece).unwrap_or(0) + u64::from(piece > 0 && !extra.is_multiple_of(piece.max(1))),
                 "num_pieces": s.last.num_pieces,
+                "pieces_failed": s.last.pieces_failed,
+                "banned_peers": s.last.peers.iter().filter(|p| p.banned).map(|p| p.peer.to_string()).collect::<Vec<_>>(),
                 "peer": peer.peer_id().to_string(),
                 "peers": peers,
             })
@@ -413,6 +451,10 @@ fn print_summary(
             s.last.peers.len(),
             if s.last.peers.len() == 1 { "" } else { "s" }
         );
+        let trouble = trouble(&s.last);
+        if let Some(t) = trouble.strip_prefix("; ") {
+            eprintln!("note: {t}");
+        }
         println!("{}", s.path.display());
     }
     Ok(())

@@ -576,6 +576,7 @@ impl Remote {
                         "downloaded": p.downloaded,
                         "uploaded": p.uploaded,
                         "path": p.path,
+                        "banned": p.banned,
                     })
                 })
                 .collect();
@@ -589,6 +590,8 @@ impl Remote {
                     "seconds": secs,
                     "state": t.state,
                     "daemon_pid": self.pid(),
+                    "pieces_failed": t.pieces_failed,
+                    "banned_peers": t.banned_peers(),
                     "peers": peers,
                 })
             );
@@ -605,6 +608,9 @@ impl Remote {
                     String::new()
                 },
             );
+            if let Some(t) = t.trouble().strip_prefix("; ") {
+                eprintln!("note: {t}");
+            }
             println!("{}", path.display());
         }
         Ok(())
@@ -637,11 +643,12 @@ fn finished(t: &Transfer) -> Result<Option<Transfer>> {
     }
     if t.state == "failed" {
         bail!(
-            "download of {} failed: {}",
+            "download of {} failed: {}{}",
             t.id,
             t.error
                 .as_deref()
-                .unwrap_or("the shoal daemon gave no reason; see its log")
+                .unwrap_or("the shoal daemon gave no reason; see its log"),
+            t.trouble()
         );
     }
     Ok(None)

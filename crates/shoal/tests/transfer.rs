@@ -65,6 +65,23 @@ fn file_from_one_seeder_to_one_leecher() {
     assert!(ok, "get failed: {stderr}");
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(v["bytes"], bytes.len() as u64);
+    assert_eq!(v["pieces_failed"], 0, "{v}");
+    assert_eq!(v["banned_peers"], serde_json::json!([]), "{v}");
+    assert_eq!(std::fs::read(out.join("copy.bin")).unwrap(), bytes);
+    // The same command again: the file is there, so nothing is fetched.
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--name", "copy.bin"],
+    );
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "get again failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        v["downloaded_bytes"], 0,
+        "the second get fetched again: {v}"
+    );
     assert_eq!(std::fs::read(out.join("copy.bin")).unwrap(), bytes);
     // Without --name the file gets the name the ticket gives: the shared file's.
     let out2 = t.path().join("out2");

@@ -10,6 +10,11 @@ impl Content {
         let Some(layout) = layout_of(&ob) else {
             return;
         };
+        match crate::transfer::already_complete(&d.dest, ob.root(), layout.content_len()) {
+            Ok(true) => return self.already_there(ob, layout),
+            Ok(false) => {}
+            Err(e) => return self.fail(e),
+        }
         let partial = match self.shared.store.open_download(ob.clone(), &d.dest, None) {
             Ok(p) => p,
             Err(e) => return self.fail(e.into()),
@@ -55,6 +60,32 @@ impl Content {
                 p.log,
             );
         }
+    }
+
+    /// The destination already holds this content (a download run again after
+    /// it completed): nothing is fetched; the task serves the file like a
+    /// finished download.
+    fn already_there(&mut self, ob: Outboard, layout: Layout) {
+        let Some(dest) = self.download.as_ref().map(|d| d.dest.clone()) else {
+            return;
+        };
+        tracing::info!(id = %self.id, path = %dest.display(), "already downloaded: the file there is this content");
+        if let Err(e) = self.shared.store.put_outboard(&ob) {
+            return self.fail(e.into());
+        }
+        self.layout = Some(layout);
+        self.set_outboard(ob);
+        let n = layout.num_pieces();
+        match Swarm::new(
+            self.swarm_config(layout),
+            n,
+            SwarmBitfield::full(n),
+            self.seed_rng(),
+        ) {
+            Ok(s) => self.swarm = Some(s),
+            Err(e) => return self.fail(NodeError::Internal(e.to_string())),
+        }
+        self.on_finished(Ok(dest));
     }
 
     pub(super) fn flush(&mut self) {
@@ -350,6 +381,8 @@ impl Content {
                     .stats
                     .pieces_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.pieces_failed += 1;
+                self.publish(true);
                 self.feed(Event::PieceFailed { piece, from: key });
             }
             Err(e) => self.fail(e.into()),

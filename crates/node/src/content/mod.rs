@@ -274,6 +274,8 @@ pub(crate) struct Content {
     /// Dial attempts per peer and when the last one started.
     dialed: HashMap<PeerId, (u32, Instant)>,
     banned: HashSet<PeerId>,
+    /// Received pieces that failed verification.
+    pieces_failed: u64,
     pending_piece: Option<(PeerKey, u32, Vec<u8>, PiecePermit)>,
     download: Option<DownloadCfg>,
     finishing: bool,
@@ -372,6 +374,7 @@ impl Content {
             pending_inbound: Vec::new(),
             dialed: HashMap::new(),
             banned: HashSet::new(),
+            pieces_failed: 0,
             pending_piece: None,
             download: None,
             finishing: false,
@@ -564,7 +567,12 @@ impl Content {
         };
         let complete = self.complete;
         let failed = self.failed.clone();
-        let total = self.layout.map(|l| l.content_len());
+        // A download's length is shown once its outboard verified against the
+        // content id: before, it is only what some peer's hello claimed.
+        let total = match (&self.download, &self.outboard) {
+            (Some(_), None) => None,
+            _ => self.layout.map(|l| l.content_len()),
+        };
         let peers: Vec<PeerProgress> = self
             .totals
             .iter()
@@ -577,11 +585,29 @@ impl Content {
                     uploaded: *up,
                     down_rate: conn.map_or(0.0, |p| p.down_rate),
                     up_rate: conn.map_or(0.0, |p| p.up_rate),
+                    banned: self.banned.contains(id),
                 }
             })
             .collect();
+        let mut peers = peers;
+        // A banned peer is listed even if nothing it sent counted.
+        for id in &self.banned {
+            if !self.totals.contains_key(id) {
+                peers.push(PeerProgress {
+                    peer: *id,
+                    connected: false,
+                    downloaded: 0,
+                    uploaded: 0,
+                    down_rate: 0.0,
+                    up_rate: 0.0,
+                    banned: true,
+                });
+            }
+        }
         let connected = self.peers.len();
+        let pieces_failed = self.pieces_failed;
         self.progress.send_modify(|pr| {
+            pr.pieces_failed = pieces_failed;
             pr.total_bytes = total;
             pr.done_bytes = done_bytes;
             pr.pieces_done = pieces_done;
