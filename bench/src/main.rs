@@ -11,7 +11,13 @@
 //! file from one seeder to one downloader on loopback over shoal's fast path and
 //! over libp2p QUIC, with `cp`, scp, rqbit and socat in the same rounds; wall
 //! time, CPU seconds and peak RSS of every process (see `transfer.rs`).
+//!
+//! `shoal-bench api-flood [--connections 5000] [--runs 1] [--shoal PATH] [--json]`:
+//! a `shoal daemon` on loopback whose local HTTP API gets that many connections
+//! each sending half a request; its RSS before, at the peak and 5 s after the
+//! flood closes, and the latency of `GET /` during and after (see `api_flood.rs`).
 
+mod api_flood;
 mod measure;
 mod procs;
 mod transfer;
@@ -89,6 +95,23 @@ enum Bench {
         #[arg(long)]
         drop_caches: bool,
     },
+    /// The daemon's local HTTP API under a flood of half-sent requests: RSS
+    /// before, at the peak and after, and the latency of `GET /`.
+    ApiFlood {
+        /// Connections to open, each sending a request line and one header
+        /// and then nothing.
+        #[arg(long, default_value_t = 5000)]
+        connections: usize,
+        /// Runs, each with a fresh daemon and data dir.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+        /// The shoal binary [default: `shoal` next to this executable].
+        #[arg(long)]
+        shoal: Option<PathBuf>,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: runs a command and writes its wall time, CPU seconds and peak
     /// RSS to a file (getrusage of its only child).
     #[command(hide = true)]
@@ -131,6 +154,17 @@ fn main() -> Result<()> {
             timeout: Duration::from_secs(timeout),
             json,
             drop_caches,
+        }),
+        Bench::ApiFlood {
+            connections,
+            runs,
+            shoal,
+            json,
+        } => api_flood::run(api_flood::Options {
+            connections,
+            shoal,
+            json,
+            runs,
         }),
         Bench::Measure { report, cmd } => {
             let code = measure::measure_main(&report, &cmd)?;

@@ -145,6 +145,17 @@ pub fn proc_hwm_kib(pid: u32) -> Option<u64> {
     parse_status_kib(&status, "VmHWM:")
 }
 
+/// Resident set size now (VmRSS) of a live process in KiB.
+pub fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, "VmRSS:")
+}
+
+/// File descriptors a live process holds open now.
+pub fn proc_fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -355,6 +366,7 @@ mod tests {
     fn status_peak_rss_is_read_in_kib() {
         let s = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t   5120 kB\nVmRSS:\t 100 kB\n";
         assert_eq!(parse_status_kib(s, "VmHWM:"), Some(5120));
+        assert_eq!(parse_status_kib(s, "VmRSS:"), Some(100));
         assert_eq!(parse_status_kib(s, "VmSwap:"), None);
     }
 
@@ -364,6 +376,8 @@ mod tests {
         assert!(proc_cpu_s(pid).is_some());
         assert!(proc_sys_s(pid).unwrap() <= proc_cpu_s(pid).unwrap() + 0.02);
         assert!(proc_hwm_kib(pid).unwrap_or(0) > 0);
+        assert!(proc_rss_kib(pid).unwrap_or(0) > 0);
+        assert!(proc_fd_count(pid).unwrap_or(0) >= 3);
     }
 
     #[test]
