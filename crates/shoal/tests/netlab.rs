@@ -72,6 +72,11 @@ impl Lab {
     /// Waits for its turn and builds a lab with unshaped links; `args` name the
     /// hosts and NATs. `None` when the netlab tests are skipped.
     fn up(prefix: &'static str, args: &[&str]) -> Option<Lab> {
+        Lab::up_shaped(prefix, args, "none", "none")
+    }
+
+    /// [`Lab::up`] with every host's upload and download limited (tc rates).
+    fn up_shaped(prefix: &'static str, args: &[&str], up: &str, down: &str) -> Option<Lab> {
         if !lab_available() {
             return None;
         }
@@ -79,7 +84,7 @@ impl Lab {
         let out = Command::new(netlab_path())
             .args(["up", "--prefix", prefix])
             .args(args)
-            .args(["--up-rate", "none", "--down-rate", "none"])
+            .args(["--up-rate", up, "--down-rate", down])
             .env("NETLAB_QUIET", "1")
             .output()
             .expect("netlab runs");
@@ -381,5 +386,494 @@ fn daemon_behind_a_nat_reports_private_reachability() {
             "reachability never became private within {WAIT:?}; last: {last}"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+// ---------------------------------------------------------------- hostile swarm
+
+/// The seeder's peak memory (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Starts hostile peers given the seeder's share line; returns them and the
+/// ticket the leechers use instead of the seeder's, if any.
+type Attack<'a> = dyn Fn(&str) -> (Vec<Proc>, Option<String>) + 'a;
+
+/// One swarm: a fresh seeder on host 0 sharing `file`, five leechers on hosts
+/// 1..=5 started at once with `ticket` (or the seeder's own), and the hostile
+/// peers `attack` starts once the seeder is up. Returns the slowest leecher's
+/// time, the seeder's peak RSS in KiB, and every leecher's summary.
+fn swarm_run(
+    lab: &Lab,
+    dir: &Path,
+    file: &Path,
+    attack: Option<&Attack<'_>>,
+) -> (Duration, u64, Vec<Value>) {
+    let mut cmd = lab.shoal(0, &dir.join("seeder"));
+    cmd.arg("share")
+        .arg(file)
+        .args(["--json", "--listen", "10.99.1.1:4001"]);
+    let seeder = Proc::spawn(cmd, WAIT);
+    let line = seeder.line();
+    let mut ticket = share_field(&line, "ticket");
+    let mut hostile = Vec::new();
+    if let Some(attack) = attack {
+        let (procs, with_corrupt) = attack(&line);
+        hostile = procs;
+        if let Some(t) = with_corrupt {
+            ticket = t;
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut leechers: Vec<Proc> = (1..=5u32)
+        .map(|i| {
+            let mut cmd = lab.shoal(i, &dir.join(format!("leecher-{i}")));
+            cmd.arg("get")
+                .arg(&ticket)
+                .arg("-o")
+                .arg(dir.join(format!("out-{i}")))
+                .args(["--json", "--stall-timeout", "60s", "--listen"])
+                .arg(format!("10.99.1.{}:4001", i + 1));
+            Proc::spawn(cmd, WAIT)
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    let mut summaries = Vec::new();
+    for (i, p) in leechers.iter_mut().enumerate() {
+        let ok = p.wait_exit().success();
+        slowest = slowest.max(started.elapsed());
+        assert!(ok, "leecher {} failed; stderr: {}", i + 1, p.drain_err());
+        let summary = p.out.try_iter().last().expect("get printed a summary");
+        let v: Value =
+            serde_json::from_str(&summary).unwrap_or_else(|e| panic!("summary {summary:?}: {e}"));
+        assert_same_file(&v, file);
+        summaries.push(v);
+    }
+    let peak = peak_rss_kib(seeder.id());
+    drop(hostile);
+    drop(seeder);
+    (slowest, peak, summaries)
+}
+
+/// Issue 12's soak: five legitimate leechers and one seeder on 20 Mbit/s up,
+/// 100 Mbit/s down links, first alone, then with hostile peers on other hosts
+/// at the same time: one that requests and never reads, one that reads at
+/// 64 KiB/s, 200 TLS connections that never send a hello (reopened), a peer
+/// serving corrupt data (named in the leechers' ticket), and a TCP slowloris
+/// on the seeder's libp2p port. Every leecher gets a correct file within 1.5×
+/// the time without attackers, the corrupt peer is banned, and the seeder's
+/// memory stays under 128 MiB.
+#[test]
+fn hostile_swarm_soak() {
+    let Some(lab) = Lab::up_shaped("hs", &["--hosts", "11"], "20mbit", "100mbit") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("f.bin");
+    random_file(&file, 16 << 20, 12);
+
+    let (calm, calm_rss, _) = swarm_run(&lab, &dir.path().join("calm"), &file, None);
+
+    let exe = std::env::current_exe().expect("the test binary");
+    let role = |host: u32, role: &str, share: &str| -> Proc {
+        let peer = share_field(share, "peer");
+        let addrs: Vec<String> = serde_json::from_str::<Value>(share)
+            .ok()
+            .and_then(|v| v["addrs"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        let fast = addrs
+            .iter()
+            .find(|a| a.ends_with("/tls") && a.contains("10.99.1.1"))
+            .expect("the seeder's fast-path address")
+            .clone();
+        let mut cmd = Command::new(netlab_path());
+        cmd.arg("exec")
+            .arg(lab.host(host))
+            .arg(&exe)
+            .args([
+                "--exact",
+                "hostile_peer",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("SHOAL_HOSTILE_ROLE", role)
+            .env("SHOAL_HOSTILE_PEER", &peer)
+            .env("SHOAL_HOSTILE_FAST", &fast)
+            .env("SHOAL_HOSTILE_TCP", "10.99.1.1:4001")
+            .env("SHOAL_HOSTILE_CONTENT", share_field(share, "id"))
+            .env("SHOAL_HOSTILE_FILE", &file)
+            .env("SHOAL_HOSTILE_LISTEN", format!("10.99.1.{}", host + 1))
+            .env("SHOAL_HOSTILE_SECS", "90");
+        Proc::spawn(cmd, WAIT)
+    };
+    let corrupt_peer = std::cell::RefCell::new(String::new());
+    let attack = |share: &str| -> (Vec<Proc>, Option<String>) {
+        let mut procs = vec![
+            role(6, "non-reader", share),
+            role(7, "slow-reader", share),
+            role(8, "silent-tls", share),
+            role(10, "slowloris", share),
+        ];
+        let corrupt = role(9, "corrupt", share);
+        // It prints its peer id and addresses once it listens.
+        // (libtest may print "test hostile_peer ... " on the same line.)
+        let ready: Value = loop {
+            let l = corrupt.line();
+            if let Some(Ok(v)) = l.find('{').map(|i| serde_json::from_str::<Value>(&l[i..])) {
+                break v;
+            }
+        };
+        *corrupt_peer.borrow_mut() = ready["peer"].as_str().unwrap_or("").to_owned();
+        let mut ticket: shoal_core::Ticket = share_field(share, "ticket").parse().expect("ticket");
+        ticket.providers.push(shoal_core::Provider {
+            peer: ready["peer"].as_str().unwrap().parse().expect("peer id"),
+            addrs: ready["addrs"]
+                .as_array()
+                .expect("addrs")
+                .iter()
+                .filter_map(|a| a.as_str()?.parse().ok())
+                .collect(),
+        });
+        // The readers have asked for pieces before the leechers start.
+        // (Each wait for a line is bounded; libtest's own lines come first.)
+        for p in &procs[..2] {
+            while !p.line().contains("\"requested\"") {}
+        }
+        procs.push(corrupt);
+        (procs, Some(ticket.to_string()))
+    };
+    let (hostile, hostile_rss, summaries) =
+        swarm_run(&lab, &dir.path().join("hostile"), &file, Some(&attack));
+    let corrupt = corrupt_peer.borrow().clone();
+    let banned_by = summaries
+        .iter()
+        .filter(|v| {
+            v["banned_peers"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|p| p.as_str() == Some(corrupt.as_str())))
+        })
+        .count();
+    let figures = serde_json::json!({
+        "calm_s": calm.as_secs_f64(),
+        "hostile_s": hostile.as_secs_f64(),
+        "ratio": hostile.as_secs_f64() / calm.as_secs_f64(),
+        "seeder_peak_rss_mib_calm": calm_rss as f64 / 1024.0,
+        "seeder_peak_rss_mib_hostile": hostile_rss as f64 / 1024.0,
+        "leechers_that_banned_the_corrupt_peer": banned_by,
+    });
+    eprintln!("hostile swarm soak: {figures}");
+    assert!(
+        banned_by > 0,
+        "no leecher banned the corrupt peer: {figures}"
+    );
+    assert!(
+        hostile.as_secs_f64() <= 1.5 * calm.as_secs_f64(),
+        "the attack slowed the swarm more than 1.5x: {figures}"
+    );
+    assert!(
+        hostile_rss > 0 && hostile_rss < 128 * 1024,
+        "the seeder's memory went over 128 MiB: {figures}"
+    );
+}
+
+/// A hostile peer for [`hostile_swarm_soak`], run by it inside a lab host
+/// (the test binary runs itself with `SHOAL_HOSTILE_ROLE` set); does nothing
+/// otherwise.
+#[test]
+#[ignore = "a role of hostile_swarm_soak, run by it inside a netlab host"]
+fn hostile_peer() {
+    let Ok(role) = std::env::var("SHOAL_HOSTILE_ROLE") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(hostile::run(&role));
+}
+
+mod hostile {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use shoal_core::proto::{decode_frame, encode, Hello, Message};
+    use shoal_core::ContentId;
+    use shoal_net::fast::FastTls;
+    use shoal_net::{Keypair, PeerId};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::time::{timeout, Instant};
+
+    struct Env {
+        seeder: PeerId,
+        fast: SocketAddr,
+        tcp: SocketAddr,
+        id: ContentId,
+        file: PathBuf,
+        listen: std::net::IpAddr,
+        until: Instant,
+    }
+
+    fn var(name: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+    }
+
+    pub async fn run(role: &str) {
+        let fast: shoal_net::Multiaddr = var("SHOAL_HOSTILE_FAST").parse().expect("fast addr");
+        let env = Env {
+            seeder: var("SHOAL_HOSTILE_PEER").parse().expect("peer id"),
+            fast: shoal_net::addrs::parse_fast_multiaddr(&fast)
+                .expect("a fast-path address")
+                .0,
+            tcp: var("SHOAL_HOSTILE_TCP").parse().expect("tcp addr"),
+            id: var("SHOAL_HOSTILE_CONTENT").parse().expect("content id"),
+            file: var("SHOAL_HOSTILE_FILE").into(),
+            listen: var("SHOAL_HOSTILE_LISTEN").parse().expect("listen ip"),
+            until: Instant::now()
+                + Duration::from_secs(var("SHOAL_HOSTILE_SECS").parse().expect("secs")),
+        };
+        match role {
+            "non-reader" => reader(&env, None).await,
+            "slow-reader" => reader(&env, Some(64 * 1024)).await,
+            "silent-tls" => silent_tls(&env).await,
+            "slowloris" => slowloris(&env).await,
+            "corrupt" => corrupt(&env).await,
+            other => panic!("unknown role {other}"),
+        }
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &Message<'_>) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        encode(m, &mut out).map_err(std::io::Error::other)?;
+        w.write_all(&out).await?;
+        w.flush().await
+    }
+
+    /// The next whole frame's bytes; `None` at the end or on a bad frame.
+    async fn frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            match decode_frame(buf) {
+                Ok(Some((_, n))) => return Some(buf.drain(..n).collect()),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = r.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Requests what the seeder offers, then reads nothing (`rate` None) or
+    /// `rate` bytes per second; reconnects when the seeder drops it.
+    async fn reader(env: &Env, rate: Option<u64>) {
+        let tls = FastTls::new(&Keypair::generate_ed25519()).expect("tls");
+        let mut told = false;
+        while Instant::now() < env.until {
+            let Ok(Ok(mut s)) =
+                timeout(Duration::from_secs(5), tls.connect(env.fast, env.seeder)).await
+            else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let _ = send(&mut s, &Message::Hello(Hello::new(env.id))).await;
+            let _ = send(&mut s, &Message::HaveNone).await;
+            let _ = send(&mut s, &Message::Interested).await;
+            let mut buf = Vec::new();
+            let mut offered = Vec::new();
+            let mut unchoked = false;
+            let mut all = false;
+            let shown = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < shown && !(unchoked && (all || !offered.is_empty())) {
+                let Ok(Some(f)) = timeout(Duration::from_secs(10), frame(&mut s, &mut buf)).await
+                else {
+                    break;
+                };
+                match decode_frame(&f) {
+                    Ok(Some((Message::Unchoke, _))) => unchoked = true,
+                    Ok(Some((Message::Have { piece }, _))) => offered.push(piece),
+                    Ok(Some((Message::HaveAll, _))) | Ok(Some((Message::Bitfield { .. }, _))) => {
+                        all = true
+                    }
+                    _ => {}
+                }
+            }
+            let pieces: Vec<u32> = if offered.is_empty() {
+                (0..64).collect()
+            } else {
+                offered
+            };
+            for &piece in &pieces {
+                let _ = send(&mut s, &Message::Request { piece }).await;
+            }
+            if !told {
+                println!("{{\"role\":\"reader\",\"requested\":{}}}", pieces.len());
+                told = true;
+            }
+            let session_end = Instant::now() + Duration::from_secs(15);
+            match rate {
+                None => tokio::time::sleep_until(session_end.min(env.until)).await,
+                Some(rate) => {
+                    let mut chunk = vec![0u8; 16 * 1024];
+                    let pause = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+                    while Instant::now() < env.until {
+                        match timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            _ => {}
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// TLS connections that never send a hello: 200 at a time, reopened
+    /// every 2.5 s.
+    async fn silent_tls(env: &Env) {
+        let tls = FastTls::new(&Keypair::generate_ed25519()).expect("tls");
+        let mut opened = 0u64;
+        while Instant::now() < env.until {
+            let round = Instant::now();
+            let mut held = Vec::new();
+            while held.len() < 200 && round.elapsed() < Duration::from_secs(2) {
+                if let Ok(Ok(s)) =
+                    timeout(Duration::from_secs(1), tls.connect(env.fast, env.seeder)).await
+                {
+                    held.push(s);
+                    opened += 1;
+                }
+            }
+            tokio::time::sleep_until(round + Duration::from_millis(2_500)).await;
+        }
+        println!("{{\"role\":\"silent-tls\",\"opened\":{opened}}}");
+    }
+
+    /// TCP connections to the libp2p port that never speak, 800 at a time,
+    /// reopened every 5 s.
+    async fn slowloris(env: &Env) {
+        let mut opened = 0u64;
+        while Instant::now() < env.until {
+            let round = Instant::now();
+            let mut held = Vec::new();
+            while held.len() < 800 && round.elapsed() < Duration::from_secs(3) {
+                if let Ok(Ok(s)) = timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(env.tcp),
+                )
+                .await
+                {
+                    held.push(s);
+                    opened += 1;
+                }
+            }
+            tokio::time::sleep_until(round + Duration::from_secs(5)).await;
+        }
+        println!("{{\"role\":\"slowloris\",\"opened\":{opened}}}");
+    }
+
+    /// A peer that claims the whole content, serves its true outboard and
+    /// pieces with one byte flipped.
+    async fn corrupt(env: &Env) {
+        let ob = shoal_store::hash_file(&env.file, &|_| {}).expect("hash the file");
+        let layout = ob.layout();
+        let cvs = std::sync::Arc::new(ob.encode());
+        let data = std::sync::Arc::new(std::fs::read(&env.file).expect("read the file"));
+        let cfg = shoal_net::NetConfig {
+            listen: shoal_net::config::socket_to_multiaddrs((env.listen, 4001).into()),
+            fast_listen: vec![(env.listen, 4002).into()],
+            mdns: false,
+            upnp: false,
+            dht_mode: shoal_net::DhtMode::Client,
+            ..Default::default()
+        };
+        let (net, events) = shoal_net::Net::start(Keypair::generate_ed25519(), cfg)
+            .await
+            .expect("net");
+        net.wait_listening(Duration::from_secs(10))
+            .await
+            .expect("listening");
+        let addrs: Vec<String> = net.ticket_addrs().iter().map(ToString::to_string).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "role": "corrupt", "peer": net.peer_id().to_string(), "addrs": addrs })
+        );
+        let shoal_net::NetEvents {
+            mut incoming,
+            mut events,
+        } = events;
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let (piece_size, len) = (layout.piece_size(), layout.len());
+        while let Ok(Some(inc)) = timeout(
+            env.until.saturating_duration_since(Instant::now()),
+            incoming.recv(),
+        )
+        .await
+        {
+            let (cvs, data, id) = (cvs.clone(), data.clone(), env.id);
+            tokio::spawn(async move {
+                let mut s = inc.stream;
+                let mut buf = Vec::new();
+                let _their_hello = frame(&mut s, &mut buf).await;
+                let _their_availability = frame(&mut s, &mut buf).await;
+                let hello = Hello {
+                    piece_size: Some(piece_size),
+                    content_len: Some(len),
+                    ..Hello::new(id)
+                };
+                if send(&mut s, &Message::Hello(hello)).await.is_err()
+                    || send(&mut s, &Message::HaveAll).await.is_err()
+                {
+                    return;
+                }
+                while let Some(f) = frame(&mut s, &mut buf).await {
+                    let ok = match decode_frame(&f) {
+                        Ok(Some((Message::Interested, _))) => {
+                            send(&mut s, &Message::Unchoke).await.is_ok()
+                        }
+                        Ok(Some((Message::Request { piece }, _))) => {
+                            let start = (piece as usize) * piece_size as usize;
+                            let end = (start + piece_size as usize).min(data.len());
+                            let mut bad = data.get(start..end).unwrap_or(&[]).to_vec();
+                            if let Some(b) = bad.first_mut() {
+                                *b ^= 0xff;
+                            }
+                            send(&mut s, &Message::Piece { piece, data: &bad })
+                                .await
+                                .is_ok()
+                        }
+                        Ok(Some((Message::OutboardRequest { first, count }, _))) => {
+                            let a = first as usize * 32;
+                            let b = (a + count as usize * 32).min(cvs.len());
+                            let part = cvs.get(a..b).unwrap_or(&[]);
+                            send(&mut s, &Message::OutboardResponse { first, cvs: part })
+                                .await
+                                .is_ok()
+                        }
+                        Ok(Some((Message::Close { .. }, _))) => false,
+                        _ => true,
+                    };
+                    if !ok {
+                        return;
+                    }
+                }
+            });
+        }
     }
 }
