@@ -202,6 +202,61 @@ fn killed_download_resumes_and_refetches_at_most_one_piece() {
     assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
 }
 
+/// Over libp2p QUIC only (no fast path): a download killed half way and run
+/// again at once resumes; the seeder's stale session for that peer id (QUIC
+/// sends nothing when a process dies) is replaced by the new one instead of
+/// answering `Busy`. Three kills in a row, as a user retrying would.
+#[test]
+fn restart_after_kill_over_quic_resumes_at_once() {
+    let quic = [
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "--fast-listen",
+        "off",
+    ];
+    let t = tempfile::tempdir().unwrap();
+    let bytes = data(16 << 20, 15);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, &bytes).unwrap();
+    let mut seed_args = quic.to_vec();
+    seed_args.extend(["--upload-limit", "4MiB"]);
+    let (_s, share) = seeder(&t.path().join("s"), &src, &seed_args);
+    let ticket = share["ticket"].as_str().unwrap().to_string();
+    let out = t.path().join("out");
+    let ldir = t.path().join("l");
+    let mut args = quic.to_vec();
+    args.extend(["--name", "f"]);
+    for round in 1..=3u64 {
+        let g = get(&ldir, &ticket, &out, &args);
+        g.wait_progress(round * (bytes.len() as u64) / 5);
+        drop(g); // SIGKILL
+    }
+    let started = std::time::Instant::now();
+    let g = get(&ldir, &ticket, &out, &args);
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "the get run right after a kill failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        v["resumed_bytes"].as_u64().unwrap() >= 3 * bytes.len() as u64 / 5 - (1 << 20),
+        "{v}"
+    );
+    let paths: Vec<&str> = v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["downloaded"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec!["direct"], "not over libp2p: {v}");
+    // 6.4 MiB left at 4 MiB/s: seconds, not a stale session's timeout.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
+}
+
 #[test]
 fn late_second_seeder_found_through_the_dht_finishes_the_download() {
     let t = tempfile::tempdir().unwrap();
