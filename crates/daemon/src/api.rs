@@ -208,7 +208,64 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(same_site))
         .with_state(state)
+}
+
+/// Whether `host` (a `Host` header value or an origin's host, with or without
+/// a port) names this machine the way a browser does when it really talks to
+/// the daemon: `localhost` or an IP address. Any other name is a page that
+/// made its own name resolve here (DNS rebinding).
+fn local_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Refuses requests a page of another site makes through the user's browser:
+/// a `Host` that is not this machine (DNS rebinding) and an `Origin` that is
+/// not the daemon's own (cross-site requests). Clients that are not browsers
+/// send no `Origin`.
+async fn same_site(headers: HeaderMap, req: Request, next: Next) -> Response {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(host) = host {
+        if !local_host(host) {
+            return ApiError::forbidden(format!(
+                "the Host {:?} is not this machine: the daemon answers only requests addressed to localhost or an IP address, so that a web page cannot reach it through a name of its own",
+                host.escape_debug().to_string()
+            ))
+            .into_response();
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin.to_str().ok().is_some_and(|o| {
+            let Some(rest) = o.strip_prefix("http://") else {
+                return false;
+            };
+            host.is_some_and(|h| rest.eq_ignore_ascii_case(h)) && local_host(rest)
+        });
+        if !same {
+            return ApiError::forbidden(format!(
+                "requests from the page {:?} are refused: only the daemon's own web UI may use the API from a browser",
+                String::from_utf8_lossy(origin.as_bytes()).escape_debug().to_string()
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn auth(State(st): St, headers: HeaderMap, req: Request, next: Next) -> Response {

@@ -50,6 +50,7 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     Unauthorized,
+    Forbidden,
     Internal,
 }
 
@@ -97,6 +98,17 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             field,
+            message.into(),
+        )
+    }
+
+    /// 403: the request comes from a page of another site (its `Host` or
+    /// `Origin` is not this daemon's).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            None,
             message.into(),
         )
     }

@@ -1463,3 +1463,88 @@ async fn every_error_is_answered_in_json() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_sites_cannot_use_the_api() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        let own = api.base.trim_start_matches("http://").to_owned();
+        // Every route of the OpenAPI document, ids filled in.
+        let (code, doc) = api.get("/api/v1/openapi.json").await;
+        assert_eq!(code, StatusCode::OK);
+        let id = "ab".repeat(32);
+        let peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        let mut routes: Vec<(Method, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for m in item.as_object().expect("methods").keys() {
+                let Ok(method) = m.to_uppercase().parse::<Method>() else {
+                    continue;
+                };
+                let p = path
+                    .replace("{id}", &id)
+                    .replace("{peer_id}", peer)
+                    .replace("{invite_id}", &"cd".repeat(16));
+                routes.push((method, p));
+            }
+        }
+        assert!(
+            routes.len() >= 20,
+            "only {} routes in the document",
+            routes.len()
+        );
+        routes.push((Method::GET, "/metrics".into()));
+        routes.push((Method::GET, "/".into()));
+        let send = |m: &Method, path: &str, host: Option<&str>, origin: Option<&str>| {
+            let mut r = api
+                .client
+                .request(m.clone(), format!("{}{path}", api.base))
+                .bearer_auth(&api.token)
+                .json(&json!({}));
+            if let Some(h) = host {
+                r = r.header("host", h);
+            }
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send()
+        };
+        for (m, path) in &routes {
+            for (host, origin) in [
+                (Some("evil.example"), None),
+                (Some("evil.example:8080"), None),
+                (Some("localhost.evil.example"), None),
+                (None, Some("http://evil.example")),
+                (None, Some("https://127.0.0.1")),
+                (None, Some("null")),
+            ] {
+                let resp = send(m, path, host, origin).await.unwrap();
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::FORBIDDEN,
+                    "{m} {path} host {host:?} origin {origin:?}"
+                );
+                let v: Value = resp.json().await.unwrap();
+                assert_eq!(v["error"]["code"], "forbidden", "{m} {path}");
+            }
+        }
+        // The daemon's own names and its own origin still work.
+        for (host, origin) in [
+            (Some(own.as_str()), None),
+            (Some(&*format!("localhost:{}", d.api_addr().port())), None),
+            (None, Some(format!("http://{own}").as_str())),
+        ] {
+            let resp = send(&Method::GET, "/api/v1/status", host, origin)
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "host {host:?} origin {origin:?}"
+            );
+        }
+        d.shutdown().await;
+    })
+    .await;
+}
