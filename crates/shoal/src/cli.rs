@@ -43,10 +43,13 @@ pub fn given() -> Given {
     GIVEN.get().cloned().unwrap_or_default()
 }
 
+/// `shoal --version`: the version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SHOAL_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal",
-    version,
+    version = VERSION,
     about = "Peer-to-peer file sharing: share files in place, fetch them verified with BLAKE3",
     propagate_version = true
 )]

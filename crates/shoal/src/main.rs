@@ -53,8 +53,10 @@ pub fn one_line(err: &anyhow::Error) -> String {
     out.replace(['\n', '\r'], " ")
 }
 
-/// Warnings from shoal's own crates go to stderr (for example a shared file
-/// that changed and can no longer be served); `SHOAL_LOG=debug` shows more,
+/// Warnings from shoal's own crates go to stderr, each line stamped with the
+/// UTC time to the microsecond (so that logs of several peers can be laid
+/// side by side), for example a shared file that changed and can no longer be
+/// served; `SHOAL_LOG=debug` shows more,
 /// `SHOAL_LOG=off` nothing. Other crates log only errors, unless `SHOAL_LOG`
 /// holds per-target directives (`shoal_net=debug,libp2p_dcutr=debug`).
 fn init_logging() {
@@ -69,7 +71,7 @@ fn init_logging() {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
-                        .without_time(),
+                        .with_timer(tracing_subscriber::fmt::time::SystemTime),
                 )
                 .with(filter)
                 .try_init();
@@ -95,7 +97,7 @@ fn init_logging() {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_target(false)
-                .without_time(),
+                .with_timer(tracing_subscriber::fmt::time::SystemTime),
         )
         .with(filter)
         .try_init();

@@ -455,3 +455,33 @@ fn no_daemon_flag_and_env_bypass_a_running_daemon() {
     assert!(v[0].get("visibility").is_some(), "store shape: {v}");
     assert!(v[0].get("ticket").is_none(), "not the API shape: {v}");
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let t = tempfile::tempdir().unwrap();
+    let mut cmd = shoal(t.path());
+    cmd.arg("--version");
+    let out = run(cmd);
+    assert!(out.status.success());
+    let line = text(&out.stdout);
+    let line = line.trim();
+    let want = format!("shoal {} (", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&want), "{line}");
+    // In a git checkout the commit is named; outside one it says so.
+    let inside = line[want.len()..].trim_end_matches(')');
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.git")
+        .exists();
+    if !checkout {
+        assert_eq!(inside, "unknown commit", "{line}");
+        return;
+    }
+    let hex = inside
+        .strip_prefix("commit ")
+        .map(|c| c.trim_end_matches("-dirty"))
+        .unwrap_or_else(|| panic!("no commit in {line:?}"));
+    assert!(
+        hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+}
