@@ -8,11 +8,14 @@
 //! `GET /api/v1/status HTTP/1.1\r\nHost: x\r\n` and stops; a connect that
 //! takes more than 300 ms counts as failed), and while the flood is held time
 //! one complete `GET /` on a fresh connection (up to 30 s). Then close the
-//! flood, wait 5 s, read the RSS ("after") and time `GET /` again. The peak RSS
-//! is the highest of 100 ms samples from the first flood connection to the
-//! "after" reading (so it includes what the daemon does with connections still
-//! queued when the flood closes), and VmHWM over the same span when the kernel
-//! lets us reset it. Traffic stays on loopback.
+//! flood, wait 5 s, read the RSS ("after") and time `GET /` again. With
+//! `--floods K` the flood (open, `GET /` during, hold, close, 5 s, RSS and
+//! `GET /` after) is repeated K times on the same daemon, one right after the
+//! other, to see whether the RSS after each keeps growing. A flood's peak RSS
+//! is the highest of 100 ms samples from its first connection to its "after"
+//! reading (so it includes what the daemon does with connections still queued
+//! when the flood closes), and VmHWM over the same span when the kernel lets
+//! us reset it. Traffic stays on loopback.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -57,6 +60,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Options {
     pub connections: usize,
+    /// Floods per run, on the same daemon (at least 1).
+    pub floods: u32,
     pub shoal: Option<PathBuf>,
     pub json: bool,
     pub runs: u32,
@@ -109,16 +114,53 @@ impl Probe {
     }
 }
 
-/// Figures of one run.
+/// Figures of one run: one daemon, idle, then its floods in order.
 #[derive(Clone, Debug)]
 struct RunResult {
+    /// After 2 s idle, before the first flood.
     rss_before_kib: u64,
-    /// Highest 100 ms sample from the flood's start to the "after" reading.
+    fds_before: usize,
+    /// At least one.
+    floods: Vec<FloodResult>,
+}
+
+impl RunResult {
+    /// The highest peak of its floods.
+    fn rss_peak_kib(&self) -> u64 {
+        self.floods
+            .iter()
+            .map(|f| f.rss_peak_kib)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The highest VmHWM of its floods, if every flood has one.
+    fn hwm_kib(&self) -> Option<u64> {
+        self.floods
+            .iter()
+            .map(|f| f.hwm_kib)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max())
+    }
+
+    fn fds_peak(&self) -> usize {
+        self.floods.iter().map(|f| f.fds_peak).max().unwrap_or(0)
+    }
+
+    fn last(&self) -> &FloodResult {
+        self.floods.last().expect("a run has at least one flood")
+    }
+}
+
+/// Figures of one flood.
+#[derive(Clone, Debug)]
+struct FloodResult {
+    /// Highest 100 ms sample from the flood's start to its "after" reading.
     rss_peak_kib: u64,
     /// VmHWM over the same span, when `clear_refs` could reset it.
     hwm_kib: Option<u64>,
+    /// 5 s after the flood closed.
     rss_after_kib: u64,
-    fds_before: usize,
     fds_peak: usize,
     fds_after: usize,
     opened: usize,
@@ -133,7 +175,7 @@ struct RunResult {
     after: Probe,
 }
 
-impl RunResult {
+impl FloodResult {
     fn failed_total(&self) -> usize {
         self.failed.values().sum()
     }
@@ -164,10 +206,11 @@ pub fn run(opts: Options) -> Result<()> {
     }
     let load_before = loadavg();
     let mut results = Vec::new();
+    let floods = opts.floods.max(1);
     for run in 1..=opts.runs.max(1) {
         eprintln!("run {run} (load average {})", loadavg());
-        let r =
-            run_one(&shoal, opts.connections, run).with_context(|| format!("run {run} failed"))?;
+        let r = run_one(&shoal, opts.connections, floods, run)
+            .with_context(|| format!("run {run} failed"))?;
         results.push(r);
     }
     let load_after = loadavg();
@@ -176,6 +219,7 @@ pub fn run(opts: Options) -> Result<()> {
             "bench": "api-flood",
             "shoal": shoal.display().to_string(),
             "connections": opts.connections,
+            "floods": floods,
             "connect_timeout_ms": CONNECT_TIMEOUT.as_millis() as u64,
             "nofile_limit": nofile,
             "load_before": load_before,
@@ -186,7 +230,13 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         print!(
             "{}",
-            table(&results, opts.connections, &load_before, &load_after)
+            table(
+                &results,
+                opts.connections,
+                floods,
+                &load_before,
+                &load_after
+            )
         );
     }
     Ok(())
@@ -212,7 +262,7 @@ impl Drop for TempDir {
     }
 }
 
-fn run_one(shoal: &Path, connections: usize, run: u32) -> Result<RunResult> {
+fn run_one(shoal: &Path, connections: usize, floods: u32, run: u32) -> Result<RunResult> {
     let tmp = TempDir(std::env::temp_dir().join(format!(
         "shoal-bench-api-flood-{}-{run}",
         std::process::id()
@@ -246,7 +296,7 @@ fn run_one(shoal: &Path, connections: usize, run: u32) -> Result<RunResult> {
         ]);
     // Declared after `tmp`, so it is stopped before the folder is deleted.
     let daemon = Daemon::spawn("shoal daemon", &cmd, &log)?;
-    let res = measure_daemon(&daemon, &log, connections);
+    let res = measure_daemon(&daemon, &log, connections, floods);
     let stopped = daemon.stop();
     match res {
         Ok(r) => {
@@ -257,7 +307,12 @@ fn run_one(shoal: &Path, connections: usize, run: u32) -> Result<RunResult> {
     }
 }
 
-fn measure_daemon(daemon: &Daemon, log: &Path, connections: usize) -> Result<RunResult> {
+fn measure_daemon(
+    daemon: &Daemon,
+    log: &Path,
+    connections: usize,
+    floods: u32,
+) -> Result<RunResult> {
     let pid = daemon.pid();
     let addr = wait_api_line(log, READY_TIMEOUT)?;
     if !addr.ip().is_loopback() {
@@ -268,12 +323,34 @@ fn measure_daemon(daemon: &Daemon, log: &Path, connections: usize) -> Result<Run
     std::thread::sleep(IDLE_BEFORE);
     let rss_before_kib = read_rss(pid)?;
     let fds_before = measure::proc_fd_count(pid).unwrap_or(0);
-    let hwm_reset = measure::reset_hwm(pid);
     eprintln!(
-        "  daemon pid {pid}, API on {addr}: RSS {:.1} MiB, {fds_before} fds; opening {connections} connections",
+        "  daemon pid {pid}, API on {addr}: RSS {:.1} MiB, {fds_before} fds",
         mib(rss_before_kib)
     );
+    let mut results = Vec::new();
+    for n in 1..=floods {
+        let f = flood_once(pid, addr, connections)
+            .with_context(|| format!("flood {n} of {floods} failed"))?;
+        results.push(f);
+    }
+    if floods > 1 {
+        eprintln!(
+            "  RSS after each flood: {}",
+            after_series(rss_before_kib, &results)
+        );
+    }
+    Ok(RunResult {
+        rss_before_kib,
+        fds_before,
+        floods: results,
+    })
+}
 
+/// One flood on a daemon that is up: open it, time `GET /` while it is held,
+/// close it, wait [`SETTLE_AFTER`], read the RSS and time `GET /` again.
+fn flood_once(pid: u32, addr: SocketAddr, connections: usize) -> Result<FloodResult> {
+    let hwm_reset = measure::reset_hwm(pid);
+    eprintln!("  opening {connections} connections");
     let sampler = Sampler::start(pid);
     let started = Instant::now();
     let (flood, failed) = open_flood(addr, connections);
@@ -309,12 +386,10 @@ fn measure_daemon(daemon: &Daemon, log: &Path, connections: usize) -> Result<Run
         mib(rss_after_kib),
         after.text()
     );
-    Ok(RunResult {
-        rss_before_kib,
+    Ok(FloodResult {
         rss_peak_kib: sampled_peak.max(rss_after_kib),
         hwm_kib,
         rss_after_kib,
-        fds_before,
         fds_peak: fds_peak.max(fds_after),
         fds_after,
         opened,
@@ -325,6 +400,24 @@ fn measure_daemon(daemon: &Daemon, log: &Path, connections: usize) -> Result<Run
         during,
         after,
     })
+}
+
+/// `19.4 MiB idle -> 25.9, 26.3 MiB after floods 1-2`: the idle RSS and the RSS
+/// after each flood, in order.
+fn after_series(rss_before_kib: u64, floods: &[FloodResult]) -> String {
+    let afters = floods
+        .iter()
+        .map(|f| format!("{:.1}", mib(f.rss_after_kib)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let which = match floods.len() {
+        1 => "flood 1".to_string(),
+        n => format!("floods 1-{n}"),
+    };
+    format!(
+        "{:.1} MiB idle -> {afters} MiB after {which}",
+        mib(rss_before_kib)
+    )
 }
 
 fn read_rss(pid: u32) -> Result<u64> {
@@ -574,37 +667,70 @@ fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
+/// One run as JSON. `rss_mib` and `daemon_fds` sum the run up (`before`: idle
+/// before the first flood; `peak`, `hwm`: the highest of its floods; `after`:
+/// after its last flood); `flood` and `get_root` are its last flood's (with one
+/// flood, all of it is the shape from before `--floods`); `floods` has every
+/// flood's figures in order.
 fn run_json(run: usize, r: &RunResult) -> Value {
+    let last = r.last();
     json!({
         "run": run,
         "rss_mib": {
             "before": round3(mib(r.rss_before_kib)),
-            "peak": round3(mib(r.rss_peak_kib)),
-            "hwm": r.hwm_kib.map(|k| round3(mib(k))),
-            "after": round3(mib(r.rss_after_kib)),
+            "peak": round3(mib(r.rss_peak_kib())),
+            "hwm": r.hwm_kib().map(|k| round3(mib(k))),
+            "after": round3(mib(last.rss_after_kib)),
         },
-        "daemon_fds": {"before": r.fds_before, "peak": r.fds_peak, "after": r.fds_after},
-        "flood": {
-            "opened": r.opened,
-            "failed": r.failed_total(),
-            "failures": r.failed,
-            "open_s": round3(r.open_time.as_secs_f64()),
-            "held_s": round3(r.held.as_secs_f64()),
-            "ended_by_daemon_while_held": r.ended_by_daemon,
-        },
-        "get_root": {"during": r.during.to_json(), "after": r.after.to_json()},
+        "daemon_fds": {"before": r.fds_before, "peak": r.fds_peak(), "after": last.fds_after},
+        "flood": flood_stats_json(last),
+        "get_root": {"during": last.during.to_json(), "after": last.after.to_json()},
+        "floods": r.floods.iter().enumerate().map(|(i, f)| flood_json(i + 1, f)).collect::<Vec<_>>(),
     })
 }
 
-fn table(results: &[RunResult], asked: usize, load_before: &str, load_after: &str) -> String {
+fn flood_stats_json(f: &FloodResult) -> Value {
+    json!({
+        "opened": f.opened,
+        "failed": f.failed_total(),
+        "failures": f.failed,
+        "open_s": round3(f.open_time.as_secs_f64()),
+        "held_s": round3(f.held.as_secs_f64()),
+        "ended_by_daemon_while_held": f.ended_by_daemon,
+    })
+}
+
+fn flood_json(n: usize, f: &FloodResult) -> Value {
+    json!({
+        "n": n,
+        "rss_mib": {
+            "peak": round3(mib(f.rss_peak_kib)),
+            "hwm": f.hwm_kib.map(|k| round3(mib(k))),
+            "after": round3(mib(f.rss_after_kib)),
+        },
+        "daemon_fds": {"peak": f.fds_peak, "after": f.fds_after},
+        "flood": flood_stats_json(f),
+        "get_root": {"during": f.during.to_json(), "after": f.after.to_json()},
+    })
+}
+
+fn table(
+    results: &[RunResult],
+    asked: usize,
+    floods: u32,
+    load_before: &str,
+    load_after: &str,
+) -> String {
     let mut out = format!(
-        "local API flood: {asked} connections, each a half request, connect timeout {} ms \
-         (load average {load_before} -> {load_after})\n\n",
-        CONNECT_TIMEOUT.as_millis()
+        "local API flood: {asked} connections, each a half request, connect timeout {} ms, \
+         {floods} flood{} per daemon (load average {load_before} -> {load_after})\n\n",
+        CONNECT_TIMEOUT.as_millis(),
+        if floods == 1 { "" } else { "s" }
     );
     out.push_str(&format!(
-        "{:>3}  {:>9}  {:>10}  {:>8}  {:>8}  {:>9}  {:>14}  {:>14}\n",
+        "{:>3}  {:>5}  {:>9}  {:>10}  {:>8}  {:>8}  {:>9}  {:>14}  {:>14}\n",
         "run",
+        "flood",
         "connected",
         "RSS before",
         "peak",
@@ -614,63 +740,93 @@ fn table(results: &[RunResult], asked: usize, load_before: &str, load_after: &st
         "GET / after"
     ));
     for (i, r) in results.iter().enumerate() {
-        out.push_str(&format!(
-            "{:>3}  {:>9}  {:>6.1} MiB  {:>4.1} MiB  {:>4.1} MiB  {:>9}  {:>14}  {:>14}\n",
-            i + 1,
-            r.opened,
-            mib(r.rss_before_kib),
-            mib(r.rss_peak_kib),
-            mib(r.rss_after_kib),
-            r.fds_peak,
-            r.during.text(),
-            r.after.text()
-        ));
+        for (k, f) in r.floods.iter().enumerate() {
+            // The idle RSS belongs to the run; later floods start from the
+            // previous one's "after".
+            let before = if k == 0 {
+                format!("{:>6.1} MiB", mib(r.rss_before_kib))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{:>3}  {:>5}  {:>9}  {:>10}  {:>4.1} MiB  {:>4.1} MiB  {:>9}  {:>14}  {:>14}\n",
+                i + 1,
+                k + 1,
+                f.opened,
+                before,
+                mib(f.rss_peak_kib),
+                mib(f.rss_after_kib),
+                f.fds_peak,
+                f.during.text(),
+                f.after.text()
+            ));
+        }
     }
     out.push('\n');
     for (i, r) in results.iter().enumerate() {
-        let failures = r
-            .failed
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        out.push_str(&format!(
-            "run {}: opened in {:.1} s, held {:.1} s; {} ended by the daemon while held; \
-             failed: {}; daemon fds {} -> {} -> {}{}\n",
-            i + 1,
-            r.open_time.as_secs_f64(),
-            r.held.as_secs_f64(),
-            r.ended_by_daemon,
-            if failures.is_empty() {
-                "none".into()
-            } else {
-                failures
-            },
-            r.fds_before,
-            r.fds_peak,
-            r.fds_after,
-            r.hwm_kib
-                .map_or(String::new(), |k| format!("; VmHWM {:.1} MiB", mib(k)))
-        ));
-        for (when, p) in [("during", &r.during), ("after", &r.after)] {
-            match p {
-                Probe::NoAnswer(why) => {
-                    out.push_str(&format!("run {}: GET / {when}: {why}\n", i + 1));
+        if r.floods.len() > 1 {
+            out.push_str(&format!(
+                "run {}: RSS {}\n",
+                i + 1,
+                after_series(r.rss_before_kib, &r.floods)
+            ));
+        }
+        let mut fds_from = r.fds_before;
+        for (k, f) in r.floods.iter().enumerate() {
+            let label = flood_label(i + 1, k + 1, r.floods.len());
+            let failures = f
+                .failed
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push_str(&format!(
+                "{label}: opened in {:.1} s, held {:.1} s; {} ended by the daemon while held; \
+                 failed: {}; daemon fds {} -> {} -> {}{}\n",
+                f.open_time.as_secs_f64(),
+                f.held.as_secs_f64(),
+                f.ended_by_daemon,
+                if failures.is_empty() {
+                    "none".into()
+                } else {
+                    failures
+                },
+                fds_from,
+                f.fds_peak,
+                f.fds_after,
+                f.hwm_kib
+                    .map_or(String::new(), |k| format!("; VmHWM {:.1} MiB", mib(k)))
+            ));
+            fds_from = f.fds_after;
+            for (when, p) in [("during", &f.during), ("after", &f.after)] {
+                match p {
+                    Probe::NoAnswer(why) => {
+                        out.push_str(&format!("{label}: GET / {when}: {why}\n"));
+                    }
+                    Probe::Answered {
+                        latency,
+                        connect,
+                        status,
+                    } => out.push_str(&format!(
+                        "{label}: GET / {when}: status {status} after {} (connected after {})\n",
+                        duration_text(*latency),
+                        duration_text(*connect)
+                    )),
                 }
-                Probe::Answered {
-                    latency,
-                    connect,
-                    status,
-                } => out.push_str(&format!(
-                    "run {}: GET / {when}: status {status} after {} (connected after {})\n",
-                    i + 1,
-                    duration_text(*latency),
-                    duration_text(*connect)
-                )),
             }
         }
     }
     out
+}
+
+/// `run 2` when a run has one flood (as before `--floods`), `run 2 flood 3`
+/// otherwise.
+fn flood_label(run: usize, flood: usize, floods: usize) -> String {
+    if floods == 1 {
+        format!("run {run}")
+    } else {
+        format!("run {run} flood {flood}")
+    }
 }
 
 #[cfg(test)]
@@ -717,6 +873,84 @@ mod tests {
         assert!(matches!(p, Probe::NoAnswer(_)), "{p:?}");
         assert_eq!(p.text(), "no answer");
         server.join().unwrap();
+    }
+
+    fn flood(peak_kib: u64, hwm_kib: Option<u64>, after_kib: u64) -> FloodResult {
+        FloodResult {
+            rss_peak_kib: peak_kib,
+            hwm_kib,
+            rss_after_kib: after_kib,
+            fds_peak: 532,
+            fds_after: 20,
+            opened: 641,
+            failed: BTreeMap::from([("timed out (os error 110)".to_string(), 4359)]),
+            open_time: Duration::from_millis(1500),
+            ended_by_daemon: 512,
+            held: Duration::from_secs(11),
+            during: Probe::Answered {
+                latency: Duration::from_millis(11_300),
+                connect: Duration::from_millis(11_299),
+                status: 200,
+            },
+            after: Probe::NoAnswer("timed out".into()),
+        }
+    }
+
+    #[test]
+    fn a_run_sums_up_its_floods() {
+        let r = RunResult {
+            rss_before_kib: 19 * 1024,
+            fds_before: 20,
+            floods: vec![
+                flood(28 * 1024, Some(29 * 1024), 26 * 1024),
+                flood(30 * 1024, Some(31 * 1024), 27 * 1024),
+                flood(29 * 1024, Some(30 * 1024), 27 * 1024 + 512),
+            ],
+        };
+        assert_eq!(r.rss_peak_kib(), 30 * 1024);
+        assert_eq!(r.hwm_kib(), Some(31 * 1024));
+        assert_eq!(r.last().rss_after_kib, 27 * 1024 + 512);
+        assert_eq!(
+            after_series(r.rss_before_kib, &r.floods),
+            "19.0 MiB idle -> 26.0, 27.0, 27.5 MiB after floods 1-3"
+        );
+        let v = run_json(1, &r);
+        assert_eq!(v["rss_mib"]["before"], 19.0);
+        assert_eq!(v["rss_mib"]["peak"], 30.0);
+        assert_eq!(v["rss_mib"]["after"], 27.5);
+        assert_eq!(v["floods"].as_array().unwrap().len(), 3);
+        assert_eq!(v["floods"][1]["n"], 2);
+        assert_eq!(v["floods"][1]["rss_mib"]["after"], 27.0);
+        assert_eq!(v["floods"][0]["flood"]["failed"], 4359);
+        assert_eq!(v["flood"]["opened"], 641);
+        assert_eq!(v["get_root"]["during"]["status"], 200);
+
+        // A flood without VmHWM leaves the run without one.
+        let mut r2 = r.clone();
+        r2.floods[1].hwm_kib = None;
+        assert_eq!(r2.hwm_kib(), None);
+
+        let t = table(&[r], 5000, 3, "0.1", "0.2");
+        assert!(t.contains("run 1 flood 3: GET / after: timed out"), "{t}");
+        assert!(
+            t.contains("run 1: RSS 19.0 MiB idle -> 26.0, 27.0, 27.5 MiB"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn one_flood_keeps_the_labels_of_a_single_flood_run() {
+        assert_eq!(flood_label(2, 1, 1), "run 2");
+        assert_eq!(flood_label(2, 3, 8), "run 2 flood 3");
+        let r = RunResult {
+            rss_before_kib: 19 * 1024,
+            fds_before: 20,
+            floods: vec![flood(28 * 1024, None, 26 * 1024)],
+        };
+        let t = table(&[r], 5000, 1, "0.1", "0.2");
+        assert!(t.contains("run 1: GET / during: status 200"), "{t}");
+        assert!(!t.contains("flood 1:"), "{t}");
+        assert!(!t.contains("idle ->"), "{t}");
     }
 
     #[test]

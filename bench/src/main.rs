@@ -12,10 +12,11 @@
 //! over libp2p QUIC, with `cp`, scp, rqbit and socat in the same rounds; wall
 //! time, CPU seconds and peak RSS of every process (see `transfer.rs`).
 //!
-//! `shoal-bench api-flood [--connections 5000] [--runs 1] [--shoal PATH] [--json]`:
+//! `shoal-bench api-flood [--connections 5000] [--floods 1] [--runs 1] [--shoal PATH] [--json]`:
 //! a `shoal daemon` on loopback whose local HTTP API gets that many connections
-//! each sending half a request; its RSS before, at the peak and 5 s after the
-//! flood closes, and the latency of `GET /` during and after (see `api_flood.rs`).
+//! each sending half a request, `--floods` times in a row; its RSS before, at
+//! the peak and 5 s after each flood closes, and the latency of `GET /` during
+//! and after (see `api_flood.rs`).
 
 mod api_flood;
 mod measure;
@@ -102,6 +103,11 @@ enum Bench {
         /// and then nothing.
         #[arg(long, default_value_t = 5000)]
         connections: usize,
+        /// Floods per run, one after the other on the same daemon (each
+        /// opened, held, closed and followed by 5 s of settling), to see
+        /// whether its memory keeps growing.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        floods: u32,
         /// Runs, each with a fresh daemon and data dir.
         #[arg(long, default_value_t = 1)]
         runs: u32,
@@ -157,11 +163,13 @@ fn main() -> Result<()> {
         }),
         Bench::ApiFlood {
             connections,
+            floods,
             runs,
             shoal,
             json,
         } => api_flood::run(api_flood::Options {
             connections,
+            floods,
             shoal,
             json,
             runs,
