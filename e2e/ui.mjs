@@ -11,7 +11,8 @@
 // invite shows it revoked; an invalid peer id for the allowlist gets the API's
 // error next to the Allow button, B's peer id is allowed and removed again.
 // Also: API errors are shown next to the form that caused them, settings are
-// saved and shown after a reload, the token is taken out of the address bar, a
+// saved and shown after a reload, the token is taken out of the address bar
+// and a new tab without it in its address is let in, a
 // missing or wrong token gets a clear message, a lost event stream shows a
 // banner and reconnects, and no tab overflows horizontally at 375 px (with an
 // access panel open).
@@ -140,7 +141,7 @@ try {
   step = 'open A';
   await pageA.goto(urlA);
   check(await pageA.evaluate(() => location.hash) === '', 'the token is still in the address bar after load');
-  check(await pageA.evaluate(() => !!sessionStorage.getItem('shoal.token')), 'the token was not kept in sessionStorage');
+  check(await pageA.evaluate(() => !!localStorage.getItem('shoal.token')), 'the token was not kept in localStorage');
   await until('A shows its peer id', 15_000, async () => (await textOf(pageA.getByTestId('status-peer-id'))).length > 10);
   await until('A says its event stream is live', 15_000, async () => (await textOf(pageA.getByTestId('connection-state'))) === 'live');
   log(`A peer id ${await textOf(pageA.getByTestId('status-peer-id'))}`);
@@ -199,6 +200,16 @@ try {
     return t.length > 10 ? t : null;
   });
   log(`B peer id ${peerB}`);
+
+  step = 'a new tab of A\'s browser needs no token in its address';
+  // The page keeps the token in localStorage, and the daemon keeps its token
+  // across restarts: new tabs, bookmarks and reloads work.
+  const pageA2 = await ctxA.newPage();
+  watch(pageA2, 'A2');
+  await pageA2.goto(base(urlA));
+  await until('the new tab\'s event stream is live', 15_000, async () => (await textOf(pageA2.getByTestId('connection-state'))) === 'live');
+  check(await pageA2.getByTestId('token-missing').isHidden(), 'the new tab asks for a token');
+  await pageA2.close();
 
   step = 'make the share private in A\'s access panel';
   const accessButton = shareItem.getByTestId('share-access-button');

@@ -283,7 +283,7 @@ async fn auth(State(st): St, headers: HeaderMap, req: Request, next: Next) -> Re
         .into_response(),
         Some(t) if bool::from(t.as_bytes().ct_eq(st.token.as_bytes())) => next.run(req).await,
         Some(_) => ApiError::unauthorized(
-            "the API token is wrong: the daemon writes a new one to api.token in the data directory at every start",
+            "the API token is wrong: the daemon's token is in api.token in its data directory (shoal ui opens the web UI with it)",
         )
         .into_response(),
     }

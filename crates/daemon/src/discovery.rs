@@ -1,6 +1,7 @@
 //! How clients find a running daemon: the lock `daemon.lock` (held for the
-//! daemon's life, holds its pid), the token file `api.token` (mode 0600, new at
-//! every start) and `daemon.json` (pid, API address, version; written once the
+//! daemon's life, holds its pid), the token file `api.token` (mode 0600, kept
+//! across restarts so that open web pages and bookmarks keep working; deleting
+//! it makes the next start write a new one) and `daemon.json` (pid, API address, version; written once the
 //! API listens, removed on a clean exit).
 
 use std::fs::{File, OpenOptions};
@@ -84,6 +85,30 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The API token: the one in `api.token` if that file is a regular file only
+/// its owner can read or write (mode 0600) holding 64 hex digits; otherwise
+/// (missing, damaged, or readable by others, so possibly seen by someone
+/// else) a new one, written in its place.
+pub fn load_or_create_token(data_dir: &Path) -> Result<String, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(TOKEN_FILE);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        let private = meta.is_file() && meta.permissions().mode() & 0o077 == 0;
+        if private && meta.len() <= 128 {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let t = text.trim();
+                if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Ok(t.to_ascii_lowercase());
+                }
+            }
+        }
+        if !private {
+            tracing::warn!(path = %path.display(), "the API token file could be read by others: writing a new token");
+        }
+    }
+    new_token(data_dir)
 }
 
 /// A new random 256-bit token, written hex-encoded to `api.token` (mode 0600).

@@ -3,7 +3,8 @@
 //! `docs/api.md`; the OpenAPI document is generated from [`api`].
 //!
 //! Files in the data directory: `daemon.lock` (exclusive flock for the
-//! daemon's life), `api.token` (0600, new at every start), `daemon.json` (pid
+//! daemon's life), `api.token` (0600, kept across restarts; delete it to have a new one
+//! written), `daemon.json` (pid
 //! and API address, removed on a clean exit), `daemon/transfers.json` and
 //! `daemon/settings.json`.
 
@@ -164,7 +165,7 @@ impl Daemon {
         limits::configure(&mut peer_cfg, &settings);
         let peer = Arc::new(Host::start(&data_dir, peer_cfg).await?);
         limits::apply(&peer, &settings).await;
-        let token = discovery::new_token(&data_dir)?;
+        let token = discovery::load_or_create_token(&data_dir)?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let (transfers, transfer_rx) =
             peer.load_transfers(data_dir.join("daemon").join("transfers.json"))?;

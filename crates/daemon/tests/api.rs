@@ -1548,3 +1548,48 @@ async fn pages_of_other_sites_cannot_use_the_api() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_token_survives_a_restart_unless_others_could_read_it() {
+    bounded(async {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let d = start(&dir).await;
+        let first = d.token().to_owned();
+        d.shutdown().await;
+        // Kept: open pages and bookmarks keep working.
+        let d = start(&dir).await;
+        assert_eq!(d.token(), first);
+        let (code, v) = Api::new(&d).get("/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        d.shutdown().await;
+        let file = dir.join("api.token");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // A token file others could read may have been seen: a new token.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let d = start(&dir).await;
+        let second = d.token().to_owned();
+        assert_ne!(second, first, "a world-readable token was kept");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        d.shutdown().await;
+        // A damaged one too; a deleted one is written anew.
+        std::fs::write(&file, "not a token").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let d = start(&dir).await;
+        let third = d.token().to_owned();
+        assert!(third != second && third.len() == 64, "{third}");
+        d.shutdown().await;
+        std::fs::remove_file(&file).unwrap();
+        let d = start(&dir).await;
+        assert!(d.token() != third && d.token().len() == 64);
+        d.shutdown().await;
+    })
+    .await;
+}

@@ -1,7 +1,8 @@
 // shoal web UI: vanilla JS, no build step, no network access beyond the daemon
 // that served this page. Talks to the daemon's HTTP API v1 with the bearer token
 // handed over in the address fragment (#token=...), which is never sent to the
-// server: it is moved to sessionStorage and removed from the address bar.
+// server: it is moved to localStorage (kept for new tabs, bookmarks and daemon
+// restarts: the daemon keeps its token) and removed from the address bar.
 'use strict';
 
 (() => {
@@ -27,20 +28,22 @@
     const params = new URLSearchParams(hash);
     const fromHash = params.get('token');
     if (fromHash) {
-      try { sessionStorage.setItem(TOKEN_KEY, fromHash); } catch (_) { /* storage off: keep in memory */ }
+      // Kept in this browser for this daemon's address: new tabs, bookmarks
+      // and reloads work, also across daemon restarts (its token persists).
+      try { localStorage.setItem(TOKEN_KEY, fromHash); } catch (_) { /* storage off: keep in memory */ }
       params.delete('token');
       const rest = params.toString();
       history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
       return fromHash;
     }
-    try { return sessionStorage.getItem(TOKEN_KEY); } catch (_) { return null; }
+    try { return localStorage.getItem(TOKEN_KEY); } catch (_) { return null; }
   }
 
   let token = takeToken();
 
   function tokenProblem(reason) {
     token = null;
-    try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* ignore */ }
+    try { localStorage.removeItem(TOKEN_KEY); } catch (_) { /* ignore */ }
     stopEverything();
     $('#app').hidden = true;
     tid('connection-banner').hidden = true;
@@ -144,7 +147,7 @@
       throw new NetworkError(`Cannot reach the shoal daemon at ${location.host}; check that it is running.`);
     }
     if (res.status === 401) {
-      tokenProblem('The daemon refused the access token: it changes every time the daemon starts.');
+      tokenProblem('The daemon refused the access token (a new one is written when api.token is deleted): open this page again with `shoal ui`.');
       throw new ApiError(401, 'unauthorized', null, 'The access token was refused.');
     }
     if (res.status === 204) return null;
@@ -1099,7 +1102,7 @@
     } catch (_) {
       return retryStream(`Lost the connection to the shoal daemon at ${location.host}`);
     }
-    if (res.status === 401) { tokenProblem('The daemon refused the access token: it changes every time the daemon starts.'); return; }
+    if (res.status === 401) { tokenProblem('The daemon refused the access token (a new one is written when api.token is deleted): open this page again with `shoal ui`.'); return; }
     if (!res.ok || !res.body) return retryStream(`The daemon's event stream answered ${res.status}`);
     connectionBack();
     backoff = BACKOFF_MIN_MS;

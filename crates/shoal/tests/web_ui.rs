@@ -146,3 +146,115 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
         screenshot.display()
     );
 }
+
+/// Restart the daemon under an open page: the page reconnects by itself with
+/// the token it kept (the daemon keeps its token), and a bookmark of the bare
+/// address opens too (`e2e/restart.mjs`).
+#[test]
+fn the_open_ui_reconnects_after_a_daemon_restart_without_a_new_token() {
+    use std::io::Write;
+    use std::process::Stdio;
+    if std::env::var("SHOAL_SKIP_BROWSER_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: SHOAL_SKIP_BROWSER_TESTS=1");
+        return;
+    }
+    let e2e = repo_root().join("e2e");
+    if let Some(why) = missing_browser_tools(&e2e) {
+        panic!("{why}");
+    }
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path();
+    let artifacts = std::env::var_os("SHOAL_E2E_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-web-ui"));
+    let file = root.join("kept-across-restarts.bin");
+    std::fs::write(&file, pseudo_random(100_000, 7)).expect("write the sample file");
+    // A fixed port, so that the restarted daemon is the page's origin again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let api = format!("127.0.0.1:{port}");
+    let data = root.join("d");
+    let daemon = Daemon::start_on(&data, &api, &[]);
+    let share = support::shoal(&data)
+        .args(["share"])
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .expect("shoal share runs");
+    assert!(
+        share.status.success(),
+        "shoal share through the daemon failed: {}",
+        String::from_utf8_lossy(&share.stderr)
+    );
+    let token = daemon.token.clone();
+
+    let mut node = Command::new("node")
+        .arg(e2e.join("restart.mjs"))
+        .current_dir(&e2e)
+        .env("SHOAL_UI", daemon.ui_url())
+        .env("SHOAL_E2E_SHARE", "kept-across-restarts.bin")
+        .env("SHOAL_E2E_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", CHROMIUM)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let out = support::lines(node.stdout.take().expect("stdout"));
+    let err = support::lines(node.stderr.take().expect("stderr"));
+    let mut stdin = node.stdin.take().expect("stdin");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let fail = |seen: &[String], why: &str| -> ! {
+        let errs: Vec<String> = err.try_iter().collect();
+        panic!(
+            "{why}; e2e/restart.mjs said:\n{}\n{}",
+            seen.join("\n"),
+            errs.join("\n")
+        )
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match out.recv_timeout(left) {
+            Ok(l) if l == "READY" => break,
+            Ok(l) => seen.push(l),
+            Err(_) => {
+                let _ = node.kill();
+                fail(&seen, "the page never became ready");
+            }
+        }
+    }
+    // Stop it hard and start it again on the same data dir and address.
+    drop(daemon);
+    let daemon = Daemon::start_on(&data, &api, &[]);
+    assert_eq!(
+        daemon.token, token,
+        "the daemon wrote a new token at its restart"
+    );
+    writeln!(stdin, "RESTARTED").expect("tell the script");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = node.try_wait().expect("wait for node") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            let _ = node.wait();
+            fail(&seen, "e2e/restart.mjs did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    seen.extend(out.try_iter());
+    if !status.success() {
+        fail(
+            &seen,
+            &format!(
+                "e2e/restart.mjs failed ({status}); daemon:\n{}",
+                daemon.output()
+            ),
+        );
+    }
+    assert!(seen.iter().any(|l| l == "PASS"), "{seen:?}");
+}

@@ -197,6 +197,11 @@ impl Daemon {
     /// waits, bounded by [`DAEMON_START`], until it has written `daemon.json`
     /// naming its own PID and `api.token`.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(data_dir, "127.0.0.1:0", env)
+    }
+
+    /// [`Daemon::start`] with the API on `api` (`127.0.0.1:PORT`).
+    pub fn start_on(data_dir: &Path, api: &str, env: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let parent = data_dir.parent().expect("the data dir has a parent");
         std::fs::create_dir_all(parent.join("config")).expect("create config dir");
@@ -204,7 +209,7 @@ impl Daemon {
         let out = File::create(&log).expect("create daemon log");
         let err = out.try_clone().expect("clone log handle");
         let mut cmd = shoal(data_dir);
-        cmd.args(["daemon", "--api", "127.0.0.1:0"])
+        cmd.args(["daemon", "--api", api])
             .current_dir(parent)
             .stdout(out)
             .stderr(err);
@@ -234,18 +239,13 @@ impl Daemon {
                 );
             }
             // daemon.json is written once the API listens; parse errors mean it
-            // is being written right now.
+            // is being written right now, and another pid that it is the one a
+            // killed daemon left (this one writes its own once it listens).
             if let Some(api) = std::fs::read_to_string(&info_path)
                 .ok()
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|v| {
-                    assert_eq!(
-                        v["pid"].as_u64(),
-                        Some(u64::from(self.child.id())),
-                        "daemon.json names another process: {v}"
-                    );
-                    v["api"].as_str().map(str::to_owned)
-                })
+                .filter(|v| v["pid"].as_u64() == Some(u64::from(self.child.id())))
+                .and_then(|v| v["api"].as_str().map(str::to_owned))
             {
                 let token = std::fs::read_to_string(self.data_dir.join("api.token"))
                     .expect("api.token exists once daemon.json does");
