@@ -86,6 +86,15 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
         api_idle: shoal_daemon::listener::API_IDLE,
         api_header: shoal_daemon::listener::API_HEADER,
     };
+    // The command that reaches this daemon: with its data dir, unless that is
+    // the default one (a client finds the daemon through its data dir).
+    let ui = match &global.data_dir {
+        Some(d) => format!(
+            "shoal --data-dir {} ui --open",
+            shell_word(&d.to_string_lossy())
+        ),
+        None => "shoal ui --open".to_owned(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,8 +109,9 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
                 addr.ip()
             );
         }
+        eprintln!("data dir {}", data_dir.display());
         eprintln!(
-            "web UI: run `shoal ui --open` (it opens http://{addr}/ with the token from {})",
+            "web UI: run `{ui}` (it opens http://{addr}/ with the token from {})",
             data_dir.join(shoal_daemon::discovery::TOKEN_FILE).display()
         );
         eprintln!(
@@ -113,4 +123,33 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
         daemon.shutdown().await;
         Ok(())
     })
+}
+
+/// `s` as one word for a POSIX shell: as it is when it holds only characters
+/// no shell treats specially, else in single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_survive_a_shell() {
+        assert_eq!(
+            shell_word("/home/a/.local/share/shoal"),
+            "/home/a/.local/share/shoal"
+        );
+        assert_eq!(shell_word("/tmp/my data"), "'/tmp/my data'");
+        assert_eq!(shell_word("/tmp/it's"), "'/tmp/it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

@@ -485,3 +485,36 @@ fn version_names_the_commit_it_was_built_from() {
         "{line}"
     );
 }
+
+#[test]
+fn the_daemons_hint_names_its_data_dir_and_that_command_opens_the_ui() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("my data");
+    let d = Daemon::start(&dir, &[]);
+    // The hint follows daemon.json by a moment: wait for it (bounded).
+    let deadline = Instant::now() + WAIT;
+    let hint = loop {
+        if let Some(l) = d.output().lines().find(|l| l.starts_with("web UI: run")) {
+            break l.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no web UI hint in:\n{}",
+            d.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let want = format!("shoal --data-dir '{}' ui --open", dir.display());
+    assert!(hint.contains(&want), "{hint}");
+    assert!(d.output().contains(&format!("data dir {}", dir.display())));
+    // What the hint says (without --open) prints the address with the token,
+    // with no SHOAL_DATA_DIR set.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.env_remove("SHOAL_DATA_DIR")
+        .args(["--data-dir"])
+        .arg(&dir)
+        .arg("ui");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), d.ui_url());
+}
