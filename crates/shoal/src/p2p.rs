@@ -285,10 +285,30 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
     })
 }
 
+/// The bar of a download: its rate and ETA (in the prefix) come from the
+/// node's accounting of verified bytes, the same numbers the daemon's API, the
+/// web UI and `/metrics` show, not from the bar's own estimate (which would
+/// count resumed bytes as if they had just arrived).
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {prefix}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+}
+
+/// The download rate (verified bytes per second over the node's last rate
+/// window, summed over peers) and the seconds left at that rate.
+fn rate_and_eta(p: &Progress) -> (f64, Option<f64>) {
+    let rate: f64 = p
+        .peers
+        .iter()
+        .filter(|pp| pp.connected)
+        .map(|pp| pp.down_rate)
+        .sum();
+    let eta = p
+        .total_bytes
+        .filter(|_| rate > 0.0 && !p.complete)
+        .map(|t| t.saturating_sub(p.done_bytes) as f64 / rate);
+    (rate, eta)
 }
 
 /// Shows progress until the download ends; returns its summary and the handle
@@ -350,6 +370,8 @@ async fn watch_download(
                         bar.set_length(t);
                     }
                     bar.set_position(p.done_bytes);
+                    let (rate, eta) = rate_and_eta(&p);
+                    bar.set_prefix(format!("{}/s eta {}", human_size(rate as u64), crate::remote::eta(eta)));
                     bar.set_message(format!("{} peers, {}", p.connected_peers, path_label(conn, &p)));
                     if json && last_line.elapsed() >= Duration::from_millis(200) {
                         last_line = Instant::now();
@@ -361,6 +383,8 @@ async fn watch_download(
                             "num_pieces": p.num_pieces,
                             "peers": p.connected_peers,
                             "pieces_failed": p.pieces_failed,
+                            "down_rate": rate.round() as u64,
+                            "eta_s": eta.map(|e| e.round() as u64),
                         }));
                     }
                 }

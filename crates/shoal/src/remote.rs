@@ -796,7 +796,7 @@ fn rate(bytes_per_s: f64) -> String {
     format!("{}/s", human_size(bytes_per_s as u64))
 }
 
-fn eta(secs: Option<f64>) -> String {
+pub(crate) fn eta(secs: Option<f64>) -> String {
     match secs {
         Some(s) if s.is_finite() && s >= 0.0 => duration(s.round() as u64),
         _ => "-".to_owned(),

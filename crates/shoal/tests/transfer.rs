@@ -441,3 +441,79 @@ fn changed_source_file_is_not_served_and_get_fails_with_a_clear_error() {
         assert!(!out.join("f.bin").exists());
     }
 }
+
+/// The `down_rate` values of a `get --json`'s progress lines, after `skip`
+/// bytes were done.
+fn rates_after(lines: &[String], skip: u64) -> Vec<f64> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "progress" && v["done"].as_u64().unwrap_or(0) >= skip)
+        .filter_map(|v| v["down_rate"].as_f64())
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The rate shown for a download limited to 4 MiB/s is within 10 % of the
+/// limit, also after a resume (the resumed bytes do not count as received).
+#[test]
+fn the_rate_shown_for_a_limited_download_is_the_limit_also_after_a_resume() {
+    const LIMIT: f64 = 4.0 * 1024.0 * 1024.0;
+    let t = tempfile::tempdir().unwrap();
+    let bytes = data(24 << 20, 16);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, &bytes).unwrap();
+    let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let ticket = share["ticket"].as_str().unwrap().to_string();
+    let out = t.path().join("out");
+    let ldir = t.path().join("l");
+    let args = ["--name", "f", "--download-limit", "4MiB"];
+    // First run: to 10 MiB, then killed.
+    let g = get(&ldir, &ticket, &out, &args);
+    let mut first = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let l = g
+            .err
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("progress lines in time");
+        let done = serde_json::from_str::<Value>(&l)
+            .ok()
+            .and_then(|v| v["done"].as_u64())
+            .unwrap_or(0);
+        first.push(l);
+        if done >= 10 << 20 {
+            break;
+        }
+    }
+    drop(g);
+    // Steady state: past the first 2 MiB (start-up).
+    let before = rates_after(&first, 2 << 20);
+    assert!(before.len() >= 3, "too few progress lines: {first:?}");
+    let m = median(before.clone());
+    assert!(
+        (m - LIMIT).abs() <= 0.1 * LIMIT,
+        "rate {m:.0} B/s for a 4 MiB/s limit: {before:?}"
+    );
+    // Resumed: the bytes already there are not a burst of speed.
+    let g = get(&ldir, &ticket, &out, &args);
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "resumed get failed: {stderr}");
+    let lines: Vec<String> = stderr.lines().map(str::to_owned).collect();
+    let after = rates_after(&lines, 0);
+    assert!(after.len() >= 3, "too few progress lines: {stderr}");
+    assert!(
+        after.iter().all(|r| *r <= 1.5 * LIMIT),
+        "a rate far over the limit after the resume: {after:?}"
+    );
+    let m = median(after.clone());
+    assert!(
+        (m - LIMIT).abs() <= 0.1 * LIMIT,
+        "rate {m:.0} B/s after the resume: {after:?}"
+    );
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
+}
