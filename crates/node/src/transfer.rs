@@ -737,6 +737,35 @@ pub(crate) fn already_complete(path: &Path, id: ContentId, size: u64) -> Result<
     }
 }
 
+/// A collection's progress from one file's: bytes of the files done before
+/// (`done`, `failed_before`, each peer's `before`) plus this file's.
+fn merge_file_progress(
+    ptx: &watch::Sender<Progress>,
+    cur: &Progress,
+    done: u64,
+    failed_before: u64,
+    before: &HashMap<PeerId, (u64, u64)>,
+) {
+    ptx.send_modify(|p| {
+        p.done_bytes = done + cur.done_bytes;
+        p.connected_peers = cur.connected_peers;
+        p.pieces_failed = failed_before + cur.pieces_failed;
+        for fp in &cur.peers {
+            let (down, up) = before.get(&fp.peer).copied().unwrap_or((0, 0));
+            let merged = PeerProgress {
+                downloaded: down + fp.downloaded,
+                uploaded: up + fp.uploaded,
+                banned: fp.banned || p.peers.iter().any(|e| e.peer == fp.peer && e.banned),
+                ..fp.clone()
+            };
+            match p.peers.iter_mut().find(|e| e.peer == fp.peer) {
+                Some(e) => *e = merged,
+                None => p.peers.push(merged),
+            }
+        }
+    });
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn download_collection(
     shared: &Arc<Shared>,
@@ -794,8 +823,10 @@ async fn download_collection(
     }
     let total = manifest.total_size();
     let mut done = 0u64;
-    // Pieces that failed verification in the files before this one.
+    // Pieces that failed verification in the files before this one, and each
+    // peer's bytes (down, up) in them.
     let mut failed_before = 0u64;
+    let mut before: HashMap<PeerId, (u64, u64)> = HashMap::new();
     ptx.send_modify(|p| p.total_bytes = Some(total));
     if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -839,27 +870,19 @@ async fn download_collection(
                         (&mut fut).await?;
                         break;
                     }
-                    {
-                        let cur = frx.borrow().clone();
-                        ptx.send_modify(|p| {
-                            p.done_bytes = done + cur.done_bytes;
-                            p.connected_peers = cur.connected_peers;
-                            p.pieces_failed = failed_before + cur.pieces_failed;
-                            for fp in &cur.peers {
-                                match p.peers.iter_mut().find(|e| e.peer == fp.peer) {
-                                    Some(e) => {
-                                        e.connected = fp.connected;
-                                        e.down_rate = fp.down_rate;
-                                        e.up_rate = fp.up_rate;
-                                        e.banned |= fp.banned;
-                                    }
-                                    None => p.peers.push(PeerProgress { downloaded: 0, uploaded: 0, ..fp.clone() }),
-                                }
-                            }
-                        });
-                    }
+                    let cur = frx.borrow().clone();
+                    merge_file_progress(ptx, &cur, done, failed_before, &before);
                 }
             }
+        }
+        // The file's last figures (its final update may not have been seen),
+        // then its per-peer bytes count for the files after it.
+        let last = frx.borrow().clone();
+        merge_file_progress(ptx, &last, done, failed_before, &before);
+        for fp in &last.peers {
+            let e = before.entry(fp.peer).or_insert((0, 0));
+            e.0 += fp.downloaded;
+            e.1 += fp.uploaded;
         }
         done += entry.size;
         ptx.send_modify(|p| p.done_bytes = done);

@@ -120,12 +120,21 @@ fn folder_from_one_seeder_to_one_leecher() {
         &out,
         &["--name", "album"],
     );
-    let (ok, _, stderr) = g.finish();
+    let (ok, stdout, stderr) = g.finish();
     assert!(ok, "get failed: {stderr}");
     for (p, b) in &files {
         assert_eq!(&std::fs::read(out.join("album").join(p)).unwrap(), b, "{p}");
     }
     assert_eq!(files_under(&out).len(), files.len());
+    // The summary counts every file's bytes, per peer: all from the seeder.
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(v["bytes"], total, "{v}");
+    assert_eq!(v["downloaded_bytes"], total, "{v}");
+    let peers = v["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), 1, "{v}");
+    assert_eq!(peers[0]["peer"], share["peer"], "{v}");
+    assert_eq!(peers[0]["downloaded"], total, "{v}");
 }
 
 #[test]
