@@ -26,7 +26,7 @@ mod transfer;
 pub mod transfers;
 
 pub use error::NodeError;
-pub use limit::{Counters, Limits};
+pub use limit::{burst_bytes, Counters, Limits};
 pub use session::{BoxStream, Stream};
 pub use transfer::{
     AddressBook, Connector, DownloadHandle, NodeConfig, PeerProgress, Progress, TransferService,

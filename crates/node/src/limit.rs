@@ -84,6 +84,15 @@ impl Default for RateLimiter {
     }
 }
 
+/// The most bytes a rate limit of `rate` bytes per second lets through at
+/// once after an idle time: 250 ms of traffic saved up, and at least one
+/// chunk. Enough for a stream that was not scheduled for a while (a busy
+/// machine) to catch up, small enough not to show as a burst above the rate.
+/// A lower bound on transfer time under the limit must allow for it.
+pub fn burst_bytes(rate: u64) -> u64 {
+    (rate / 4).max(MIN_CHUNK as u64)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -120,10 +129,7 @@ impl RateLimiter {
             return Ok(want);
         }
         let rate = rate as f64;
-        // Up to 250 ms of traffic saved up, and at least one chunk: enough for
-        // a stream that was not scheduled for a while (a busy machine) to catch
-        // up, small enough not to show as a burst above the rate.
-        let burst = (rate / 4.0).max(MIN_CHUNK as f64);
+        let burst = burst_bytes(rate as u64) as f64;
         let need = want.min(MIN_CHUNK) as f64;
         let mut st = lock(&self.state);
         let now = Instant::now();

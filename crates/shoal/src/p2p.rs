@@ -674,12 +674,21 @@ async fn demo_async(args: DemoArgs) -> Result<()> {
     let nf = n as f64 * f as f64;
     let (bound, bound_text) = match limit {
         Some(u) => {
+            // Every node's upload limiter may pass one burst B at once after
+            // an idle time (all of them are idle when the downloads start):
+            // the seeder sends F in no less than (F - B)/u, and the N + 1
+            // uploaders together N*F in no less than (N*F - (N+1)*B)/((N+1)*u).
+            let burst = shoal_node::burst_bytes(u) as f64;
             let u = u as f64;
-            let b = (f as f64 / u).max(nf / (u + n as f64 * u));
+            let uploaders = n as f64 + 1.0;
+            let b = ((f as f64 - burst) / u)
+                .max((nf - uploaders * burst) / (uploaders * u))
+                .max(0.0);
             (
                 Some(b),
                 format!(
-                    "lower bound max(F/u_s, N*F/(u_s+sum u)) = {b:.2} s; one server alone would need N*F/u_s = {:.2} s",
+                    "lower bound max((F-B)/u_s, (N*F-(N+1)*B)/(u_s+sum u)) = {b:.2} s, B = {} of saved-up burst per node; one server alone would need N*F/u_s = {:.2} s",
+                    human_size(burst as u64),
                     nf / u
                 ),
             )

@@ -164,6 +164,30 @@ fn six_leechers_complete_and_upload_to_each_other() {
     );
 }
 
+/// `shoal demo`'s lower bound allows for what its rate limiters let through
+/// at once (a saved-up burst per node), so no run reads faster than it.
+#[test]
+fn demo_never_beats_its_lower_bound() {
+    for run in 0..5 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args([
+            "demo",
+            "--peers",
+            "4",
+            "--size",
+            "32MiB",
+            "--demo-upload-limit",
+            "16MiB",
+            "--json",
+        ]);
+        let (ok, stdout, stderr) = Proc::spawn(cmd, WAIT).finish();
+        assert!(ok, "demo failed: {stderr}");
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let ratio = v["seconds"].as_f64().unwrap() / v["bound_seconds"].as_f64().unwrap();
+        assert!(ratio >= 1.0, "run {run}: time / bound = {ratio:.3}: {v}");
+    }
+}
+
 #[test]
 fn get_by_id_through_the_dht_with_a_local_bootstrap() {
     let t = tempfile::tempdir().unwrap();
