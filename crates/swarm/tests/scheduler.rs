@@ -1103,7 +1103,8 @@ fn initial_seeding_offers_a_peer_sits_on_go_to_the_others() {
     let mut t = 0;
     let mut pending: Vec<u32> = shown.iter().filter(|s| s.0 == 2).map(|s| s.1).collect();
     let mut got = Vec::new();
-    while t < 3_000 {
+    // Past the 10 s patience for offers nobody asks for.
+    while t < 12_000 {
         t += 100;
         h.at_ms(t);
         let mut acts = h.tick();
