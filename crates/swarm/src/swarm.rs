@@ -78,6 +78,21 @@ struct OutReq {
 /// asks us for nothing before they go back to the pool.
 const HOARD_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a peer may take to announce a piece we sent it during initial
+/// seeding (it announces it once verified: well under a second when it is
+/// honest, the piece's transfer time included).
+const HAVE_PATIENCE: Duration = Duration::from_secs(3);
+/// Unannounced pieces remembered per peer.
+const MAX_UNANNOUNCED: usize = 64;
+
+/// Whether `p` got a piece from us during initial seeding more than
+/// `HAVE_PATIENCE` ago and has not announced it.
+fn keeps_pieces(p: &Peer, now: Time) -> bool {
+    p.unannounced
+        .first()
+        .is_some_and(|(_, at)| now.saturating_sub(*at) > HAVE_PATIENCE)
+}
+
 /// One upload in flight to a peer.
 #[derive(Debug, Clone, Copy)]
 struct Upload {
@@ -151,6 +166,11 @@ struct Peer {
     /// time outside the shared slots, at its own pace, until a piece reaches
     /// it within `upload_stall` again.
     slow: bool,
+    /// Pieces we sent it during initial seeding that it has not announced
+    /// (`Have`) yet, with when they were sent (at most `MAX_UNANNOUNCED`).
+    /// A peer that does not announce what it got does not pass it on: it is
+    /// shown no more pieces, and its offers go back to the pool.
+    unannounced: Vec<(u32, Time)>,
     /// When they last asked us for a piece.
     last_request_at: Time,
     in_ring: bool,
@@ -485,6 +505,7 @@ impl Swarm {
                 upload_queue: VecDeque::new(),
                 uploading: Vec::new(),
                 slow: false,
+                unannounced: Vec::new(),
                 last_request_at: now,
                 in_ring: false,
                 down: RateMeter::default(),
@@ -581,6 +602,9 @@ impl Swarm {
             Msg::Have { piece } => {
                 if piece >= n {
                     return self.violation(key);
+                }
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.unannounced.retain(|(q, _)| *q != piece);
                 }
                 self.add_have(key, piece);
                 self.check_both_complete(key);
@@ -935,6 +959,9 @@ impl Swarm {
         self.slots_dirty = true;
         self.stats.uploaded += size;
         if let Some(s) = self.seeding.as_mut() {
+            if p.unannounced.len() < MAX_UNANNOUNCED {
+                p.unannounced.push((piece, now));
+            }
             s.sent.set(piece);
             s.offered.clear(piece);
             // It is out once: an offer of it elsewhere (it was withdrawn from
@@ -972,6 +999,7 @@ impl Swarm {
                 p.offers.clear();
                 p.revealed = Bitfield::new(0);
                 p.declined = false;
+                p.unannounced.clear();
             }
             self.send(k, Msg::Bitfield(Bitfield::full(n)));
         }
@@ -1072,6 +1100,17 @@ impl Swarm {
                     let mut withdrawn = Vec::new();
                     if p.slow {
                         withdrawn = std::mem::take(&mut p.offers);
+                    } else if keeps_pieces(p, now) {
+                        // It does not pass on what it got: its offers that it
+                        // has not asked for go to others.
+                        let queue = &p.upload_queue;
+                        p.offers.retain(|q| {
+                            let asked = queue.contains(q);
+                            if !asked {
+                                withdrawn.push(*q);
+                            }
+                            asked
+                        });
                     } else if now.saturating_sub(p.offered_at.max(p.last_request_at))
                         > HOARD_PATIENCE
                         && p.upload_queue.is_empty()
@@ -1425,7 +1464,8 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if p.slot == Slot::None || p.slow || p.hoarding {
+        let now = self.now;
+        if p.slot == Slot::None || p.slow || p.hoarding || keeps_pieces(p, now) {
             return;
         }
         let n = self.picker.len();

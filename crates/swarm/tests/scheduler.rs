@@ -1111,11 +1111,13 @@ fn initial_seeding_offers_a_peer_sits_on_go_to_the_others() {
         for piece in std::mem::take(&mut pending) {
             acts.extend(h.msg(2, Msg::Request { piece }));
         }
-        // Each piece sent is taken at once, which may start the next.
+        // Each piece sent is taken at once (which may start the next) and
+        // announced, as an honest peer does once it verified it.
         let mut i = 0;
         while i < acts.len() {
             if let Action::SendPiece { peer, piece } = acts[i] {
                 acts.extend(h.ev(Event::UploadDone { peer, piece }));
+                acts.extend(h.msg(2, Msg::Have { piece }));
                 got.push(piece);
             }
             i += 1;
@@ -1136,4 +1138,50 @@ fn initial_seeding_offers_a_peer_sits_on_go_to_the_others() {
         .map(|s| s.1)
         .collect();
     assert!(later.is_empty(), "{later:?}");
+}
+
+#[test]
+fn initial_seeding_shows_no_more_pieces_to_a_peer_that_does_not_announce_them() {
+    // Peer 1 asks for what it is shown and takes it, but never announces a
+    // piece (it does not pass them on); peer 2 is honest.
+    let mut h = H::new(Config::default(), N, Bitfield::full(N), 5);
+    let mut shown = Vec::new();
+    for k in 1..=2 {
+        shown.extend(revealed(&h.connect(k)));
+        shown.extend(revealed(&h.msg(k, Msg::Interested)));
+    }
+    shown.extend(revealed(&h.tick()));
+    let mut shown_to_1 = Vec::new();
+    let mut t = 0;
+    let mut pending: Vec<(u32, u32)> = shown.clone();
+    // The seeder's link sends one piece every 200 ms: initial seeding lasts
+    // longer than the test.
+    let mut sending: std::collections::VecDeque<(PeerKey, u32)> = Default::default();
+    while t < 8_000 {
+        t += 200;
+        h.at_ms(t);
+        let mut acts = h.tick();
+        for (k, piece) in std::mem::take(&mut pending) {
+            acts.extend(h.msg(k, Msg::Request { piece }));
+        }
+        if let Some((peer, piece)) = sending.pop_front() {
+            acts.extend(h.ev(Event::UploadDone { peer, piece }));
+            if peer.0 == 2 {
+                acts.extend(h.msg(2, Msg::Have { piece }));
+            }
+        }
+        for a in &acts {
+            if let Action::SendPiece { peer, piece } = a {
+                sending.push_back((*peer, *piece));
+            }
+        }
+        let new = revealed(&acts);
+        shown_to_1.extend(new.iter().filter(|s| s.0 == 1).map(|s| (t, s.1)));
+        pending.extend(new);
+    }
+    // Peer 1 got pieces early; once one of them is unannounced for
+    // HAVE_PATIENCE (3 s) it is shown nothing new.
+    let late: Vec<_> = shown_to_1.iter().filter(|(at, _)| *at > 4_500).collect();
+    assert!(!shown_to_1.is_empty(), "peer 1 was never shown a piece");
+    assert!(late.is_empty(), "peer 1 was still shown {late:?}");
 }
