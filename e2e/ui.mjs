@@ -319,6 +319,15 @@ try {
   log(`B shows ${await textOf(item.getByTestId('transfer-name'))}: ${await textOf(item.getByTestId('transfer-state'))}, `
     + `${await textOf(item.getByTestId('transfer-bytes'))} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
   check(await textOf(item.getByTestId('transfer-name')) === path.basename(file), 'the transfer is not named after the shared file');
+  step = 'B stops seeding and seeds again';
+  await item.getByTestId('transfer-pause').click();
+  await until('the transfer shows completed', 10_000, async () => (await stateOf()) === 'completed');
+  check(await item.getByTestId('transfer-seed').isVisible(), 'a completed download offers no Seed button');
+  await item.getByTestId('transfer-seed').click();
+  await until('the transfer seeds again', 15_000, async () => (await stateOf()) === 'seeding');
+  check(await item.getByTestId('transfer-seed').isHidden(), 'a seeding download still offers Seed');
+  check((await textOf(item.getByTestId('transfer-pause'))) === 'Stop seeding', 'a seeding download does not offer Stop seeding');
+
   // An honest seeder: no failed pieces reported, nobody marked banned.
   check(await item.getByTestId('transfer-trouble').isHidden(), `a clean transfer reports trouble: "${await textOf(item.getByTestId('transfer-trouble'))}"`);
   check((await item.getByTestId('transfer-peer-banned').count()) === 0, 'a clean transfer marks a peer banned');

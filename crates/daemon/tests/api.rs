@@ -1593,3 +1593,84 @@ async fn the_api_token_survives_a_restart_unless_others_could_read_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeding_download_seeds_again_after_a_restart_with_its_source_gone() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let bdir = tmp.path().join("b");
+        let b = start(&bdir).await;
+        let src = random_file(tmp.path(), "f.bin", 3 << 20);
+        let s = share(&Api::new(&a), &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        {
+            let ab = Api::new(&b);
+            let (code, t) = ab
+                .post(
+                    "/api/v1/transfers",
+                    json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+                )
+                .await;
+            assert_eq!(code, StatusCode::CREATED, "{t}");
+            ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
+                .await;
+        }
+        // Both stop; only B comes back: nobody else has the content.
+        b.shutdown().await;
+        a.shutdown().await;
+        let b = start(&bdir).await;
+        let ab = Api::new(&b);
+        ab.wait_transfer(&id, "seeding again", |t| t["state"] == "seeding")
+            .await;
+        // And it serves: a third daemon downloads from B alone.
+        let (_, st) = ab.get("/api/v1/status").await;
+        let ticket = shoal_core::Ticket {
+            id: id.parse().unwrap(),
+            kind: shoal_core::Kind::File,
+            providers: vec![shoal_core::Provider {
+                peer: st["peer_id"].as_str().unwrap().parse().unwrap(),
+                addrs: st["ticket_addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().parse().unwrap())
+                    .collect(),
+            }],
+            capability: None,
+            name: Some("f.bin".into()),
+        };
+        let c = start(&tmp.path().join("c")).await;
+        let ac = Api::new(&c);
+        let out_c = tmp.path().join("out-c");
+        let (code, t) = ac
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": ticket.to_string(), "output": out_c.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        ac.wait_transfer(&id, "downloaded from B", |t| t["state"] == "seeding")
+            .await;
+        assert_eq!(
+            std::fs::read(out_c.join("f.bin")).unwrap(),
+            std::fs::read(&src).unwrap()
+        );
+        // Paused, it stops; resumed, it seeds again (no provider needed).
+        let (code, t) = ab
+            .post(&format!("/api/v1/transfers/{id}/pause"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        assert_eq!(t["state"], "completed");
+        c.shutdown().await;
+        let (code, t) = ab
+            .post(&format!("/api/v1/transfers/{id}/resume"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        ab.wait_transfer(&id, "seeding after resume", |t| t["state"] == "seeding")
+            .await;
+        b.shutdown().await;
+    })
+    .await;
+}

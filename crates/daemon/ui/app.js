@@ -735,6 +735,9 @@
         if (action === 'cancel') {
           await api('POST', `/transfers/${encodeURIComponent(id)}/cancel`);
           removeTransfer(id);
+        } else if (action === 'seed') {
+          // A completed download seeds again: the resume route.
+          upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(id)}/resume`));
         } else {
           upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(id)}/${action}`));
         }
@@ -744,7 +747,7 @@
         btn.disabled = false;
       }
     };
-    for (const a of ['pause', 'resume', 'cancel']) tid(`transfer-${a}`, el).addEventListener('click', act(a));
+    for (const a of ['pause', 'resume', 'seed', 'cancel']) tid(`transfer-${a}`, el).addEventListener('click', act(a));
     const limitInput = tid('transfer-item-limit-input', el);
     limitInput.addEventListener('input', () => { limitInput.dataset.dirty = '1'; });
     tid('transfer-limit-form', el).addEventListener('submit', async (ev) => {
@@ -832,8 +835,11 @@
       writeRate(limitInput, tid('transfer-item-limit-unit', el), t.download_limit);
     }
     // Only offer what makes sense in this state.
-    tid('transfer-pause', el).hidden = !(t.state === 'queued' || t.state === 'downloading');
+    const pause = tid('transfer-pause', el);
+    pause.hidden = !(t.state === 'queued' || t.state === 'downloading' || t.state === 'seeding');
+    pause.textContent = t.state === 'seeding' ? 'Stop seeding' : 'Pause';
     tid('transfer-resume', el).hidden = t.state !== 'paused' && t.state !== 'failed';
+    tid('transfer-seed', el).hidden = t.state !== 'completed' || t.kind !== 'file';
     tid('transfer-cancel', el).textContent = finished ? 'Remove' : 'Cancel';
     const err = tid('transfer-error', el);
     if (t.error) showError(err, t.error);

@@ -250,6 +250,9 @@ struct Job {
     limit: Option<u64>,
     conn: Arc<NetConnector>,
     capability: Option<Vec<u8>>,
+    /// The length of a file this transfer completed before: if the file is
+    /// still there, it is seeded again without waiting for a provider.
+    completed_len: Option<u64>,
 }
 
 enum Cmd {
@@ -332,10 +335,9 @@ impl Transfers {
                         path: file.clone(),
                         message: e.to_string(),
                     })?;
-                for mut rec in st.transfers.into_iter().take(MAX_TRANSFERS) {
-                    if rec.state == TransferState::Seeding {
-                        rec.state = TransferState::Completed;
-                    }
+                for rec in st.transfers.into_iter().take(MAX_TRANSFERS) {
+                    // A seeding transfer seeds again (resume_all), until the
+                    // user pauses it.
                     entries.insert(
                         rec.id,
                         Entry {
@@ -381,7 +383,7 @@ impl Transfers {
             .filter(|e| {
                 matches!(
                     e.rec.state,
-                    TransferState::Queued | TransferState::Downloading
+                    TransferState::Queued | TransferState::Downloading | TransferState::Seeding
                 )
             })
             .map(|e| e.rec.id)
@@ -513,6 +515,10 @@ impl Transfers {
             crate::host::announce_on(&self.net, id);
         }
         let conn = NetConnector::new(self.net.clone(), id, &providers);
+        let completed = matches!(
+            e.rec.state,
+            TransferState::Seeding | TransferState::Completed
+        );
         let job = Job {
             kind: e.rec.kind.into(),
             out,
@@ -520,6 +526,10 @@ impl Transfers {
             limit: e.rec.download_limit,
             conn: conn.clone(),
             capability,
+            completed_len: e
+                .rec
+                .total_bytes
+                .filter(|_| completed && e.rec.kind == ContentKind::File),
         };
         let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let generation = self
@@ -544,17 +554,26 @@ impl Transfers {
         mut job: Job,
         mut cmds: mpsc::Receiver<Cmd>,
     ) {
-        loop {
-            tokio::select! {
-                found = job.conn.wait_for_peers(FIND_WAIT) => if found { break },
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::SetLimit(l)) => job.limit = l,
-                    Some(Cmd::Stop(done)) => {
-                        let _ = done.send(());
-                        return;
-                    }
-                    None => return,
-                },
+        // A file completed before and still there (its length; the download
+        // task checks its bytes against the id) needs no provider: it is
+        // served again at once.
+        let present = job.completed_len.is_some_and(|len| {
+            let dest = crate::host::destination(&job.out, job.name.as_deref(), &id);
+            std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == len)
+        });
+        if !present {
+            loop {
+                tokio::select! {
+                    found = job.conn.wait_for_peers(FIND_WAIT) => if found { break },
+                    cmd = cmds.recv() => match cmd {
+                        Some(Cmd::SetLimit(l)) => job.limit = l,
+                        Some(Cmd::Stop(done)) => {
+                            let _ = done.send(());
+                            return;
+                        }
+                        None => return,
+                    },
+                }
             }
         }
         let conn: Arc<dyn crate::Connector> = job.conn.clone();

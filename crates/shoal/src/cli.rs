@@ -124,6 +124,9 @@ pub enum Command {
     Pause(TransferIdArgs),
     /// Resume a paused transfer of the running daemon.
     Resume(TransferIdArgs),
+    /// Seed a completed download of the running daemon again: it serves its
+    /// file to others (also after daemon restarts) until paused.
+    Seed(TransferIdArgs),
     /// Stop and forget a transfer of the running daemon; a partial download's
     /// data is deleted, a completed file is kept.
     Cancel(TransferIdArgs),

@@ -41,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Peers { json } => Remote::require(&cli.global, "peers")?.peers(json),
         Command::Pause(a) => Remote::require(&cli.global, "pause")?.act("pause", &a.id, a.json),
         Command::Resume(a) => Remote::require(&cli.global, "resume")?.act("resume", &a.id, a.json),
+        Command::Seed(a) => Remote::require(&cli.global, "seed")?.seed(&a.id, a.json),
         Command::Cancel(a) => Remote::require(&cli.global, "cancel")?.act("cancel", &a.id, a.json),
         Command::Status { json } => Remote::require(&cli.global, "status")?.status(json),
         Command::Ui { open } => Remote::require(&cli.global, "ui")?.ui(open),

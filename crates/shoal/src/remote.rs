@@ -338,6 +338,27 @@ impl Remote {
         Ok(())
     }
 
+    /// `shoal seed ID`: a completed download seeds again (the resume route
+    /// of a complete transfer).
+    pub fn seed(&self, id: &str, json_out: bool) -> Result<()> {
+        let ids = self.transfer_ids()?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let full = resolve_id(id, &refs, "transfer", "shoal transfers")?;
+        let value = self
+            .rt
+            .block_on(self.daemon.get(&format!("/api/v1/transfers/{full}")))?;
+        let t: Transfer = serde_json::from_value(value)
+            .context("the shoal daemon's answer is not a transfer; is it the same version?")?;
+        if !t.is_complete() {
+            bail!(
+                "{full} is {}: only a completed download can be seeded; `shoal resume {}` continues a paused or failed one",
+                t.state,
+                short_id(&full)
+            );
+        }
+        self.act("resume", &full, json_out)
+    }
+
     /// `shoal peers`.
     pub fn peers(&self, json_out: bool) -> Result<()> {
         let value = self.rt.block_on(self.daemon.get("/api/v1/peers"))?;

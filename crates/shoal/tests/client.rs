@@ -518,3 +518,63 @@ fn the_daemons_hint_names_its_data_dir_and_that_command_opens_the_ui() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), d.ui_url());
 }
+
+#[test]
+fn seed_restarts_seeding_a_completed_download_and_refuses_an_unfinished_one() {
+    let t = tempfile::tempdir().unwrap();
+    let (adir, bdir) = (t.path().join("a"), t.path().join("b"));
+    let _a = Daemon::start(&adir, &[]);
+    let _b = Daemon::start(&bdir, &[]);
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(2 << 20, 21)).unwrap();
+    let share = json(&adir, &["share", src.to_str().unwrap(), "--json"]);
+    let ticket = share["ticket"].as_str().expect("ticket").to_owned();
+    let id = share["id"].as_str().expect("id").to_owned();
+    let out = t.path().join("out");
+    ok(
+        &bdir,
+        &["get", &ticket, "-o", out.to_str().unwrap(), "--json"],
+    );
+    let state = |dir: &Path| -> String {
+        let list = json(dir, &["transfers", "--json"]);
+        list.as_array().expect("a list")[0]["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned()
+    };
+    assert_eq!(state(&bdir), "seeding");
+    ok(&bdir, &["pause", &id]);
+    assert_eq!(state(&bdir), "completed");
+    let v = json(&bdir, &["seed", &id[..12], "--json"]);
+    assert_eq!(v["id"], id.as_str());
+    let deadline = Instant::now() + WAIT;
+    while state(&bdir) != "seeding" {
+        assert!(Instant::now() < deadline, "never seeding again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Not for a transfer that has not finished: it says what to do instead.
+    let (pending, pending_id) = unreachable_ticket(9);
+    let follower = Follower::spawn(&bdir, &pending, &out);
+    let deadline = Instant::now() + WAIT;
+    while json(&bdir, &["transfers", "--json"])
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second transfer was never added"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(follower);
+    let mut cmd = shoal(&bdir);
+    cmd.args(["seed", &pending_id]);
+    let out = run(cmd);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("only a completed download can be seeded") && err.contains("shoal resume"),
+        "{err}"
+    );
+}

@@ -479,6 +479,15 @@ impl Content {
         cfg
     }
 
+    /// The stored outboard of this download's content, when the destination
+    /// is a regular file of its length (so it may be the content already).
+    fn local_outboard(&self) -> Option<Outboard> {
+        let d = self.download.as_ref()?;
+        let ob = self.shared.store.outboard(&self.id).ok()??;
+        let meta = std::fs::symlink_metadata(&d.dest).ok()?;
+        (meta.is_file() && meta.len() == ob.layout().len()).then_some(ob)
+    }
+
     fn set_outboard(&mut self, ob: Outboard) {
         self.ob_bytes = Some(Arc::new(ob.encode()));
         self.outboard = Some(Arc::new(ob));
@@ -494,6 +503,13 @@ impl Content {
 
     /// The task's main loop.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Ev>) {
+        // A file this node downloaded before (its outboard is in the store)
+        // and that is still at the destination needs no peer: checked against
+        // the id, it is served again at once (a seeding transfer after a
+        // restart, or a download run again).
+        if let Some(ob) = self.local_outboard() {
+            self.init_download(ob);
+        }
         self.dial_more();
         loop {
             let deadline = match self.swarm.as_ref().and_then(|s| s.poll_timeout()) {
