@@ -507,6 +507,24 @@ async fn truncated_source_stops_serving_without_a_loop() {
     .expect("timed out");
 }
 
+/// A raw peer (id 9) on a 64 KiB pipe to `seeder` that has handshaken for
+/// `id`, said it is interested and asked for the pieces it was shown.
+async fn requesting_peer(seeder: &TestNode, id: ContentId) -> Raw {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let node = seeder.node.clone();
+    tokio::spawn(async move {
+        let _ = node.accept(peer_id(9), far).await;
+    });
+    let mut raw = Raw::new(near);
+    raw.send(&Message::Hello(Hello::new(id))).await;
+    raw.send(&Message::HaveNone).await;
+    let _hello = raw.recv().await.expect("the seeder's hello");
+    let _avail = raw.recv().await.expect("the seeder's availability");
+    raw.send(&Message::Interested).await;
+    request_offers(&mut raw).await;
+    raw
+}
+
 /// Asks for the pieces an initial-seeding seeder shows this peer (the `Have`s
 /// after its `Unchoke`), so that the seeder has pieces to send it.
 async fn request_offers(raw: &mut Raw) {
@@ -531,18 +549,7 @@ async fn a_peer_that_reads_slowly_does_not_delay_other_downloads() {
         let seeder = TestNode::new(1);
         let data = random_bytes(16 << 20, 44);
         let share = seeder.share_bytes("f.bin", &data);
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        let node = seeder.node.clone();
-        tokio::spawn(async move {
-            let _ = node.accept(peer_id(9), far).await;
-        });
-        let mut slow = Raw::new(near);
-        slow.send(&Message::Hello(Hello::new(share.id))).await;
-        slow.send(&Message::HaveNone).await;
-        let _hello = slow.recv().await.expect("the seeder's hello");
-        let _avail = slow.recv().await.expect("the seeder's availability");
-        slow.send(&Message::Interested).await;
-        request_offers(&mut slow).await;
+        let mut slow = requesting_peer(&seeder, share.id).await;
         // It reads 16 KiB every 250 ms: 64 KiB/s, a 256 KiB piece in 4 s.
         use tokio::io::AsyncReadExt;
         let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -601,20 +608,9 @@ async fn a_peer_that_never_reads_does_not_stall_other_downloads() {
         let seeder = TestNode::new(1);
         let data = random_bytes(16 << 20, 43);
         let share = seeder.share_bytes("f.bin", &data);
-        // A peer that asks for everything and then never reads: a small pipe,
-        // so the seeder's writes stop at once.
-        let (near, far) = tokio::io::duplex(64 * 1024);
-        let node = seeder.node.clone();
-        tokio::spawn(async move {
-            let _ = node.accept(peer_id(9), far).await;
-        });
-        let mut hog = Raw::new(near);
-        hog.send(&Message::Hello(Hello::new(share.id))).await;
-        hog.send(&Message::HaveNone).await;
-        let _hello = hog.recv().await.expect("the seeder's hello");
-        let _avail = hog.recv().await.expect("the seeder's availability");
-        hog.send(&Message::Interested).await;
-        request_offers(&mut hog).await;
+        // A peer that asks for what it is shown and then never reads: a small
+        // pipe, so the seeder's writes stop at once.
+        let hog = requesting_peer(&seeder, share.id).await;
         // (It keeps the stream open and reads nothing from here on.)
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 

@@ -69,11 +69,6 @@ struct OutReq {
     cancelled_at: Time,
 }
 
-/// Pieces not to ask of one peer for now: it rejected them, or let our
-/// request time out. Each is left to other peers for a request timeout (or
-/// until this peer sends a piece or unchokes us), then may be asked of it
-/// again: when no other peer has the piece, never asking again would hang the
-/// download. At most `MAX` entries.
 /// How long an interested peer may hold offers of initial seeding while it
 /// asks us for nothing before they go back to the pool.
 const HOARD_PATIENCE: Duration = Duration::from_secs(10);
@@ -104,6 +99,11 @@ struct Upload {
     shared: bool,
 }
 
+/// Pieces not to ask of one peer for now: it rejected them, or let our
+/// request time out. Each is left to other peers for a request timeout (or
+/// until this peer sends a piece or unchokes us), then may be asked of it
+/// again: when no other peer has the piece, never asking again would hang the
+/// download. At most `MAX` entries.
 #[derive(Debug, Default, Clone)]
 struct Avoid(Vec<(u32, Time)>);
 
@@ -1116,19 +1116,13 @@ impl Swarm {
                         && p.upload_queue.is_empty()
                         && p.uploading.is_empty()
                     {
-                        // Nothing of it is pending and it asked for nothing
-                        // for HOARD_PATIENCE: it sits on them. (A busy
-                        // peer may leave an offer for seconds while its
-                        // pipeline goes to others; in a 1000-peer swarm a
-                        // 1 s patience cost 2 % of the first pass.)
-                        let queue = &p.upload_queue;
-                        p.offers.retain(|q| {
-                            let asked = queue.contains(q);
-                            if !asked {
-                                withdrawn.push(*q);
-                            }
-                            asked
-                        });
+                        // Nothing of it is pending (so none of its offers
+                        // was asked for) and it asked for nothing for
+                        // HOARD_PATIENCE: it sits on them. (A busy peer may
+                        // leave an offer for seconds while its pipeline goes
+                        // to others; in a 1000-peer swarm a 1 s patience
+                        // cost 11 % of the first pass.)
+                        withdrawn = std::mem::take(&mut p.offers);
                         p.hoarding = !withdrawn.is_empty();
                     }
                     for q in &withdrawn {
