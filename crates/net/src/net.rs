@@ -770,21 +770,35 @@ impl Net {
             }
         }
 
+        // The fast path's failure, said with libp2p's if that fails too: it
+        // is often the one that names the cause (a refused port).
+        let mut fast_err = None;
         for sa in self.order_fast_candidates(&peer, fast_cands) {
             match self.inner.fast.connect(sa, peer).await {
                 Ok(tls) => return Ok((Box::new(tls), PathKind::Fast)),
                 Err(e @ NetError::PeerIdMismatch { .. }) => {
                     tracing::warn!("{e}");
                     self.penalise(sa, MISMATCH_PENALTY);
+                    fast_err = Some(e.to_string());
                 }
                 Err(e) => {
                     tracing::debug!(%peer, "fast path unavailable: {e}");
                     self.penalise(sa, FAILURE_PENALTY);
+                    fast_err = Some(e.to_string());
                 }
             }
         }
 
-        self.open_stream(peer, XFER_PROTOCOL, &p2p_hints).await
+        match self.open_stream(peer, XFER_PROTOCOL, &p2p_hints).await {
+            Ok(s) => Ok(s),
+            Err(e) => match fast_err {
+                Some(fast) => Err(NetError::OpenStream {
+                    peer,
+                    reason: format!("over the fast path: {fast}; over libp2p: {e}"),
+                }),
+                None => Err(e),
+            },
+        }
     }
 
     /// Opens a libp2p stream to `peer` for `protocol` (dialing with the

@@ -123,6 +123,12 @@ pub struct Progress {
     /// Received pieces that failed verification (discarded and fetched
     /// again from other peers).
     pub pieces_failed: u64,
+    /// Providers known so far (the ticket's, the DHT's, peer exchange's).
+    pub known_peers: usize,
+    /// Connection attempts made so far.
+    pub dials: u32,
+    /// Why the last attempt to reach a provider failed, if one did.
+    pub last_dial_error: Option<String>,
 }
 
 impl Progress {
@@ -138,6 +144,9 @@ impl Progress {
             complete: false,
             failed: None,
             pieces_failed: 0,
+            known_peers: 0,
+            dials: 0,
+            last_dial_error: None,
         }
     }
 }
@@ -749,6 +758,9 @@ fn merge_file_progress(
     ptx.send_modify(|p| {
         p.done_bytes = done + cur.done_bytes;
         p.connected_peers = cur.connected_peers;
+        p.known_peers = cur.known_peers;
+        p.dials = cur.dials;
+        p.last_dial_error = cur.last_dial_error.clone();
         p.pieces_failed = failed_before + cur.pieces_failed;
         for fp in &cur.peers {
             let (down, up) = before.get(&fp.peer).copied().unwrap_or((0, 0));

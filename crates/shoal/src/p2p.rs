@@ -311,6 +311,27 @@ fn rate_and_eta(p: &Progress) -> (f64, Option<f64>) {
     (rate, eta)
 }
 
+/// What a download does while no peer is connected and nothing arrived yet:
+/// how many providers it knows, how many attempts it made, and why the last
+/// one failed. `None` once a peer is connected or bytes arrived.
+fn searching(p: &Progress) -> Option<String> {
+    if p.connected_peers > 0 || p.done_bytes > 0 || p.complete {
+        return None;
+    }
+    let mut s = match p.known_peers {
+        0 => "looking for peers: none known yet (asking the DHT)".to_owned(),
+        n => format!(
+            "looking for peers: {n} known, {} connection attempt{}",
+            p.dials,
+            if p.dials == 1 { "" } else { "s" }
+        ),
+    };
+    if let Some(e) = &p.last_dial_error {
+        s.push_str(&format!("; last failure: {}", e.escape_debug()));
+    }
+    Some(s)
+}
+
 /// Shows progress until the download ends; returns its summary and the handle
 /// (which keeps the content served while it lives).
 async fn watch_download(
@@ -331,6 +352,10 @@ async fn watch_download(
     let mut last_done = 0u64;
     let mut last_gain = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Off a terminal (plain or --json), what the search does is said every
+    // few seconds, and at once when it changes.
+    let plain = json || !std::io::stderr().is_terminal();
+    let mut said: Option<(String, Instant)> = None;
     let result = {
         let fut = handle.result();
         tokio::pin!(fut);
@@ -339,6 +364,23 @@ async fn watch_download(
                 r = &mut fut => break r,
                 _ = tick.tick() => {
                     let p = rx.borrow().clone();
+                    if let Some(what) = searching(&p) {
+                        if !plain {
+                            bar.set_message(what);
+                        } else if said.as_ref().is_none_or(|(s, at)| *s != what || at.elapsed() >= Duration::from_secs(5)) {
+                            if json {
+                                eprintln!("{}", json!({
+                                    "event": "searching",
+                                    "known_peers": p.known_peers,
+                                    "dials": p.dials,
+                                    "last_dial_error": p.last_dial_error,
+                                }));
+                            } else {
+                                eprintln!("{what}");
+                            }
+                            said = Some((what, Instant::now()));
+                        }
+                    }
                     if p.done_bytes > last_done || p.complete {
                         last_done = p.done_bytes;
                         last_gain = Instant::now();

@@ -550,3 +550,56 @@ fn the_rate_shown_for_a_limited_download_is_the_limit_also_after_a_resume() {
     );
     assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
 }
+
+/// A `get` whose providers cannot be reached says what it is doing (how many
+/// it knows, how many attempts, the last failure) instead of staying silent.
+#[test]
+fn get_says_what_it_does_while_no_provider_answers() {
+    let t = tempfile::tempdir().unwrap();
+    // A provider at a closed port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let ticket = shoal_core::Ticket {
+        id: shoal_core::ContentId::of(b"nobody serves this"),
+        kind: shoal_core::Kind::File,
+        providers: vec![shoal_core::Provider {
+            peer: libp2p_identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id(),
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}/tls").parse().unwrap()],
+        }],
+        capability: None,
+        name: None,
+    };
+    let g = get(
+        &t.path().join("l"),
+        &ticket.to_string(),
+        &t.path().join("out"),
+        &["--stall-timeout", "30s"],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let failure = loop {
+        let l = g
+            .err
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_else(|_| panic!("no searching line with a failure: {seen:?}"));
+        let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+        seen.push(l);
+        if v["event"] == "searching" {
+            if let Some(e) = v["last_dial_error"].as_str() {
+                assert_eq!(v["known_peers"], 1, "{v}");
+                assert!(v["dials"].as_u64().unwrap_or(0) >= 1, "{v}");
+                break e.to_owned();
+            }
+        }
+    };
+    eprintln!("last failure: {failure}");
+    assert!(
+        failure.contains(&port.to_string()) && failure.contains("refused"),
+        "{failure}"
+    );
+    drop(g);
+}

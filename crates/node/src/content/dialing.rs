@@ -61,6 +61,7 @@ impl Content {
             return;
         }
         let known = connector.peers();
+        self.known_peers = known.len();
         let now = Instant::now();
         let started = self.swarm.is_some();
         let pex = &self.pex_learned;
@@ -114,6 +115,7 @@ impl Content {
             });
         }
         for peer in candidates {
+            self.dials = self.dials.saturating_add(1);
             self.dialing.insert(peer);
             let e = self.dialed.entry(peer).or_insert((0, now));
             *e = (e.0 + 1, now);

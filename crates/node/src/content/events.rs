@@ -18,7 +18,11 @@ impl Content {
                 self.dialing.remove(&peer);
                 match res {
                     Ok(s) => self.on_dialed(peer, s),
-                    Err(e) => tracing::debug!(%peer, error = %e, "dial failed"),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "dial failed");
+                        self.last_dial_error = Some(text(&format!("{peer}: {e}")).to_owned());
+                        self.publish(true);
+                    }
                 }
             }
             Ev::Session(key, ev) => self.on_session(key, ev),

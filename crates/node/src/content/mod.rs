@@ -276,6 +276,11 @@ pub(crate) struct Content {
     banned: HashSet<PeerId>,
     /// Received pieces that failed verification.
     pieces_failed: u64,
+    /// Providers known at the last dial round, dial attempts, and why the
+    /// last attempt failed (shown while no peer is connected).
+    known_peers: usize,
+    dials: u32,
+    last_dial_error: Option<String>,
     pending_piece: Option<(PeerKey, u32, Vec<u8>, PiecePermit)>,
     download: Option<DownloadCfg>,
     finishing: bool,
@@ -375,6 +380,9 @@ impl Content {
             dialed: HashMap::new(),
             banned: HashSet::new(),
             pieces_failed: 0,
+            known_peers: 0,
+            dials: 0,
+            last_dial_error: None,
             pending_piece: None,
             download: None,
             finishing: false,
@@ -622,8 +630,13 @@ impl Content {
         }
         let connected = self.peers.len();
         let pieces_failed = self.pieces_failed;
+        let (known_peers, dials, last_dial_error) =
+            (self.known_peers, self.dials, self.last_dial_error.clone());
         self.progress.send_modify(|pr| {
             pr.pieces_failed = pieces_failed;
+            pr.known_peers = known_peers;
+            pr.dials = dials;
+            pr.last_dial_error = last_dial_error;
             pr.total_bytes = total;
             pr.done_bytes = done_bytes;
             pr.pieces_done = pieces_done;
