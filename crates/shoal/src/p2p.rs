@@ -150,6 +150,9 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                     n => format!("; {} unchanged since it was last indexed", human_size(n)),
                 }
             );
+            if !args.json && std::io::stderr().is_terminal() {
+                eprintln!("{}", crate::remote::other_side_hint(&ticket.to_string()));
+            }
         }
         {
             let mut out = std::io::stdout().lock();

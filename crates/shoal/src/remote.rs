@@ -178,6 +178,9 @@ impl Remote {
                 s.id,
                 visibility_note(&s.visibility)
             );
+            if !args.json && std::io::stderr().is_terminal() {
+                eprintln!("{}", other_side_hint(&s.ticket));
+            }
         }
         let mut out = std::io::stdout().lock();
         for l in &lines {
@@ -834,6 +837,12 @@ fn duration(s: u64) -> String {
     }
 }
 
+/// What `shoal share` tells a person at a terminal to run on the other
+/// machine (stdout keeps the ticket alone, for scripts).
+pub fn other_side_hint(ticket: &str) -> String {
+    format!("on the other machine, run: shoal get {ticket}")
+}
+
 /// How `shoal share` describes a share's visibility, after its id.
 pub fn visibility_note(v: &str) -> &'static str {
     match v {
@@ -846,6 +855,14 @@ pub fn visibility_note(v: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_other_side_is_told_the_whole_command() {
+        assert_eq!(
+            other_side_hint("shoal1abc"),
+            "on the other machine, run: shoal get shoal1abc"
+        );
+    }
 
     #[test]
     fn ids_resolve_from_unique_prefixes_only() {
