@@ -32,7 +32,7 @@ pub use net::{
 };
 
 /// Re-exported so users of this crate name the same types.
-pub use libp2p::{identity::Keypair, multiaddr, Multiaddr, PeerId, StreamProtocol};
+pub use libp2p::{identity::Keypair, Multiaddr, PeerId, StreamProtocol};
 
 /// A byte stream to an authenticated peer (tokio I/O traits).
 pub trait TransferIo: AsyncRead + AsyncWrite + Unpin + Send {}

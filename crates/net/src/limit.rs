@@ -79,6 +79,21 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The source a connection from `remote` counts against: its IP's
+/// [`source_of`], or `None` for a relayed connection (the address is the
+/// relay's; the relay bounds its circuits) or an address without an IP.
+pub fn source_of_addr(remote: &libp2p::Multiaddr) -> Option<IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    if remote.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return None;
+    }
+    remote.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(source_of(ip.into())),
+        Protocol::Ip6(ip) => Some(source_of(ip.into())),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

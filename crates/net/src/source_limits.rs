@@ -12,17 +12,19 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
 use libp2p::core::{ConnectedPoint, Endpoint};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::{ConnectionEstablished, ListenFailure};
 use libp2p::swarm::{
     dummy, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
+
+use crate::limit::{source_of_addr, PerSource, SourceGuard};
 
 /// Inbound connections from one source still in their handshake.
 pub const MAX_PENDING_PER_SOURCE: usize = 8;
@@ -41,49 +43,24 @@ pub struct SourceLimitExceeded {
     pub max: usize,
 }
 
-#[derive(Debug, Default)]
+/// The connections counted per source: a slot of a [`PerSource`] held while
+/// the connection is pending, then another while it is established.
+#[derive(Debug)]
 pub struct Behaviour {
-    pending: HashMap<ConnectionId, IpAddr>,
-    pending_per: HashMap<IpAddr, usize>,
-    established: HashMap<ConnectionId, IpAddr>,
-    established_per: HashMap<IpAddr, usize>,
+    pending_set: Arc<PerSource<IpAddr>>,
+    established_set: Arc<PerSource<IpAddr>>,
+    pending: HashMap<ConnectionId, SourceGuard<IpAddr>>,
+    established: HashMap<ConnectionId, SourceGuard<IpAddr>>,
 }
 
-/// The source an inbound connection counts against, if any.
-fn source(remote: &Multiaddr) -> Option<IpAddr> {
-    if remote.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-        return None;
-    }
-    remote.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(crate::limit::source_of(ip.into())),
-        Protocol::Ip6(ip) => Some(crate::limit::source_of(ip.into())),
-        _ => None,
-    })
-}
-
-fn take(map: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
-    if let Some(n) = map.get_mut(&ip) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(&ip);
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            pending_set: PerSource::new(MAX_PENDING_PER_SOURCE),
+            established_set: PerSource::new(MAX_ESTABLISHED_PER_SOURCE),
+            pending: HashMap::new(),
+            established: HashMap::new(),
         }
-    }
-}
-
-impl Behaviour {
-    fn end_pending(&mut self, id: ConnectionId) {
-        if let Some(ip) = self.pending.remove(&id) {
-            take(&mut self.pending_per, ip);
-        }
-    }
-
-    /// Connections counted now, pending and established, from `ip`'s source.
-    pub fn counts(&self, ip: IpAddr) -> (usize, usize) {
-        let s = crate::limit::source_of(ip);
-        (
-            self.pending_per.get(&s).copied().unwrap_or(0),
-            self.established_per.get(&s).copied().unwrap_or(0),
-        )
     }
 }
 
@@ -97,20 +74,18 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = source(remote) else {
+        let Some(ip) = source_of_addr(remote) else {
             return Ok(());
         };
-        let count = self.pending_per.get(&ip).copied().unwrap_or(0);
-        if count >= MAX_PENDING_PER_SOURCE {
+        let Some(slot) = self.pending_set.try_acquire(ip) else {
             return Err(ConnectionDenied::new(SourceLimitExceeded {
                 from: ip,
                 what: "pending",
-                count,
+                count: self.pending_set.held(&ip),
                 max: MAX_PENDING_PER_SOURCE,
             }));
-        }
-        *self.pending_per.entry(ip).or_insert(0) += 1;
-        self.pending.insert(connection_id, ip);
+        };
+        self.pending.insert(connection_id, slot);
         Ok(())
     }
 
@@ -121,9 +96,9 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.end_pending(connection_id);
-        if let Some(ip) = source(remote) {
-            let count = self.established_per.get(&ip).copied().unwrap_or(0);
+        self.pending.remove(&connection_id);
+        if let Some(ip) = source_of_addr(remote) {
+            let count = self.established_set.held(&ip);
             if count >= MAX_ESTABLISHED_PER_SOURCE {
                 return Err(ConnectionDenied::new(SourceLimitExceeded {
                     from: ip,
@@ -156,18 +131,19 @@ impl NetworkBehaviour for Behaviour {
                 endpoint: ConnectedPoint::Listener { send_back_addr, .. },
                 ..
             }) => {
-                if let Some(ip) = source(send_back_addr) {
-                    *self.established_per.entry(ip).or_insert(0) += 1;
-                    self.established.insert(connection_id, ip);
+                // Checked in handle_established_inbound_connection just
+                // before, on the same task: a slot is free.
+                if let Some(slot) = source_of_addr(send_back_addr)
+                    .and_then(|ip| self.established_set.try_acquire(ip))
+                {
+                    self.established.insert(connection_id, slot);
                 }
             }
             FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
-                if let Some(ip) = self.established.remove(&connection_id) {
-                    take(&mut self.established_per, ip);
-                }
+                self.established.remove(&connection_id);
             }
             FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) => {
-                self.end_pending(connection_id);
+                self.pending.remove(&connection_id);
             }
             _ => {}
         }

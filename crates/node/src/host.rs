@@ -48,23 +48,13 @@ enum Source {
     Peer(PeerId),
 }
 
+/// Its address's source, or the peer when the address is a relay's (or
+/// unknown).
 fn source_of(inc: &shoal_net::IncomingTransfer) -> Source {
-    use shoal_net::multiaddr::Protocol;
-    let Some(addr) = inc.remote.as_ref() else {
-        return Source::Peer(inc.peer);
-    };
-    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
-        // The address is the relay's: count the peer.
-        return Source::Peer(inc.peer);
-    }
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(ip) => return Source::Ip(shoal_net::limit::source_of(ip.into())),
-            Protocol::Ip6(ip) => return Source::Ip(shoal_net::limit::source_of(ip.into())),
-            _ => {}
-        }
-    }
-    Source::Peer(inc.peer)
+    inc.remote
+        .as_ref()
+        .and_then(shoal_net::limit::source_of_addr)
+        .map_or(Source::Peer(inc.peer), Source::Ip)
 }
 /// How often a download asks the DHT for providers again, so that a seeder
 /// appearing later is found.
