@@ -395,13 +395,7 @@ impl Transfer {
     /// pieces failed verification …; banned for sending corrupt data: …"),
     /// or "" if nothing did. The foreground download says the same.
     pub fn trouble(&self) -> String {
-        let banned: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|p| p.banned)
-            .map(|p| p.peer_id.clone())
-            .collect();
-        crate::p2p::trouble_text(self.pieces_failed, &banned)
+        crate::p2p::trouble_text(self.pieces_failed, &self.banned_peers())
     }
 
     /// The peers banned for sending corrupt data.

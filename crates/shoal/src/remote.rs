@@ -311,9 +311,19 @@ impl Remote {
 
     /// `shoal pause|resume|cancel ID`.
     pub fn act(&self, action: &str, id: &str, json_out: bool) -> Result<()> {
+        let full = self.full_transfer_id(id)?;
+        self.act_on(action, &full, json_out)
+    }
+
+    /// The full id of the daemon's transfer that `id` (a unique prefix) names.
+    fn full_transfer_id(&self, id: &str) -> Result<String> {
         let ids = self.transfer_ids()?;
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let full = resolve_id(id, &refs, "transfer", "shoal transfers")?;
+        resolve_id(id, &refs, "transfer", "shoal transfers")
+    }
+
+    /// [`Remote::act`] on a full transfer id.
+    fn act_on(&self, action: &str, full: &str, json_out: bool) -> Result<()> {
         let value = self.rt.block_on(self.daemon.post(
             &format!("/api/v1/transfers/{full}/{action}"),
             &json!({}),
@@ -344,9 +354,7 @@ impl Remote {
     /// `shoal seed ID`: a completed download seeds again (the resume route
     /// of a complete transfer).
     pub fn seed(&self, id: &str, json_out: bool) -> Result<()> {
-        let ids = self.transfer_ids()?;
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let full = resolve_id(id, &refs, "transfer", "shoal transfers")?;
+        let full = self.full_transfer_id(id)?;
         let value = self
             .rt
             .block_on(self.daemon.get(&format!("/api/v1/transfers/{full}")))?;
@@ -359,7 +367,7 @@ impl Remote {
                 short_id(&full)
             );
         }
-        self.act("resume", &full, json_out)
+        self.act_on("resume", &full, json_out)
     }
 
     /// `shoal peers`.

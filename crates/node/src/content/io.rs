@@ -19,8 +19,6 @@ impl Content {
             Ok(p) => p,
             Err(e) => return self.fail(e.into()),
         };
-        self.layout = Some(layout);
-        self.set_outboard(ob);
         let n = layout.num_pieces();
         let mut have = SwarmBitfield::new(n);
         for i in 0..n {
@@ -37,9 +35,8 @@ impl Content {
             file,
             verifier,
         };
-        match Swarm::new(self.swarm_config(layout), n, have, self.seed_rng()) {
-            Ok(s) => self.swarm = Some(s),
-            Err(e) => return self.fail(NodeError::Internal(e.to_string())),
+        if !self.start_swarm(ob, layout, have) {
+            return;
         }
         self.publish(true);
         if complete {
@@ -73,19 +70,28 @@ impl Content {
         if let Err(e) = self.shared.store.put_outboard(&ob) {
             return self.fail(e.into());
         }
+        let full = SwarmBitfield::full(layout.num_pieces());
+        if self.start_swarm(ob, layout, full) {
+            self.on_finished(Ok(dest));
+        }
+    }
+
+    /// Takes the download's layout and outboard and starts its scheduler
+    /// with the pieces `have`; false (the download failed) if it cannot.
+    fn start_swarm(&mut self, ob: Outboard, layout: Layout, have: SwarmBitfield) -> bool {
         self.layout = Some(layout);
         self.set_outboard(ob);
         let n = layout.num_pieces();
-        match Swarm::new(
-            self.swarm_config(layout),
-            n,
-            SwarmBitfield::full(n),
-            self.seed_rng(),
-        ) {
-            Ok(s) => self.swarm = Some(s),
-            Err(e) => return self.fail(NodeError::Internal(e.to_string())),
+        match Swarm::new(self.swarm_config(layout), n, have, self.seed_rng()) {
+            Ok(s) => {
+                self.swarm = Some(s);
+                true
+            }
+            Err(e) => {
+                self.fail(NodeError::Internal(e.to_string()));
+                false
+            }
         }
-        self.on_finished(Ok(dest));
     }
 
     pub(super) fn flush(&mut self) {

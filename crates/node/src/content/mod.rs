@@ -597,7 +597,7 @@ impl Content {
             (Some(_), None) => None,
             _ => self.layout.map(|l| l.content_len()),
         };
-        let peers: Vec<PeerProgress> = self
+        let mut peers: Vec<PeerProgress> = self
             .totals
             .iter()
             .map(|(id, (down, up))| {
@@ -613,7 +613,6 @@ impl Content {
                 }
             })
             .collect();
-        let mut peers = peers;
         // A banned peer is listed even if nothing it sent counted.
         for id in &self.banned {
             if !self.totals.contains_key(id) {
