@@ -1674,3 +1674,97 @@ async fn a_seeding_download_seeds_again_after_a_restart_with_its_source_gone() {
     })
     .await;
 }
+
+/// A completed download resumed seeds again almost at once, racing the
+/// resume's own answer: the event stream still carries the transfer's changes
+/// in order (revisions grow) and ends with its current state, and a response
+/// older than an event has the lower revision, so a client can keep the newer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_events_follow_the_order_of_changes_and_revisions_grow() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let src = random_file(tmp.path(), "f.bin", 256 << 10);
+        let s = share(&Api::new(&a), &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let ab = Api::new(&b);
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
+            .await;
+        let events = ab
+            .client
+            .get(format!("{}/api/v1/events", ab.base))
+            .bearer_auth(&ab.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), StatusCode::OK);
+        // Reads until the settings change made after the last action.
+        let reader = tokio::spawn(read_events(events, |n, _| n == "settings"));
+        let mut responses = Vec::new();
+        for _ in 0..5 {
+            let (code, t) = ab
+                .post(&format!("/api/v1/transfers/{id}/pause"), json!({}))
+                .await;
+            assert_eq!(code, StatusCode::OK, "{t}");
+            assert_eq!(t["state"], "completed");
+            responses.push(t);
+            let (code, t) = ab
+                .post(&format!("/api/v1/transfers/{id}/resume"), json!({}))
+                .await;
+            assert_eq!(code, StatusCode::OK, "{t}");
+            responses.push(t);
+            ab.wait_transfer(&id, "seeding after resume", |t| t["state"] == "seeding")
+                .await;
+        }
+        let (code, t) = ab
+            .post(&format!("/api/v1/transfers/{id}/pause"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        responses.push(t);
+        let (code, _) = ab
+            .call(
+                Method::PATCH,
+                "/api/v1/settings",
+                Some(json!({"upload_limit": 1000})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK);
+        let seen = reader.await.unwrap();
+        let mine: Vec<&Value> = seen
+            .iter()
+            .filter(|(n, v)| n == "transfer" && v["id"] == id.as_str())
+            .map(|(_, v)| v)
+            .collect();
+        let revs: Vec<u64> = mine
+            .iter()
+            .map(|v| v["revision"].as_u64().unwrap())
+            .collect();
+        assert!(
+            revs.windows(2).all(|w| w[0] < w[1]),
+            "the event stream carries a transfer's views out of order: {revs:?}"
+        );
+        assert_eq!(mine.last().unwrap()["state"], "completed", "{mine:?}");
+        // Every seeding view follows the queued view of its resume.
+        for r in responses.iter().filter(|r| r["state"] == "queued") {
+            let rv = r["revision"].as_u64().unwrap();
+            assert!(
+                mine.iter()
+                    .any(|v| v["state"] == "seeding" && v["revision"].as_u64().unwrap() > rv),
+                "no seeding event newer than the resume's answer {r}"
+            );
+        }
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}

@@ -847,8 +847,13 @@
     err.dataset.fromServer = t.error ? '1' : '';
   }
 
-  function upsertTransfer(t) {
+  // `force`: a full list after (re)connecting replaces what is shown. Else a
+  // view older than the one shown (an action's response that arrives after a
+  // later event) is dropped.
+  function upsertTransfer(t, force = false) {
     if (!t || !t.id) return;
+    const shown = state.transfers.get(t.id);
+    if (!force && shown && Number(shown.revision) > Number(t.revision)) return;
     state.transfers.set(t.id, t);
     renderTransfer(t);
     renderTransferCount();
@@ -872,7 +877,7 @@
       const list = (await api('GET', '/transfers')) || [];
       const now = new Set(list.map((t) => t.id));
       for (const id of known) if (!now.has(id)) removeTransfer(id);
-      for (const t of list) upsertTransfer(t);
+      for (const t of list) upsertTransfer(t, true);
     } catch (_) { /* banner or token notice already shown */ }
   }
 

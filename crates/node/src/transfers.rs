@@ -214,6 +214,12 @@ pub struct Transfer {
     pub pieces_failed: u64,
     /// When it was added, Unix seconds.
     pub added_at: u64,
+    /// Grows with every view of any transfer this daemon makes (it starts
+    /// from the daemon's start time in microseconds, so it grows across
+    /// restarts): of two views of one transfer, the one with the higher
+    /// revision is the newer (an action's response may reach a client after a
+    /// later event).
+    pub revision: u64,
 }
 
 /// What is persisted of a transfer.
@@ -306,6 +312,8 @@ pub struct Transfers {
     /// Serializes writes of the state file.
     save_lock: Mutex<()>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// The last [`Transfer::revision`] given out.
+    revision: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -368,6 +376,13 @@ impl Transfers {
             events,
             save_lock: Mutex::new(()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
+            // Microseconds since 1970 at start: revisions grow across
+            // restarts too.
+            revision: std::sync::atomic::AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64),
+            ),
         }))
     }
 
@@ -482,9 +497,8 @@ impl Transfers {
         self.start(new.id);
         self.save();
         let t = self
-            .get(&new.id)
+            .emit_current(&new.id)
             .ok_or_else(|| TransferError::Internal("the new transfer vanished".into()))?;
-        self.emit_transfer(&t);
         Ok((t, true))
     }
 
@@ -652,7 +666,7 @@ impl Transfers {
         failed: Option<String>,
         ended: bool,
     ) {
-        let (view, changed) = {
+        let changed = {
             let mut entries = lock(&self.entries);
             let Some(e) = entries.get_mut(&id) else {
                 return;
@@ -698,22 +712,30 @@ impl Transfers {
             if !changed && !moved {
                 return;
             }
-            (self.view(e), changed)
-        };
-        if changed {
-            if view.state == TransferState::Failed {
+            // Sent under the lock, so events leave in the order of the changes.
+            let view = self.view(e);
+            if changed && view.state == TransferState::Failed {
                 let _ = self.events.send(TransferEvent::Failed {
                     message: view.error.clone(),
                     transfer: view.id.clone(),
                 });
             }
+            let _ = self.events.send(TransferEvent::Changed(view));
+            changed
+        };
+        if changed {
             self.save();
         }
-        self.emit_transfer(&view);
     }
 
-    fn emit_transfer(&self, t: &Transfer) {
-        let _ = self.events.send(TransferEvent::Changed(t.clone()));
+    /// Sends the current view of `id` as an event and returns it. The view is
+    /// made and sent under the entries lock, so the event stream carries a
+    /// transfer's changes in order and ends with its current state.
+    fn emit_current(&self, id: &ContentId) -> Option<Transfer> {
+        let entries = lock(&self.entries);
+        let view = self.view(entries.get(id)?);
+        let _ = self.events.send(TransferEvent::Changed(view.clone()));
+        Some(view)
     }
 
     /// Stops the watcher of `id` if it runs; waits until the download's tasks
@@ -761,10 +783,11 @@ impl Transfers {
                 }
                 p.connected_peers = 0;
             }
-            self.view(e)
+            let view = self.view(e);
+            let _ = self.events.send(TransferEvent::Changed(view.clone()));
+            view
         };
         self.save();
-        self.emit_transfer(&view);
         Ok(view)
     }
 
@@ -780,8 +803,7 @@ impl Transfers {
             self.start(*id);
             self.save();
         }
-        let view = self.get(id).ok_or_else(|| not_found(id))?;
-        self.emit_transfer(&view);
+        let view = self.emit_current(id).ok_or_else(|| not_found(id))?;
         Ok(view)
     }
 
@@ -801,8 +823,7 @@ impl Transfers {
             let _ = c.send(Cmd::SetLimit(limit)).await;
         }
         self.save();
-        let view = self.get(id).ok_or_else(|| not_found(id))?;
-        self.emit_transfer(&view);
+        let view = self.emit_current(id).ok_or_else(|| not_found(id))?;
         Ok(view)
     }
 
@@ -934,6 +955,12 @@ impl Transfers {
             error: r.error.clone(),
             pieces_failed: e.last.as_ref().map_or(0, |p| p.pieces_failed),
             added_at: r.added_at,
+            // Views are made under the entries lock, so revisions follow the
+            // order of the changes they show.
+            revision: self
+                .revision
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
         }
     }
 
