@@ -33,19 +33,27 @@ fn netlab_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/netlab/netlab")
 }
 
-/// Whether the lab can run here; panics with the reason when it cannot and
-/// skipping was not asked for. Returns false to skip.
-fn lab_available() -> bool {
-    if std::env::var("SHOAL_SKIP_NETLAB").as_deref() == Ok("1") {
-        eprintln!("netlab tests skipped (SHOAL_SKIP_NETLAB=1)");
-        return false;
+/// Whether the lab can run here (see `shoal_testkit::can_run`): it needs
+/// netlab, root (network namespaces), `ip` and `iptables`.
+fn lab_available(prefix: &str) -> bool {
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map_or_else(|| format!("the netlab test of lab {prefix}"), str::to_owned);
+    shoal_testkit::can_run(&test, lab_missing())
+}
+
+fn lab_missing() -> Option<String> {
+    if let Some(why) = shoal_testkit::skip_requested("SHOAL_SKIP_NETLAB") {
+        return Some(why);
     }
     let nl = netlab_path();
-    assert!(
-        nl.exists(),
-        "netlab not found at {} (set NETLAB=PATH, or SHOAL_SKIP_NETLAB=1 to skip these tests)",
-        nl.display()
-    );
+    if !nl.exists() {
+        return Some(format!(
+            "netlab is not at {} (set NETLAB=PATH)",
+            nl.display()
+        ));
+    }
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -54,11 +62,11 @@ fn lab_available() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         })
         .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "the netlab tests need root (network namespaces); run as root or set SHOAL_SKIP_NETLAB=1"
-    );
-    true
+    if uid != "0" {
+        return Some("it needs root (network namespaces): run the tests as root".to_owned());
+    }
+    shoal_testkit::program("ip", "apt-get install iproute2; ./test.sh does")
+        .or_else(|| shoal_testkit::program("iptables", "apt-get install iptables; ./test.sh does"))
 }
 
 /// A lab of virtual hosts, torn down when dropped (before its turn on
@@ -77,7 +85,7 @@ impl Lab {
 
     /// [`Lab::up`] with every host's upload and download limited (tc rates).
     fn up_shaped(prefix: &'static str, args: &[&str], up: &str, down: &str) -> Option<Lab> {
-        if !lab_available() {
+        if !lab_available(prefix) {
             return None;
         }
         let turn = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());

@@ -59,21 +59,29 @@ fn missing_browser_tools(e2e: &Path) -> Option<String> {
         None
     } else {
         Some(format!(
-            "the web UI test needs {}; install them (as .ci/run does) or set SHOAL_SKIP_BROWSER_TESTS=1 to skip this test",
+            "the web UI tests need {}; install them (./test.sh does)",
             missing.join(", ")
         ))
     }
 }
 
+/// Whether a browser test can run here (see `shoal_testkit::can_run`).
+fn browser_tests_can_run(test: &str, e2e: &Path) -> bool {
+    shoal_testkit::can_run(
+        test,
+        shoal_testkit::skip_requested("SHOAL_SKIP_BROWSER_TESTS")
+            .or_else(|| missing_browser_tools(e2e)),
+    )
+}
+
 #[test]
 fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
-    if std::env::var("SHOAL_SKIP_BROWSER_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: SHOAL_SKIP_BROWSER_TESTS=1");
-        return;
-    }
     let e2e = repo_root().join("e2e");
-    if let Some(why) = missing_browser_tools(&e2e) {
-        panic!("{why}");
+    if !browser_tests_can_run(
+        "web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium",
+        &e2e,
+    ) {
+        return;
     }
 
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -154,13 +162,12 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
 fn the_open_ui_reconnects_after_a_daemon_restart_without_a_new_token() {
     use std::io::Write;
     use std::process::Stdio;
-    if std::env::var("SHOAL_SKIP_BROWSER_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: SHOAL_SKIP_BROWSER_TESTS=1");
-        return;
-    }
     let e2e = repo_root().join("e2e");
-    if let Some(why) = missing_browser_tools(&e2e) {
-        panic!("{why}");
+    if !browser_tests_can_run(
+        "the_open_ui_reconnects_after_a_daemon_restart_without_a_new_token",
+        &e2e,
+    ) {
+        return;
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path();
