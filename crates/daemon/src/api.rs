@@ -55,6 +55,34 @@ pub struct ShareView {
     pub visibility: crate::access::Policy,
     /// A ticket naming this peer.
     pub ticket: String,
+    /// Piece bytes sent to other peers since the daemon started (a folder:
+    /// of all its files).
+    pub uploaded_bytes: u64,
+    /// Bytes per second sent now, over the last second.
+    pub up_rate: f64,
+    /// `uploaded_bytes` / `size`: how many full copies it has given out.
+    pub ratio: f64,
+    /// The peers it is being sent to now.
+    pub peers: Vec<ServedPeerView>,
+}
+
+/// A peer this daemon is sending a share to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServedPeerView {
+    pub peer_id: String,
+    /// The address its stream came from, when it connected to us.
+    pub address: Option<String>,
+    /// How it is reached, when it connected to us.
+    pub path: Option<PathKind>,
+    /// Piece bytes sent to it and received from it in its current session.
+    pub uploaded: u64,
+    pub downloaded: u64,
+    /// Bytes per second, over the last second.
+    pub up_rate: f64,
+    pub down_rate: f64,
+    /// The share of the file it holds (0..1), as it told us; null for a
+    /// folder, or before it said.
+    pub progress: Option<f64>,
 }
 
 /// The daemon's peer.
@@ -71,6 +99,8 @@ pub struct Status {
     pub uptime_s: u64,
     pub data_dir: String,
     pub connected_peers: u32,
+    /// Traffic totals (also sent as `totals` events).
+    pub totals: crate::stats::Totals,
 }
 
 pub use crate::transfers::PeerView;
@@ -136,7 +166,7 @@ pub struct TransferPatch {
         crate::access::Policy, crate::access::SharePatch, crate::access::AllowBody,
         crate::access::NewInviteBody, crate::access::InviteState, crate::access::InviteView,
         crate::access::AccessView, crate::access::AccessLogView,
-        ShareView, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
+        ShareView, ServedPeerView, crate::stats::Totals, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
         TransferPeer, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
         crate::ErrorDetail, crate::ErrorCode
     )),
@@ -334,7 +364,29 @@ pub(crate) fn parse_id(s: &str) -> ApiResult<ContentId> {
 }
 
 pub(crate) fn share_view(st: &AppState, s: &shoal_store::Share) -> ShareView {
+    let up = st.peer.share_uploads(s);
     ShareView {
+        uploaded_bytes: up.uploaded,
+        up_rate: up.up_rate,
+        ratio: if s.size > 0 {
+            up.uploaded as f64 / s.size as f64
+        } else {
+            0.0
+        },
+        peers: up
+            .peers
+            .into_iter()
+            .map(|p| ServedPeerView {
+                peer_id: p.peer.to_string(),
+                path: p.remote.as_ref().and_then(|r| PathKind::parse(&r.path)),
+                address: p.remote.map(|r| r.addr),
+                uploaded: p.uploaded,
+                downloaded: p.downloaded,
+                up_rate: p.up_rate,
+                down_rate: p.down_rate,
+                progress: p.progress,
+            })
+            .collect(),
         id: s.id.to_hex(),
         kind: s.kind.into(),
         name: s.name.clone(),
@@ -365,6 +417,7 @@ async fn status(State(st): St) -> Json<Status> {
         uptime_s: st.started.elapsed().as_secs(),
         data_dir: st.data_dir.to_string_lossy().into_owned(),
         connected_peers: u32::try_from(h.connected_peers).unwrap_or(u32::MAX),
+        totals: st.stats.totals(),
     })
 }
 
@@ -640,7 +693,7 @@ async fn cancel_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Sta
 #[utoipa::path(get, path = "/api/v1/peers", tag = "daemon",
     responses((status = 200, body = [PeerView]), (status = 401, body = ErrorBody)))]
 async fn list_peers(State(st): St) -> Json<Vec<PeerView>> {
-    Json(st.transfers.peers())
+    Json(st.peer.peers())
 }
 
 #[utoipa::path(get, path = "/api/v1/settings", tag = "daemon",

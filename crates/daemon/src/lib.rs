@@ -6,7 +6,7 @@
 //! daemon's life), `api.token` (0600, kept across restarts; delete it to have a new one
 //! written), `daemon.json` (pid
 //! and API address, removed on a clean exit), `daemon/transfers.json` and
-//! `daemon/settings.json`.
+//! `daemon/settings.json`, `daemon/stats.json` (all-time traffic totals).
 
 pub mod access;
 pub mod api;
@@ -15,6 +15,7 @@ mod error;
 mod limits;
 pub mod listener;
 pub mod settings;
+pub mod stats;
 pub mod transfers;
 
 use std::net::SocketAddr;
@@ -104,6 +105,7 @@ pub struct AppState {
     pub(crate) data_dir: PathBuf,
     pub(crate) started: Instant,
     pub(crate) closing: watch::Receiver<bool>,
+    pub(crate) stats: stats::Stats,
 }
 
 impl AppState {
@@ -136,6 +138,7 @@ fn settings_file(data_dir: &Path) -> PathBuf {
 pub struct Daemon {
     state: Arc<AppState>,
     api_addr: SocketAddr,
+    stats_task: Option<JoinHandle<()>>,
     server: Option<JoinHandle<()>>,
     close: watch::Sender<bool>,
     _lock: discovery::DirLock,
@@ -184,7 +187,9 @@ impl Daemon {
             data_dir: data_dir.clone(),
             started: Instant::now(),
             closing: closing.clone(),
+            stats: stats::Stats::load(&data_dir),
         });
+        let stats_task = tokio::spawn(stats::run(state.clone()));
         let listener = tokio::net::TcpListener::bind(cfg.api)
             .await
             .map_err(|source| DaemonError::Bind {
@@ -209,6 +214,7 @@ impl Daemon {
         Ok(Daemon {
             state,
             api_addr,
+            stats_task: Some(stats_task),
             server: Some(server),
             close,
             _lock: lock,
@@ -235,6 +241,10 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         self.state.transfers.stop_all().await;
         let _ = self.close.send(true);
+        if let Some(t) = self.stats_task.take() {
+            // It saves the all-time totals as it ends.
+            let _ = tokio::time::timeout(SERVER_STOP_WAIT, t).await;
+        }
         if let Some(mut s) = self.server.take() {
             if tokio::time::timeout(SERVER_STOP_WAIT, &mut s)
                 .await

@@ -1768,3 +1768,162 @@ async fn transfer_events_follow_the_order_of_changes_and_revisions_grow() {
     })
     .await;
 }
+
+/// Polls `pred` on `GET path` until it holds (within 30 s); returns the value.
+async fn wait_get(api: &Api, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, v) = api.get(path).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never showed on {path}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sharer sees its uploads: while B downloads (A's upload limited to
+/// 1 MiB/s), A's share lists B as a peer being served with its address, path
+/// and a rate near the limit, the peer list shows B uploading that share, the
+/// event stream carries the share's and the totals' changes, and at the end
+/// the bytes sent are the file's (ratio 1) and the totals agree with
+/// `/metrics`. All-time totals survive A's restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sharer_sees_who_it_serves_with_rates_bytes_and_ratio() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let adir = tmp.path().join("a");
+        let limit = 1u64 << 20;
+        let a = start_slow(&adir, limit).await;
+        let b = start(&tmp.path().join("b")).await;
+        let size = 4usize << 20;
+        let src = random_file(tmp.path(), "served.bin", size);
+        let aa = Api::new(&a);
+        let ab = Api::new(&b);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        assert_eq!(s["uploaded_bytes"], 0, "{s}");
+        assert_eq!(s["peers"], json!([]), "{s}");
+        let events = aa
+            .client
+            .get(format!("{}/api/v1/events", aa.base))
+            .bearer_auth(&aa.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let idc = id.clone();
+        let reader = tokio::spawn(read_events(events, move |n, v| {
+            n == "share"
+                && v["id"] == idc.as_str()
+                && v["peers"].as_array().is_some_and(|p| !p.is_empty())
+        }));
+        let (_, st_b) = ab.get("/api/v1/status").await;
+        let peer_b = st_b["peer_id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        // While it runs: B is served, at a rate near the limit.
+        let shares = wait_get(&aa, "/api/v1/shares", "B being served at a rate", |v| {
+            v[0]["peers"].as_array().is_some_and(|p| {
+                p.iter().any(|p| {
+                    p["peer_id"] == peer_b.as_str() && p["up_rate"].as_f64().unwrap() > 0.0
+                })
+            })
+        })
+        .await;
+        let served = &shares[0]["peers"][0];
+        assert_eq!(served["peer_id"], peer_b.as_str(), "{shares}");
+        let addr = served["address"].as_str().expect("the address B came from");
+        assert!(addr.contains("127.0.0.1"), "{served}");
+        assert!(
+            ["fast", "direct"].contains(&served["path"].as_str().unwrap()),
+            "{served}"
+        );
+        let rate = shares[0]["up_rate"].as_f64().unwrap();
+        assert!(
+            rate > 0.0 && rate <= 1.5 * limit as f64,
+            "a share's upload rate of {rate} B/s under a limit of {limit}"
+        );
+        let peers = wait_get(&aa, "/api/v1/peers", "B uploading the share", |v| {
+            v.as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["peer_id"] == peer_b.as_str()
+                        && p["up_rate"].as_f64().unwrap() > 0.0
+                        && p["shares"].as_array().unwrap().contains(&json!(id))
+                })
+            })
+        })
+        .await;
+        assert!(!peers.as_array().unwrap().is_empty());
+        let st = wait_get(&aa, "/api/v1/status", "a global upload rate", |v| {
+            v["totals"]["up_rate"].as_f64().unwrap() > 0.0
+        })
+        .await;
+        assert!(
+            st["totals"]["uploaded_session"].as_u64().unwrap() > 0,
+            "{st}"
+        );
+        let seen = reader.await.unwrap();
+        assert!(
+            seen.iter()
+                .any(|(n, v)| n == "totals" && v["up_rate"].as_f64().unwrap() > 0.0),
+            "no totals event with an upload rate before the share event: {seen:?}"
+        );
+        // At the end: the whole file was sent once; the share is idle again.
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
+            .await;
+        let shares = wait_get(
+            &aa,
+            "/api/v1/shares",
+            "the share idle, every byte counted",
+            |v| {
+                v[0]["uploaded_bytes"].as_u64().unwrap() >= size as u64
+                    && v[0]["up_rate"].as_f64().unwrap() == 0.0
+            },
+        )
+        .await;
+        let ratio = shares[0]["ratio"].as_f64().unwrap();
+        assert!(
+            (1.0..1.1).contains(&ratio),
+            "ratio {ratio} for one copy sent: {shares}"
+        );
+        // The totals are /metrics' counters.
+        let st = wait_get(&aa, "/api/v1/status", "no upload rate", |v| {
+            v["totals"]["up_rate"].as_f64().unwrap() == 0.0
+        })
+        .await;
+        let (_, metrics) = aa.raw("/metrics").await;
+        let counted: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_bytes_uploaded_total "))
+            .expect("the upload counter in /metrics")
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(st["totals"]["uploaded_session"].as_u64().unwrap(), counted);
+        assert!(counted >= size as u64);
+        // All time survives a restart; the session starts from zero.
+        a.shutdown().await;
+        let a = start(&adir).await;
+        let aa = Api::new(&a);
+        let (_, st) = aa.get("/api/v1/status").await;
+        assert_eq!(st["totals"]["uploaded_session"], 0, "{st}");
+        assert!(
+            st["totals"]["uploaded_all_time"].as_u64().unwrap() >= counted,
+            "{st}"
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}

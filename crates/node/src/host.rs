@@ -123,6 +123,9 @@ pub struct Host {
     /// The identity key: signs invites.
     keypair: Keypair,
     tasks: Vec<JoinHandle<()>>,
+    /// The content ids of each folder share seen (its manifest and files), for
+    /// [`Host::share_uploads`].
+    members: Mutex<HashMap<ContentId, Arc<Vec<ContentId>>>>,
 }
 
 /// How to start a [`Host`].
@@ -199,8 +202,11 @@ impl Host {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _source = source;
-                    let addr = inc.remote.as_ref().map(|a| format!("{a} ({})", inc.path));
-                    if let Err(e) = n.accept_from(inc.peer, addr, stream).await {
+                    let remote = inc.remote.as_ref().map(|a| crate::transfer::Remote {
+                        addr: a.to_string(),
+                        path: inc.path.to_string(),
+                    });
+                    if let Err(e) = n.accept_from(inc.peer, remote, stream).await {
                         tracing::debug!(peer = %inc.peer, path = %inc.path, error = %e, "inbound transfer refused");
                     }
                 });
@@ -218,6 +224,7 @@ impl Host {
             transfers: std::sync::OnceLock::new(),
             keypair,
             tasks,
+            members: Mutex::new(HashMap::new()),
         };
         let public: Vec<ContentId> = peer
             .node
@@ -231,6 +238,81 @@ impl Host {
             peer.announce(id);
         }
         Ok(peer)
+    }
+
+    /// What this node sent of `share` since it started, with the peers it is
+    /// sending to now. A folder's figures add up its manifest and every file
+    /// in it; a peer fetching several of its files is listed once, its bytes
+    /// and rates summed (its progress is a file's only, so it is not given).
+    pub fn share_uploads(&self, share: &Share) -> crate::transfer::Uploads {
+        let all = self.node.uploads();
+        if share.kind == Kind::File {
+            return all.get(&share.id).cloned().unwrap_or_default();
+        }
+        let members = {
+            let mut m = self.members.lock().unwrap_or_else(|e| e.into_inner());
+            match m.get(&share.id) {
+                Some(ids) => ids.clone(),
+                None => {
+                    let mut ids = vec![share.id];
+                    ids.extend(
+                        self.node
+                            .store()
+                            .share_files(&share.id)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|f| f.id),
+                    );
+                    let ids = Arc::new(ids);
+                    // Folders shared once and removed leave a stale entry at most.
+                    if m.len() >= 4096 {
+                        m.clear();
+                    }
+                    m.insert(share.id, ids.clone());
+                    ids
+                }
+            }
+        };
+        let mut out = crate::transfer::Uploads::default();
+        let mut peers: HashMap<PeerId, crate::transfer::ServedPeer> = HashMap::new();
+        for id in members.iter() {
+            let Some(u) = all.get(id) else { continue };
+            out.uploaded += u.uploaded;
+            out.up_rate += u.up_rate;
+            for p in &u.peers {
+                peers
+                    .entry(p.peer)
+                    .and_modify(|q| {
+                        q.uploaded += p.uploaded;
+                        q.downloaded += p.downloaded;
+                        q.up_rate += p.up_rate;
+                        q.down_rate += p.down_rate;
+                        q.remote = q.remote.take().or_else(|| p.remote.clone());
+                    })
+                    .or_insert_with(|| crate::transfer::ServedPeer {
+                        progress: None,
+                        ..p.clone()
+                    });
+            }
+        }
+        out.peers = peers.into_values().collect();
+        out.peers.sort_by_key(|p| p.peer.to_bytes());
+        out
+    }
+
+    /// Every peer connected or transferring, with the transfers it takes part
+    /// in and the shares it downloads from this node.
+    pub fn peers(&self) -> Vec<crate::transfers::PeerView> {
+        let Some(t) = self.transfers.get() else {
+            return Vec::new();
+        };
+        let mut served = Vec::new();
+        for s in self.node.store().shares().unwrap_or_default() {
+            for p in self.share_uploads(&s).peers {
+                served.push((s.id.to_hex(), p));
+            }
+        }
+        t.peers_with_served(served)
     }
 
     /// The networking handle.

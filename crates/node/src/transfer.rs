@@ -104,6 +104,43 @@ pub struct PeerProgress {
     pub banned: bool,
 }
 
+/// Where an inbound stream came from: the remote address and how it is
+/// reached (`fast`, `direct` or `relayed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub addr: String,
+    pub path: String,
+}
+
+/// A peer this node sends a content to, as the content's task last saw it
+/// (updated every second).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedPeer {
+    pub peer: PeerId,
+    /// Where its stream came from, for a peer that connected to us.
+    pub remote: Option<Remote>,
+    /// Piece bytes sent to it and received from it by this task.
+    pub uploaded: u64,
+    pub downloaded: u64,
+    /// Bytes per second, over the last second.
+    pub up_rate: f64,
+    pub down_rate: f64,
+    /// The share of the content it has told us it holds (0..1), once known.
+    pub progress: Option<f64>,
+}
+
+/// What this node sent of one content since it started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Uploads {
+    /// Piece bytes sent to every peer since the node started (also by tasks
+    /// of this content that have ended).
+    pub uploaded: u64,
+    /// Bytes per second to all its peers, over the last second.
+    pub up_rate: f64,
+    /// Connected peers this node has sent pieces of it to.
+    pub peers: Vec<ServedPeer>,
+}
+
 /// The state of a transfer, for progress bars.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -171,6 +208,8 @@ pub(crate) struct Shared {
     pub(crate) max_peers: std::sync::atomic::AtomicU32,
     /// Who may fetch what: every inbound stream is admitted here.
     pub(crate) access: Arc<Access>,
+    /// What each content task reported of its uploads (see [`Uploads`]).
+    pub(crate) uploads: Mutex<HashMap<ContentId, Uploads>>,
 }
 
 impl Shared {
@@ -293,6 +332,7 @@ impl TransferService {
                 book: OnceLock::new(),
                 max_peers,
                 access: Arc::new(Access::new(store_for_access, local)),
+                uploads: Mutex::new(HashMap::new()),
             }),
             seeds: Mutex::new(Vec::new()),
         }
@@ -353,6 +393,16 @@ impl TransferService {
         self.shared.meter.limits()
     }
 
+    /// What this node sent of each content since it started, with the peers
+    /// it is sending to now.
+    pub fn uploads(&self) -> HashMap<ContentId, Uploads> {
+        self.shared
+            .uploads
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
     /// Traffic and verification totals since the node was created.
     pub fn counters(&self) -> Counters {
         self.shared.meter.stats.snapshot()
@@ -367,13 +417,15 @@ impl TransferService {
         self.accept_from(peer, None, stream).await
     }
 
-    /// [`accept`](Self::accept), noting the remote address in the access log.
+    /// [`accept`](Self::accept), noting where the stream came from in the
+    /// access log and in [`uploads`](Self::uploads).
     pub async fn accept_from(
         &self,
         peer: PeerId,
-        addr: Option<String>,
+        remote: Option<Remote>,
         stream: impl Stream,
     ) -> Result<(), NodeError> {
+        let addr = remote.as_ref().map(|r| format!("{} ({})", r.addr, r.path));
         let stream: BoxStream = Box::new(Throttled::new(stream, self.shared.meter.clone()));
         let (r, mut w) = tokio::io::split(stream);
         let mut fr = FrameReader::new(r);
@@ -442,8 +494,11 @@ impl TransferService {
             w,
             piece_size,
             content_len,
-            capability,
-            log,
+            admitted: crate::content::Admitted {
+                capability,
+                log,
+                remote,
+            },
         };
         // A task that just ended (its content no longer held) drops its channel:
         // one more try starts a fresh one if the content is still served.

@@ -55,7 +55,7 @@ pub enum TransferError {
 #[derive(Debug, Clone)]
 pub enum TransferEvent {
     /// A transfer was added or changed (state, progress, limit).
-    Changed(Transfer),
+    Changed(Box<Transfer>),
     /// A transfer was cancelled and forgotten (its id, hex).
     Removed(String),
     /// A transfer failed: why, and its id (hex).
@@ -145,8 +145,24 @@ impl From<ContentKind> for Kind {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PathKind {
+    /// A direct connection (libp2p).
     Direct,
+    /// Through a relay.
     Relayed,
+    /// A direct TCP + TLS stream of shoal's own (the fast path).
+    Fast,
+}
+
+impl PathKind {
+    /// The path named by `shoal_net::PathKind`'s text ("fast", "direct", "relayed").
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fast" => Some(Self::Fast),
+            "direct" => Some(Self::Direct),
+            "relayed" => Some(Self::Relayed),
+            _ => None,
+        }
+    }
 }
 
 /// A peer this host is connected to or transfers with.
@@ -161,6 +177,8 @@ pub struct PeerView {
     pub up_rate: f64,
     /// Ids of the transfers the peer takes part in.
     pub transfers: Vec<String>,
+    /// Ids of the shares it is downloading from this peer now.
+    pub shares: Vec<String>,
 }
 
 /// One peer's part in a transfer.
@@ -214,6 +232,11 @@ pub struct Transfer {
     pub pieces_failed: u64,
     /// When it was added, Unix seconds.
     pub added_at: u64,
+    /// Piece bytes sent to other peers, over every run (kept across restarts).
+    pub uploaded_bytes: u64,
+    /// `uploaded_bytes` / the content's length (how many copies it has given
+    /// back), once the length is known.
+    pub ratio: Option<f64>,
     /// Grows with every view of any transfer this daemon makes (it starts
     /// from the daemon's start time in microseconds, so it grows across
     /// restarts): of two views of one transfer, the one with the higher
@@ -237,6 +260,9 @@ struct Record {
     total_bytes: Option<u64>,
     done_bytes: u64,
     error: Option<String>,
+    /// Piece bytes sent in runs before the current one.
+    #[serde(default)]
+    uploaded: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -482,6 +508,7 @@ impl Transfers {
                 total_bytes: None,
                 done_bytes: 0,
                 error: None,
+                uploaded: 0,
             };
             entries.insert(
                 new.id,
@@ -552,6 +579,7 @@ impl Transfers {
         e.generation = generation;
         e.cmds = Some(tx);
         e.conn = Some(conn);
+        e.rec.uploaded += run_uploaded(e);
         e.last = None;
         e.rec.state = TransferState::Queued;
         e.rec.error = None;
@@ -720,7 +748,7 @@ impl Transfers {
                     transfer: view.id.clone(),
                 });
             }
-            let _ = self.events.send(TransferEvent::Changed(view));
+            let _ = self.events.send(TransferEvent::Changed(Box::new(view)));
             changed
         };
         if changed {
@@ -734,7 +762,9 @@ impl Transfers {
     fn emit_current(&self, id: &ContentId) -> Option<Transfer> {
         let entries = lock(&self.entries);
         let view = self.view(entries.get(id)?);
-        let _ = self.events.send(TransferEvent::Changed(view.clone()));
+        let _ = self
+            .events
+            .send(TransferEvent::Changed(Box::new(view.clone())));
         Some(view)
     }
 
@@ -784,7 +814,9 @@ impl Transfers {
                 p.connected_peers = 0;
             }
             let view = self.view(e);
-            let _ = self.events.send(TransferEvent::Changed(view.clone()));
+            let _ = self
+                .events
+                .send(TransferEvent::Changed(Box::new(view.clone())));
             view
         };
         self.save();
@@ -881,7 +913,10 @@ impl Transfers {
             version: 1,
             transfers: lock(&self.entries)
                 .values()
-                .map(|e| e.rec.clone())
+                .map(|e| Record {
+                    uploaded: e.rec.uploaded + run_uploaded(e),
+                    ..e.rec.clone()
+                })
                 .collect(),
         };
         let bytes = match serde_json::to_vec_pretty(&st) {
@@ -955,6 +990,11 @@ impl Transfers {
             error: r.error.clone(),
             pieces_failed: e.last.as_ref().map_or(0, |p| p.pieces_failed),
             added_at: r.added_at,
+            uploaded_bytes: r.uploaded + run_uploaded(e),
+            ratio: r
+                .total_bytes
+                .filter(|t| *t > 0)
+                .map(|t| (r.uploaded + run_uploaded(e)) as f64 / t as f64),
             // Views are made under the entries lock, so revisions follow the
             // order of the changes they show.
             revision: self
@@ -969,6 +1009,12 @@ impl Transfers {
     /// addresses, how it is reached, its rates and the transfers it takes part
     /// in; sorted by peer id.
     pub fn peers(&self) -> Vec<PeerView> {
+        self.peers_with_served(Vec::new())
+    }
+
+    /// [`peers`](Self::peers), with the peers downloading shares from this
+    /// one: `(share id, peer)` pairs.
+    pub fn peers_with_served(&self, served: Vec<(String, crate::ServedPeer)>) -> Vec<PeerView> {
         use std::collections::BTreeMap;
         let mut peers: BTreeMap<String, PeerView> = BTreeMap::new();
         let mut direct: BTreeMap<String, bool> = BTreeMap::new();
@@ -979,6 +1025,7 @@ impl Transfers {
             down_rate: 0.0,
             up_rate: 0.0,
             transfers: Vec::new(),
+            shares: Vec::new(),
         };
         for c in self.net.connections() {
             let id = c.peer.to_string();
@@ -1004,6 +1051,30 @@ impl Transfers {
                 v.transfers.push(tid);
             }
         }
+        for (sid, sp) in served {
+            let id = sp.peer.to_string();
+            let path = sp
+                .remote
+                .as_ref()
+                .and_then(|r| PathKind::parse(&r.path))
+                .unwrap_or(PathKind::Direct);
+            let v = peers
+                .entry(id.clone())
+                .or_insert_with(|| blank(id.clone(), path));
+            v.down_rate += sp.down_rate;
+            v.up_rate += sp.up_rate;
+            if path != PathKind::Relayed {
+                direct.insert(id.clone(), true);
+            }
+            if let Some(r) = &sp.remote {
+                if !v.addresses.contains(&r.addr) {
+                    v.addresses.push(r.addr.clone());
+                }
+            }
+            if !v.shares.contains(&sid) {
+                v.shares.push(sid);
+            }
+        }
         for (id, v) in peers.iter_mut() {
             if direct.get(id) == Some(&false) {
                 v.path = PathKind::Relayed;
@@ -1026,6 +1097,13 @@ impl Transfers {
         }
         out
     }
+}
+
+/// Piece bytes sent in the current run of a transfer.
+fn run_uploaded(e: &Entry) -> u64 {
+    e.last
+        .as_ref()
+        .map_or(0, |p| p.peers.iter().map(|pp| pp.uploaded).sum())
 }
 
 fn not_found(id: &ContentId) -> TransferError {

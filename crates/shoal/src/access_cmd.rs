@@ -92,6 +92,11 @@ impl Backend {
             public: s.visibility == Visibility::Public,
             visibility: s.visibility.into(),
             ticket: Self::local_ticket(local, s, None),
+            // Without a daemon nothing is being served.
+            uploaded_bytes: 0,
+            up_rate: 0.0,
+            ratio: 0.0,
+            peers: Vec::new(),
         }
     }
 

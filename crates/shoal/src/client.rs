@@ -361,6 +361,16 @@ pub struct ApiShare {
     /// public, unlisted or private.
     pub visibility: String,
     pub ticket: String,
+    /// Bytes sent since the daemon started, the rate now, and who is being
+    /// served (absent from older daemons).
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+    #[serde(default)]
+    pub up_rate: f64,
+    #[serde(default)]
+    pub ratio: f64,
+    #[serde(default)]
+    pub peers: Vec<serde_json::Value>,
 }
 
 /// `Transfer` of the API.
@@ -457,6 +467,9 @@ pub struct ApiPeer {
     pub down_rate: f64,
     pub up_rate: f64,
     pub transfers: Vec<String>,
+    /// Shares it downloads from this daemon (absent from older daemons).
+    #[serde(default)]
+    pub shares: Vec<String>,
 }
 
 // ---------------------------------------------------------------- SSE

@@ -218,6 +218,10 @@ impl Remote {
                     human_size(s.size),
                     s.files.to_string(),
                     s.visibility.clone(),
+                    s.peers.len().to_string(),
+                    rate(s.up_rate),
+                    human_size(s.uploaded_bytes),
+                    format!("{:.2}", s.ratio),
                     s.name.clone(),
                     s.path.clone(),
                 ]
@@ -226,7 +230,19 @@ impl Remote {
         print!(
             "{}",
             table(
-                &["ID", "KIND", "SIZE", "FILES", "VISIBILITY", "NAME", "PATH"],
+                &[
+                    "ID",
+                    "KIND",
+                    "SIZE",
+                    "FILES",
+                    "VISIBILITY",
+                    "SERVING",
+                    "UP",
+                    "SENT",
+                    "RATIO",
+                    "NAME",
+                    "PATH"
+                ],
                 &rows
             )
         );
@@ -370,8 +386,16 @@ impl Remote {
         self.act_on("resume", &full, json_out)
     }
 
-    /// `shoal peers`.
+    /// `shoal peers`: every peer connected or transferring, with what it
+    /// downloads from us (shares) and what we download with it (transfers).
     pub fn peers(&self, json_out: bool) -> Result<()> {
+        let ids = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.iter().map(|t| short_id(t)).collect::<Vec<_>>().join(",")
+            }
+        };
         let value = self.rt.block_on(self.daemon.get("/api/v1/peers"))?;
         if json_out {
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -391,11 +415,8 @@ impl Remote {
                     p.path.clone(),
                     rate(p.down_rate),
                     rate(p.up_rate),
-                    p.transfers
-                        .iter()
-                        .map(|t| short_id(t))
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    ids(&p.transfers),
+                    ids(&p.shares),
                     p.addresses.join(" "),
                 ]
             })
@@ -403,7 +424,15 @@ impl Remote {
         print!(
             "{}",
             table(
-                &["PEER", "PATH", "DOWN", "UP", "TRANSFERS", "ADDRESSES"],
+                &[
+                    "PEER",
+                    "PATH",
+                    "DOWN",
+                    "UP",
+                    "TRANSFERS",
+                    "SHARES",
+                    "ADDRESSES"
+                ],
                 &rows
             )
         );

@@ -265,6 +265,39 @@ fn share_and_get_through_two_daemons() {
     // The table names it too.
     assert!(ok(&b_dir, &["transfers"]).contains(&id[..16]));
 
+    // A counts what it sent: the whole file once (its task reports every second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let sent = loop {
+        let shares = json(&a_dir, &["shares", "--json"]);
+        let movie = shares
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["id"] == id.as_str())
+            .cloned()
+            .expect("the movie share");
+        if movie["uploaded_bytes"].as_u64() >= Some(bytes.len() as u64)
+            || std::time::Instant::now() > deadline
+        {
+            break movie;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        sent["uploaded_bytes"].as_u64() >= Some(bytes.len() as u64),
+        "{sent}"
+    );
+    let table = ok(&a_dir, &["shares"]);
+    let head = table.lines().next().expect("a header");
+    for col in ["SERVING", "UP", "SENT", "RATIO"] {
+        assert!(head.contains(col), "no {col} column: {table}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains("movie.bin"))
+        .unwrap_or_else(|| panic!("no movie.bin row: {table}"));
+    assert!(row.contains("4.0 MiB") && row.contains("1.0"), "{table}");
+
     // `status --json` has B's peer id; `peers` answers.
     let status = json(&b_dir, &["status", "--json"]);
     assert!(

@@ -356,6 +356,11 @@ impl Swarm {
         self.peers.get(&peer).map(|p| p.slot)
     }
 
+    /// How many pieces `peer` has told us it holds, `None` when not connected.
+    pub fn peer_have_count(&self, peer: PeerKey) -> Option<u32> {
+        self.peers.get(&peer).map(|p| p.have_count)
+    }
+
     /// Whether `peer` is marked as snubbing us.
     pub fn is_snubbed(&self, peer: PeerKey) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.snubbed)

@@ -13,7 +13,7 @@ impl Content {
             .peers
             .iter()
             .filter(|(_, p)| !p.outbound)
-            .map(|(k, p)| (*k, p.id, p.capability.clone()))
+            .map(|(k, p)| (*k, p.id, p.admitted.capability.clone()))
             .collect();
         let verdicts = if inbound.is_empty() {
             Ok(Vec::new())
@@ -34,7 +34,7 @@ impl Content {
         }
         let pending = std::mem::take(&mut self.pending_inbound);
         for p in pending {
-            match access.check(&self.id, &p.peer, &p.capability) {
+            match access.check(&self.id, &p.peer, &p.admitted.capability) {
                 Ok(crate::access::Verdict::Deny(d)) => {
                     let mut w = p.w;
                     tokio::spawn(async move {
@@ -55,7 +55,6 @@ impl Content {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn admit(
         &mut self,
         peer: PeerId,
@@ -63,8 +62,7 @@ impl Content {
         mut w: WriteHalf,
         piece_size: Option<u32>,
         content_len: Option<u64>,
-        capability: Vec<u8>,
-        log: Option<i64>,
+        admitted: Admitted,
     ) {
         let deny = |reason: DenyReason, why: &'static str| (reason, why);
         if let Some(&existing) = self.by_id.get(&peer) {
@@ -106,8 +104,7 @@ impl Content {
                 w,
                 piece_size,
                 content_len,
-                capability,
-                log,
+                admitted,
             });
             return;
         }
@@ -165,7 +162,7 @@ impl Content {
             false,
             Some(layout),
             announced,
-            (capability, log),
+            admitted,
         );
     }
 

@@ -38,7 +38,7 @@ impl Content {
             true,
             None,
             announced,
-            (Vec::new(), None),
+            Admitted::default(),
         );
     }
 

@@ -11,9 +11,8 @@ impl Content {
                 w,
                 piece_size,
                 content_len,
-                capability,
-                log,
-            } => self.admit(peer, fr, w, piece_size, content_len, capability, log),
+                admitted,
+            } => self.admit(peer, fr, w, piece_size, content_len, admitted),
             Ev::Dialed { peer, res } => {
                 self.dialing.remove(&peer);
                 match res {

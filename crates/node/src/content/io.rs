@@ -47,15 +47,7 @@ impl Content {
             self.try_register(k);
         }
         for p in std::mem::take(&mut self.pending_inbound) {
-            self.admit(
-                p.peer,
-                p.fr,
-                p.w,
-                p.piece_size,
-                p.content_len,
-                p.capability,
-                p.log,
-            );
+            self.admit(p.peer, p.fr, p.w, p.piece_size, p.content_len, p.admitted);
         }
     }
 

@@ -50,10 +50,7 @@ pub(crate) enum Ev {
         w: WriteHalf,
         piece_size: Option<u32>,
         content_len: Option<u64>,
-        /// The hello's capability (empty: none), checked again on policy changes.
-        capability: Vec<u8>,
-        /// The stream's access-log row.
-        log: Option<i64>,
+        admitted: Admitted,
     },
     /// A dial finished.
     Dialed {
@@ -149,10 +146,19 @@ struct PeerConn {
     pex_told: HashSet<PeerId>,
     /// When this peer's last `PeerExchange` we acted on arrived.
     pex_heard: Option<Instant>,
-    /// An inbound peer's capability (empty: none).
-    capability: Vec<u8>,
-    /// An inbound stream's access-log row (bytes served are added at its end).
-    log: Option<i64>,
+    /// What the admission of an inbound stream recorded (empty for ours).
+    admitted: Admitted,
+}
+
+/// What the admission of an inbound stream recorded about it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Admitted {
+    /// The hello's capability (empty: none), checked again on policy changes.
+    pub(crate) capability: Vec<u8>,
+    /// The stream's access-log row (bytes served are added at its end).
+    pub(crate) log: Option<i64>,
+    /// Where the stream came from.
+    pub(crate) remote: Option<crate::transfer::Remote>,
 }
 
 impl Drop for PeerConn {
@@ -208,8 +214,7 @@ struct PendingInbound {
     w: WriteHalf,
     piece_size: Option<u32>,
     content_len: Option<u64>,
-    capability: Vec<u8>,
-    log: Option<i64>,
+    admitted: Admitted,
 }
 
 /// How long an inbound stream may wait for a reply (below the initiator's
@@ -297,6 +302,8 @@ pub(crate) struct Content {
     want_peers: u32,
     /// Piece bytes received from and sent to each peer id over this task's life.
     totals: HashMap<PeerId, (u64, u64)>,
+    /// Of the bytes sent, those already added to `Shared::uploads`.
+    uploads_reported: u64,
     /// Peers learned through peer exchange and handed to the connector
     /// (at most `PEX_MAX_LEARNED`).
     pex_learned: HashSet<PeerId>,
@@ -318,6 +325,7 @@ pub(crate) struct Content {
 
 impl Drop for Content {
     fn drop(&mut self) {
+        self.report_uploads(true);
         if let Ok(mut r) = self.shared.registry.lock() {
             if r.get(&self.id).is_some_and(|s| s.same_channel(&self.tx)) {
                 r.remove(&self.id);
@@ -398,6 +406,7 @@ impl Content {
             events: VecDeque::new(),
             want_peers: 0,
             totals: HashMap::new(),
+            uploads_reported: 0,
             pex_learned: HashSet::new(),
             pex_addrs: HashSet::new(),
         }
@@ -496,6 +505,48 @@ impl Content {
         (meta.is_file() && meta.len() == ob.layout().len()).then_some(ob)
     }
 
+    /// Adds what was sent since the last report to `Shared::uploads` and
+    /// replaces this content's list of peers being served (emptied when
+    /// `ended`: the task is going away).
+    fn report_uploads(&mut self, ended: bool) {
+        let sent: u64 = self.totals.values().map(|t| t.1).sum();
+        let new = sent.saturating_sub(self.uploads_reported);
+        self.uploads_reported = sent;
+        let num_pieces = self.layout.map(|l| l.num_pieces()).unwrap_or(0);
+        let peers: Vec<crate::transfer::ServedPeer> = if ended {
+            Vec::new()
+        } else {
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.uploaded > 0 || p.up_rate > 0.0)
+                .map(|(k, p)| crate::transfer::ServedPeer {
+                    peer: p.id,
+                    remote: p.admitted.remote.clone(),
+                    uploaded: p.uploaded,
+                    downloaded: p.downloaded,
+                    up_rate: p.up_rate,
+                    down_rate: p.down_rate,
+                    progress: self
+                        .swarm
+                        .as_ref()
+                        .and_then(|s| s.peer_have_count(*k))
+                        .filter(|_| num_pieces > 0)
+                        .map(|h| f64::from(h) / f64::from(num_pieces)),
+                })
+                .collect()
+        };
+        let Ok(mut all) = self.shared.uploads.lock() else {
+            return;
+        };
+        if new == 0 && peers.is_empty() && !all.contains_key(&self.id) {
+            return;
+        }
+        let u = all.entry(self.id).or_default();
+        u.uploaded += new;
+        u.up_rate = peers.iter().map(|p| p.up_rate).sum();
+        u.peers = peers;
+    }
+
     fn set_outboard(&mut self, ob: Outboard) {
         self.ob_bytes = Some(Arc::new(ob.encode()));
         self.outboard = Some(Arc::new(ob));
@@ -554,6 +605,7 @@ impl Content {
                         self.expire_pending();
                         self.flush();
                         self.update_rates();
+                        self.report_uploads(false);
                         self.pex_tick();
                         self.publish(true);
                     }

@@ -48,7 +48,7 @@ impl Content {
         outbound: bool,
         layout: Option<Layout>,
         announced: Option<SwarmBitfield>,
-        admitted: (Vec<u8>, Option<i64>),
+        admitted: Admitted,
     ) {
         let key = PeerKey(self.next_key);
         self.next_key = self.next_key.wrapping_add(1);
@@ -102,8 +102,7 @@ impl Content {
                 pex_next: Instant::now() + PEX_FIRST,
                 pex_told: HashSet::new(),
                 pex_heard: None,
-                capability: admitted.0,
-                log: admitted.1,
+                admitted,
             },
         );
     }
@@ -165,7 +164,7 @@ impl Content {
         if let Some(w) = p.writer.take() {
             reap_writer(w);
         }
-        if let Some(log) = p.log {
+        if let Some(log) = p.admitted.log {
             self.shared.access.served(log, p.uploaded);
         }
         if tell_swarm && p.registered {
