@@ -96,6 +96,7 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
         let mut lines = Vec::new();
+        let mut served = Vec::new();
         for path in &args.paths {
             let shown = display_path(path);
             // Sharing again without a flag keeps what was chosen before.
@@ -114,6 +115,7 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                 eprintln!("warning: {skipped}");
             }
             let s = &added.share;
+            served.push(s.clone());
             let visibility = s.visibility;
             let ticket = peer.ticket(s);
             if args.json {
@@ -171,11 +173,170 @@ pub fn share(global: &Global, args: ShareArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        serve_until(args.serve_for).await;
+        let status = ShareStatus::new(args.json);
+        tokio::select! {
+            _ = serve_until(args.serve_for) => {}
+            _ = status.run(&peer, &served) => {}
+        }
+        status.finish(&peer, &served);
         eprintln!("stopping");
         peer.shutdown().await;
         Ok(())
     })
+}
+
+/// What `shoal share` says while it serves: on a terminal a status line
+/// redrawn every second (peers served, upload rate, total sent); with
+/// `--json` an `uploads` event line on stderr each second something changed;
+/// otherwise a plain line every 5 s while something changes.
+struct ShareStatus {
+    json: bool,
+    line: Option<ProgressBar>,
+    /// Every peer served during this run.
+    seen: std::sync::Mutex<std::collections::HashSet<PeerId>>,
+}
+
+/// The figures of one moment, summed over the shares of this run.
+struct Served {
+    uploaded: u64,
+    up_rate: f64,
+    peers: Vec<shoal_node::ServedPeer>,
+    /// (share id, peers of it), for `--json`.
+    by_share: Vec<(ContentId, u64, f64, usize)>,
+}
+
+impl ShareStatus {
+    fn new(json: bool) -> Self {
+        let line = (!json && std::io::stderr().is_terminal()).then(|| {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_message("waiting for peers");
+            pb
+        });
+        Self {
+            json,
+            line,
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    fn take(&self, peer: &Host, shares: &[shoal_store::Share]) -> Served {
+        let mut out = Served {
+            uploaded: 0,
+            up_rate: 0.0,
+            peers: Vec::new(),
+            by_share: Vec::new(),
+        };
+        for s in shares {
+            let u = peer.share_uploads(s);
+            out.uploaded += u.uploaded;
+            out.up_rate += u.up_rate;
+            out.by_share
+                .push((s.id, u.uploaded, u.up_rate, u.peers.len()));
+            for p in u.peers {
+                match out.peers.iter_mut().find(|q| q.peer == p.peer) {
+                    Some(q) => {
+                        q.uploaded += p.uploaded;
+                        q.up_rate += p.up_rate;
+                    }
+                    None => out.peers.push(p),
+                }
+            }
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.extend(out.peers.iter().map(|p| p.peer));
+        }
+        out
+    }
+
+    fn text(s: &Served) -> String {
+        let n = s.peers.len();
+        format!(
+            "serving {n} peer{} · ↑ {}/s · {} sent",
+            if n == 1 { "" } else { "s" },
+            human_size(s.up_rate as u64),
+            human_size(s.uploaded)
+        )
+    }
+
+    /// Reports every second; never returns (the caller stops it).
+    async fn run(&self, peer: &Host, shares: &[shoal_store::Share]) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last: Option<(u64, u64, usize)> = None;
+        let mut last_plain = Instant::now();
+        loop {
+            tick.tick().await;
+            let s = self.take(peer, shares);
+            let key = (s.uploaded, s.up_rate as u64, s.peers.len());
+            let changed = last != Some(key);
+            last = Some(key);
+            if let Some(pb) = &self.line {
+                pb.set_message(Self::text(&s));
+                pb.tick();
+            } else if self.json {
+                if changed {
+                    let peers: Vec<serde_json::Value> = s
+                        .peers
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "peer": p.peer.to_string(),
+                                "address": p.remote.as_ref().map(|r| r.addr.clone()),
+                                "path": p.remote.as_ref().map(|r| r.path.clone()),
+                                "uploaded": p.uploaded,
+                                "up_rate": p.up_rate,
+                                "progress": p.progress,
+                            })
+                        })
+                        .collect();
+                    let shares: Vec<serde_json::Value> = s
+                        .by_share
+                        .iter()
+                        .map(|(id, up, rate, n)| {
+                            json!({"id": id, "uploaded": up, "up_rate": rate, "peers": n})
+                        })
+                        .collect();
+                    eprintln!(
+                        "{}",
+                        json!({
+                            "event": "uploads",
+                            "uploaded": s.uploaded,
+                            "up_rate": s.up_rate,
+                            "peers": peers,
+                            "shares": shares,
+                        })
+                    );
+                }
+            } else if changed && last_plain.elapsed() >= Duration::from_secs(5) {
+                last_plain = Instant::now();
+                eprintln!("{}", Self::text(&s));
+            }
+        }
+    }
+
+    /// The last word: what was sent, to how many peers.
+    fn finish(&self, peer: &Host, shares: &[shoal_store::Share]) {
+        let s = self.take(peer, shares);
+        if let Some(pb) = &self.line {
+            pb.finish_and_clear();
+        }
+        let n = self.seen.lock().map(|s| s.len()).unwrap_or(0);
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"event": "served", "uploaded": s.uploaded, "peers_served": n})
+            );
+        } else {
+            eprintln!(
+                "sent {} to {n} peer{} this run",
+                human_size(s.uploaded),
+                if n == 1 { "" } else { "s" }
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------- get

@@ -603,3 +603,90 @@ fn get_says_what_it_does_while_no_provider_answers() {
     );
     drop(g);
 }
+
+/// The foreground `shoal share --json` reports its uploads on stderr: an
+/// `uploads` line each second they change, naming the peer served (its
+/// address and path) and the bytes sent; at the end a `served` line with the
+/// total and how many peers were served. The first stdout line stays the
+/// ticket's.
+#[test]
+fn share_reports_who_it_serves_and_what_it_sent() {
+    let t = tempfile::tempdir().unwrap();
+    let size = 3usize << 20;
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(size, 21)).unwrap();
+    let (mut s, share) = seeder(&t.path().join("s"), &src, &[]);
+    assert!(share["ticket"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("shoal1")));
+    let out = t.path().join("out");
+    // At 1 MiB/s the download lasts about 3 s: the seeder sees it going on.
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--download-limit", "1MiB"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "get failed: {stderr}");
+    // The seeder's uploads lines, up to the one with every byte sent.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut uploads = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let l = s.err.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("no uploads line with all {size} bytes sent in time: {uploads:?}")
+        });
+        let Ok(v) = serde_json::from_str::<Value>(&l) else {
+            continue;
+        };
+        if v["event"] != "uploads" {
+            continue;
+        }
+        uploads.push(v.clone());
+        if v["uploaded"].as_u64() >= Some(size as u64) {
+            break;
+        }
+    }
+    let last = uploads.last().unwrap();
+    assert_eq!(last["shares"][0]["id"], share["id"], "{last}");
+    // While it ran, a line named the peer being served and where it came from.
+    let serving = uploads
+        .iter()
+        .find(|v| v["peers"].as_array().is_some_and(|p| !p.is_empty()))
+        .unwrap_or_else(|| panic!("no uploads line names a peer: {uploads:?}"));
+    let p = &serving["peers"][0];
+    assert!(
+        p["peer"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("12D3") && id != share["peer"].as_str().unwrap()),
+        "{p}"
+    );
+    assert!(
+        p["address"]
+            .as_str()
+            .is_some_and(|a| a.contains("127.0.0.1")),
+        "{p}"
+    );
+    assert!(
+        ["fast", "direct"].contains(&p["path"].as_str().unwrap_or("")),
+        "{p}"
+    );
+    assert!(serving["up_rate"].as_f64().unwrap() > 0.0, "{serving}");
+    // Stopped with SIGTERM, it says what it sent to how many peers.
+    let pid = s.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let (status, _, err) = s.finish_status();
+    assert!(status.success(), "{err}");
+    let served = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "served")
+        .unwrap_or_else(|| panic!("no served line: {err}"));
+    assert!(served["uploaded"].as_u64() >= Some(size as u64), "{served}");
+    assert_eq!(served["peers_served"], 1, "{served}");
+}
