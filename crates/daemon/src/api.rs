@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::error::{ApiError, ApiJson, ApiPath as Path, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath as Path, ApiQuery, ErrorBody};
 use crate::settings::{Settings, SettingsPatch};
 use crate::transfers::{ContentKind, NewTransfer, PathKind, Transfer, TransferPeer, TransferState};
 use crate::{AppState, Event};
@@ -680,13 +680,28 @@ async fn resume_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Jso
     Ok(Json(st.transfers.resume(&id)?))
 }
 
+/// Query of `POST /api/v1/transfers/{id}/cancel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelQuery {
+    keep_data: Option<bool>,
+}
+
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/cancel", tag = "transfers",
-    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    params(("id" = String, Path, description = "content id, 64 hex digits"),
+        ("keep_data" = Option<bool>, Query, description = "true: keep the partial data on disk (adding the transfer again resumes from it); default false: delete it")),
     responses((status = 204), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
-async fn cancel_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn cancel_transfer(
+    State(st): St,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<CancelQuery>,
+) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    st.transfers.cancel(&id).await?;
+    st.transfers
+        .cancel(&id, q.keep_data.unwrap_or(false))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -315,6 +315,45 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
     }
 }
 
+/// The query parameters of a route, like axum's `Query`, but a query that
+/// does not parse is answered with a JSON 422 naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let msg = e.inner().to_string();
+                let field = unknown_field(&msg)
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        let p = e.path().to_string();
+                        (p != ".").then_some(p)
+                    })
+                    .unwrap_or_default();
+                if field.is_empty() {
+                    ApiError::unprocessable("", format!("the query is invalid: {msg}"))
+                        .without_field()
+                } else {
+                    ApiError::unprocessable(
+                        &field,
+                        format!("invalid query parameter {field}: {msg}"),
+                    )
+                }
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

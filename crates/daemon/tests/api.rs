@@ -1927,3 +1927,66 @@ async fn the_sharer_sees_who_it_serves_with_rates_bytes_and_ratio() {
     })
     .await;
 }
+
+/// Cancel with `keep_data=true` forgets the transfer but leaves its partial
+/// data: adding the same content to the same place again resumes from it
+/// (it starts with the bytes it had) and completes with the right bytes. A
+/// `keep_data` that is not a boolean is a 422 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_can_keep_the_partial_data_and_a_new_transfer_resumes_from_it() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start_slow(&tmp.path().join("a"), 1 << 20).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let src = random_file(tmp.path(), "f.bin", 4 << 20);
+        let s = share(&aa, &src).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let out = tmp.path().join("out");
+        let add = json!({"ticket": s["ticket"], "output": out.to_str().unwrap()});
+        let (code, _) = ab.post("/api/v1/transfers", add.clone()).await;
+        assert_eq!(code, StatusCode::CREATED);
+        ab.wait_transfer(&id, "partly done", |t| {
+            t["done_bytes"].as_u64().unwrap_or(0) >= 1 << 20
+        })
+        .await;
+        let part = out.join(format!("f.bin{}", shoal_store::partial::PART_SUFFIX));
+        let (code, e) = ab
+            .post(
+                &format!("/api/v1/transfers/{id}/cancel?keep_data=maybe"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["field"], "keep_data", "{e}");
+        let (code, _) = ab
+            .post(
+                &format!("/api/v1/transfers/{id}/cancel?keep_data=true"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        assert!(part.exists(), "the partial data was deleted");
+        let (code, _) = ab.get(&format!("/api/v1/transfers/{id}")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        // Added again: it starts from what it had.
+        let (code, t) = ab.post("/api/v1/transfers", add).await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        let first = ab
+            .wait_transfer(&id, "its size known", |t| t["total_bytes"].is_u64())
+            .await;
+        assert!(
+            first["done_bytes"].as_u64().unwrap() >= 1 << 20,
+            "the new transfer started from scratch: {first}"
+        );
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding")
+            .await;
+        assert_eq!(
+            std::fs::read(out.join("f.bin")).unwrap(),
+            std::fs::read(&src).unwrap()
+        );
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}

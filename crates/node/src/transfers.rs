@@ -859,16 +859,17 @@ impl Transfers {
         Ok(view)
     }
 
-    /// Cancels `id`: stops it, forgets it, deletes its partial data (complete
-    /// files are kept).
-    pub async fn cancel(&self, id: &ContentId) -> Result<(), TransferError> {
+    /// Cancels `id`: stops it and forgets it. Its partial data is deleted
+    /// unless `keep_data` (then adding it again resumes from it); complete
+    /// files are always kept.
+    pub async fn cancel(&self, id: &ContentId, keep_data: bool) -> Result<(), TransferError> {
         if !lock(&self.entries).contains_key(id) {
             return Err(not_found(id));
         }
         self.stop_watcher(id).await;
         let rec = lock(&self.entries).remove(id).map(|e| e.rec);
         self.save();
-        if let Some(rec) = rec {
+        if let Some(rec) = rec.filter(|_| !keep_data) {
             let dest = destination(&rec.output, rec.name.as_deref(), &rec.id);
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || remove_partials(&store, &dest)).await;

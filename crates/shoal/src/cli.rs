@@ -128,8 +128,8 @@ pub enum Command {
     /// file to others (also after daemon restarts) until paused.
     Seed(TransferIdArgs),
     /// Stop and forget a transfer of the running daemon; a partial download's
-    /// data is deleted, a completed file is kept.
-    Cancel(TransferIdArgs),
+    /// data is deleted (unless --keep-data), a completed file is kept.
+    Cancel(CancelArgs),
     /// Show the running daemon: peer id, addresses, reachability, uptime.
     Status {
         /// Print one JSON object.
@@ -274,6 +274,17 @@ pub struct TransferIdArgs {
     /// Print the resulting transfer as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `shoal cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub t: TransferIdArgs,
+    /// Keep the partial data on disk: getting the same content into the same
+    /// place again resumes from it.
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 /// Options of every command that starts a node.

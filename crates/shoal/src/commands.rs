@@ -42,7 +42,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pause(a) => Remote::require(&cli.global, "pause")?.act("pause", &a.id, a.json),
         Command::Resume(a) => Remote::require(&cli.global, "resume")?.act("resume", &a.id, a.json),
         Command::Seed(a) => Remote::require(&cli.global, "seed")?.seed(&a.id, a.json),
-        Command::Cancel(a) => Remote::require(&cli.global, "cancel")?.act("cancel", &a.id, a.json),
+        Command::Cancel(a) => {
+            Remote::require(&cli.global, "cancel")?.cancel(&a.t.id, a.keep_data, a.t.json)
+        }
         Command::Status { json } => Remote::require(&cli.global, "status")?.status(json),
         Command::Ui { open } => Remote::require(&cli.global, "ui")?.ui(open),
         Command::Ticket(TicketCommand::Inspect { ticket, json }) => inspect(&ticket, json),

@@ -338,6 +338,28 @@ impl Remote {
         resolve_id(id, &refs, "transfer", "shoal transfers")
     }
 
+    /// `shoal cancel ID [--keep-data]`.
+    pub fn cancel(&self, id: &str, keep_data: bool, json_out: bool) -> Result<()> {
+        let full = self.full_transfer_id(id)?;
+        self.rt.block_on(self.daemon.post(
+            &format!("/api/v1/transfers/{full}/cancel?keep_data={keep_data}"),
+            &json!({}),
+            REQUEST_TIMEOUT,
+        ))?;
+        if json_out {
+            println!(
+                "{}",
+                json!({"id": full, "cancelled": true, "kept_data": keep_data})
+            );
+        }
+        if keep_data {
+            eprintln!("cancelled {full}: the daemon stopped it and kept its partial data (get it again into the same place to resume)");
+        } else {
+            eprintln!("cancelled {full}: the daemon stopped it and deleted its partial data (a completed file is kept)");
+        }
+        Ok(())
+    }
+
     /// [`Remote::act`] on a full transfer id.
     fn act_on(&self, action: &str, full: &str, json_out: bool) -> Result<()> {
         let value = self.rt.block_on(self.daemon.post(
@@ -345,13 +367,6 @@ impl Remote {
             &json!({}),
             REQUEST_TIMEOUT,
         ))?;
-        if action == "cancel" {
-            if json_out {
-                println!("{}", json!({"id": full, "cancelled": true}));
-            }
-            eprintln!("cancelled {full}: the daemon stopped it and deleted its partial data (a completed file is kept)");
-            return Ok(());
-        }
         if json_out {
             println!("{}", serde_json::to_string(&value)?);
         }

@@ -615,7 +615,7 @@ fn share_reports_who_it_serves_and_what_it_sent() {
     let size = 3usize << 20;
     let src = t.path().join("f.bin");
     std::fs::write(&src, data(size, 21)).unwrap();
-    let (mut s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let (s, share) = seeder(&t.path().join("s"), &src, &[]);
     assert!(share["ticket"]
         .as_str()
         .is_some_and(|t| t.starts_with("shoal1")));
