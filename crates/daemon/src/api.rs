@@ -160,7 +160,7 @@ pub struct TransferPatch {
         crate::access::patch_share, crate::access::get_access, crate::access::allow_peer,
         crate::access::deny_peer, crate::access::create_invite, crate::access::share_invites,
         crate::access::list_invites, crate::access::revoke_invite, crate::access::access_log,
-        crate::access::share_access_log
+        crate::access::share_access_log, crate::fs::browse, crate::fs::qr
     ),
     components(schemas(
         crate::access::Policy, crate::access::SharePatch, crate::access::AllowBody,
@@ -168,7 +168,7 @@ pub struct TransferPatch {
         crate::access::AccessView, crate::access::AccessLogView,
         ShareView, ServedPeerView, crate::stats::Totals, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
         TransferPeer, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
-        crate::ErrorDetail, crate::ErrorCode
+        crate::ErrorDetail, crate::ErrorCode, crate::fs::FsListing, crate::fs::FsEntry
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -224,6 +224,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/peers", get(list_peers))
         .route("/settings", get(get_settings).patch(patch_settings))
         .route("/events", get(events))
+        .route("/fs", get(crate::fs::browse))
+        .route("/qr", get(crate::fs::qr))
         .route("/openapi.json", get(openapi_json))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)

@@ -12,6 +12,7 @@ pub mod access;
 pub mod api;
 pub mod discovery;
 mod error;
+pub mod fs;
 mod limits;
 pub mod listener;
 pub mod settings;
@@ -72,6 +73,8 @@ pub struct DaemonConfig {
     /// A request whose headers take longer than this is cut off (see
     /// [`listener::API_HEADER`]).
     pub api_header: std::time::Duration,
+    /// The folder the web UI's folder browser shows (default: `$HOME`).
+    pub browse_root: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -86,6 +89,7 @@ impl DaemonConfig {
             api_max_connections: listener::MAX_API_CONNECTIONS,
             api_idle: listener::API_IDLE,
             api_header: listener::API_HEADER,
+            browse_root: None,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct AppState {
     pub(crate) started: Instant,
     pub(crate) closing: watch::Receiver<bool>,
     pub(crate) stats: stats::Stats,
+    /// The folder browser's root (see [`fs`]).
+    pub(crate) browse_root: Option<PathBuf>,
 }
 
 impl AppState {
@@ -188,6 +194,7 @@ impl Daemon {
             started: Instant::now(),
             closing: closing.clone(),
             stats: stats::Stats::load(&data_dir),
+            browse_root: fs::browse_root(cfg.browse_root.as_deref()),
         });
         let stats_task = tokio::spawn(stats::run(state.clone()));
         let listener = tokio::net::TcpListener::bind(cfg.api)

@@ -311,6 +311,8 @@ async fn every_api_route_refuses_a_missing_or_wrong_token() {
             (Method::PATCH, "/api/v1/settings".into()),
             (Method::GET, "/api/v1/events".into()),
             (Method::GET, "/api/v1/openapi.json".into()),
+            (Method::GET, "/api/v1/fs".into()),
+            (Method::GET, "/api/v1/qr?text=x".into()),
         ];
         for (m, path) in &routes {
             for token in [None, Some("0".repeat(64)), Some(format!("{}x", d.token()))] {
@@ -957,6 +959,8 @@ async fn openapi_document_lists_every_route_and_the_bearer_scheme() {
             ("/api/v1/settings", "patch"),
             ("/api/v1/events", "get"),
             ("/api/v1/openapi.json", "get"),
+            ("/api/v1/fs", "get"),
+            ("/api/v1/qr", "get"),
             ("/metrics", "get"),
         ] {
             assert!(
@@ -978,6 +982,9 @@ async fn openapi_document_lists_every_route_and_the_bearer_scheme() {
             "Status",
             "PeerView",
             "ErrorBody",
+            "ServedPeerView",
+            "Totals",
+            "FsListing",
         ] {
             assert!(
                 doc["components"]["schemas"][s].is_object(),
@@ -1987,6 +1994,138 @@ async fn cancel_can_keep_the_partial_data_and_a_new_transfer_resumes_from_it() {
         );
         b.shutdown().await;
         a.shutdown().await;
+    })
+    .await;
+}
+
+/// The folder browser lists folders (first) and files under its root only:
+/// the root itself by default, a subfolder with its parent, and refuses a
+/// path outside the root, also one reached through a symbolic link (403), a
+/// relative path (422) and a missing one (404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_browser_stays_under_its_root() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("home");
+        std::fs::create_dir_all(root.join("music/album")).unwrap();
+        std::fs::write(root.join("a.txt"), b"hello").unwrap();
+        std::fs::write(root.join("music/song.mp3"), b"la").unwrap();
+        let outside = tmp.path().join("secret");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let mut cfg = config(&tmp.path().join("d"));
+        cfg.browse_root = Some(root.clone());
+        let d = Daemon::start(cfg).await.unwrap();
+        let api = Api::new(&d);
+        let real_root = root.canonicalize().unwrap();
+        let (code, v) = api.get("/api/v1/fs").await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(v["path"], real_root.to_str().unwrap());
+        assert_eq!(
+            v["parent"],
+            Value::Null,
+            "the root has no parent to go to: {v}"
+        );
+        let names: Vec<(&str, &str)> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [("escape", "dir"), ("music", "dir"), ("a.txt", "file")],
+            "{v}"
+        );
+        let a = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "a.txt")
+            .unwrap();
+        assert_eq!(a["size"], 5);
+        let music = real_root.join("music");
+        let (code, v) = api
+            .get(&format!("/api/v1/fs?path={}", music.to_str().unwrap()))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(v["parent"], real_root.to_str().unwrap());
+        assert_eq!(v["entries"][0]["name"], "album");
+        assert_eq!(
+            v["entries"][1]["path"],
+            music.join("song.mp3").to_str().unwrap()
+        );
+        for (path, code, what) in [
+            (
+                outside.to_str().unwrap().to_owned(),
+                StatusCode::FORBIDDEN,
+                "outside",
+            ),
+            (
+                root.join("escape").to_str().unwrap().to_owned(),
+                StatusCode::FORBIDDEN,
+                "through a link",
+            ),
+            ("/".to_owned(), StatusCode::FORBIDDEN, "the machine's root"),
+            (
+                "relative/path".to_owned(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "relative",
+            ),
+            (
+                root.join("nope").to_str().unwrap().to_owned(),
+                StatusCode::NOT_FOUND,
+                "missing",
+            ),
+            (
+                root.join("a.txt").to_str().unwrap().to_owned(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a file",
+            ),
+        ] {
+            let (got, v) = api.get(&format!("/api/v1/fs?path={path}")).await;
+            assert_eq!(got, code, "{what}: {v}");
+            assert!(v["error"]["message"].is_string(), "{v}");
+        }
+        let (code, v) = api.get("/api/v1/fs?where=x").await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        d.shutdown().await;
+    })
+    .await;
+}
+
+/// A ticket's QR code is an SVG image; an empty or oversized text is a 422
+/// naming `text`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_codes_of_tickets_are_svg_and_bounded() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = start(&tmp.path().join("d")).await;
+        let api = Api::new(&d);
+        let src = random_file(tmp.path(), "f.bin", 1000);
+        let s = share(&api, &src).await;
+        let resp = api
+            .client
+            // A ticket is URL-safe as it is (lowercase letters and digits).
+            .get(format!(
+                "{}/api/v1/qr?text={}",
+                api.base,
+                s["ticket"].as_str().unwrap()
+            ))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+        let svg = resp.text().await.unwrap();
+        assert!(svg.contains("<svg") && svg.ends_with("</svg>"), "{svg}");
+        for q in ["", "?text=", &format!("?text={}", "a".repeat(3000))] {
+            let (code, v) = api.get(&format!("/api/v1/qr{q}")).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {v}");
+            assert_eq!(v["error"]["field"], "text", "{v}");
+        }
+        d.shutdown().await;
     })
     .await;
 }

@@ -402,4 +402,13 @@ pub enum TicketCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a ticket as a QR code (text blocks), to scan it with a phone's
+    /// camera; `--svg` prints an SVG image instead.
+    Qr {
+        /// The ticket text (starts with `shoal1`).
+        ticket: String,
+        /// Print an SVG image (to save as a file) instead of text.
+        #[arg(long)]
+        svg: bool,
+    },
 }

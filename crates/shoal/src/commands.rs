@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { json } => Remote::require(&cli.global, "status")?.status(json),
         Command::Ui { open } => Remote::require(&cli.global, "ui")?.ui(open),
         Command::Ticket(TicketCommand::Inspect { ticket, json }) => inspect(&ticket, json),
+        Command::Ticket(TicketCommand::Qr { ticket, svg }) => qr(&ticket, svg),
         Command::Share(args) => match Remote::find(&cli.global)? {
             Some(remote) => remote.share(&args),
             None => crate::p2p::share(&cli.global, args),
@@ -289,6 +290,30 @@ fn find_share(store: &Store, id: &str) -> Result<Share> {
         1 => Ok(matches.into_iter().next().expect("one match")),
         n => bail!("{n} shares start with {lower}; give more digits"),
     }
+}
+
+/// `shoal ticket qr`: the ticket (checked first) as a QR code.
+fn qr(text: &str, svg: bool) -> Result<()> {
+    let ticket: Ticket = text
+        .trim()
+        .parse()
+        .map_err(|e| anyhow!("not a valid ticket: {e}"))?;
+    let text = ticket.to_string();
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L)
+        .map_err(|e| anyhow!("cannot make a QR code of this ticket: {e}"))?;
+    let out = if svg {
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .build()
+    } else {
+        // Two modules per character cell, dark on light, with its quiet zone.
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build()
+    };
+    println!("{out}");
+    Ok(())
 }
 
 fn inspect(text: &str, json: bool) -> Result<()> {

@@ -33,6 +33,10 @@ pub struct DaemonArgs {
     /// `50MiB`; `0`: no limit); wins over the settings saved through the API
     #[arg(long = "download-limit", value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT", value_parser = parse_size)]
     pub download_limit: Option<u64>,
+    /// The folder the web UI's folder browser shows and may not leave
+    /// [default: your home folder]
+    #[arg(long = "browse-root", value_name = "DIR", env = "SHOAL_BROWSE_ROOT")]
+    pub browse_root: Option<PathBuf>,
     #[command(flatten)]
     pub net: crate::net_args::NetArgs,
 }
@@ -85,6 +89,17 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
         api_max_connections: shoal_daemon::listener::MAX_API_CONNECTIONS,
         api_idle: shoal_daemon::listener::API_IDLE,
         api_header: shoal_daemon::listener::API_HEADER,
+        browse_root: match args.browse_root {
+            Some(d) if !d.is_absolute() => anyhow::bail!(
+                "--browse-root {} is not absolute; give a folder starting with /",
+                d.display()
+            ),
+            Some(d) if !d.is_dir() => anyhow::bail!(
+                "--browse-root {} is not a folder; give an existing folder",
+                d.display()
+            ),
+            d => d,
+        },
     };
     // The command that reaches this daemon: with its data dir, unless that is
     // the default one (a client finds the daemon through its data dir).

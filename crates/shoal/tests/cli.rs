@@ -392,3 +392,56 @@ fn sharing_the_same_folder_again_reads_only_what_changed() {
         "{err3}"
     );
 }
+
+/// `shoal ticket qr` prints a QR code a reader nobody here wrote (rqrr)
+/// decodes back to the ticket; `--svg` prints an SVG image; a text that is
+/// not a ticket is refused.
+#[test]
+fn ticket_qr_prints_a_code_that_reads_back_as_the_ticket() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = sample_ticket().to_string();
+    let out = run(shoal(dir.path()).args(["ticket", "qr"]).arg(&text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Light on dark: a space is a dark module pair, '█' two light ones, '▀'
+    // light above dark, '▄' dark above light.
+    let rows: Vec<Vec<char>> = stdout(&out)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.chars().collect())
+        .collect();
+    let w = rows.iter().map(Vec::len).max().unwrap();
+    let h = rows.len() * 2;
+    let dark = |x: usize, y: usize| -> bool {
+        let c = rows[y / 2].get(x).copied().unwrap_or('█');
+        let (top_light, bottom_light) = match c {
+            '█' => (true, true),
+            '▀' => (true, false),
+            '▄' => (false, true),
+            _ => (false, false),
+        };
+        !(if y.is_multiple_of(2) {
+            top_light
+        } else {
+            bottom_light
+        })
+    };
+    // Each module as 4x4 pixels.
+    let scale = 4;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w * scale, h * scale, |x, y| {
+        if dark(x / scale, y / scale) {
+            0
+        } else {
+            255
+        }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in {} rows", rows.len());
+    let (_, content) = grids[0].decode().expect("the QR code decodes");
+    assert_eq!(content, text);
+
+    let out = run(shoal(dir.path()).args(["ticket", "qr", "--svg"]).arg(&text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("<svg"), "{}", stdout(&out));
+    let out = run(shoal(dir.path()).args(["ticket", "qr", "shoal1nope"]));
+    assert_one_line_error(&out, "not a valid ticket");
+}
