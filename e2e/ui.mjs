@@ -20,6 +20,8 @@
 // Input (environment):
 //   SHOAL_UI_A, SHOAL_UI_B   http://127.0.0.1:PORT/#token=TOKEN of each daemon
 //   SHOAL_E2E_FILE           absolute path of the file A shares
+//   SHOAL_E2E_FILE2          a second file A shares, picked in the folder browser
+//                            (A's browse root is its folder)
 //   SHOAL_E2E_OUTPUT         absolute folder B downloads into
 //   SHOAL_E2E_ARTIFACTS      folder for screenshots (created)
 //   SHOAL_E2E_TIMEOUT_MS     wait for the download, default 60000
@@ -43,6 +45,7 @@ function need(name) {
 const urlA = need('SHOAL_UI_A');
 const urlB = need('SHOAL_UI_B');
 const file = need('SHOAL_E2E_FILE');
+const file2 = need('SHOAL_E2E_FILE2');
 const output = need('SHOAL_E2E_OUTPUT');
 const artifacts = need('SHOAL_E2E_ARTIFACTS');
 const downloadTimeout = Number(process.env.SHOAL_E2E_TIMEOUT_MS || 60_000);
@@ -256,6 +259,9 @@ try {
   check(await textOf(refused.getByTestId('transfer-state')) === 'failed', 'the failed transfer\'s state does not read "failed"');
   log(`B refused: ${refusalText}`);
   await refused.getByTestId('transfer-cancel').click();
+  const cancelDialog = pageB.getByRole('dialog');
+  await cancelDialog.waitFor({ state: 'visible' });
+  await cancelDialog.getByRole('button', { name: 'Cancel download' }).click();
   await until('B removed the failed transfer', 10_000, async () => (await pageB.getByTestId('transfer-item').count()) === 0);
 
   step = 'create an invite for one use in A and copy its ticket';
@@ -297,6 +303,17 @@ try {
     return st === 'downloading' && !(await textOf(item.getByTestId('transfer-bytes'))).startsWith('0 B');
   });
   check((await textOf(item.getByTestId('transfer-peers'))).includes('limit 256 KiB/s'), 'the transfer does not show its download limit');
+
+  step = 'A shows B as a peer being served, with a rate, while B downloads';
+  const servedB = shareItem.getByTestId('share-peer').filter({ has: pageA.getByTestId('share-peer-id').and(pageA.locator(`[title="${peerB}"]`)) });
+  await until('A\'s share lists B being served at a non-zero rate', 20_000, async () => (await servedB.count()) > 0
+    && Number(await servedB.first().getAttribute('data-up-rate')) > 0);
+  log(`A serves B: ${await textOf(servedB.first())}`);
+  check(/^↑ [1-9]/.test(await textOf(servedB.first().getByTestId('share-peer-rate'))), 'the served peer shows no upload rate');
+  check(/127\.0\.0\.1/.test(await textOf(servedB.first().getByTestId('share-peer-address'))), 'the served peer shows no address');
+  await until('A\'s status bar shows the upload', 10_000, async () => /^↑ [1-9]/.test(await textOf(pageA.getByTestId('bar-up'))));
+  await until('A\'s tab title shows the upload rate', 10_000, async () => (await pageA.title()).includes('↑'));
+  log(`A's status bar: ${await textOf(pageA.getByTestId('status-bar'))}; title "${await pageA.title()}"`);
   await item.getByTestId('transfer-pause').click();
   await until('B shows the transfer paused', 10_000, async () => (await stateOf()) === 'paused');
   check(await item.getByTestId('transfer-resume').isVisible(), 'a paused transfer offers no Resume button');
@@ -305,8 +322,10 @@ try {
   log(`paused at ${pausedAt} (${await textOf(item.getByTestId('transfer-percent'))})`);
   await item.getByTestId('transfer-resume').click();
   await until('B shows the transfer running again', 10_000, async () => ['downloading', 'seeding', 'completed'].includes(await stateOf()));
-  // Lift the limit through the transfer's own form.
-  await item.getByTestId('transfer-peers').click();
+  // Lift the limit through the transfer's own form, in its details.
+  await item.getByTestId('transfer-details-button').click();
+  await item.getByTestId('transfer-details').waitFor({ state: 'visible' });
+  check(await item.getByTestId('transfer-details-button').getAttribute('aria-expanded') === 'true', 'the details button does not say its row is open');
   await item.getByTestId('transfer-item-limit-input').fill('');
   await item.getByTestId('transfer-item-limit-button').click();
   await until('the limit is lifted', 10_000, async () => !(await textOf(item.getByTestId('transfer-peers'))).includes('limit'));
@@ -327,6 +346,13 @@ try {
   await until('the transfer seeds again', 15_000, async () => (await stateOf()) === 'seeding');
   check(await item.getByTestId('transfer-seed').isHidden(), 'a seeding download still offers Seed');
   check((await textOf(item.getByTestId('transfer-pause'))) === 'Stop seeding', 'a seeding download does not offer Stop seeding');
+
+  const doneToasts = pageB.getByTestId('toast').filter({ hasText: `Downloaded ${path.basename(file)}` });
+  await until('B shows a notice that the download finished', 10_000, async () => (await doneToasts.count()) > 0);
+  check(await doneToasts.count() === 1, `the finished download was announced ${await doneToasts.count()} times (seeding again is no news)`);
+  await pageB.getByTestId('tab-log').click();
+  await until('B\'s log tells the transfer finished', 5_000, async () => (await pageB.getByTestId('log-entry').filter({ hasText: `${path.basename(file)}: downloading → done, seeding` }).count()) > 0);
+  await pageB.getByTestId('tab-transfers').click();
 
   // An honest seeder: no failed pieces reported, nobody marked banned.
   check(await item.getByTestId('transfer-trouble').isHidden(), `a clean transfer reports trouble: "${await textOf(item.getByTestId('transfer-trouble'))}"`);
@@ -391,6 +417,127 @@ try {
   await pageA.getByTestId('settings-save-button').click();
   await pageA.getByTestId('settings-form-error').waitFor({ state: 'visible' });
 
+  step = 'A shares a second file picked in the folder browser, with its QR code';
+  await pageA.getByTestId('tab-shares').click();
+  await pageA.getByRole('button', { name: 'Browse…' }).click();
+  const browseDialog = pageA.getByRole('dialog', { name: 'Choose what to share' });
+  await browseDialog.waitFor({ state: 'visible' });
+  const pick = browseDialog.getByRole('button', { name: `Choose file ${path.basename(file2)}` });
+  await pick.waitFor({ state: 'visible' });
+  check(await textOf(browseDialog.getByTestId('browse-path')) === fs.realpathSync(path.dirname(file2)), `the browser opened at "${await textOf(browseDialog.getByTestId('browse-path'))}", not A's browse root`);
+  check(await browseDialog.getByTestId('browse-up').isDisabled(), 'the browser offers to go above its root');
+  await pick.click();
+  await browseDialog.waitFor({ state: 'hidden' });
+  check(await pageA.getByTestId('share-path-input').inputValue() === fs.realpathSync(file2), `the picked file did not land in the path field: ${await pageA.getByTestId('share-path-input').inputValue()}`);
+  await pageA.getByTestId('share-visibility-select').selectOption('unlisted');
+  await pageA.getByTestId('share-add-button').click();
+  const share2 = pageA.getByTestId('share-item').filter({ has: pageA.getByTestId('share-name').getByText(path.basename(file2), { exact: true }) });
+  await share2.waitFor({ state: 'visible', timeout: 60_000 });
+  const ticket2 = await share2.getByTestId('share-ticket').inputValue();
+  await share2.getByRole('button', { name: 'QR code' }).click();
+  const qr = share2.getByRole('img', { name: /QR code of the ticket/ });
+  await qr.waitFor({ state: 'visible' });
+  await until('the QR code image is drawn', 10_000, async () => qr.evaluate((img) => img.complete && img.naturalWidth > 100));
+
+  step = 'B takes a pasted ticket, downloads slowly, and the cancel dialog keeps the data';
+  await pageB.getByTestId('tab-status').click();
+  await pageB.evaluate((t) => {
+    const dt = new DataTransfer();
+    dt.setData('text/plain', t);
+    document.body.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+  }, ticket2);
+  await pageB.getByTestId('panel-transfers').waitFor({ state: 'visible' });
+  check(await pageB.getByTestId('transfer-ticket-input').inputValue() === ticket2, 'the pasted ticket is not in the download form');
+  await pageB.getByTestId('transfer-name-input').fill(path.basename(file2));
+  await pageB.getByTestId('transfer-limit-input').fill('128');
+  await pageB.getByTestId('transfer-limit-unit').selectOption({ label: 'KiB/s' });
+  await pageB.getByTestId('transfer-add-button').click();
+  const slow = pageB.getByTestId('transfer-item').filter({ has: pageB.getByTestId('transfer-name').getByText(path.basename(file2), { exact: true }) });
+  await until('B downloads the second file', 20_000, async () => (await slow.getByTestId('transfer-state').getAttribute('data-state')) === 'downloading'
+    && !(await textOf(slow.getByTestId('transfer-bytes'))).startsWith('0 B'));
+
+  step = 'the transfers table sorts, filters, searches and selects';
+  // A content nobody has stays queued: a third row.
+  const missing = 'ee'.repeat(32);
+  await pageB.getByTestId('transfer-ticket-input').fill(missing);
+  await pageB.getByTestId('transfer-name-input').fill('zz-missing.bin');
+  await pageB.getByTestId('transfer-add-button').click();
+  const names = async () => {
+    const out = [];
+    for (const row of await pageB.getByTestId('transfer-item').all()) {
+      if (await row.isVisible()) out.push(await textOf(row.getByTestId('transfer-name')));
+    }
+    return out;
+  };
+  await until('B lists three transfers', 10_000, async () => (await names()).length === 3);
+  const byName = [path.basename(file), path.basename(file2), 'zz-missing.bin'].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  await pageB.getByRole('button', { name: 'Name' }).click();
+  await until('sorted by name, ascending', 5_000, async () => JSON.stringify(await names()) === JSON.stringify(byName));
+  check(await pageB.locator('th[data-sort="name"]').getAttribute('aria-sort') === 'ascending', 'the Name header does not say it sorts ascending');
+  await pageB.getByRole('button', { name: 'Name' }).click();
+  await until('sorted by name, descending', 5_000, async () => JSON.stringify(await names()) === JSON.stringify([...byName].reverse()));
+  await pageB.getByRole('button', { name: 'Progress' }).click();
+  await until('sorted by progress, the finished one first', 5_000, async () => (await names())[0] === path.basename(file));
+  await pageB.getByRole('combobox', { name: 'Show transfers' }).selectOption('seeding');
+  await until('only the seeding transfer is shown', 5_000, async () => JSON.stringify(await names()) === JSON.stringify([path.basename(file)]));
+  await pageB.getByRole('combobox', { name: 'Show transfers' }).selectOption('active');
+  await until('only the active transfers are shown', 5_000, async () => (await names()).sort().join() === [path.basename(file2), 'zz-missing.bin'].sort().join());
+  await pageB.getByRole('combobox', { name: 'Show transfers' }).selectOption('all');
+  await pageB.getByRole('searchbox', { name: 'Search transfers' }).fill('zz-miss');
+  await until('the search shows one transfer', 5_000, async () => JSON.stringify(await names()) === JSON.stringify(['zz-missing.bin']));
+  await pageB.getByRole('checkbox', { name: 'Select all shown transfers' }).check();
+  await until('one selected', 5_000, async () => (await textOf(pageB.getByTestId('transfers-selected'))) === '1 selected');
+  await pageB.getByRole('button', { name: 'Pause selected' }).click();
+  const zz = pageB.getByTestId('transfer-item').filter({ has: pageB.getByTestId('transfer-name').getByText('zz-missing.bin', { exact: true }) });
+  await until('the selected transfer is paused', 10_000, async () => (await zz.getByTestId('transfer-state').getAttribute('data-state')) === 'paused');
+  await pageB.getByRole('button', { name: 'Remove selected…' }).click();
+  await cancelDialog.waitFor({ state: 'visible' });
+  await cancelDialog.getByRole('button', { name: 'Cancel download' }).click();
+  await until('the selected transfer is gone', 10_000, async () => (await zz.count()) === 0);
+  await pageB.getByRole('searchbox', { name: 'Search transfers' }).fill('');
+  await until('two transfers are shown again', 5_000, async () => (await names()).length === 2);
+  await pageB.screenshot({ path: path.join(artifacts, 'transfers-table-b.png'), fullPage: true });
+
+  step = 'the cancel dialog: Keep it changes nothing, keeping the data keeps the partial file';
+  const part = path.join(output, `${path.basename(file2)}.shoal-part`);
+  await slow.getByTestId('transfer-cancel').click();
+  await cancelDialog.waitFor({ state: 'visible' });
+  check(/partly downloaded data is deleted/.test(await textOf(cancelDialog)), `the cancel dialog does not say what is deleted: "${await textOf(cancelDialog)}"`);
+  await cancelDialog.getByRole('button', { name: 'Keep it' }).click();
+  await cancelDialog.waitFor({ state: 'hidden' });
+  check(await slow.count() === 1, 'Keep it cancelled the transfer');
+  await slow.getByTestId('transfer-cancel').click();
+  await cancelDialog.getByRole('checkbox', { name: /Keep the downloaded data/ }).check();
+  await cancelDialog.getByRole('button', { name: 'Cancel download' }).click();
+  await until('the cancelled transfer leaves the table', 10_000, async () => (await slow.count()) === 0);
+  check(fs.existsSync(part), `the partial data ${part} was deleted although the dialog was told to keep it`);
+  log(`cancelled ${path.basename(file2)} keeping ${fs.statSync(part).size} bytes of partial data`);
+
+  step = 'the theme switch';
+  const bg = () => pageA.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const theme = pageA.getByTestId('theme-toggle');
+  await theme.click();
+  check(await textOf(theme) === 'Theme: light' && await pageA.evaluate(() => document.documentElement.dataset.theme) === 'light', 'the theme switch did not go to light');
+  const light = await bg();
+  await theme.click();
+  check(await textOf(theme) === 'Theme: dark', 'the theme switch did not go to dark');
+  const dark = await bg();
+  check(light !== dark, `light and dark have the same background (${light})`);
+  await pageA.screenshot({ path: path.join(artifacts, 'shares-a-dark.png'), fullPage: true });
+  await theme.click();
+  check(await textOf(theme) === 'Theme: auto', 'the theme switch did not come back to auto');
+
+  step = 'every view at 1280 px';
+  for (const [label, page] of [['a', pageA], ['b', pageB]]) {
+    await page.setViewportSize({ width: 1280, height: 900 });
+    for (const tab of ['status', 'shares', 'transfers', 'peers', 'settings', 'log']) {
+      await page.getByTestId(`tab-${tab}`).click();
+      await page.getByTestId(`panel-${tab}`).waitFor({ state: 'visible' });
+      await page.screenshot({ path: path.join(artifacts, `${tab}-${label}-1280.png`), fullPage: true });
+    }
+  }
+  check((await textOf(pageA.getByTestId('speed-graph-max'))).startsWith('top line:'), 'the speed graph was never drawn');
+
   step = 'layout at 375 px';
   // A's page was reloaded: open the access panel again, so it is measured too.
   await pageA.getByTestId('tab-shares').click();
@@ -398,11 +545,12 @@ try {
   await until('the reopened access panel shows the log', 10_000, async () => (await panel.getByTestId('access-log-row').count()) > 0);
   for (const [label, page] of [['A', pageA], ['B', pageB]]) {
     await page.setViewportSize({ width: 375, height: 812 });
-    for (const tab of ['status', 'shares', 'transfers', 'peers', 'settings']) {
+    for (const tab of ['status', 'shares', 'transfers', 'peers', 'settings', 'log']) {
       await page.getByTestId(`tab-${tab}`).click();
       await page.getByTestId(`panel-${tab}`).waitFor({ state: 'visible' });
       const over = await horizontalOverflow(page);
       check(!over, `${label}'s ${tab} tab overflows horizontally at 375 px: ${over}`);
+      await page.screenshot({ path: path.join(artifacts, `${tab}-${label.toLowerCase()}-375.png`), fullPage: true });
     }
   }
   await pageB.getByTestId('tab-transfers').click();

@@ -41,12 +41,18 @@ struct Saved {
     uploaded: u64,
 }
 
+/// Rates are bytes over this sliding window, as the node's per-peer rates
+/// (`shoal_node`'s `RATE_WINDOW`).
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
 /// The totals as last taken.
 pub(crate) struct Stats {
     file: PathBuf,
     /// All-time bytes of earlier runs.
     before: Saved,
-    last: Mutex<(Instant, Totals)>,
+    last: Mutex<Totals>,
+    /// (when, downloaded, uploaded) of the takes of the last [`RATE_WINDOW`].
+    hist: Mutex<std::collections::VecDeque<(Instant, u64, u64)>>,
 }
 
 impl Stats {
@@ -69,22 +75,34 @@ impl Stats {
         Self {
             file,
             before,
-            last: Mutex::new((Instant::now(), t)),
+            last: Mutex::new(t),
+            hist: Mutex::new(std::collections::VecDeque::from([(Instant::now(), 0, 0)])),
         }
     }
 
     /// The totals as last taken.
     pub(crate) fn totals(&self) -> Totals {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).1
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the figures now from the node's counters: bytes since start,
-    /// and rates over the time since the last take.
+    /// and rates over the last [`RATE_WINDOW`].
     fn take(&self, st: &AppState) -> Totals {
         let c = crate::limits::counters(st);
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let dt = last.0.elapsed().as_secs_f64();
-        let prev = last.1;
+        let now = Instant::now();
+        let (dt, d0, u0) = {
+            let mut h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+            h.push_back((now, c.downloaded, c.uploaded));
+            // The newest take at least a window old is the base.
+            while h.len() > 2
+                && h.get(1)
+                    .is_some_and(|s| now.duration_since(s.0) >= RATE_WINDOW)
+            {
+                h.pop_front();
+            }
+            let (t0, d0, u0) = h.front().copied().unwrap_or((now, 0, 0));
+            (now.duration_since(t0).as_secs_f64(), d0, u0)
+        };
         let rate = |now: u64, before: u64| {
             if dt > 0.0 {
                 now.saturating_sub(before) as f64 / dt
@@ -93,14 +111,14 @@ impl Stats {
             }
         };
         let t = Totals {
-            down_rate: rate(c.downloaded, prev.downloaded_session),
-            up_rate: rate(c.uploaded, prev.uploaded_session),
+            down_rate: rate(c.downloaded, d0),
+            up_rate: rate(c.uploaded, u0),
             downloaded_session: c.downloaded,
             uploaded_session: c.uploaded,
             downloaded_all_time: self.before.downloaded + c.downloaded,
             uploaded_all_time: self.before.uploaded + c.uploaded,
         };
-        *last = (Instant::now(), t);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = t;
         t
     }
 

@@ -1904,20 +1904,32 @@ async fn the_sharer_sees_who_it_serves_with_rates_bytes_and_ratio() {
             (1.0..1.1).contains(&ratio),
             "ratio {ratio} for one copy sent: {shares}"
         );
-        // The totals are /metrics' counters.
-        let st = wait_get(&aa, "/api/v1/status", "no upload rate", |v| {
+        // The totals are /metrics' counters (taken each second: they agree
+        // once a second passes without traffic).
+        wait_get(&aa, "/api/v1/status", "no upload rate", |v| {
             v["totals"]["up_rate"].as_f64().unwrap() == 0.0
         })
         .await;
-        let (_, metrics) = aa.raw("/metrics").await;
-        let counted: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("shoal_bytes_uploaded_total "))
-            .expect("the upload counter in /metrics")
-            .trim()
-            .parse()
-            .unwrap();
-        assert_eq!(st["totals"]["uploaded_session"].as_u64().unwrap(), counted);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let counted = loop {
+            let (_, st) = aa.get("/api/v1/status").await;
+            let (_, metrics) = aa.raw("/metrics").await;
+            let counted: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("shoal_bytes_uploaded_total "))
+                .expect("the upload counter in /metrics")
+                .trim()
+                .parse()
+                .unwrap();
+            if st["totals"]["uploaded_session"].as_u64() == Some(counted) {
+                break counted;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the totals never agreed with /metrics: {st} vs {counted}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
         assert!(counted >= size as u64);
         // All time survives a restart; the session starts from zero.
         a.shutdown().await;

@@ -191,12 +191,14 @@
 
   function connectionLost(message) {
     const b = tid('connection-banner');
+    if (b.hidden) logEvent(message, 'bad');
     b.textContent = message;
     b.hidden = false;
     setConn('disconnected');
   }
 
   function connectionBack() {
+    if (!tid('connection-banner').hidden) logEvent('Connected to the daemon again');
     tid('connection-banner').hidden = true;
     setConn('live', true);
   }
@@ -213,7 +215,7 @@
 
   // ---------- tabs ----------
 
-  const TABS = ['status', 'shares', 'transfers', 'peers', 'settings'];
+  const TABS = ['status', 'shares', 'transfers', 'peers', 'settings', 'log'];
   let currentTab = 'status';
 
   function showTab(name) {
@@ -227,6 +229,7 @@
       tid(`panel-${t}`).hidden = !on;
     }
     try { sessionStorage.setItem(TAB_KEY, name); } catch (_) { /* ignore */ }
+    if (name === 'status') drawGraph();
     pollNow();
   }
 
@@ -273,6 +276,8 @@
     };
     tid('status-reachability').textContent = reach[s.reachability] || s.reachability;
     tid('status-connected-peers').textContent = String(s.connected_peers);
+    setPeerCount(s.connected_peers);
+    setTotals(s.totals);
     tid('status-uptime').textContent = fmtDuration(s.uptime_s);
     tid('status-data-dir').textContent = s.data_dir;
     fillList(tid('status-addresses'), s.addresses || []);
@@ -307,6 +312,7 @@
         el = $('#share-template').content.firstElementChild.cloneNode(true);
         el.dataset.id = s.id;
         tid('share-copy-button', el).addEventListener('click', () => copyTicket(el));
+        tid('share-qr-button', el).addEventListener('click', () => toggleQr(el));
         tid('share-remove-button', el).addEventListener('click', () => removeShare(s.id, el));
         setupAccess(s.id, el);
         shareEls.set(s.id, el);
@@ -326,10 +332,130 @@
       tid('share-path', el).textContent = s.path;
       const t = tid('share-ticket', el);
       if (t.value !== s.ticket) t.value = s.ticket;
+      renderServing(el, s);
       list.append(el); // keeps the sorted order; moving an element keeps its state
     }
     tid('shares-empty').hidden = state.shares.size > 0;
     tid('shares-count').textContent = state.shares.size ? `(${state.shares.size})` : '';
+  }
+
+  const PATH_TEXT = { fast: 'fast (direct TCP+TLS)', direct: 'direct', relayed: 'relayed' };
+
+  // What a share sends: its rate, bytes and ratio, and who downloads it now.
+  function renderServing(el, s) {
+    tid('share-up-rate', el).textContent = `↑ ${fmtRate(s.up_rate || 0)}`;
+    tid('share-uploaded', el).textContent = `sent ${fmtBytes(s.uploaded_bytes || 0)} since the daemon started · ratio ${(Number(s.ratio) || 0).toFixed(2)}`;
+    const peers = s.peers || [];
+    tid('share-serving-block', el).hidden = peers.length === 0;
+    tid('share-serving', el).textContent = `Downloading it now: ${peers.length} peer${peers.length === 1 ? '' : 's'}`;
+    tid('share-peer-list', el).replaceChildren(...peers.map((p) => {
+      const li = document.createElement('li');
+      li.dataset.testid = 'share-peer';
+      const span = (testid, text, cls) => {
+        const e = document.createElement('span');
+        e.dataset.testid = testid;
+        if (cls) e.className = cls;
+        e.textContent = text;
+        return e;
+      };
+      const id = span('share-peer-id', shortId(p.peer_id), 'mono');
+      id.title = p.peer_id;
+      const path = span('share-peer-path', p.path ? (PATH_TEXT[p.path] || p.path) : 'path unknown', `badge ${p.path || ''}`);
+      const progress = p.progress === null || p.progress === undefined ? '' : `has ${fmtPercent(p.progress)}`;
+      li.append(
+        id, ' ', path, ' ',
+        span('share-peer-rate', `↑ ${fmtRate(p.up_rate || 0)}`), ' ',
+        span('share-peer-sent', `sent ${fmtBytes(p.uploaded)}`), ' ',
+        span('share-peer-progress', progress), ' ',
+        span('share-peer-address', p.address || '', 'mono muted'),
+      );
+      li.dataset.peer = p.peer_id;
+      li.dataset.upRate = String(p.up_rate || 0);
+      return li;
+    }));
+  }
+
+  // The ticket as a QR code, to scan with a phone (the image comes from the
+  // daemon, fetched with the token).
+  async function toggleQr(el) {
+    const img = tid('share-qr', el);
+    const btn = tid('share-qr-button', el);
+    if (!img.hidden) {
+      img.hidden = true;
+      btn.setAttribute('aria-expanded', 'false');
+      return;
+    }
+    try {
+      const text = tid('share-ticket', el).value;
+      const res = await fetch(`${API}/qr?text=${encodeURIComponent(text)}`, {
+        headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
+      });
+      if (!res.ok) throw new ApiError(res.status, 'internal', null, `The daemon could not draw the QR code (${res.status}).`);
+      // A data: address (the page's CSP allows images from itself and data:).
+      const svg = await res.text();
+      img.src = `data:image/svg+xml;base64,${btoa(unescape(encodeURIComponent(svg)))}`;
+      img.hidden = false;
+      btn.setAttribute('aria-expanded', 'true');
+    } catch (e) {
+      showError(tid('share-error', el), e);
+    }
+  }
+
+  // ---------- the folder browser ----------
+
+  let browseAt = null;
+
+  async function browse(path) {
+    const err = tid('browse-error');
+    showError(err, null);
+    try {
+      const q = path ? `?path=${encodeURIComponent(path)}` : '';
+      const l = await api('GET', `/fs${q}`);
+      browseAt = l;
+      tid('browse-path').textContent = l.path;
+      tid('browse-up').disabled = !l.parent;
+      const om = tid('browse-omitted');
+      om.hidden = !l.omitted;
+      om.textContent = l.omitted ? `${l.omitted} more entries are not listed.` : '';
+      tid('browse-list').replaceChildren(...l.entries.map((e) => {
+        const li = document.createElement('li');
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = `link entry ${e.kind}`;
+        b.dataset.testid = 'browse-entry';
+        b.dataset.kind = e.kind;
+        b.textContent = e.kind === 'dir' ? `📁 ${e.name}/` : `${e.name} (${fmtBytes(e.size)})`;
+        b.setAttribute('aria-label', e.kind === 'dir' ? `Open folder ${e.name}` : `Choose file ${e.name}`);
+        b.addEventListener('click', () => {
+          if (e.kind === 'dir') browse(e.path);
+          else chooseShared(e.path);
+        });
+        li.append(b);
+        return li;
+      }));
+    } catch (e) {
+      showError(err, e);
+    }
+  }
+
+  function chooseShared(path) {
+    const input = tid('share-path-input');
+    input.value = path;
+    input.removeAttribute('aria-invalid');
+    tid('browse-dialog').close();
+    tid('share-add-button').focus();
+  }
+
+  function setupBrowser() {
+    const dlg = tid('browse-dialog');
+    tid('share-browse-button').addEventListener('click', () => {
+      const typed = tid('share-path-input').value.trim();
+      if (!dlg.open) dlg.showModal();
+      browse(typed.startsWith('/') ? typed : null);
+    });
+    tid('browse-up').addEventListener('click', () => { if (browseAt && browseAt.parent) browse(browseAt.parent); });
+    tid('browse-choose-folder').addEventListener('click', () => { if (browseAt) chooseShared(browseAt.path); });
+    tid('browse-close').addEventListener('click', () => dlg.close());
   }
 
   function copyTicket(el) {
@@ -403,6 +529,7 @@
     const hint = () => { tid('share-visibility-help').textContent = VISIBILITY_HELP[vis.value] || ''; };
     vis.addEventListener('change', hint);
     hint();
+    setupBrowser();
   }
 
   // ---------- share access: policy, allowlist, invites, access log ----------
@@ -709,7 +836,7 @@
     return Promise.allSettled([...accessPanels.keys()].map(loadAccess));
   }
 
-  // ---------- transfers ----------
+  // ---------- transfers: a sortable, filterable table ----------
 
   const transferEls = new Map();
   const STATE_TEXT = {
@@ -720,6 +847,25 @@
     completed: 'completed',
     failed: 'failed',
   };
+  // Sort order of states: what needs attention first.
+  const STATE_ORDER = { downloading: 0, queued: 1, failed: 2, paused: 3, seeding: 4, completed: 5 };
+  const view = { sort: 'added', dir: 'desc', filter: 'all', search: '' };
+  const selected = new Set();
+  const SORT_KEYS = {
+    name: (t) => (t.name || t.id).toLowerCase(),
+    size: (t) => (t.total_bytes === null || t.total_bytes === undefined ? -1 : t.total_bytes),
+    progress: (t) => (isFinished(t) ? 1 : Number(t.progress) || 0),
+    state: (t) => STATE_ORDER[t.state] ?? 9,
+    down: (t) => t.down_rate || 0,
+    up: (t) => t.up_rate || 0,
+    eta: (t) => (t.eta_s === null || t.eta_s === undefined ? Infinity : t.eta_s),
+    peers: (t) => connectedPeers(t).length,
+    ratio: (t) => (t.ratio === null || t.ratio === undefined ? -1 : t.ratio),
+    added: (t) => t.added_at || 0,
+  };
+
+  const isFinished = (t) => t.state === 'seeding' || t.state === 'completed';
+  const connectedPeers = (t) => (t.peers || []).filter((p) => p.connected);
 
   function transferElement(id) {
     let el = transferEls.get(id);
@@ -729,73 +875,100 @@
     const errEl = tid('transfer-error', el);
     const act = (action) => async () => {
       const btn = tid(`transfer-${action}`, el);
-      btn.disabled = true;
       showError(errEl, null);
+      if (action === 'cancel') {
+        const t = state.transfers.get(id);
+        if (t) confirmCancel([t]);
+        return;
+      }
+      btn.disabled = true;
       try {
-        if (action === 'cancel') {
-          await api('POST', `/transfers/${encodeURIComponent(id)}/cancel`);
-          removeTransfer(id);
-        } else if (action === 'seed') {
-          // A completed download seeds again: the resume route.
-          upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(id)}/resume`));
-        } else {
-          upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(id)}/${action}`));
-        }
+        // A completed download seeds again through the resume route.
+        const route = action === 'seed' ? 'resume' : action;
+        upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(id)}/${route}`));
       } catch (e) {
         showError(errEl, e);
+        renderStatusRow(el);
       } finally {
         btn.disabled = false;
       }
     };
     for (const a of ['pause', 'resume', 'seed', 'cancel']) tid(`transfer-${a}`, el).addEventListener('click', act(a));
+    const toggle = tid('transfer-details-button', el);
+    toggle.addEventListener('click', () => {
+      const open = toggle.getAttribute('aria-expanded') !== 'true';
+      toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+      tid('transfer-details', el).hidden = !open;
+    });
+    const box = tid('transfer-select', el);
+    box.addEventListener('change', () => {
+      if (box.checked) selected.add(id); else selected.delete(id);
+      renderSelection();
+    });
     const limitInput = tid('transfer-item-limit-input', el);
     limitInput.addEventListener('input', () => { limitInput.dataset.dirty = '1'; });
     tid('transfer-limit-form', el).addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const r = readRate(tid('transfer-item-limit-input', el), tid('transfer-item-limit-unit', el));
-      if (r.error) { showError(errEl, r.error); return; }
+      if (r.error) { showError(errEl, r.error); renderStatusRow(el); return; }
       showError(errEl, null);
       try {
         limitInput.dataset.dirty = '';
         upsertTransfer(await api('PATCH', `/transfers/${encodeURIComponent(id)}`, { download_limit: r.value }));
       } catch (e) {
         showError(errEl, e);
+        renderStatusRow(el);
       }
     });
     transferEls.set(id, el);
-    const list = tid('transfer-list');
-    list.prepend(el); // newest first
+    tid('transfer-table').append(el);
     return el;
+  }
+
+  // The row under a transfer shows its trouble and errors, when it has any.
+  function renderStatusRow(el) {
+    tid('transfer-status-row', el).hidden = tid('transfer-trouble', el).hidden && tid('transfer-error', el).hidden;
   }
 
   function renderTransfer(t) {
     const el = transferElement(t.id);
     el.dataset.state = t.state;
-    tid('transfer-name', el).textContent = t.name || shortId(t.id);
-    tid('transfer-name', el).title = t.id;
+    const name = t.name || shortId(t.id);
+    tid('transfer-name', el).textContent = name;
+    tid('transfer-details-button', el).title = `${t.id}: show details`;
+    tid('transfer-select', el).setAttribute('aria-label', `Select ${name}`);
     tid('transfer-state', el).textContent = STATE_TEXT[t.state] || t.state;
     tid('transfer-state', el).dataset.state = t.state;
-    const finished = t.state === 'seeding' || t.state === 'completed';
+    const finished = isFinished(t);
     const p = finished ? 1 : Math.max(0, Math.min(1, Number(t.progress) || 0));
     const bar = $('.bar', el);
     bar.style.width = `${(p * 100).toFixed(2)}%`;
     const pb = tid('transfer-progress', el);
     pb.setAttribute('aria-valuenow', (p * 100).toFixed(1));
-    pb.setAttribute('aria-label', `${t.name || t.id}: ${fmtPercent(p)}`);
+    pb.setAttribute('aria-label', `${name}: ${fmtPercent(p)}`);
     tid('transfer-percent', el).textContent = fmtPercent(p);
-    tid('transfer-bytes', el).textContent = t.total_bytes === null || t.total_bytes === undefined
-      ? `${fmtBytes(t.done_bytes)} of ?`
-      : `${fmtBytes(t.done_bytes)} of ${fmtBytes(t.total_bytes)}`;
-    tid('transfer-rates', el).textContent = `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)}`;
+    const known = t.total_bytes !== null && t.total_bytes !== undefined;
+    tid('transfer-bytes', el).textContent = known
+      ? `${fmtBytes(t.done_bytes)} of ${fmtBytes(t.total_bytes)}`
+      : `${fmtBytes(t.done_bytes)} of ?`;
+    tid('transfer-size', el).textContent = known ? fmtBytes(t.total_bytes) : '?';
+    tid('transfer-down', el).textContent = fmtRate(t.down_rate || 0);
+    tid('transfer-up', el).textContent = fmtRate(t.up_rate || 0);
     tid('transfer-eta', el).textContent = t.state === 'downloading' && t.eta_s !== null && t.eta_s !== undefined
-      ? `ETA ${fmtDuration(t.eta_s)}` : '';
+      ? fmtDuration(t.eta_s) : '—';
+    tid('transfer-ratio', el).textContent = t.ratio === null || t.ratio === undefined ? '—' : Number(t.ratio).toFixed(2);
+    tid('transfer-added', el).textContent = fmtTime(t.added_at);
+    tid('transfer-id', el).textContent = t.id;
     tid('transfer-output', el).textContent = t.output;
+    tid('transfer-rates', el).textContent = `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)}`;
+    tid('transfer-sent', el).textContent = `${fmtBytes(t.uploaded_bytes || 0)} to other peers`;
     const peers = t.peers || [];
-    const connected = peers.filter((p2) => p2.connected);
-    const direct = connected.filter((p2) => p2.path === 'direct').length;
+    const connected = connectedPeers(t);
+    tid('transfer-peer-count', el).textContent = String(connected.length);
+    const direct = connected.filter((p2) => p2.path !== 'relayed').length;
     const relayed = connected.length - direct;
-    const known = peers.length > connected.length ? ` of ${peers.length} known` : '';
-    tid('transfer-peers', el).textContent = `${connected.length} peer${connected.length === 1 ? '' : 's'} connected${known}`
+    const knownPeers = peers.length > connected.length ? ` of ${peers.length} known` : '';
+    tid('transfer-peers', el).textContent = `${connected.length} peer${connected.length === 1 ? '' : 's'} connected${knownPeers}`
       + (connected.length ? ` (${direct} direct, ${relayed} relayed)` : '')
       + (t.download_limit !== null && t.download_limit !== undefined ? ` · limit ${fmtRate(t.download_limit)}` : '');
     tid('transfer-peer-list', el).replaceChildren(...peers.map((p2) => {
@@ -845,6 +1018,30 @@
     if (t.error) showError(err, t.error);
     else if (err.dataset.fromServer) showError(err, null);
     err.dataset.fromServer = t.error ? '1' : '';
+    renderStatusRow(el);
+  }
+
+  // Transfers seen finished on this page (finishing again is not announced).
+  const announced = new Set();
+
+  // Notices when a transfer this page watched finishes or fails.
+  function noticeChange(before, t) {
+    const was = announced.has(t.id);
+    if (isFinished(t)) announced.add(t.id);
+    noticeTransition(before, t, was);
+  }
+
+  function noticeTransition(before, t, wasAnnounced) {
+    if (!before) {
+      logEvent(`Added ${t.name || shortId(t.id)} (${STATE_TEXT[t.state] || t.state})`);
+      return;
+    }
+    if (before.state === t.state) return;
+    const name = t.name || shortId(t.id);
+    logEvent(`${name}: ${STATE_TEXT[before.state] || before.state} → ${STATE_TEXT[t.state] || t.state}`, t.state === 'failed' ? 'bad' : '');
+    // Each download is announced once: seeding again after a stop is no news.
+    if (isFinished(t) && !wasAnnounced) notify(`Downloaded ${name}`, `${fmtBytes(t.total_bytes)} saved in ${t.output}`);
+    if (t.state === 'failed') notify(`${name} failed`, t.error || 'The download stopped.');
   }
 
   // `force`: a full list after (re)connecting replaces what is shown. Else a
@@ -854,22 +1051,166 @@
     if (!t || !t.id) return;
     const shown = state.transfers.get(t.id);
     if (!force && shown && Number(shown.revision) > Number(t.revision)) return;
+    noticeChange(shown, t);
     state.transfers.set(t.id, t);
     renderTransfer(t);
-    renderTransferCount();
+    scheduleTableView();
   }
 
   function removeTransfer(id) {
+    const t = state.transfers.get(id);
+    if (t) logEvent(`Removed ${t.name || shortId(t.id)}`);
     state.transfers.delete(id);
+    selected.delete(id);
+    announced.delete(id);
     const el = transferEls.get(id);
     if (el) { el.remove(); transferEls.delete(id); }
-    renderTransferCount();
+    scheduleTableView();
   }
 
-  function renderTransferCount() {
+  // Sorting, filtering and counts, once per frame however many events came.
+  let viewPending = false;
+  function scheduleTableView() {
+    if (viewPending) return;
+    viewPending = true;
+    requestAnimationFrame(() => { viewPending = false; applyTableView(); });
+  }
+
+  function matchesFilter(t) {
+    const f = view.filter;
+    if (f === 'active' && !(t.state === 'queued' || t.state === 'downloading')) return false;
+    if (f !== 'all' && f !== 'active' && t.state !== f) return false;
+    const q = view.search.trim().toLowerCase();
+    return !q || (t.name || '').toLowerCase().includes(q) || t.id.includes(q);
+  }
+
+  function applyTableView() {
+    const key = SORT_KEYS[view.sort] || SORT_KEYS.added;
+    const sign = view.dir === 'asc' ? 1 : -1;
+    const all = [...state.transfers.values()].sort((a, b) => {
+      const ka = key(a);
+      const kb = key(b);
+      const c = typeof ka === 'string' ? ka.localeCompare(kb) : (ka > kb) - (ka < kb);
+      return c * sign || a.id.localeCompare(b.id);
+    });
+    const table = tid('transfer-table');
+    let shown = 0;
+    for (const t of all) {
+      const el = transferEls.get(t.id);
+      if (!el) continue;
+      const visible = matchesFilter(t);
+      el.hidden = !visible;
+      if (visible) shown += 1;
+      table.append(el); // moving a node keeps its state (open details, focus)
+    }
+    for (const th of table.querySelectorAll('th[data-sort]')) {
+      th.setAttribute('aria-sort', th.dataset.sort === view.sort ? (view.dir === 'asc' ? 'ascending' : 'descending') : 'none');
+    }
     tid('transfers-empty').hidden = state.transfers.size > 0;
-    const active = [...state.transfers.values()].filter((t) => t.state === 'downloading' || t.state === 'queued').length;
+    tid('transfers-none-shown').hidden = state.transfers.size === 0 || shown > 0;
+    table.hidden = state.transfers.size === 0;
+    const active = all.filter((t) => t.state === 'downloading' || t.state === 'queued').length;
     tid('transfers-count').textContent = state.transfers.size ? `(${active ? `${active}/` : ''}${state.transfers.size})` : '';
+    renderSelection();
+  }
+
+  // The selected transfers that are shown (a filter hides the others from bulk actions).
+  function shownSelection() {
+    return [...selected].map((id) => state.transfers.get(id)).filter((t) => t && matchesFilter(t));
+  }
+
+  function renderSelection() {
+    for (const [id, el] of transferEls) tid('transfer-select', el).checked = selected.has(id);
+    const sel = shownSelection();
+    tid('transfers-selected').textContent = sel.length ? `${sel.length} selected` : '';
+    tid('transfers-bulk-pause').disabled = !sel.some((t) => ['queued', 'downloading', 'seeding'].includes(t.state));
+    tid('transfers-bulk-resume').disabled = !sel.some((t) => t.state === 'paused' || t.state === 'failed');
+    tid('transfers-bulk-remove').disabled = sel.length === 0;
+    const shownIds = [...state.transfers.values()].filter(matchesFilter).map((t) => t.id);
+    const all = tid('transfers-select-all');
+    all.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
+    all.indeterminate = !all.checked && shownIds.some((id) => selected.has(id));
+  }
+
+  function setupTransferTable() {
+    for (const th of tid('transfer-table').querySelectorAll('th[data-sort]')) {
+      $('button', th).addEventListener('click', () => {
+        const k = th.dataset.sort;
+        if (view.sort === k) view.dir = view.dir === 'asc' ? 'desc' : 'asc';
+        else { view.sort = k; view.dir = k === 'name' || k === 'state' || k === 'eta' ? 'asc' : 'desc'; }
+        applyTableView();
+      });
+    }
+    tid('transfers-filter').addEventListener('change', (ev) => { view.filter = ev.target.value; applyTableView(); });
+    tid('transfers-search').addEventListener('input', (ev) => { view.search = ev.target.value; applyTableView(); });
+    tid('transfers-select-all').addEventListener('change', (ev) => {
+      for (const t of state.transfers.values()) {
+        if (!matchesFilter(t)) continue;
+        if (ev.target.checked) selected.add(t.id); else selected.delete(t.id);
+      }
+      renderSelection();
+    });
+    const bulk = (action, pred) => async () => {
+      const targets = shownSelection().filter(pred);
+      await Promise.allSettled(targets.map(async (t) => {
+        try {
+          upsertTransfer(await api('POST', `/transfers/${encodeURIComponent(t.id)}/${action}`));
+        } catch (e) {
+          const el = transferEls.get(t.id);
+          if (el) { showError(tid('transfer-error', el), e); renderStatusRow(el); }
+        }
+      }));
+    };
+    tid('transfers-bulk-pause').addEventListener('click', bulk('pause', (t) => ['queued', 'downloading', 'seeding'].includes(t.state)));
+    tid('transfers-bulk-resume').addEventListener('click', bulk('resume', (t) => t.state === 'paused' || t.state === 'failed'));
+    tid('transfers-bulk-remove').addEventListener('click', () => {
+      const targets = shownSelection();
+      if (targets.length) confirmCancel(targets);
+    });
+    setupCancelDialog();
+  }
+
+  // ---------- the cancel dialog: nothing is deleted without asking ----------
+
+  let cancelTargets = [];
+
+  function confirmCancel(targets) {
+    cancelTargets = targets;
+    const dlg = tid('cancel-dialog');
+    const unfinished = targets.filter((t) => !isFinished(t));
+    const names = targets.map((t) => t.name || shortId(t.id));
+    const what = names.length === 1 ? `“${names[0]}”` : `${names.length} transfers`;
+    tid('cancel-title').textContent = unfinished.length ? `Cancel ${what}?` : `Remove ${what} from the list?`;
+    tid('cancel-text').textContent = unfinished.length
+      ? `${unfinished.length === 1 ? 'Its download stops' : 'Their downloads stop'} and ${names.length === 1 ? 'it is' : 'they are'} removed from the list. Unless you keep it, the partly downloaded data is deleted. Completed files are never deleted.`
+      : 'It stops seeding and leaves the list. The downloaded files stay where they are.';
+    tid('cancel-keep-label').hidden = unfinished.length === 0;
+    tid('cancel-keep-data').checked = false;
+    tid('cancel-confirm').textContent = unfinished.length ? 'Cancel download' : 'Remove';
+    if (!dlg.open) dlg.showModal();
+    tid('cancel-back').focus();
+  }
+
+  function setupCancelDialog() {
+    const dlg = tid('cancel-dialog');
+    tid('cancel-back').addEventListener('click', () => dlg.close());
+    tid('cancel-confirm').addEventListener('click', async () => {
+      const keep = tid('cancel-keep-data').checked;
+      const targets = cancelTargets;
+      cancelTargets = [];
+      dlg.close();
+      await Promise.allSettled(targets.map(async (t) => {
+        try {
+          await api('POST', `/transfers/${encodeURIComponent(t.id)}/cancel?keep_data=${keep ? 'true' : 'false'}`);
+          if (keep) logEvent(`${t.name || shortId(t.id)}: cancelled, its data kept`);
+          removeTransfer(t.id);
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 404) { removeTransfer(t.id); return; }
+          const el = transferEls.get(t.id);
+          if (el) { showError(tid('transfer-error', el), e); renderStatusRow(el); }
+        }
+      }));
+    });
   }
 
   async function reconcileTransfers(known) {
@@ -909,6 +1250,40 @@
         btn.disabled = false;
       }
     });
+    setupTransferTable();
+  }
+
+  // ---------- a ticket pasted or dropped anywhere ----------
+
+  const TICKET_RE = /^(shoal1[0-9a-z]+|[0-9a-f]{64})$/i;
+
+  function takeTicket(text, how) {
+    const t = (text || '').trim();
+    if (!TICKET_RE.test(t)) return false;
+    showTab('transfers');
+    const input = tid('transfer-ticket-input');
+    input.value = t;
+    tid('transfer-form-error').hidden = true;
+    toast(`Ticket ${how}: choose where to save it, then Download.`);
+    tid('transfer-add-button').focus();
+    return true;
+  }
+
+  function setupTicketDrop() {
+    document.addEventListener('paste', (ev) => {
+      const target = ev.target;
+      // Pasting into a field is the field's business.
+      if (target && (target.closest('input, textarea, select, [contenteditable]'))) return;
+      const text = ev.clipboardData ? ev.clipboardData.getData('text/plain') : '';
+      if (takeTicket(text, 'pasted')) ev.preventDefault();
+    });
+    document.addEventListener('dragover', (ev) => {
+      if (ev.dataTransfer && [...ev.dataTransfer.types].includes('text/plain')) ev.preventDefault();
+    });
+    document.addEventListener('drop', (ev) => {
+      const text = ev.dataTransfer ? ev.dataTransfer.getData('text/plain') : '';
+      if (takeTicket(text, 'dropped')) ev.preventDefault();
+    });
   }
 
   // ---------- peers ----------
@@ -923,7 +1298,9 @@
       tid('peer-path', el).classList.add(p.path);
       tid('peer-rates', el).textContent = `↓ ${fmtRate(p.down_rate || 0)} ↑ ${fmtRate(p.up_rate || 0)}`;
       const n = (p.transfers || []).length;
-      tid('peer-transfers', el).textContent = `${n} transfer${n === 1 ? '' : 's'}`;
+      const m = (p.shares || []).length;
+      tid('peer-transfers', el).textContent = `${n} transfer${n === 1 ? '' : 's'}`
+        + (m ? ` · downloading ${m} of our share${m === 1 ? '' : 's'}` : '');
       fillList(tid('peer-addresses', el), p.addresses || []);
       return el;
     }));
@@ -939,6 +1316,162 @@
     } catch (e) {
       if (!(e instanceof NetworkError)) showError(tid('peers-error'), e);
     }
+  }
+
+  // ---------- the status bar, the tab title and the speed graph ----------
+
+  // One sample a second of the totals' rates: 5 minutes.
+  const GRAPH_SAMPLES = 300;
+  const samples = [];
+  let totals = null;
+
+  function setTotals(t) {
+    if (!t) return;
+    totals = t;
+    tid('bar-down').textContent = `↓ ${fmtRate(t.down_rate || 0)}`;
+    tid('bar-up').textContent = `↑ ${fmtRate(t.up_rate || 0)}`;
+    tid('bar-session').textContent = `session ↓ ${fmtBytes(t.downloaded_session)} ↑ ${fmtBytes(t.uploaded_session)}`;
+    tid('bar-all-time').textContent = `all time ↓ ${fmtBytes(t.downloaded_all_time)} ↑ ${fmtBytes(t.uploaded_all_time)}`;
+    const busy = (t.down_rate || 0) > 0 || (t.up_rate || 0) > 0;
+    document.title = busy ? `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)} · shoal` : 'shoal';
+  }
+
+  function setPeerCount(n) {
+    tid('bar-peers').textContent = `${n} peer${n === 1 ? '' : 's'}`;
+  }
+
+  // Totals events come only when a figure changes: between them the rates
+  // stay what the last one said.
+  function sampleRates() {
+    samples.push({ down: totals ? totals.down_rate || 0 : 0, up: totals ? totals.up_rate || 0 : 0 });
+    while (samples.length > GRAPH_SAMPLES) samples.shift();
+    if (currentTab === 'status' && !document.hidden) drawGraph();
+  }
+
+  function drawGraph() {
+    const canvas = tid('speed-graph');
+    const ctx = canvas.getContext && canvas.getContext('2d');
+    if (!ctx) return;
+    const css = getComputedStyle(document.documentElement);
+    const w = canvas.width;
+    const h = canvas.height;
+    ctx.clearRect(0, 0, w, h);
+    ctx.strokeStyle = css.getPropertyValue('--line').trim() || '#ccc';
+    ctx.lineWidth = 1;
+    for (let i = 1; i < 4; i += 1) {
+      const y = Math.round((h * i) / 4) + 0.5;
+      ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
+    }
+    const max = Math.max(1, ...samples.map((s) => Math.max(s.down, s.up)));
+    tid('speed-graph-max').textContent = `top line: ${fmtRate(max)}`;
+    const line = (key, color) => {
+      ctx.strokeStyle = color;
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      samples.forEach((s, i) => {
+        const x = w - ((samples.length - 1 - i) * w) / (GRAPH_SAMPLES - 1);
+        const y = h - 2 - (s[key] / max) * (h - 4);
+        if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      });
+      ctx.stroke();
+    };
+    line('down', css.getPropertyValue('--bar').trim() || '#2f81f7');
+    line('up', css.getPropertyValue('--ok').trim() || '#1a7f37');
+  }
+
+  // ---------- log, toasts and notifications ----------
+
+  const LOG_MAX = 500;
+
+  function logEvent(text, kind = '') {
+    const list = tid('log-list');
+    const li = document.createElement('li');
+    li.dataset.testid = 'log-entry';
+    if (kind) li.className = kind;
+    const time = document.createElement('time');
+    const now = new Date();
+    time.dateTime = now.toISOString();
+    time.textContent = now.toLocaleTimeString();
+    const msg = document.createElement('span');
+    msg.dataset.testid = 'log-text';
+    msg.textContent = text;
+    li.append(time, ' ', msg);
+    list.prepend(li);
+    while (list.children.length > LOG_MAX) list.lastElementChild.remove();
+    tid('log-empty').hidden = true;
+    tid('log-count').textContent = `(${list.children.length})`;
+  }
+
+  function toast(text) {
+    const box = tid('toasts');
+    const p = document.createElement('p');
+    p.className = 'toast';
+    p.dataset.testid = 'toast';
+    p.textContent = text;
+    const close = document.createElement('button');
+    close.type = 'button';
+    close.className = 'small';
+    close.textContent = 'Dismiss';
+    close.addEventListener('click', () => p.remove());
+    p.append(' ', close);
+    box.append(p);
+    while (box.children.length > 4) box.firstElementChild.remove();
+    setTimeout(() => p.remove(), 10000);
+  }
+
+  function notify(title, body) {
+    toast(`${title}: ${body}`);
+    try {
+      if ('Notification' in window && Notification.permission === 'granted' && document.hidden) {
+        new Notification(title, { body }); // eslint-disable-line no-new
+      }
+    } catch (_) { /* notifications unavailable here */ }
+  }
+
+  function setupNotifications() {
+    const btn = tid('notify-button');
+    const note = tid('notify-note');
+    const show = () => {
+      if (!('Notification' in window)) { btn.hidden = true; note.textContent = 'This browser has no notifications; finished downloads are shown on the page.'; return; }
+      const p = Notification.permission;
+      btn.hidden = p === 'granted' || p === 'denied';
+      note.textContent = p === 'granted' ? 'The browser notifies you when a download finishes while this tab is in the background.'
+        : p === 'denied' ? 'Notifications are blocked for this page in the browser settings; finished downloads are shown on the page.' : '';
+    };
+    btn.addEventListener('click', async () => {
+      try { await Notification.requestPermission(); } catch (_) { /* ignore */ }
+      show();
+    });
+    show();
+    tid('log-clear').addEventListener('click', () => {
+      tid('log-list').replaceChildren();
+      tid('log-empty').hidden = false;
+      tid('log-count').textContent = '';
+    });
+  }
+
+  // ---------- light and dark ----------
+
+  const THEME_KEY = 'shoal.theme';
+  const THEMES = ['auto', 'light', 'dark'];
+
+  function applyTheme(t) {
+    if (t === 'light' || t === 'dark') document.documentElement.dataset.theme = t;
+    else delete document.documentElement.dataset.theme;
+    tid('theme-toggle').textContent = `Theme: ${t}`;
+    if (currentTab === 'status') drawGraph();
+  }
+
+  function setupTheme() {
+    let t = 'auto';
+    try { t = localStorage.getItem(THEME_KEY) || 'auto'; } catch (_) { /* ignore */ }
+    applyTheme(THEMES.includes(t) ? t : 'auto');
+    tid('theme-toggle').addEventListener('click', () => {
+      const cur = document.documentElement.dataset.theme || 'auto';
+      const next = THEMES[(THEMES.indexOf(cur) + 1) % THEMES.length];
+      try { localStorage.setItem(THEME_KEY, next); } catch (_) { /* ignore */ }
+      applyTheme(next);
+    });
   }
 
   // ---------- settings ----------
@@ -1028,8 +1561,15 @@
     switch (name) {
       case 'transfer': upsertTransfer(v); break;
       case 'transfer_removed': removeTransfer(v.id); break;
-      case 'share': state.shares.set(v.id, v); renderShares(); break;
-      case 'share_removed': state.shares.delete(v.id); renderShares(); break;
+      case 'share':
+        if (!state.shares.has(v.id)) logEvent(`Sharing ${v.name}`);
+        state.shares.set(v.id, v); renderShares(); break;
+      case 'share_removed': {
+        const old = state.shares.get(v.id);
+        if (old) logEvent(`Stopped sharing ${old.name}`);
+        state.shares.delete(v.id); renderShares(); break;
+      }
+      case 'totals': setTotals(v); break;
       case 'access': if (v && accessPanels.has(v.id)) loadAccess(v.id); break;
       case 'settings': state.settings = v; renderSettings(false); break;
       case 'error': eventError(v); break;
@@ -1039,8 +1579,9 @@
 
   function eventError(v) {
     const msg = v && v.message ? String(v.message) : 'The daemon reported an error.';
+    logEvent(msg, 'bad');
     const el = v && v.transfer ? transferEls.get(v.transfer) : null;
-    if (el) { showError(tid('transfer-error', el), msg); return; }
+    if (el) { showError(tid('transfer-error', el), msg); renderStatusRow(el); return; }
     // Without a transfer it may say that events were dropped (a slow reader):
     // reload what events would have told us.
     if (!v || !v.transfer) {
@@ -1165,6 +1706,8 @@
     const work = [];
     if (currentTab === 'status') work.push(loadStatus());
     if (currentTab === 'peers') work.push(loadPeers(), loadStatus());
+    // The peer count in the status bar; totals come as events.
+    if (currentTab !== 'status' && currentTab !== 'peers') work.push(loadStatus());
     // Invite uses and the access log change without an event.
     if (currentTab === 'shares') work.push(reloadAccessPanels());
     Promise.allSettled(work).then(() => {
@@ -1184,10 +1727,14 @@
   function start() {
     if (!token) { tokenProblem(null); return; }
     $('#app').hidden = false;
+    setupTheme();
     setupShareForm();
     setupTransferForm();
     setupSettingsForm();
+    setupNotifications();
+    setupTicketDrop();
     setupTabs();
+    setInterval(sampleRates, 1000);
     loadStatus();
     loadShares();
     loadSettings();

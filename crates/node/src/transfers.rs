@@ -706,7 +706,12 @@ impl Transfers {
             let moved = p.as_ref() != e.last.as_ref();
             if let Some(p) = p {
                 e.rec.total_bytes = p.total_bytes.or(e.rec.total_bytes);
-                e.rec.done_bytes = p.done_bytes;
+                // A run that has not yet verified its outboard (it knows no
+                // length and holds nothing) says nothing of the bytes already
+                // on disk: they stay as they were, not 0.
+                if p.total_bytes.is_some() || p.done_bytes > 0 {
+                    e.rec.done_bytes = p.done_bytes;
+                }
                 let mut failed = failed.clone().or(p.failed.clone());
                 if ended && !p.complete && failed.is_none() {
                     failed = Some("the download stopped before it finished; resume it".to_owned());

@@ -91,13 +91,19 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
     std::fs::write(&file, &content).expect("write the sample file");
     let output = root.join("b-downloads");
     std::fs::create_dir_all(&output).expect("create output dir");
+    // A second file, picked in A's folder browser, whose root is its folder.
+    let library = root.join("library");
+    std::fs::create_dir_all(library.join("albums")).expect("create the library");
+    let file2 = library.join("big-sample.bin");
+    std::fs::write(&file2, pseudo_random(6 * 1024 * 1024, 0x5EED)).expect("write the second file");
     let artifacts = std::env::var_os("SHOAL_E2E_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-web-ui"));
     let screenshot = artifacts.join("transfers-b.png");
     let _ = std::fs::remove_file(&screenshot);
 
-    let a = Daemon::start(&root.join("a"), &[]);
+    let browse_root = library.to_str().expect("a UTF-8 path");
+    let a = Daemon::start(&root.join("a"), &[("SHOAL_BROWSE_ROOT", browse_root)]);
     let b = Daemon::start(&root.join("b"), &[]);
 
     let mut node = Command::new("node");
@@ -106,6 +112,7 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
         .env("SHOAL_UI_A", a.ui_url())
         .env("SHOAL_UI_B", b.ui_url())
         .env("SHOAL_E2E_FILE", &file)
+        .env("SHOAL_E2E_FILE2", &file2)
         .env("SHOAL_E2E_OUTPUT", &output)
         .env("SHOAL_E2E_ARTIFACTS", &artifacts)
         .env("CHROMIUM", CHROMIUM);

@@ -137,7 +137,9 @@ struct PeerConn {
     queued_pieces: u32,
     downloaded: u64,
     uploaded: u64,
-    rate_mark: (u64, u64),
+    /// (when, downloaded, uploaded) at each rate tick of the last
+    /// [`RATE_WINDOW`], oldest first: rates are taken over that window.
+    rate_hist: VecDeque<(Instant, u64, u64)>,
     down_rate: f64,
     up_rate: f64,
     /// When we may next send this peer a `PeerExchange`.
@@ -237,6 +239,10 @@ const FLUSH_PIECES: u32 = 64;
 /// Pieces queued for one peer's writer whose upload is already reported done to
 /// the scheduler (so it can start reading the next one).
 const UPLOAD_READ_AHEAD: u32 = 2;
+/// Rates (per peer, and so per transfer and share) are verified piece bytes
+/// over this sliding window: long enough that a slow transfer's pieces, which
+/// arrive whole, do not make its rate jump between zero and twice its value.
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Progress snapshots are published at most this often (and on state changes).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// How often a download looks for peers to dial (at once when it has none).

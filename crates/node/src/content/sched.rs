@@ -111,16 +111,29 @@ impl Content {
         }
     }
 
+    /// Each peer's rates: piece bytes over the last [`RATE_WINDOW`] (over
+    /// its session so far while that is shorter).
     pub(super) fn update_rates(&mut self) {
-        let dt = self.last_rates.elapsed().as_secs_f64();
-        self.last_rates = Instant::now();
-        if dt <= 0.0 {
-            return;
-        }
+        let now = Instant::now();
+        self.last_rates = now;
         for p in self.peers.values_mut() {
-            p.down_rate = (p.downloaded - p.rate_mark.0) as f64 / dt;
-            p.up_rate = (p.uploaded - p.rate_mark.1) as f64 / dt;
-            p.rate_mark = (p.downloaded, p.uploaded);
+            p.rate_hist.push_back((now, p.downloaded, p.uploaded));
+            // Keep the newest sample at least a window old as the base.
+            while p.rate_hist.len() > 2
+                && p.rate_hist
+                    .get(1)
+                    .is_some_and(|s| now.duration_since(s.0) >= RATE_WINDOW)
+            {
+                p.rate_hist.pop_front();
+            }
+            let Some(&(t0, d0, u0)) = p.rate_hist.front() else {
+                continue;
+            };
+            let dt = now.duration_since(t0).as_secs_f64();
+            if dt > 0.0 {
+                p.down_rate = p.downloaded.saturating_sub(d0) as f64 / dt;
+                p.up_rate = p.uploaded.saturating_sub(u0) as f64 / dt;
+            }
         }
     }
 }

@@ -96,7 +96,7 @@ impl Content {
                 queued_pieces: 0,
                 downloaded: 0,
                 uploaded: 0,
-                rate_mark: (0, 0),
+                rate_hist: VecDeque::from([(Instant::now(), 0, 0)]),
                 down_rate: 0.0,
                 up_rate: 0.0,
                 pex_next: Instant::now() + PEX_FIRST,
