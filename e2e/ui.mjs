@@ -411,8 +411,17 @@ try {
   await until('after a reload A is still signed in and shows the saved limit', 15_000, async () => (await pageA.getByTestId('settings-upload-input').inputValue()) === '50'
     && (await pageA.getByTestId('settings-upload-unit').inputValue()) === String(1024 * 1024));
   await pageA.getByTestId('settings-upload-input').fill('');
+  await pageA.getByRole('spinbutton', { name: /Stop seeding a download at ratio/ }).fill('2.5');
+  await pageA.getByRole('spinbutton', { name: /Stop seeding a download after/ }).fill('48');
   await pageA.getByTestId('settings-save-button').click();
   await until('A shows the upload limit removed', 10_000, async () => (await textOf(pageA.getByTestId('settings-saved-upload'))) === 'unlimited');
+  check(await textOf(pageA.getByTestId('settings-saved-seed-ratio')) === '2.5', `the seed ratio limit reads "${await textOf(pageA.getByTestId('settings-saved-seed-ratio'))}"`);
+  check(await textOf(pageA.getByTestId('settings-saved-seed-time')) === '2 d 0 h', `the seed time limit reads "${await textOf(pageA.getByTestId('settings-saved-seed-time'))}"`);
+  await pageA.getByRole('spinbutton', { name: /Stop seeding a download at ratio/ }).fill('');
+  await pageA.getByRole('spinbutton', { name: /Stop seeding a download after/ }).fill('');
+  await pageA.getByTestId('settings-save-button').click();
+  await until('A shows no seed limits', 10_000, async () => (await textOf(pageA.getByTestId('settings-saved-seed-ratio'))) === 'never'
+    && (await textOf(pageA.getByTestId('settings-saved-seed-time'))) === 'never');
   await pageA.getByTestId('settings-max-connections-input').fill('0');
   await pageA.getByTestId('settings-save-button').click();
   await pageA.getByTestId('settings-form-error').waitFor({ state: 'visible' });

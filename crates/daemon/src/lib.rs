@@ -179,6 +179,7 @@ impl Daemon {
         let (transfers, transfer_rx) =
             peer.load_transfers(data_dir.join("daemon").join("transfers.json"))?;
         tokio::spawn(transfers::forward(transfer_rx, events.clone()));
+        transfers.set_seed_limits(limits::seed_limits(&settings));
         transfers.resume_all();
         let (close, closing) = watch::channel(false);
         let state = Arc::new(AppState {
@@ -306,5 +307,7 @@ pub(crate) fn merge_patch(old: &SettingsPatch, new: &SettingsPatch) -> SettingsP
         download_limit: new.download_limit.or(old.download_limit),
         max_connections: new.max_connections.or(old.max_connections),
         max_peers_per_transfer: new.max_peers_per_transfer.or(old.max_peers_per_transfer),
+        seed_ratio_limit: new.seed_ratio_limit.or(old.seed_ratio_limit),
+        seed_time_limit: new.seed_time_limit.or(old.seed_time_limit),
     }
 }

@@ -26,6 +26,17 @@ pub(crate) fn configure(cfg: &mut HostConfig, s: &Settings) {
 pub(crate) async fn apply(peer: &Host, s: &Settings) {
     peer.apply_settings(limits_of(s), s.max_peers_per_transfer, s.max_connections)
         .await;
+    if let Some(t) = peer.transfers() {
+        t.set_seed_limits(seed_limits(s));
+    }
+}
+
+/// When completed downloads stop seeding.
+pub(crate) fn seed_limits(s: &Settings) -> shoal_node::transfers::SeedLimits {
+    shoal_node::transfers::SeedLimits {
+        ratio: s.seed_ratio_limit,
+        time: s.seed_time_limit.map(std::time::Duration::from_secs),
+    }
 }
 
 /// Totals for `/metrics`.

@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_PEERS_PER_TRANSFER: u32 = 50;
 pub const MAX_RATE: u64 = 1 << 40;
 /// Largest value accepted for `max_connections` and `max_peers_per_transfer`.
 pub const MAX_COUNT: u32 = 100_000;
+/// Largest seeding ratio limit accepted.
+pub const MAX_SEED_RATIO: f64 = 10_000.0;
+/// Longest seeding time limit accepted, seconds (10 years).
+pub const MAX_SEED_TIME: u64 = 10 * 365 * 24 * 3600;
 
 /// What can be wrong with a configuration file or a size.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +48,7 @@ pub enum ConfigError {
 }
 
 /// Live settings of a daemon (limits in bytes per second; `None` = unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Settings {
     /// Upload limit over all peers, bytes per second; null = unlimited.
     pub upload_limit: Option<u64>,
@@ -54,6 +58,12 @@ pub struct Settings {
     pub max_connections: u32,
     /// Most peers per transfer (running transfers too).
     pub max_peers_per_transfer: u32,
+    /// A completed download stops seeding once it has sent this many times
+    /// its size; null = no limit.
+    pub seed_ratio_limit: Option<f64>,
+    /// A completed download stops seeding after seeding this many seconds
+    /// (over restarts); null = no limit.
+    pub seed_time_limit: Option<u64>,
 }
 
 impl Default for Settings {
@@ -63,6 +73,8 @@ impl Default for Settings {
             download_limit: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_peers_per_transfer: DEFAULT_MAX_PEERS_PER_TRANSFER,
+            seed_ratio_limit: None,
+            seed_time_limit: None,
         }
     }
 }
@@ -70,7 +82,7 @@ impl Default for Settings {
 /// Any subset of [`Settings`]: the body of `PATCH /api/v1/settings`, and the
 /// values pinned by flags and environment variables. For the limits, an absent
 /// field leaves the value alone and `null` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// Upload limit, bytes per second; null = unlimited.
@@ -95,11 +107,31 @@ pub struct SettingsPatch {
     /// Most peers per transfer (1..=100000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_peers_per_transfer: Option<u32>,
+    /// Stop seeding a completed download at this ratio (above 0, at most
+    /// 10000); null = no limit.
+    #[serde(
+        default,
+        deserialize_with = "some_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<f64>)]
+    pub seed_ratio_limit: Option<Option<f64>>,
+    /// Stop seeding a completed download after this many seconds (1 to 10
+    /// years); null = no limit.
+    #[serde(
+        default,
+        deserialize_with = "some_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>)]
+    pub seed_time_limit: Option<Option<u64>>,
 }
 
 /// Distinguishes `"field": null` (Some(None)) from an absent field (None).
-fn some_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
+fn some_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl SettingsPatch {
@@ -146,6 +178,28 @@ impl SettingsPatch {
             }
             out.max_peers_per_transfer = v;
         }
+        if let Some(v) = self.seed_ratio_limit {
+            if let Some(r) = v {
+                if !(r > 0.0 && r <= MAX_SEED_RATIO) {
+                    return Err((
+                        "seed_ratio_limit",
+                        format!("seed_ratio_limit must be above 0 and at most {MAX_SEED_RATIO}, not {r}; null means no limit"),
+                    ));
+                }
+            }
+            out.seed_ratio_limit = v;
+        }
+        if let Some(v) = self.seed_time_limit {
+            if let Some(t) = v {
+                if t == 0 || t > MAX_SEED_TIME {
+                    return Err((
+                        "seed_time_limit",
+                        format!("seed_time_limit must be between 1 and {MAX_SEED_TIME} seconds (10 years), not {t}; null means no limit"),
+                    ));
+                }
+            }
+            out.seed_time_limit = v;
+        }
         Ok(out)
     }
 
@@ -156,7 +210,7 @@ impl SettingsPatch {
 }
 
 /// What the configuration file says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FileConfig {
     /// The `[limits]` section as a patch over the defaults.
     pub limits: SettingsPatch,
@@ -180,6 +234,10 @@ struct RawLimits {
     download: Option<SizeValue>,
     max_connections: Option<u32>,
     max_peers_per_transfer: Option<u32>,
+    /// Stop seeding at this ratio.
+    seed_ratio: Option<f64>,
+    /// Stop seeding after this long ("24h", "3d", or seconds).
+    seed_time: Option<SizeValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,15 +303,33 @@ impl FileConfig {
                         .map_err(|m| invalid(line_of_key(key), format!("key limits.{key}: {m}"))),
                 }
             };
+        let seed_time = match raw.limits.seed_time {
+            None => None,
+            Some(SizeValue::Bytes(n)) => Some(Some(n)),
+            Some(SizeValue::Text(t)) => Some(Some(
+                shoal_core::parse_duration(&t)
+                    .map_err(|m| {
+                        invalid(
+                            line_of_key("seed_time"),
+                            format!("key limits.seed_time: {m}"),
+                        )
+                    })?
+                    .as_secs(),
+            )),
+        };
         let limits = SettingsPatch {
             upload_limit: size("upload", raw.limits.upload)?,
             download_limit: size("download", raw.limits.download)?,
             max_connections: raw.limits.max_connections,
             max_peers_per_transfer: raw.limits.max_peers_per_transfer,
+            seed_ratio_limit: raw.limits.seed_ratio.map(Some),
+            seed_time_limit: seed_time,
         };
         limits.apply(Settings::default()).map_err(|(field, m)| {
             let key = match field {
                 "max_connections" => "max_connections",
+                "seed_ratio_limit" => "seed_ratio",
+                "seed_time_limit" => "seed_time",
                 _ => "max_peers_per_transfer",
             };
             invalid(line_of_key(key), format!("key limits.{key}: {m}"))
@@ -286,6 +362,28 @@ mod tests {
         assert_eq!(c.limits.download_limit, Some(Some(50 << 20)));
         assert_eq!(c.limits.max_connections, Some(200));
         assert_eq!(c.api_listen, Some("127.0.0.1:7777".parse().unwrap()));
+    }
+
+    #[test]
+    fn seed_limits_come_from_the_config_file_with_units() {
+        let c = FileConfig::parse(
+            Path::new("c.toml"),
+            "[limits]\nseed_ratio = 2.5\nseed_time = \"3d\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.seed_ratio_limit, Some(Some(2.5)));
+        assert_eq!(c.limits.seed_time_limit, Some(Some(3 * 24 * 3600)));
+        let e = FileConfig::parse(Path::new("c.toml"), "[limits]\nseed_ratio = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("limits.seed_ratio") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = FileConfig::parse(Path::new("c.toml"), "[limits]\nseed_time = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.seed_time"), "{e}");
     }
 
     #[test]

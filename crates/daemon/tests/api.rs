@@ -2141,3 +2141,104 @@ async fn qr_codes_of_tickets_are_svg_and_bounded() {
     })
     .await;
 }
+
+/// The seed limits: a completed download stops seeding by itself once it
+/// has sent `seed_ratio_limit` times its size (here to a third daemon that
+/// can only get it from B), with a note saying why; seeding it again by hand
+/// is not stopped by the limit; `seed_time_limit` stops one after that many
+/// seconds of seeding; out-of-range limits are 422 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_limits_stop_seeding_at_a_ratio_or_after_a_time_unless_seeded_by_hand() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        for bad in [
+            json!({"seed_ratio_limit": 0}),
+            json!({"seed_ratio_limit": -1.5}),
+            json!({"seed_ratio_limit": 1e9}),
+            json!({"seed_time_limit": 0}),
+        ] {
+            let field = bad.as_object().unwrap().keys().next().unwrap().clone();
+            let (code, e) = ab.call(Method::PATCH, "/api/v1/settings", Some(bad)).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+            assert_eq!(e["error"]["field"], field.as_str(), "{e}");
+        }
+        let (code, s) = ab
+            .call(Method::PATCH, "/api/v1/settings", Some(json!({"seed_ratio_limit": 1.0})))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{s}");
+        assert_eq!(s["seed_ratio_limit"], 1.0);
+        let src = random_file(tmp.path(), "f.bin", 1 << 20);
+        let sh = share(&aa, &src).await;
+        let id = sh["id"].as_str().unwrap().to_owned();
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": sh["ticket"], "output": tmp.path().join("out-b").to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        ab.wait_transfer(&id, "seeding", |t| t["state"] == "seeding").await;
+        // A goes away: C can only get it from B, which then sends it whole.
+        a.shutdown().await;
+        let (_, st) = ab.get("/api/v1/status").await;
+        let from_b = shoal_core::Ticket {
+            id: id.parse().unwrap(),
+            kind: shoal_core::Kind::File,
+            providers: vec![shoal_core::Provider {
+                peer: st["peer_id"].as_str().unwrap().parse().unwrap(),
+                addrs: st["ticket_addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().parse().unwrap())
+                    .collect(),
+            }],
+            capability: None,
+            name: Some("f.bin".into()),
+        };
+        let c = start(&tmp.path().join("c")).await;
+        let ac = Api::new(&c);
+        let (code, t) = ac
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": from_b.to_string(), "output": tmp.path().join("out-c").to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        ac.wait_transfer(&id, "downloaded from B", |t| t["state"] == "seeding")
+            .await;
+        let stopped = ab
+            .wait_transfer(&id, "stopped by the ratio limit", |t| t["state"] == "completed")
+            .await;
+        assert!(stopped["ratio"].as_f64().unwrap() >= 1.0, "{stopped}");
+        let note = stopped["note"].as_str().expect("a note saying why");
+        assert!(note.contains("ratio"), "{note}");
+        // By hand it seeds again, and the limit leaves it alone: the limit is
+        // checked every 500 ms, so 2 s of seeding show it is not applied.
+        let (code, t) = ab
+            .post(&format!("/api/v1/transfers/{id}/resume"), json!({}))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        ab.wait_transfer(&id, "seeding by hand", |t| t["state"] == "seeding" && t["note"].is_null())
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (_, t) = ab.get(&format!("/api/v1/transfers/{id}")).await;
+        assert_eq!(t["state"], "seeding", "the ratio limit stopped a download seeded by hand: {t}");
+        // A time limit: C (which has sent nothing) stops after 1 s of seeding.
+        let (code, _) = ac
+            .call(Method::PATCH, "/api/v1/settings", Some(json!({"seed_time_limit": 1})))
+            .await;
+        assert_eq!(code, StatusCode::OK);
+        let t = ac
+            .wait_transfer(&id, "stopped by the time limit", |t| t["state"] == "completed")
+            .await;
+        assert!(t["seeded_s"].as_u64().unwrap() >= 1, "{t}");
+        assert!(t["note"].as_str().unwrap().contains("after"), "{t}");
+        c.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}

@@ -927,7 +927,8 @@
 
   // The row under a transfer shows its trouble and errors, when it has any.
   function renderStatusRow(el) {
-    tid('transfer-status-row', el).hidden = tid('transfer-trouble', el).hidden && tid('transfer-error', el).hidden;
+    tid('transfer-status-row', el).hidden = tid('transfer-trouble', el).hidden && tid('transfer-error', el).hidden
+      && tid('transfer-note', el).hidden;
   }
 
   function renderTransfer(t) {
@@ -962,6 +963,10 @@
     tid('transfer-output', el).textContent = t.output;
     tid('transfer-rates', el).textContent = `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)}`;
     tid('transfer-sent', el).textContent = `${fmtBytes(t.uploaded_bytes || 0)} to other peers`;
+    tid('transfer-seeded', el).textContent = t.seeded_s ? fmtDuration(t.seeded_s) : '—';
+    const note = tid('transfer-note', el);
+    note.textContent = t.note || '';
+    note.hidden = !t.note;
     const peers = t.peers || [];
     const connected = connectedPeers(t);
     tid('transfer-peer-count', el).textContent = String(connected.length);
@@ -1485,12 +1490,17 @@
     tid('settings-saved-download').textContent = fmtRate(s.download_limit);
     tid('settings-saved-max-connections').textContent = String(s.max_connections);
     tid('settings-saved-max-peers').textContent = String(s.max_peers_per_transfer);
+    tid('settings-saved-seed-ratio').textContent = s.seed_ratio_limit === null || s.seed_ratio_limit === undefined ? 'never' : String(s.seed_ratio_limit);
+    tid('settings-saved-seed-time').textContent = s.seed_time_limit === null || s.seed_time_limit === undefined ? 'never' : fmtDuration(s.seed_time_limit);
     // Never overwrite what the user is typing.
     if (fillForm || !settingsDirty) {
       writeRate(tid('settings-upload-input'), tid('settings-upload-unit'), s.upload_limit);
       writeRate(tid('settings-download-input'), tid('settings-download-unit'), s.download_limit);
       tid('settings-max-connections-input').value = String(s.max_connections);
       tid('settings-max-peers-input').value = String(s.max_peers_per_transfer);
+      tid('settings-seed-ratio-input').value = s.seed_ratio_limit === null || s.seed_ratio_limit === undefined ? '' : String(s.seed_ratio_limit);
+      tid('settings-seed-time-input').value = s.seed_time_limit === null || s.seed_time_limit === undefined ? ''
+        : String(Math.round((s.seed_time_limit / 3600) * 1000) / 1000);
       settingsDirty = false;
     }
   }
@@ -1528,6 +1538,18 @@
       const mp = count('settings-max-peers-input', 'Max peers per transfer');
       if (mc.error) { showError(err, mc.error); return; }
       if (mp.error) { showError(err, mp.error); return; }
+      // Empty: no limit; else a positive number.
+      const positive = (id, label) => {
+        const raw = tid(id).value.trim();
+        if (raw === '') return { value: null };
+        const n = Number(raw);
+        if (!Number.isFinite(n) || n <= 0) return { error: `${label}: enter a number above 0, or leave it empty for no limit.` };
+        return { value: n };
+      };
+      const sr = positive('settings-seed-ratio-input', 'Stop seeding at ratio');
+      const st = positive('settings-seed-time-input', 'Stop seeding after');
+      if (sr.error) { showError(err, sr.error); return; }
+      if (st.error) { showError(err, st.error); return; }
       showError(err, null);
       const btn = tid('settings-save-button');
       btn.disabled = true;
@@ -1537,6 +1559,8 @@
           download_limit: down.value,
           max_connections: mc.value,
           max_peers_per_transfer: mp.value,
+          seed_ratio_limit: sr.value,
+          seed_time_limit: st.value === null ? null : Math.max(1, Math.round(st.value * 3600)),
         });
         renderSettings(true);
         note.hidden = false;

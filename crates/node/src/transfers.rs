@@ -237,6 +237,10 @@ pub struct Transfer {
     /// `uploaded_bytes` / the content's length (how many copies it has given
     /// back), once the length is known.
     pub ratio: Option<f64>,
+    /// Seconds it has seeded since it completed (over restarts).
+    pub seeded_s: u64,
+    /// Why it stopped seeding by itself (a seed limit), if it did.
+    pub note: Option<String>,
     /// Grows with every view of any transfer this daemon makes (it starts
     /// from the daemon's start time in microseconds, so it grows across
     /// restarts): of two views of one transfer, the one with the higher
@@ -263,6 +267,16 @@ struct Record {
     /// Piece bytes sent in runs before the current one.
     #[serde(default)]
     uploaded: u64,
+    /// Seconds seeded before the current seeding spell.
+    #[serde(default)]
+    seeded_s: u64,
+    /// The user told it to seed again after it completed: no seed limit
+    /// stops it.
+    #[serde(default)]
+    seed_by_hand: bool,
+    /// Why it stopped seeding by itself, shown until it seeds again.
+    #[serde(default)]
+    note: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -299,6 +313,8 @@ struct Entry {
     cmds: Option<mpsc::Sender<Cmd>>,
     /// Bumped when a watcher is started, so a stale watcher's updates are ignored.
     generation: u64,
+    /// Since when it seeds in this run (its earlier seeding is `rec.seeded_s`).
+    seeding_since: Option<Instant>,
 }
 
 /// What a new transfer is made from.
@@ -340,6 +356,19 @@ pub struct Transfers {
     next_generation: std::sync::atomic::AtomicU64,
     /// The last [`Transfer::revision`] given out.
     revision: std::sync::atomic::AtomicU64,
+    /// When a completed download stops seeding (see [`SeedLimits`]).
+    seed_limits: Mutex<SeedLimits>,
+}
+
+/// When a completed download stops seeding by itself (like Transmission's
+/// "stop seeding at ratio" and "stop seeding if idle"): once it has sent
+/// `ratio` times its size, or after seeding for `time` (counted over
+/// restarts). A download the user told to seed again (`seed`, the resume of a
+/// completed download) seeds until stopped by hand.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeedLimits {
+    pub ratio: Option<f64>,
+    pub time: Option<Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -380,6 +409,7 @@ impl Transfers {
                             conn: None,
                             cmds: None,
                             generation: 0,
+                            seeding_since: None,
                         },
                     );
                 }
@@ -409,7 +439,38 @@ impl Transfers {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as u64),
             ),
+            seed_limits: Mutex::new(SeedLimits::default()),
         }))
+    }
+
+    /// Sets when completed downloads stop seeding; seeding ones are checked
+    /// against the new limits within a second.
+    pub fn set_seed_limits(&self, limits: SeedLimits) {
+        *lock(&self.seed_limits) = limits;
+    }
+
+    /// Why `e` should stop seeding now, if it should.
+    fn seed_limit_reached(&self, e: &Entry) -> Option<String> {
+        if e.rec.state != TransferState::Seeding || e.rec.seed_by_hand {
+            return None;
+        }
+        let limits = *lock(&self.seed_limits);
+        let total = e.rec.total_bytes.filter(|t| *t > 0)?;
+        let ratio = (e.rec.uploaded + run_uploaded(e)) as f64 / total as f64;
+        if let Some(r) = limits.ratio.filter(|r| ratio >= *r) {
+            return Some(format!(
+                "stopped seeding at ratio {ratio:.2} (the limit is {r}); seed it again to go on"
+            ));
+        }
+        let seeded = seeded_secs(e);
+        if let Some(t) = limits.time.filter(|t| seeded >= t.as_secs()) {
+            return Some(format!(
+                "stopped seeding after {} (the limit is {}); seed it again to go on",
+                human_duration(seeded),
+                human_duration(t.as_secs())
+            ));
+        }
+        None
     }
 
     /// Another receiver of the transfers' events.
@@ -509,6 +570,9 @@ impl Transfers {
                 done_bytes: 0,
                 error: None,
                 uploaded: 0,
+                seeded_s: 0,
+                seed_by_hand: false,
+                note: None,
             };
             entries.insert(
                 new.id,
@@ -518,6 +582,7 @@ impl Transfers {
                     conn: None,
                     cmds: None,
                     generation: 0,
+                    seeding_since: None,
                 },
             );
         }
@@ -580,6 +645,7 @@ impl Transfers {
         e.cmds = Some(tx);
         e.conn = Some(conn);
         e.rec.uploaded += run_uploaded(e);
+        end_seeding(e);
         e.last = None;
         e.rec.state = TransferState::Queued;
         e.rec.error = None;
@@ -677,6 +743,11 @@ impl Transfers {
                         let p = rx.borrow().clone();
                         self.update(id, generation, Some(p), None, false);
                     }
+                    if let Some(why) = self.seed_limit_of(&id, generation) {
+                        handle.stop().await;
+                        self.stop_seeding(&id, generation, why);
+                        return;
+                    }
                 }
             }
         }
@@ -736,6 +807,13 @@ impl Transfers {
                 }
                 e.last = Some(p);
             }
+            if e.rec.state == TransferState::Seeding {
+                if e.seeding_since.is_none() {
+                    e.seeding_since = Some(Instant::now());
+                }
+            } else {
+                end_seeding(e);
+            }
             if ended || e.rec.state == TransferState::Failed {
                 // A failed or ended download is stopped: its watcher ends.
                 e.cmds = None;
@@ -773,6 +851,41 @@ impl Transfers {
         Some(view)
     }
 
+    /// Why the watcher `generation` of `id` should stop seeding now, if so.
+    fn seed_limit_of(&self, id: &ContentId, generation: u64) -> Option<String> {
+        let entries = lock(&self.entries);
+        let e = entries.get(id).filter(|e| e.generation == generation)?;
+        self.seed_limit_reached(e)
+    }
+
+    /// A seed limit was reached: `id` is completed (no longer served), with
+    /// `why` as its note.
+    fn stop_seeding(&self, id: &ContentId, generation: u64, why: String) {
+        {
+            let mut entries = lock(&self.entries);
+            let Some(e) = entries.get_mut(id).filter(|e| e.generation == generation) else {
+                return;
+            };
+            tracing::info!(id = %id, "{why}");
+            e.cmds = None;
+            e.conn = None;
+            end_seeding(e);
+            e.rec.state = TransferState::Completed;
+            e.rec.note = Some(why);
+            if let Some(p) = e.last.as_mut() {
+                for pp in &mut p.peers {
+                    pp.connected = false;
+                    pp.down_rate = 0.0;
+                    pp.up_rate = 0.0;
+                }
+                p.connected_peers = 0;
+            }
+            let view = self.view(e);
+            let _ = self.events.send(TransferEvent::Changed(Box::new(view)));
+        }
+        self.save();
+    }
+
     /// Stops the watcher of `id` if it runs; waits until the download's tasks
     /// are gone (partial file closed, progress persisted).
     async fn stop_watcher(&self, id: &ContentId) {
@@ -804,6 +917,7 @@ impl Transfers {
         let view = {
             let mut entries = lock(&self.entries);
             let e = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+            end_seeding(e);
             e.rec.state = match e.rec.state {
                 TransferState::Seeding | TransferState::Completed => TransferState::Completed,
                 TransferState::Failed => TransferState::Failed,
@@ -832,8 +946,13 @@ impl Transfers {
     /// running transfer is returned as is.
     pub fn resume(self: &Arc<Self>, id: &ContentId) -> Result<Transfer, TransferError> {
         let running = {
-            let entries = lock(&self.entries);
-            let e = entries.get(id).ok_or_else(|| not_found(id))?;
+            let mut entries = lock(&self.entries);
+            let e = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+            if e.cmds.is_none() && e.rec.state == TransferState::Completed {
+                // Seeding again by hand: until stopped by hand.
+                e.rec.seed_by_hand = true;
+                e.rec.note = None;
+            }
             e.cmds.is_some()
         };
         if !running {
@@ -921,6 +1040,7 @@ impl Transfers {
                 .values()
                 .map(|e| Record {
                     uploaded: e.rec.uploaded + run_uploaded(e),
+                    seeded_s: seeded_secs(e),
                     ..e.rec.clone()
                 })
                 .collect(),
@@ -997,6 +1117,8 @@ impl Transfers {
             pieces_failed: e.last.as_ref().map_or(0, |p| p.pieces_failed),
             added_at: r.added_at,
             uploaded_bytes: r.uploaded + run_uploaded(e),
+            seeded_s: seeded_secs(e),
+            note: r.note.clone(),
             ratio: r
                 .total_bytes
                 .filter(|t| *t > 0)
@@ -1102,6 +1224,29 @@ impl Transfers {
             }
         }
         out
+    }
+}
+
+/// `secs` as "2 d 3 h", "3 h 5 min", "4 min 2 s" or "9 s".
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, _) => format!("{m} min {s} s"),
+        (0, _, _) => format!("{h} h {m} min"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
+/// Seconds `e` has seeded, over restarts, up to now.
+fn seeded_secs(e: &Entry) -> u64 {
+    e.rec.seeded_s + e.seeding_since.map_or(0, |s| s.elapsed().as_secs())
+}
+
+/// Ends `e`'s current seeding spell (its time is added to `rec.seeded_s`).
+fn end_seeding(e: &mut Entry) {
+    if let Some(s) = e.seeding_since.take() {
+        e.rec.seeded_s += s.elapsed().as_secs();
     }
 }
 

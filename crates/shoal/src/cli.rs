@@ -344,6 +344,10 @@ pub struct GetArgs {
     /// Keep serving the content for this long after it is complete (e.g. `10m`).
     #[arg(long = "seed-for", value_name = "DURATION", value_parser = parse_duration)]
     pub seed_for: Option<std::time::Duration>,
+    /// Keep serving the content after it is complete until it has sent R
+    /// times its size (e.g. `1.5`); with --seed-for, whichever comes first.
+    #[arg(long = "seed-ratio", value_name = "R", value_parser = parse_ratio)]
+    pub seed_ratio: Option<f64>,
     /// With an id only: the id names a collection (a folder), not a file.
     #[arg(long)]
     pub collection: bool,
@@ -411,4 +415,19 @@ pub enum TicketCommand {
         #[arg(long)]
         svg: bool,
     },
+}
+
+/// A seeding ratio: a number above 0 and at most 10000.
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; give a ratio like 1.5"))?;
+    if r > 0.0 && r <= 10_000.0 {
+        Ok(r)
+    } else {
+        Err(format!(
+            "the ratio must be above 0 and at most 10000, not {r}"
+        ))
+    }
 }

@@ -33,6 +33,14 @@ pub struct DaemonArgs {
     /// `50MiB`; `0`: no limit); wins over the settings saved through the API
     #[arg(long = "download-limit", value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT", value_parser = parse_size)]
     pub download_limit: Option<u64>,
+    /// Completed downloads stop seeding once they have sent R times their
+    /// size; wins over the settings saved through the API
+    #[arg(long = "seed-ratio", value_name = "R", env = "SHOAL_SEED_RATIO", value_parser = crate::cli::parse_ratio)]
+    pub seed_ratio: Option<f64>,
+    /// Completed downloads stop seeding after seeding this long (e.g. `3d`,
+    /// counted over restarts); wins over the settings saved through the API
+    #[arg(long = "seed-time", value_name = "DURATION", env = "SHOAL_SEED_TIME", value_parser = shoal_core::parse_duration)]
+    pub seed_time: Option<std::time::Duration>,
     /// The folder the web UI's folder browser shows and may not leave
     /// [default: your home folder]
     #[arg(long = "browse-root", value_name = "DIR", env = "SHOAL_BROWSE_ROOT")]
@@ -70,6 +78,8 @@ pub fn run(global: &Global, args: DaemonArgs) -> Result<()> {
         download_limit: args.download_limit.map(|r| Some(r).filter(|r| *r > 0)),
         max_connections: max_connections_given().then_some(args.net.max_connections),
         max_peers_per_transfer: None,
+        seed_ratio_limit: args.seed_ratio.map(Some),
+        seed_time_limit: args.seed_time.map(|d| Some(d.as_secs().max(1))),
     };
     let api = match (args.api, file.api_listen) {
         (Some(a), _) | (None, Some(a)) => a,

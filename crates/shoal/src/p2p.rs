@@ -438,15 +438,77 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
             }
         };
         print_summary(&peer, &conn, id, kind, &summary, args.json)?;
-        if let Some(d) = args.seed_for {
-            eprintln!("seeding for {} s; Ctrl-C to stop", d.as_secs());
-            serve_until(Some(d)).await;
+        if args.seed_for.is_some() || args.seed_ratio.is_some() {
+            seed_after(
+                &handle,
+                summary.total,
+                args.seed_for,
+                args.seed_ratio,
+                args.json,
+            )
+            .await;
         }
         drop(handle);
         drop(conn);
         peer.shutdown().await;
         Ok(())
     })
+}
+
+/// Serves a completed download until `time` passes, it has sent `ratio`
+/// times its `size`, or Ctrl-C, whichever comes first; says which.
+async fn seed_after(
+    handle: &DownloadHandle,
+    size: u64,
+    time: Option<Duration>,
+    ratio: Option<f64>,
+    json: bool,
+) {
+    let mut what = Vec::new();
+    if let Some(d) = time {
+        what.push(format!("for {} s", d.as_secs()));
+    }
+    if let Some(r) = ratio {
+        what.push(format!("until it has sent {r} times its size"));
+    }
+    eprintln!("seeding {}; Ctrl-C to stop", what.join(" or "));
+    // A receiver held open, so the node keeps publishing progress to it.
+    let rx = handle.progress();
+    let sent = || -> u64 { rx.borrow().peers.iter().map(|p| p.uploaded).sum() };
+    let reached = async {
+        let Some(r) = ratio else {
+            return std::future::pending::<()>().await;
+        };
+        let goal = (r * size as f64).ceil() as u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            if sent() >= goal {
+                return;
+            }
+        }
+    };
+    let why = tokio::select! {
+        _ = serve_until(time) => "time is up or stopped",
+        _ = reached => "ratio reached",
+    };
+    let sent = sent();
+    let r = if size > 0 {
+        sent as f64 / size as f64
+    } else {
+        0.0
+    };
+    if json {
+        eprintln!(
+            "{}",
+            json!({"event": "seeded", "uploaded": sent, "ratio": r, "why": why})
+        );
+    } else {
+        eprintln!(
+            "stopped seeding ({why}): sent {} (ratio {r:.2})",
+            human_size(sent)
+        );
+    }
 }
 
 /// The bar of a download: its rate and ETA (in the prefix) come from the
@@ -667,6 +729,8 @@ fn print_summary(
                 "pieces_failed": s.last.pieces_failed,
                 "banned_peers": s.last.peers.iter().filter(|p| p.banned).map(|p| p.peer.to_string()).collect::<Vec<_>>(),
                 "peer": peer.peer_id().to_string(),
+                // Where this node serves it (with --seed-for/--seed-ratio).
+                "addrs": peer.net().ticket_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "peers": peers,
             })
         );

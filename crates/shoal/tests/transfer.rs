@@ -690,3 +690,59 @@ fn share_reports_who_it_serves_and_what_it_sent() {
     assert!(served["uploaded"].as_u64() >= Some(size as u64), "{served}");
     assert_eq!(served["peers_served"], 1, "{served}");
 }
+
+/// `get --seed-ratio 1` keeps serving after the download until it has sent
+/// the file once (here to a second leecher that can only get it from the
+/// first), then exits by itself, saying so.
+#[test]
+fn get_seed_ratio_serves_until_the_ratio_is_reached_then_exits() {
+    let t = tempfile::tempdir().unwrap();
+    let size = 2usize << 20;
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(size, 33)).unwrap();
+    let (s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let first = get(
+        &t.path().join("l1"),
+        share["ticket"].as_str().unwrap(),
+        &t.path().join("out1"),
+        &["--seed-ratio", "1"],
+    );
+    // The first leecher's summary (its stdout) says it is done; then it seeds.
+    let summary: Value = serde_json::from_str(&first.line()).expect("a JSON summary");
+    assert_eq!(summary["bytes"], size as u64, "{summary}");
+    // The seeder goes: the second leecher can only get it from the first.
+    drop(s);
+    let from_l1 = Ticket {
+        id: share["id"].as_str().unwrap().parse::<ContentId>().unwrap(),
+        kind: Kind::File,
+        providers: vec![Provider {
+            peer: summary["peer"].as_str().unwrap().parse().unwrap(),
+            addrs: summary["addrs"]
+                .as_array()
+                .expect("the summary names where it serves")
+                .iter()
+                .map(|a| a.as_str().unwrap().parse().unwrap())
+                .collect(),
+        }],
+        capability: None,
+        name: None,
+    };
+    let second = get(
+        &t.path().join("l2"),
+        &from_l1.to_string(),
+        &t.path().join("out2"),
+        &[],
+    );
+    let (ok, _, stderr) = second.finish();
+    assert!(ok, "the second leecher failed: {stderr}");
+    // The first one then stops by itself.
+    let (status, _, err) = first.finish_status();
+    assert!(status.success(), "{err}");
+    let seeded = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "seeded")
+        .unwrap_or_else(|| panic!("no seeded line: {err}"));
+    assert_eq!(seeded["why"], "ratio reached", "{seeded}");
+    assert!(seeded["ratio"].as_f64().unwrap() >= 1.0, "{seeded}");
+}
