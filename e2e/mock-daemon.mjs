@@ -144,7 +144,7 @@ const server = http.createServer(async (req, res) => {
     const bad = allow.findIndex((a) => !isPeerId(a));
     if (bad >= 0) return fail(res, 422, 'unprocessable', `allow[${bad}]`, `${JSON.stringify(allow[bad])} is not a peer id (like 12D3KooW…, as \`shoal status\` prints it)`);
     if (allow.length && visibility !== 'private') return fail(res, 422, 'unprocessable', 'allow', 'an allowlist only applies to a private share: add "visibility": "private"');
-    const s = { id, kind: st.isDirectory() ? 'collection' : 'file', name: path.basename(body.path), path: body.path, size: st.size, files: 1, public: visibility === 'public', visibility, ticket: `shoal1mock${id}${Buffer.from(path.basename(body.path)).toString('hex')}` };
+    const s = { id, kind: st.isDirectory() ? 'folder' : 'file', name: path.basename(body.path), path: body.path, size: st.size, files: 1, public: visibility === 'public', visibility, ticket: `shoal1mock${id}${Buffer.from(path.basename(body.path)).toString('hex')}` };
     shares.set(id, s);
     accessOf(id).allow = allow.map((a) => a.trim());
     emit('share', s);

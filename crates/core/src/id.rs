@@ -119,13 +119,15 @@ impl<'de> serde::Deserialize<'de> for ContentId {
     }
 }
 
-/// What a content id names.
+/// What a content id names. Users see "file" and "folder" (also in JSON);
+/// "collection", the word of earlier versions, is still read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A single file; the id is the BLAKE3 of its bytes.
     File,
     /// A folder; the id is the BLAKE3 of its canonical manifest.
+    #[serde(rename = "folder", alias = "collection")]
     Collection,
 }
 
@@ -152,7 +154,7 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Kind::File => "file",
-            Kind::Collection => "collection",
+            Kind::Collection => "folder",
         })
     }
 }
@@ -160,6 +162,21 @@ impl fmt::Display for Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_is_called_a_folder_and_the_old_word_is_still_read() {
+        assert_eq!(Kind::Collection.to_string(), "folder");
+        assert_eq!(
+            serde_json::to_string(&Kind::Collection).unwrap(),
+            "\"folder\""
+        );
+        for text in ["\"folder\"", "\"collection\""] {
+            assert_eq!(
+                serde_json::from_str::<Kind>(text).unwrap(),
+                Kind::Collection
+            );
+        }
+    }
 
     #[test]
     fn empty_input_matches_b3sum_constant() {

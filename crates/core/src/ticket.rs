@@ -913,7 +913,7 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&t).unwrap();
         assert_eq!(v["version"], 1);
         assert_eq!(v["id"], ContentId::of(b"hello").to_hex());
-        assert_eq!(v["kind"], "collection");
+        assert_eq!(v["kind"], "folder");
         assert_eq!(v["capability"], "ab01");
         assert_eq!(v["providers"][1]["peer"], peer(1).to_base58());
         assert_eq!(

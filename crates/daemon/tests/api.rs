@@ -220,7 +220,7 @@ async fn routes_answer_with_the_contract_shapes() {
         assert_eq!(code, StatusCode::CREATED, "{c}");
         assert_eq!(
             (c["kind"].as_str(), c["files"].as_u64()),
-            (Some("collection"), Some(2))
+            (Some("folder"), Some(2))
         );
         assert_eq!(c["public"], false);
         let id = s["id"].as_str().unwrap();
@@ -1023,7 +1023,7 @@ async fn a_folder_downloads_as_a_collection_and_ends_completed() {
             )
             .await;
         assert_eq!(code, StatusCode::CREATED, "{t}");
-        assert_eq!(t["kind"], "collection");
+        assert_eq!(t["kind"], "folder");
         let t = ab
             .wait_transfer(&id, "completed", |t| t["state"] == "completed")
             .await;

@@ -319,7 +319,7 @@
       }
       const vis = visibilityOf(s);
       tid('share-name', el).textContent = s.name;
-      tid('share-kind', el).textContent = s.kind === 'collection' ? 'folder' : 'file';
+      tid('share-kind', el).textContent = s.kind === 'folder' ? 'folder' : 'file';
       const badge = tid('share-visibility', el);
       badge.textContent = vis;
       badge.dataset.visibility = vis;
@@ -328,7 +328,7 @@
       // Not while a change is on its way, nor under the user's hand.
       if (!sel.disabled && document.activeElement !== sel) sel.value = vis;
       tid('share-size', el).textContent = fmtBytes(s.size);
-      tid('share-files', el).textContent = s.kind === 'collection' ? `${s.files} file${s.files === 1 ? '' : 's'}` : '';
+      tid('share-files', el).textContent = s.kind === 'folder' ? `${s.files} file${s.files === 1 ? '' : 's'}` : '';
       tid('share-path', el).textContent = s.path;
       const t = tid('share-ticket', el);
       if (t.value !== s.ticket) t.value = s.ticket;

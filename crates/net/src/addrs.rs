@@ -135,6 +135,19 @@ fn is_private_v6(a: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
 }
 
+/// Addresses a peer elsewhere cannot dial from a ticket: link-local ones
+/// (169.254.0.0/16, fe80::/10: valid on one link only, and IPv6 ones need a
+/// zone the ticket cannot carry) and the IPv4 broadcast address.
+fn unusable_in_tickets(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local() || a.is_broadcast(),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => unusable_in_tickets(IpAddr::V4(v4)),
+            None => (a.segments()[0] & 0xffc0) == 0xfe80,
+        },
+    }
+}
+
 /// Transport order inside one IP: fast path, QUIC, TCP, anything else.
 fn transport_rank(m: &Multiaddr) -> u8 {
     if is_fast_multiaddr(m) {
@@ -155,8 +168,8 @@ fn transport_rank(m: &Multiaddr) -> u8 {
 ///
 /// Order: per IP, fast path then QUIC then TCP; IPs ranked confirmed-external,
 /// global, private, loopback (loopback only when nothing else exists); one
-/// circuit address last. Unspecified, multicast and oversized addresses are
-/// never chosen.
+/// circuit address last. Unspecified, multicast, broadcast, link-local and
+/// oversized addresses are never chosen, nor one address twice.
 pub fn select_ticket_addrs(
     listen: &[Multiaddr],
     fast: &[Multiaddr],
@@ -181,7 +194,7 @@ pub fn select_ticket_addrs(
         .filter(|m| !is_relayed(m))
     {
         let Some(ip) = multiaddr_ip(m) else { continue };
-        if ip_rank(ip) >= 4 {
+        if ip_rank(ip) >= 4 || unusable_in_tickets(ip) {
             continue;
         }
         let list = by_ip.entry(ip).or_insert_with(|| {
@@ -308,6 +321,30 @@ mod tests {
                 m("/ip4/192.168.1.5/tcp/4001"),
             ]
         );
+    }
+
+    #[test]
+    fn ticket_addrs_leave_out_link_local_and_duplicates() {
+        let listen = vec![
+            m("/ip4/169.254.10.2/tcp/4001"),
+            m("/ip6/fe80::1/tcp/4001"),
+            m("/ip4/10.0.0.7/tcp/4001"),
+            m("/ip4/10.0.0.7/tcp/4001"),
+            m("/ip6/::ffff:169.254.1.1/tcp/4001"),
+        ];
+        let fast = vec![
+            m("/ip4/169.254.10.2/tcp/4002/tls"),
+            m("/ip4/10.0.0.7/tcp/4002/tls"),
+        ];
+        let external = vec![m("/ip4/10.0.0.7/tcp/4001")];
+        let got = select_ticket_addrs(&listen, &fast, &external);
+        assert_eq!(
+            got,
+            vec![m("/ip4/10.0.0.7/tcp/4002/tls"), m("/ip4/10.0.0.7/tcp/4001")]
+        );
+        // Only link-local addresses: none is worth a ticket.
+        let got = select_ticket_addrs(&[m("/ip6/fe80::1/udp/4001/quic-v1")], &[], &[]);
+        assert!(got.is_empty(), "{got:?}");
     }
 
     #[test]

@@ -113,12 +113,13 @@ impl TransferState {
     }
 }
 
-/// File or collection.
+/// File or folder ("collection", the word of earlier versions, is still read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ContentKind {
     File,
+    #[serde(rename = "folder", alias = "collection")]
     Collection,
 }
 
@@ -1067,6 +1068,7 @@ impl Transfers {
         let mut down_rate = 0.0;
         let mut up_rate = 0.0;
         if let Some(p) = &e.last {
+            let paths = e.conn.as_ref().map(|c| c.paths()).unwrap_or_default();
             for pp in &p.peers {
                 let relayed = e.conn.as_ref().is_some_and(|c| c.is_relayed(&pp.peer));
                 down_rate += pp.down_rate;
@@ -1075,6 +1077,8 @@ impl Transfers {
                     peer_id: pp.peer.to_string(),
                     path: if relayed {
                         PathKind::Relayed
+                    } else if paths.get(&pp.peer) == Some(&shoal_net::PathKind::Fast) {
+                        PathKind::Fast
                     } else {
                         PathKind::Direct
                     },
@@ -1172,7 +1176,7 @@ impl Transfers {
                 .or_insert_with(|| blank(tp.peer_id.clone(), tp.path));
             v.down_rate += tp.down_rate;
             v.up_rate += tp.up_rate;
-            if tp.path == PathKind::Direct {
+            if tp.path != PathKind::Relayed {
                 direct.insert(tp.peer_id.clone(), true);
             }
             if !v.transfers.contains(&tid) {

@@ -348,8 +348,8 @@ pub struct GetArgs {
     /// times its size (e.g. `1.5`); with --seed-for, whichever comes first.
     #[arg(long = "seed-ratio", value_name = "R", value_parser = parse_ratio)]
     pub seed_ratio: Option<f64>,
-    /// With an id only: the id names a collection (a folder), not a file.
-    #[arg(long)]
+    /// With an id only: the id names a folder, not a file.
+    #[arg(long = "folder", alias = "collection")]
     pub collection: bool,
     /// Announce on the DHT that this node has the content while it downloads
     /// and seeds (on by default when fetching by id).

@@ -521,7 +521,7 @@ impl Remote {
         self.foreground_only("get", &["--output", "--name", "--json", "--download-limit"])?;
         if args.sequential || args.collection {
             bail!(
-                "--sequential and --collection are not available through the shoal daemon (pid {}); pass --no-daemon to download in the foreground",
+                "--sequential and --folder are not available through the shoal daemon (pid {}); pass --no-daemon to download in the foreground",
                 self.pid()
             );
         }

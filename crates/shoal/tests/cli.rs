@@ -218,7 +218,7 @@ fn add_list_and_remove_never_touch_the_files() {
         .find(|s| s["id"] == folder_id.as_str())
         .unwrap();
     assert_eq!(music["name"], "my music");
-    assert_eq!(music["kind"], "collection");
+    assert_eq!(music["kind"], "folder");
     assert_eq!(music["files"], 2);
     assert_eq!(music["size"], 5000);
     let pdf = shares.iter().find(|s| s["id"] == file_id.as_str()).unwrap();

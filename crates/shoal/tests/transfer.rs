@@ -112,7 +112,7 @@ fn folder_from_one_seeder_to_one_leecher() {
         std::fs::write(src.join(p), b).unwrap();
     }
     let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
-    assert_eq!(share["kind"], "collection");
+    assert_eq!(share["kind"], "folder");
     let out = t.path().join("out");
     let g = get(
         &t.path().join("l"),

@@ -286,6 +286,15 @@ pub(crate) fn kind_from(s: &str) -> Result<Kind, StoreError> {
     }
 }
 
+/// How the database writes a kind (unchanged since its first version,
+/// whatever users are shown).
+pub(crate) fn kind_str(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Collection => "collection",
+    }
+}
+
 fn u64_from(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| corrupt(format!("negative {what}")))
 }
@@ -404,7 +413,7 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     s.id.as_bytes().as_slice(),
-                    s.kind.to_string(),
+                    kind_str(s.kind),
                     s.name,
                     path_bytes(&s.path),
                     i64_from(s.size)?,
@@ -879,7 +888,7 @@ impl Db {
                  RETURNING pk",
                 params![
                     id.as_bytes().as_slice(),
-                    kind.to_string(),
+                    kind_str(kind),
                     path_bytes(dest),
                     path_bytes(part),
                     piece_size,

@@ -403,7 +403,7 @@ fn a_folder_whose_own_path_is_not_utf8_is_stored_exactly_and_lists_as_json() {
         .unwrap()
         .ends_with("caf\u{fffd} folder"));
     assert_eq!(json["visibility"], "unlisted");
-    assert_eq!(json["kind"], "collection");
+    assert_eq!(json["kind"], "folder");
     assert_eq!(json["id"], share.id.to_string());
 }
 
