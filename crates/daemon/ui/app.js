@@ -928,7 +928,7 @@
   // The row under a transfer shows its trouble and errors, when it has any.
   function renderStatusRow(el) {
     tid('transfer-status-row', el).hidden = tid('transfer-trouble', el).hidden && tid('transfer-error', el).hidden
-      && tid('transfer-note', el).hidden;
+      && tid('transfer-note', el).hidden && tid('transfer-searching', el).hidden;
   }
 
   function renderTransfer(t) {
@@ -967,6 +967,9 @@
     const note = tid('transfer-note', el);
     note.textContent = t.note || '';
     note.hidden = !t.note;
+    const searching = tid('transfer-searching', el);
+    searching.textContent = t.searching || '';
+    searching.hidden = !t.searching;
     const peers = t.peers || [];
     const connected = connectedPeers(t);
     tid('transfer-peer-count', el).textContent = String(connected.length);

@@ -169,6 +169,28 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// What a download does while no peer is connected and nothing arrived
+    /// yet: how many providers it knows, how many attempts it made, and why
+    /// the last one failed. `None` once a peer is connected or bytes arrived.
+    /// The CLI, the daemon's API and the web UI show this same text.
+    pub fn searching(&self) -> Option<String> {
+        if self.connected_peers > 0 || self.done_bytes > 0 || self.complete {
+            return None;
+        }
+        let mut s = match self.known_peers {
+            0 => "looking for peers: none known yet (asking the DHT)".to_owned(),
+            n => format!(
+                "looking for peers: {n} known, {} connection attempt{}",
+                self.dials,
+                if self.dials == 1 { "" } else { "s" }
+            ),
+        };
+        if let Some(e) = &self.last_dial_error {
+            s.push_str(&format!("; last failure: {}", e.escape_debug()));
+        }
+        Some(s)
+    }
+
     pub(crate) fn new(id: ContentId) -> Self {
         Self {
             id,

@@ -242,6 +242,9 @@ pub struct Transfer {
     pub seeded_s: u64,
     /// Why it stopped seeding by itself (a seed limit), if it did.
     pub note: Option<String>,
+    /// While it runs and no peer answers: what it is doing ("looking for
+    /// peers: 2 known, 5 connection attempts; last failure: …").
+    pub searching: Option<String>,
     /// Grows with every view of any transfer this daemon makes (it starts
     /// from the daemon's start time in microseconds, so it grows across
     /// restarts): of two views of one transfer, the one with the higher
@@ -1123,6 +1126,19 @@ impl Transfers {
             uploaded_bytes: r.uploaded + run_uploaded(e),
             seeded_s: seeded_secs(e),
             note: r.note.clone(),
+            searching: match (r.state, &e.last) {
+                (TransferState::Queued | TransferState::Downloading, Some(p))
+                    if e.cmds.is_some() =>
+                {
+                    p.searching()
+                }
+                // Running, before its download task started: no provider found yet.
+                (TransferState::Queued, None) if e.cmds.is_some() => Some(
+                    "looking for peers: none found yet (asking the ticket's addresses and the DHT)"
+                        .to_owned(),
+                ),
+                _ => None,
+            },
             ratio: r
                 .total_bytes
                 .filter(|t| *t > 0)

@@ -393,6 +393,9 @@ pub struct Transfer {
     pub error: Option<String>,
     pub pieces_failed: u64,
     pub added_at: u64,
+    /// What it does while no peer answers (absent from older daemons).
+    #[serde(default)]
+    pub searching: Option<String>,
 }
 
 impl Transfer {

@@ -537,25 +537,9 @@ fn rate_and_eta(p: &Progress) -> (f64, Option<f64>) {
     (rate, eta)
 }
 
-/// What a download does while no peer is connected and nothing arrived yet:
-/// how many providers it knows, how many attempts it made, and why the last
-/// one failed. `None` once a peer is connected or bytes arrived.
+/// What a download does while no peer answers (see [`Progress::searching`]).
 fn searching(p: &Progress) -> Option<String> {
-    if p.connected_peers > 0 || p.done_bytes > 0 || p.complete {
-        return None;
-    }
-    let mut s = match p.known_peers {
-        0 => "looking for peers: none known yet (asking the DHT)".to_owned(),
-        n => format!(
-            "looking for peers: {n} known, {} connection attempt{}",
-            p.dials,
-            if p.dials == 1 { "" } else { "s" }
-        ),
-    };
-    if let Some(e) = &p.last_dial_error {
-        s.push_str(&format!("; last failure: {}", e.escape_debug()));
-    }
-    Some(s)
+    p.searching()
 }
 
 /// Shows progress until the download ends; returns its summary and the handle

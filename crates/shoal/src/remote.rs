@@ -738,6 +738,8 @@ struct ProgressView {
     json: bool,
     last_line: Option<Instant>,
     last_state: String,
+    /// The last "what it is doing" shown while no peer answers.
+    last_searching: Option<String>,
 }
 
 impl ProgressView {
@@ -756,6 +758,7 @@ impl ProgressView {
             json,
             last_line: None,
             last_state: String::new(),
+            last_searching: None,
         }
     }
 
@@ -766,6 +769,10 @@ impl ProgressView {
                 bar.set_length(total);
             }
             bar.set_position(t.done_bytes);
+            if let Some(s) = &t.searching {
+                bar.set_message(format!("{}: {s}", t.state));
+                return;
+            }
             bar.set_message(format!(
                 "{} {}/s eta {} {peers} peer{} {}",
                 t.state,
@@ -776,7 +783,8 @@ impl ProgressView {
             ));
             return;
         }
-        let changed = t.state != self.last_state;
+        let changed = t.state != self.last_state || t.searching != self.last_searching;
+        self.last_searching = t.searching.clone();
         let due = self
             .last_line
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
@@ -798,8 +806,11 @@ impl ProgressView {
                     "eta_s": t.eta_s,
                     "peers": peers,
                     "path": t.path_label(),
+                    "searching": t.searching,
                 })
             );
+        } else if let Some(s) = &t.searching {
+            eprintln!("{} {}: {s}", short_id(&t.id), t.state);
         } else {
             eprintln!(
                 "progress {}: {} {}/{} ({:.0}%), {}/s, eta {}, {peers} peer{} ({})",

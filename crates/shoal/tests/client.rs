@@ -611,3 +611,55 @@ fn seed_restarts_seeding_a_completed_download_and_refuses_an_unfinished_one() {
         "{err}"
     );
 }
+
+/// `shoal get` through the daemon says what the daemon does while no
+/// provider answers (the same text as the foreground command): its progress
+/// lines carry `searching` with the attempts and the last failure, also in
+/// the API's transfer.
+#[test]
+fn get_through_the_daemon_says_what_it_does_while_no_provider_answers() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("d");
+    let _d = Daemon::start(&dir, &[]);
+    let (ticket, id) = unreachable_ticket(41);
+    let mut cmd = shoal(&dir);
+    cmd.arg("get")
+        .arg(&ticket)
+        .arg("-o")
+        .arg(t.path().join("out"))
+        .arg("--json");
+    let p = Proc::spawn(cmd, WAIT);
+    let deadline = Instant::now() + WAIT;
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let l = p
+            .err
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no progress line saying what it does"));
+        let Ok(v) = serde_json::from_str::<Value>(&l) else {
+            continue;
+        };
+        if v["event"] == "progress"
+            && v["searching"]
+                .as_str()
+                .is_some_and(|s| s.contains("connection attempt") && s.contains("last failure"))
+        {
+            break v;
+        }
+    };
+    assert_eq!(line["state"], "queued", "{line}");
+    let tr = json(&dir, &["transfers", "--json"]);
+    let mine = tr
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|x| x["id"] == id.as_str())
+        .cloned()
+        .expect("the transfer");
+    assert!(
+        mine["searching"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("looking for peers")),
+        "{mine}"
+    );
+}
