@@ -852,6 +852,15 @@ fn merge_file_progress(
                 None => p.peers.push(merged),
             }
         }
+        // Peers of earlier files that this file's swarm does not have: their
+        // bytes stay, their rates are not current.
+        for e in p.peers.iter_mut() {
+            if !cur.peers.iter().any(|fp| fp.peer == e.peer) {
+                e.connected = false;
+                e.down_rate = 0.0;
+                e.up_rate = 0.0;
+            }
+        }
     });
 }
 
@@ -979,4 +988,51 @@ async fn download_collection(
     }
     ptx.send_modify(|p| p.complete = true);
     Ok(root.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: PeerId, down: u64, rate: f64) -> PeerProgress {
+        PeerProgress {
+            peer: id,
+            connected: true,
+            downloaded: down,
+            uploaded: 0,
+            down_rate: rate,
+            up_rate: 0.0,
+            banned: false,
+        }
+    }
+
+    /// A folder's progress: each peer's bytes add up over the files, and a
+    /// peer of an earlier file that the current file's swarm lacks keeps its
+    /// bytes but shows no current rate.
+    #[test]
+    fn a_folders_peers_add_their_bytes_and_lose_stale_rates() {
+        let id = ContentId::of(b"folder");
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let (ptx, prx) = watch::channel(Progress::new(id));
+        let mut first = Progress::new(id);
+        first.done_bytes = 100;
+        first.peers = vec![peer(a, 60, 10.0), peer(b, 40, 20.0)];
+        merge_file_progress(&ptx, &first, 0, 0, &HashMap::new());
+        // The second file: only a serves it.
+        let before: HashMap<PeerId, (u64, u64)> = [(a, (60, 0)), (b, (40, 0))].into();
+        let mut second = Progress::new(id);
+        second.done_bytes = 30;
+        second.connected_peers = 1;
+        second.peers = vec![peer(a, 30, 5.0)];
+        merge_file_progress(&ptx, &second, 100, 0, &before);
+        let p = prx.borrow().clone();
+        assert_eq!(p.done_bytes, 130);
+        let pa = p.peers.iter().find(|x| x.peer == a).unwrap();
+        let pb = p.peers.iter().find(|x| x.peer == b).unwrap();
+        assert_eq!((pa.downloaded, pa.down_rate, pa.connected), (90, 5.0, true));
+        assert_eq!(
+            (pb.downloaded, pb.down_rate, pb.connected),
+            (40, 0.0, false)
+        );
+    }
 }
