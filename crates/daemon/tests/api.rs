@@ -1651,13 +1651,34 @@ async fn a_seeding_download_seeds_again_after_a_restart_with_its_source_gone() {
         let c = start(&tmp.path().join("c")).await;
         let ac = Api::new(&c);
         let out_c = tmp.path().join("out-c");
+        // At 1 MiB/s C takes about 3 s: B is seen serving it.
         let (code, t) = ac
             .post(
                 "/api/v1/transfers",
-                json!({"ticket": ticket.to_string(), "output": out_c.to_str().unwrap()}),
+                json!({"ticket": ticket.to_string(), "output": out_c.to_str().unwrap(), "download_limit": 1 << 20}),
             )
             .await;
         assert_eq!(code, StatusCode::CREATED, "{t}");
+        // B's transfer lists C while it serves it, with where C came from and
+        // what C holds.
+        let (_, st_c) = ac.get("/api/v1/status").await;
+        let peer_c = st_c["peer_id"].as_str().unwrap().to_owned();
+        let t = ab
+            .wait_transfer(&id, "C listed with its address", |t| {
+                t["peers"].as_array().unwrap().iter().any(|p| {
+                    p["peer_id"] == peer_c.as_str() && p["address"].is_string()
+                })
+            })
+            .await;
+        let c_row = t["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer_id"] == peer_c.as_str())
+            .unwrap();
+        assert!(c_row["address"].as_str().unwrap().contains("127.0.0.1"), "{c_row}");
+        let has = c_row["progress"].as_f64().expect("C's progress");
+        assert!((0.0..=1.0).contains(&has), "{c_row}");
         ac.wait_transfer(&id, "downloaded from B", |t| t["state"] == "seeding")
             .await;
         assert_eq!(

@@ -990,8 +990,15 @@
       badge.className = `badge ${p2.path}`;
       badge.textContent = p2.connected ? p2.path : `${p2.path}, disconnected`;
       const meta = document.createElement('span');
-      meta.textContent = `↓ ${fmtBytes(p2.downloaded)} (${fmtRate(p2.down_rate || 0)}) ↑ ${fmtBytes(p2.uploaded)} (${fmtRate(p2.up_rate || 0)})`;
+      meta.textContent = `↓ ${fmtBytes(p2.downloaded)} (${fmtRate(p2.down_rate || 0)}) ↑ ${fmtBytes(p2.uploaded)} (${fmtRate(p2.up_rate || 0)})`
+        + (p2.progress === null || p2.progress === undefined ? '' : ` · has ${fmtPercent(p2.progress)}`);
       li.append(id, ' ', badge, ' ', meta);
+      if (p2.address) {
+        const addr = document.createElement('span');
+        addr.className = 'mono muted';
+        addr.textContent = p2.address;
+        li.append(' ', addr);
+      }
       if (p2.banned) {
         const banned = document.createElement('span');
         banned.className = 'badge banned';

@@ -425,6 +425,11 @@ impl TransferService {
             .unwrap_or_default()
     }
 
+    /// [`uploads`](Self::uploads) of one content.
+    pub fn uploads_of(&self, id: &ContentId) -> Option<Uploads> {
+        self.shared.uploads.lock().ok()?.get(id).cloned()
+    }
+
     /// Traffic and verification totals since the node was created.
     pub fn counters(&self) -> Counters {
         self.shared.meter.stats.snapshot()

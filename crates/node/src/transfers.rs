@@ -198,6 +198,10 @@ pub struct TransferPeer {
     pub up_rate: f64,
     /// Banned for this content: it sent pieces that failed verification.
     pub banned: bool,
+    /// The address its stream came from, when it connected to us.
+    pub address: Option<String>,
+    /// The share of the content it told us it holds (0..1), once known.
+    pub progress: Option<f64>,
 }
 
 /// A transfer as the API shows it.
@@ -1072,6 +1076,12 @@ impl Transfers {
         let mut up_rate = 0.0;
         if let Some(p) = &e.last {
             let paths = e.conn.as_ref().map(|c| c.paths()).unwrap_or_default();
+            // Where the peers we serve came from and what they hold.
+            let served = self
+                .node
+                .uploads_of(&r.id)
+                .map(|u| u.peers)
+                .unwrap_or_default();
             for pp in &p.peers {
                 let relayed = e.conn.as_ref().is_some_and(|c| c.is_relayed(&pp.peer));
                 down_rate += pp.down_rate;
@@ -1091,6 +1101,14 @@ impl Transfers {
                     down_rate: pp.down_rate,
                     up_rate: pp.up_rate,
                     banned: pp.banned,
+                    address: served
+                        .iter()
+                        .find(|s| s.peer == pp.peer)
+                        .and_then(|s| s.remote.as_ref().map(|r| r.addr.clone())),
+                    progress: served
+                        .iter()
+                        .find(|s| s.peer == pp.peer)
+                        .and_then(|s| s.progress),
                 });
             }
         }

@@ -458,6 +458,9 @@ pub struct TransferPeer {
     pub down_rate: f64,
     pub up_rate: f64,
     pub banned: bool,
+    /// Absent from older daemons.
+    pub address: Option<String>,
+    pub progress: Option<f64>,
 }
 
 /// `Host` of the API.
