@@ -746,3 +746,41 @@ fn get_seed_ratio_serves_until_the_ratio_is_reached_then_exits() {
     assert_eq!(seeded["why"], "ratio reached", "{seeded}");
     assert!(seeded["ratio"].as_f64().unwrap() >= 1.0, "{seeded}");
 }
+
+/// On a terminal (a pseudo-terminal made by `script`, from util-linux),
+/// `shoal share` prints the ticket, the command to run on the other machine,
+/// and a live status line of what it serves; at the end what it sent.
+#[test]
+fn share_on_a_terminal_shows_a_status_line() {
+    if !shoal_testkit::can_run(
+        "share_on_a_terminal_shows_a_status_line",
+        shoal_testkit::program("script", "apt-get install util-linux"),
+    ) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("f.bin");
+    std::fs::write(&src, data(100_000, 5)).unwrap();
+    let shoal_cmd = format!(
+        "{} --data-dir {} share {} --for 3s --listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_shoal"),
+        t.path().join("s").display(),
+        src.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &shoal_cmd, "/dev/null"])
+        .env("SHOAL_MDNS", "off")
+        .env("SHOAL_UPNP", "off");
+    let (ok, out, err) = Proc::spawn(cmd, WAIT).finish();
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("shoal1"), "no ticket: {out}");
+    assert!(
+        out.contains("on the other machine, run: shoal get"),
+        "no hint: {out}"
+    );
+    assert!(out.contains("serving 0 peers"), "no status line: {out}");
+    assert!(
+        out.contains("sent 0 B to 0 peers this run"),
+        "no last word: {out}"
+    );
+}
