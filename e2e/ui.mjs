@@ -22,6 +22,8 @@
 //   SHOAL_E2E_FILE           absolute path of the file A shares
 //   SHOAL_E2E_FILE2          a second file A shares, picked in the folder browser
 //                            (A's browse root is its folder)
+//   SHOAL_E2E_FOLDER         a folder A shares by typing its path; B downloads it
+//   SHOAL_E2E_FOLDER_FILES   its files, comma-separated relative paths in byte order
 //   SHOAL_E2E_OUTPUT         absolute folder B downloads into
 //   SHOAL_E2E_ARTIFACTS      folder for screenshots (created)
 //   SHOAL_E2E_TIMEOUT_MS     wait for the download, default 60000
@@ -46,6 +48,9 @@ const urlA = need('SHOAL_UI_A');
 const urlB = need('SHOAL_UI_B');
 const file = need('SHOAL_E2E_FILE');
 const file2 = need('SHOAL_E2E_FILE2');
+const folder = need('SHOAL_E2E_FOLDER');
+// The folder's files, '/'-separated paths in byte order (a manifest's order).
+const folderFiles = need('SHOAL_E2E_FOLDER_FILES').split(',');
 const output = need('SHOAL_E2E_OUTPUT');
 const artifacts = need('SHOAL_E2E_ARTIFACTS');
 const downloadTimeout = Number(process.env.SHOAL_E2E_TIMEOUT_MS || 60_000);
@@ -521,6 +526,39 @@ try {
   await until('the cancelled transfer leaves the table', 10_000, async () => (await slow.count()) === 0);
   check(fs.existsSync(part), `the partial data ${part} was deleted although the dialog was told to keep it`);
   log(`cancelled ${path.basename(file2)} keeping ${fs.statSync(part).size} bytes of partial data`);
+
+  step = 'a folder: A lists its files; B downloads it and shows each file, a ticket and its QR code';
+  await pageA.getByTestId('tab-shares').click();
+  await pageA.getByTestId('share-path-input').fill(folder);
+  await pageA.getByTestId('share-visibility-select').selectOption('unlisted');
+  await pageA.getByTestId('share-add-button').click();
+  const folderName = path.basename(folder);
+  const shareF = pageA.getByTestId('share-item').filter({ has: pageA.getByTestId('share-name').getByText(folderName, { exact: true }) });
+  await shareF.waitFor({ state: 'visible', timeout: 60_000 });
+  await shareF.getByRole('button', { name: 'Files' }).click();
+  const rowPaths = async (scope) => scope.getByTestId('file-row').evaluateAll((rows) => rows.map((r) => r.dataset.path));
+  await until('A lists the folder\'s files', 10_000, async () => JSON.stringify(await rowPaths(shareF)) === JSON.stringify(folderFiles));
+  const ticketF = await shareF.getByTestId('share-ticket').inputValue();
+  await pageB.getByTestId('tab-transfers').click();
+  await pageB.getByTestId('transfer-ticket-input').fill(ticketF);
+  await pageB.getByTestId('transfer-add-button').click();
+  const fold = pageB.getByTestId('transfer-item').filter({ has: pageB.getByTestId('transfer-name').getByText(folderName, { exact: true }) });
+  await until('B downloads the folder', 30_000, async () => ['seeding', 'completed'].includes(await fold.getByTestId('transfer-state').getAttribute('data-state')));
+  await fold.getByRole('button', { name: folderName }).click();
+  const table = fold.getByRole('table', { name: 'Files of the folder' });
+  await table.waitFor({ state: 'visible' });
+  await until('B shows every file of the folder complete', 10_000, async () => {
+    const rows = await fold.getByTestId('file-row').evaluateAll((rs) => rs.map((r) => [r.dataset.path, r.querySelector('[data-testid=file-here]').textContent]));
+    return JSON.stringify(rows) === JSON.stringify(folderFiles.map((f) => [f, '100 %']));
+  });
+  const ticketB = await fold.getByTestId('transfer-ticket').inputValue();
+  check(ticketB.startsWith('shoal1') && ticketB !== ticketF, `B's transfer offers no ticket of its own: "${ticketB}"`);
+  await fold.getByRole('button', { name: 'QR code' }).click();
+  const qrB = fold.getByRole('img', { name: /QR code of the ticket/ });
+  await qrB.waitFor({ state: 'visible' });
+  await until('the transfer\'s QR code image is drawn', 10_000, async () => qrB.evaluate((img) => img.complete && img.naturalWidth > 100));
+  await pageB.screenshot({ path: path.join(artifacts, 'transfer-folder-b.png'), fullPage: true });
+  log(`B downloaded the folder ${folderName} (${folderFiles.length} files) and lists them`);
 
   step = 'the theme switch';
   const bg = () => pageA.evaluate(() => getComputedStyle(document.body).backgroundColor);

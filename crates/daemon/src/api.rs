@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::ContentId;
+use shoal_core::{ContentId, Kind};
 use shoal_store::Visibility;
 use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -24,7 +24,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ApiJson, ApiPath as Path, ApiQuery, ErrorBody};
 use crate::settings::{Settings, SettingsPatch};
-use crate::transfers::{ContentKind, NewTransfer, PathKind, Transfer, TransferPeer, TransferState};
+use crate::transfers::{
+    ContentKind, FileList, FileProgress, NewTransfer, PathKind, Transfer, TransferPeer,
+    TransferState, MAX_FILES_PAGE,
+};
 use crate::{AppState, Event};
 
 /// Largest request body accepted, in bytes.
@@ -154,7 +157,8 @@ pub struct TransferPatch {
 #[openapi(
     info(title = "shoal daemon API", version = "1"),
     paths(
-        status, list_shares, add_share, remove_share, list_transfers, add_transfer,
+        status, list_shares, add_share, get_share, remove_share, share_files, list_transfers,
+        add_transfer, transfer_files,
         get_transfer, patch_transfer, pause_transfer, resume_transfer, cancel_transfer,
         list_peers, get_settings, patch_settings, events, openapi_json, metrics,
         crate::access::patch_share, crate::access::get_access, crate::access::allow_peer,
@@ -167,7 +171,7 @@ pub struct TransferPatch {
         crate::access::NewInviteBody, crate::access::InviteState, crate::access::InviteView,
         crate::access::AccessView, crate::access::AccessLogView,
         ShareView, ServedPeerView, crate::stats::Totals, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
-        TransferPeer, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
+        TransferPeer, FileList, FileProgress, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
         crate::ErrorDetail, crate::ErrorCode, crate::fs::FsListing, crate::fs::FsEntry
     )),
     modifiers(&BearerAuth),
@@ -194,8 +198,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/shares", get(list_shares).post(add_share))
         .route(
             "/shares/{id}",
-            axum::routing::delete(remove_share).patch(crate::access::patch_share),
+            get(get_share)
+                .delete(remove_share)
+                .patch(crate::access::patch_share),
         )
+        .route("/shares/{id}/files", get(share_files))
         .route("/shares/{id}/access", get(crate::access::get_access))
         .route("/shares/{id}/allow", post(crate::access::allow_peer))
         .route(
@@ -218,6 +225,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/access-log", get(crate::access::access_log))
         .route("/transfers", get(list_transfers).post(add_transfer))
         .route("/transfers/{id}", get(get_transfer).patch(patch_transfer))
+        .route("/transfers/{id}/files", get(transfer_files))
         .route("/transfers/{id}/pause", post(pause_transfer))
         .route("/transfers/{id}/resume", post(resume_transfer))
         .route("/transfers/{id}/cancel", post(cancel_transfer))
@@ -680,6 +688,113 @@ async fn pause_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json
 async fn resume_transfer(State(st): St, Path(id): Path<String>) -> ApiResult<Json<Transfer>> {
     let id = parse_id(&id)?;
     Ok(Json(st.transfers.resume(&id)?))
+}
+
+/// Query of the file lists (`GET /api/v1/transfers/{id}/files`,
+/// `GET /api/v1/shares/{id}/files`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesQuery {
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+impl FilesQuery {
+    /// (offset, limit), the limit 200 by default and at most
+    /// [`MAX_FILES_PAGE`].
+    fn page(&self) -> ApiResult<(u64, usize)> {
+        let limit = self.limit.unwrap_or(200);
+        if limit == 0 || limit > MAX_FILES_PAGE as u64 {
+            return Err(ApiError::unprocessable(
+                "limit",
+                format!("limit {limit} is out of range: give 1 to {MAX_FILES_PAGE} files per page"),
+            ));
+        }
+        Ok((self.offset.unwrap_or(0), limit as usize))
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/transfers/{id}/files", tag = "transfers",
+    params(("id" = String, Path, description = "content id, 64 hex digits"),
+        ("offset" = Option<u64>, Query, description = "index of the first file (default 0)"),
+        ("limit" = Option<u64>, Query, description = "files per page, 1 to 1000 (default 200)")),
+    responses((status = 200, body = FileList), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn transfer_files(
+    State(st): St,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FilesQuery>,
+) -> ApiResult<Json<FileList>> {
+    let id = parse_id(&id)?;
+    let (offset, limit) = q.page()?;
+    Ok(Json(st.transfers.files(&id, offset, limit).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/shares/{id}/files", tag = "shares",
+    params(("id" = String, Path, description = "content id, 64 hex digits"),
+        ("offset" = Option<u64>, Query, description = "index of the first file (default 0)"),
+        ("limit" = Option<u64>, Query, description = "files per page, 1 to 1000 (default 200)")),
+    responses((status = 200, body = FileList), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn share_files(
+    State(st): St,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FilesQuery>,
+) -> ApiResult<Json<FileList>> {
+    let id = parse_id(&id)?;
+    let (offset, limit) = q.page()?;
+    let share = find_share(&st, &id)?;
+    if share.kind != Kind::Collection {
+        return Err(ApiError::conflict(format!(
+            "share {id} is a file, not a folder: it has no list of files"
+        )));
+    }
+    let store = st.peer.store().clone();
+    let (total, bytes, files) =
+        tokio::task::spawn_blocking(move || store.share_files_page(&id, offset, limit as u64))
+            .await
+            .map_err(|e| ApiError::internal(format!("listing the files failed: {e}")))?
+            .map_err(|e| internal("cannot list the share's files", e))?;
+    Ok(Json(FileList {
+        known: true,
+        total_files: total,
+        total_bytes: bytes,
+        offset,
+        files: files
+            .into_iter()
+            .map(|f| FileProgress {
+                path: f.path,
+                size: f.size,
+                id: f.id.to_hex(),
+                done_bytes: f.size,
+            })
+            .collect(),
+    }))
+}
+
+/// The share `id`, or a 404 that says how to list them.
+fn find_share(st: &AppState, id: &ContentId) -> ApiResult<shoal_store::Share> {
+    st.peer
+        .store()
+        .share(id)
+        .map_err(|e| internal("cannot read the share", e))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no share with id {id}; GET /api/v1/shares lists them"
+            ))
+        })
+}
+
+#[utoipa::path(get, path = "/api/v1/shares/{id}", tag = "shares",
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 200, body = ShareView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn get_share(State(st): St, Path(id): Path<String>) -> ApiResult<Json<ShareView>> {
+    let id = parse_id(&id)?;
+    let share = find_share(&st, &id)?;
+    Ok(Json(share_view(&st, &share)))
 }
 
 /// Query of `POST /api/v1/transfers/{id}/cancel`.

@@ -14,6 +14,7 @@ impl From<TransferError> for ApiError {
         match e {
             TransferError::NotFound(_) => ApiError::not_found(e.to_string()),
             TransferError::Conflict(m) => ApiError::conflict(m),
+            TransferError::NotAFolder(_) => ApiError::conflict(e.to_string()),
             other => {
                 tracing::warn!(error = %other, "a transfer operation failed");
                 ApiError::internal(other.to_string())

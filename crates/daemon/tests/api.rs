@@ -2263,3 +2263,159 @@ async fn seed_limits_stop_seeding_at_a_ratio_or_after_a_time_unless_seeded_by_ha
     })
     .await;
 }
+
+/// A folder's files, in the API: a folder share lists them (paged, in the
+/// manifest's byte order, all here); a folder being downloaded lists them
+/// with the bytes of each that are here, which always read as files complete
+/// in order, at most one partly here, the rest not yet (the folder is fetched
+/// file by file), and all complete at the end. A transfer carries a ticket
+/// naming the downloader. Bad pages are 422, a file's list is 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folders_files_are_listed_with_what_of_each_is_here() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        // A serves at 1 MiB/s: the 2.2 MB folder takes about 2 s.
+        let a = start_slow(&tmp.path().join("a"), 1 << 20).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let folder = tmp.path().join("album");
+        std::fs::create_dir_all(folder.join("a")).unwrap();
+        random_file(&folder.join("a"), "one", 600_000);
+        random_file(&folder.join("a"), "two", 900_000);
+        random_file(&folder, "b", 700_000);
+        let s = share(&aa, &folder).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+
+        let (code, detail) = aa.get(&format!("/api/v1/shares/{id}")).await;
+        assert_eq!(code, StatusCode::OK, "{detail}");
+        assert_eq!((&detail["id"], &detail["ticket"]), (&s["id"], &s["ticket"]));
+        let (code, l) = aa.get(&format!("/api/v1/shares/{id}/files")).await;
+        assert_eq!(code, StatusCode::OK, "{l}");
+        let paths: Vec<&str> = l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, ["a/one", "a/two", "b"]);
+        assert_eq!(
+            (l["total_files"].as_u64(), l["total_bytes"].as_u64()),
+            (Some(3), Some(2_200_000))
+        );
+        assert!(l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["done_bytes"] == f["size"]));
+        let (_, page) = aa
+            .get(&format!("/api/v1/shares/{id}/files?offset=1&limit=1"))
+            .await;
+        assert_eq!(page["files"].as_array().unwrap().len(), 1, "{page}");
+        assert_eq!(page["files"][0]["path"], "a/two");
+        assert_eq!(page["offset"], 1);
+
+        // Bad pages and lists of files.
+        for q in ["limit=0", "limit=1001"] {
+            let (code, e) = aa.get(&format!("/api/v1/shares/{id}/files?{q}")).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {e}");
+            assert_eq!(error_field(&e), Some("limit"), "{e}");
+        }
+        let (code, e) = aa
+            .get(&format!("/api/v1/shares/{id}/files?offset=-1"))
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(error_field(&e), Some("offset"), "{e}");
+        let single = share(&aa, &random_file(tmp.path(), "single.bin", 1000)).await;
+        let (code, e) = aa
+            .get(&format!(
+                "/api/v1/shares/{}/files",
+                single["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(code, StatusCode::CONFLICT, "{e}");
+        let nobody = "ee".repeat(32);
+        let (code, _) = aa.get(&format!("/api/v1/shares/{nobody}/files")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, _) = aa.get(&format!("/api/v1/shares/{nobody}")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, _) = ab.get(&format!("/api/v1/transfers/{nobody}/files")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": nobody, "output": tmp.path().join("x").to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        let (code, e) = ab.get(&format!("/api/v1/transfers/{nobody}/files")).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{e}");
+
+        // B downloads the folder; every list it shows is a prefix of
+        // complete files, at most one partial file, then files not begun.
+        let out = tmp.path().join("out");
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap()}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut partial_seen = false;
+        loop {
+            let (code, l) = ab.get(&format!("/api/v1/transfers/{id}/files")).await;
+            assert_eq!(code, StatusCode::OK, "{l}");
+            if l["known"] == true {
+                let files = l["files"].as_array().unwrap();
+                assert_eq!(files.len(), 3, "{l}");
+                let here: Vec<(u64, u64)> = files
+                    .iter()
+                    .map(|f| {
+                        (
+                            f["done_bytes"].as_u64().unwrap(),
+                            f["size"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+                let complete = here.iter().take_while(|(d, s)| d == s).count();
+                let rest = &here[complete..];
+                assert!(
+                    rest.iter().skip(1).all(|(d, _)| *d == 0),
+                    "files after a partial one have bytes: {l}"
+                );
+                partial_seen |= rest.first().is_some_and(|(d, s)| *d > 0 && d < s);
+                if complete == 3 {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the folder never completed: {l}"
+            );
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        assert!(
+            partial_seen,
+            "no list showed a file partly here during a 2 s download"
+        );
+        let t = ab
+            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .await;
+        let ticket: shoal_core::Ticket = t["ticket"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .expect("a valid ticket");
+        let (_, status) = ab.get("/api/v1/status").await;
+        assert_eq!(ticket.id.to_hex(), id);
+        assert_eq!(ticket.providers.len(), 1);
+        assert_eq!(
+            ticket.providers[0].peer.to_string(),
+            status["peer_id"].as_str().unwrap()
+        );
+        assert!(ticket.capability.is_none());
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}

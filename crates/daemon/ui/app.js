@@ -314,6 +314,7 @@
         tid('share-copy-button', el).addEventListener('click', () => copyTicket(el));
         tid('share-qr-button', el).addEventListener('click', () => toggleQr(el));
         tid('share-remove-button', el).addEventListener('click', () => removeShare(s.id, el));
+        setupShareFiles(s, el);
         setupAccess(s.id, el);
         shareEls.set(s.id, el);
       }
@@ -329,6 +330,7 @@
       if (!sel.disabled && document.activeElement !== sel) sel.value = vis;
       tid('share-size', el).textContent = fmtBytes(s.size);
       tid('share-files', el).textContent = s.kind === 'folder' ? `${s.files} file${s.files === 1 ? '' : 's'}` : '';
+      tid('share-files-button', el).hidden = s.kind !== 'folder';
       tid('share-path', el).textContent = s.path;
       const t = tid('share-ticket', el);
       if (t.value !== s.ticket) t.value = s.ticket;
@@ -377,16 +379,17 @@
 
   // The ticket as a QR code, to scan with a phone (the image comes from the
   // daemon, fetched with the token).
-  async function toggleQr(el) {
-    const img = tid('share-qr', el);
-    const btn = tid('share-qr-button', el);
+  function toggleQr(el) {
+    return toggleQrOf(tid('share-qr', el), tid('share-qr-button', el), tid('share-ticket', el).value, tid('share-error', el));
+  }
+
+  async function toggleQrOf(img, btn, text, errEl) {
     if (!img.hidden) {
       img.hidden = true;
       btn.setAttribute('aria-expanded', 'false');
       return;
     }
     try {
-      const text = tid('share-ticket', el).value;
       const res = await fetch(`${API}/qr?text=${encodeURIComponent(text)}`, {
         headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
       });
@@ -397,8 +400,104 @@
       img.hidden = false;
       btn.setAttribute('aria-expanded', 'true');
     } catch (e) {
-      showError(tid('share-error', el), e);
+      showError(errEl, e);
     }
+  }
+
+  // ---------- the files of a folder (share or transfer) ----------
+
+  const FILES_PAGE = 200;
+
+  // Loads the first `count` files of a folder from `route` (the API's
+  // `/shares/{id}/files` or `/transfers/{id}/files`) into `tbody`; `more`
+  // is the button that shows the next page. Each row: path, size, and for a
+  // transfer how much of the file is here.
+  async function loadFiles(route, tbody, more, count, withProgress) {
+    const rows = [];
+    let total = 0;
+    let known = true;
+    for (let offset = 0; offset < count;) {
+      const limit = Math.min(1000, count - offset);
+      const l = await api('GET', `${route}?offset=${offset}&limit=${limit}`);
+      known = l.known;
+      total = l.total_files;
+      rows.push(...l.files);
+      if (!l.files.length) break;
+      offset += l.files.length;
+      if (offset >= total) break;
+    }
+    if (!known) {
+      const tr = document.createElement('tr');
+      const td = document.createElement('td');
+      td.colSpan = 3;
+      td.className = 'muted';
+      td.textContent = 'The list of files is not here yet: the download fetches it first.';
+      tr.append(td);
+      tbody.replaceChildren(tr);
+      more.hidden = true;
+      return;
+    }
+    tbody.replaceChildren(...rows.map((f) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'file-row';
+      tr.dataset.path = f.path;
+      const path = document.createElement('td');
+      path.className = 'mono';
+      path.textContent = f.path;
+      const size = document.createElement('td');
+      size.textContent = fmtBytes(f.size);
+      const third = document.createElement('td');
+      if (withProgress) {
+        const p = f.size ? f.done_bytes / f.size : 1;
+        third.textContent = fmtPercent(p);
+        third.dataset.testid = 'file-here';
+        tr.dataset.done = String(f.done_bytes);
+      } else {
+        third.className = 'mono';
+        third.textContent = shortId(f.id);
+        third.title = f.id;
+      }
+      tr.append(path, size, third);
+      return tr;
+    }));
+    more.hidden = rows.length >= total;
+    more.textContent = `Show more files (${rows.length} of ${total} shown)`;
+  }
+
+  // A folder share's file list, opened by its Files button.
+  function setupShareFiles(s, el) {
+    const btn = tid('share-files-button', el);
+    const block = tid('share-files-block', el);
+    let count = FILES_PAGE;
+    const load = () => loadFiles(`/shares/${encodeURIComponent(s.id)}/files`, tid('share-file-list', el), tid('share-files-more', el), count, false)
+      .catch((e) => showError(tid('share-error', el), e));
+    btn.addEventListener('click', () => {
+      const open = btn.getAttribute('aria-expanded') !== 'true';
+      btn.setAttribute('aria-expanded', open ? 'true' : 'false');
+      block.hidden = !open;
+      if (open) load();
+    });
+    tid('share-files-more', el).addEventListener('click', () => { count += FILES_PAGE; load(); });
+  }
+
+  // A folder transfer's file list, loaded when its details open and again
+  // (at most once a second) while they are open and the transfer changes.
+  function setupTransferFiles(id, el) {
+    let count = FILES_PAGE;
+    let last = 0;
+    let pending = null;
+    const load = () => {
+      last = Date.now();
+      return loadFiles(`/transfers/${encodeURIComponent(id)}/files`, tid('transfer-file-list', el), tid('transfer-files-more', el), count, true)
+        .catch((e) => { showError(tid('transfer-error', el), e); renderStatusRow(el); });
+    };
+    tid('transfer-files-more', el).addEventListener('click', () => { count += FILES_PAGE; load(); });
+    return () => {
+      if (tid('transfer-files-block', el).hidden || tid('transfer-details', el).hidden) return;
+      const wait = 1000 - (Date.now() - last);
+      if (wait <= 0) { load(); return; }
+      if (!pending) pending = setTimeout(() => { pending = null; load(); }, wait);
+    };
   }
 
   // ---------- the folder browser ----------
@@ -894,12 +993,17 @@
       }
     };
     for (const a of ['pause', 'resume', 'seed', 'cancel']) tid(`transfer-${a}`, el).addEventListener('click', act(a));
+    const refreshFiles = setupTransferFiles(id, el);
+    el.refreshFiles = refreshFiles;
     const toggle = tid('transfer-details-button', el);
     toggle.addEventListener('click', () => {
       const open = toggle.getAttribute('aria-expanded') !== 'true';
       toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
       tid('transfer-details', el).hidden = !open;
+      refreshFiles();
     });
+    tid('transfer-copy-button', el).addEventListener('click', () => copyField(tid('transfer-ticket', el), tid('transfer-ticket-note', el)));
+    tid('transfer-qr-button', el).addEventListener('click', () => toggleQrOf(tid('transfer-qr', el), tid('transfer-qr-button', el), tid('transfer-ticket', el).value, errEl));
     const box = tid('transfer-select', el);
     box.addEventListener('change', () => {
       if (box.checked) selected.add(id); else selected.delete(id);
@@ -964,6 +1068,10 @@
     tid('transfer-rates', el).textContent = `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)}`;
     tid('transfer-sent', el).textContent = `${fmtBytes(t.uploaded_bytes || 0)} to other peers`;
     tid('transfer-seeded', el).textContent = t.seeded_s ? fmtDuration(t.seeded_s) : '—';
+    const ticket = tid('transfer-ticket', el);
+    if (t.ticket && ticket.value !== t.ticket) ticket.value = t.ticket;
+    tid('transfer-files-block', el).hidden = t.kind !== 'folder';
+    if (el.refreshFiles) el.refreshFiles();
     const note = tid('transfer-note', el);
     note.textContent = t.note || '';
     note.hidden = !t.note;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use shoal_core::manifest::Manifest;
 use shoal_core::ticket::Target;
 use shoal_core::{ContentId, Kind, Provider, Ticket};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -46,6 +47,9 @@ pub enum TransferError {
     /// The state file is not valid.
     #[error("{} is not valid: {message}; fix or remove it", path.display())]
     Corrupt { path: PathBuf, message: String },
+    /// The transfer is of a file: it has no list of files.
+    #[error("transfer {0} is a file, not a folder: it has no list of files")]
+    NotAFolder(ContentId),
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -246,6 +250,9 @@ pub struct Transfer {
     pub seeded_s: u64,
     /// Why it stopped seeding by itself (a seed limit), if it did.
     pub note: Option<String>,
+    /// A ticket naming this peer for the content (it serves what it holds),
+    /// to give to others; it carries no invite.
+    pub ticket: String,
     /// While it runs and no peer answers: what it is doing ("looking for
     /// peers: 2 known, 5 connection attempts; last failure: …").
     pub searching: Option<String>,
@@ -255,6 +262,38 @@ pub struct Transfer {
     /// revision is the newer (an action's response may reach a client after a
     /// later event).
     pub revision: u64,
+}
+
+/// The most files one page of a folder's file list holds.
+pub const MAX_FILES_PAGE: usize = 1000;
+
+/// One file of a folder and how much of it is here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileProgress {
+    /// Path inside the folder, '/'-separated.
+    pub path: String,
+    pub size: u64,
+    /// The file's own content id (hex): what `b3sum` prints for it.
+    pub id: String,
+    /// Verified bytes of it present.
+    pub done_bytes: u64,
+}
+
+/// A page of a folder's files, in the folder's (byte) order of paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileList {
+    /// Whether the list is known: a download learns it from the folder's
+    /// manifest, the first thing it fetches.
+    pub known: bool,
+    /// Files in the folder.
+    pub total_files: u64,
+    /// Bytes of all files.
+    pub total_bytes: u64,
+    /// Index of the first file of this page.
+    pub offset: u64,
+    pub files: Vec<FileProgress>,
 }
 
 /// What is persisted of a transfer.
@@ -366,7 +405,13 @@ pub struct Transfers {
     revision: std::sync::atomic::AtomicU64,
     /// When a completed download stops seeding (see [`SeedLimits`]).
     seed_limits: Mutex<SeedLimits>,
+    /// The folders' manifests last read for [`Transfers::files`], oldest first.
+    manifests: Mutex<Vec<(ContentId, Arc<Manifest>)>>,
 }
+
+/// How many decoded manifests [`Transfers::files`] keeps (a manifest can be
+/// large: a folder of a million files).
+const MANIFESTS_KEPT: usize = 4;
 
 /// When a completed download stops seeding by itself (like Transmission's
 /// "stop seeding at ratio" and "stop seeding if idle"): once it has sent
@@ -448,6 +493,7 @@ impl Transfers {
                     .map_or(0, |d| d.as_micros() as u64),
             ),
             seed_limits: Mutex::new(SeedLimits::default()),
+            manifests: Mutex::new(Vec::new()),
         }))
     }
 
@@ -514,6 +560,116 @@ impl Transfers {
     /// One transfer.
     pub fn get(&self, id: &ContentId) -> Option<Transfer> {
         lock(&self.entries).get(id).map(|e| self.view(e))
+    }
+
+    /// The files `offset..offset + limit` (at most [`MAX_FILES_PAGE`]) of a
+    /// folder transfer, with the bytes of each that are here. A folder is
+    /// fetched file by file in its manifest's order, so the files before the
+    /// one being fetched are complete (downloaded, or found already there),
+    /// and the verified bytes present, counted in that order, say how much of
+    /// the current one is. `known` is false until the manifest is here.
+    pub async fn files(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<FileList, TransferError> {
+        let (done, complete) = {
+            let entries = lock(&self.entries);
+            let e = entries.get(id).ok_or(TransferError::NotFound(*id))?;
+            if e.rec.kind != ContentKind::Collection {
+                return Err(TransferError::NotAFolder(*id));
+            }
+            let complete = matches!(
+                e.rec.state,
+                TransferState::Seeding | TransferState::Completed
+            );
+            (e.rec.done_bytes, complete)
+        };
+        let Some(manifest) = self.manifest(id).await? else {
+            return Ok(FileList {
+                known: false,
+                total_files: 0,
+                total_bytes: 0,
+                offset,
+                files: Vec::new(),
+            });
+        };
+        let mut before = 0u64;
+        let mut files = Vec::new();
+        let first = usize::try_from(offset).unwrap_or(usize::MAX);
+        let limit = limit.min(MAX_FILES_PAGE);
+        for (i, e) in manifest.entries().iter().enumerate() {
+            if i >= first.saturating_add(limit) {
+                break;
+            }
+            if i >= first {
+                let here = if complete {
+                    e.size
+                } else {
+                    done.saturating_sub(before).min(e.size)
+                };
+                files.push(FileProgress {
+                    path: e.path.clone(),
+                    size: e.size,
+                    id: e.id.to_hex(),
+                    done_bytes: here,
+                });
+            }
+            before = before.saturating_add(e.size);
+        }
+        Ok(FileList {
+            known: true,
+            total_files: manifest.len() as u64,
+            total_bytes: manifest.total_size(),
+            offset,
+            files,
+        })
+    }
+
+    /// A folder's manifest, once its download has fetched it (kept in the
+    /// store's `manifests/` folder); the last few decoded are kept.
+    async fn manifest(&self, id: &ContentId) -> Result<Option<Arc<Manifest>>, TransferError> {
+        if let Some((_, m)) = lock(&self.manifests).iter().find(|(k, _)| k == id) {
+            return Ok(Some(m.clone()));
+        }
+        let path = self.store.dir().join("manifests").join(id.to_hex());
+        let want = *id;
+        let read =
+            tokio::task::spawn_blocking(move || -> Result<Option<Manifest>, TransferError> {
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(source) => {
+                        return Err(TransferError::Io {
+                            what: "read",
+                            path,
+                            source,
+                        })
+                    }
+                };
+                // A copy cut short or damaged is not the folder's: the download
+                // fetches it again.
+                if ContentId::of(&bytes) != want {
+                    return Ok(None);
+                }
+                Manifest::decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| TransferError::Corrupt {
+                        path,
+                        message: e.to_string(),
+                    })
+            })
+            .await
+            .map_err(|e| TransferError::Internal(format!("reading a manifest failed: {e}")))??;
+        let Some(m) = read else { return Ok(None) };
+        let m = Arc::new(m);
+        let mut cache = lock(&self.manifests);
+        if cache.len() >= MANIFESTS_KEPT {
+            cache.remove(0);
+        }
+        cache.push((*id, m.clone()));
+        Ok(Some(m))
     }
 
     /// Counts by state, for metrics.
@@ -1161,6 +1317,7 @@ impl Transfers {
                 .total_bytes
                 .filter(|t| *t > 0)
                 .map(|t| (r.uploaded + run_uploaded(e)) as f64 / t as f64),
+            ticket: self.ticket_of(r),
             // Views are made under the entries lock, so revisions follow the
             // order of the changes they show.
             revision: self
@@ -1168,6 +1325,31 @@ impl Transfers {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1,
         }
+    }
+
+    /// A ticket naming this peer for the transfer's content: this peer serves
+    /// what it holds of it, so others can fetch it from here (and, through
+    /// the swarm, from the other peers that have it). It carries no invite.
+    fn ticket_of(&self, r: &Record) -> String {
+        let mut t = Ticket {
+            id: r.id,
+            kind: match r.kind {
+                ContentKind::File => Kind::File,
+                ContentKind::Collection => Kind::Collection,
+            },
+            providers: vec![Provider {
+                peer: self.net.peer_id(),
+                addrs: self.net.ticket_addrs(),
+            }],
+            capability: None,
+            name: r
+                .name
+                .clone()
+                .filter(|n| shoal_core::manifest::is_plain_name(n)),
+        };
+        // A ticket of ours always fits once shrunk; keep it as is otherwise.
+        let _ = t.shrink_to_fit();
+        t.to_string()
     }
 
     /// Every peer this host is connected to (libp2p connections) or transfers

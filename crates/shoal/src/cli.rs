@@ -108,6 +108,17 @@ pub enum Command {
         /// The share's content id (or a unique prefix of at least 8 hex digits).
         id: String,
     },
+    /// List the files of a folder: a folder share, or a folder the running
+    /// daemon downloads (with how much of each file is here).
+    Files {
+        /// The share's or transfer's content id (or a unique prefix of at
+        /// least 8 hex digits).
+        id: String,
+        /// Print one JSON object (`known`, `total_files`, `total_bytes`,
+        /// `files`: `path`, `size`, `id`, `done_bytes`).
+        #[arg(long)]
+        json: bool,
+    },
     /// List the transfers of the running shoal daemon.
     Transfers {
         /// Print a JSON array instead of a table.

@@ -37,6 +37,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Some(remote) => remote.rm(&id),
             None => rm(&cli.global, &id),
         },
+        Command::Files { id, json } => match Remote::find(&cli.global)? {
+            Some(remote) => remote.files(&id, json),
+            None => files(&cli.global, &id, json),
+        },
         Command::Transfers { json } => Remote::require(&cli.global, "transfers")?.transfers(json),
         Command::Peers { json } => Remote::require(&cli.global, "peers")?.peers(json),
         Command::Pause(a) => Remote::require(&cli.global, "pause")?.act("pause", &a.id, a.json),
@@ -260,6 +264,98 @@ fn rm(global: &Global, id: &str) -> Result<()> {
         share.name,
         share.id,
         share.path.display()
+    );
+    Ok(())
+}
+
+/// `shoal files ID` without a daemon: the files of a folder share.
+fn files(global: &Global, id: &str, json: bool) -> Result<()> {
+    let store = open_store(global)?;
+    let share = find_share(&store, id)?;
+    if share.kind != shoal_core::Kind::Collection {
+        bail!(
+            "share {} ('{}') is a file, not a folder: it has no list of files",
+            share.id,
+            share.name
+        );
+    }
+    let mut list = FileListing::default();
+    loop {
+        let (total, bytes, page) = store
+            .share_files_page(&share.id, list.files.len() as u64, 1000)
+            .context("cannot read the share's files")?;
+        list.known = true;
+        list.total_files = total;
+        list.total_bytes = bytes;
+        if page.is_empty() {
+            break;
+        }
+        list.files.extend(page.into_iter().map(|f| FileRow {
+            path: f.path,
+            size: f.size,
+            id: f.id.to_hex(),
+            done_bytes: f.size,
+        }));
+    }
+    print_files(&list, json)
+}
+
+/// A folder's files as `shoal files` prints them (the API's `FileList`, all
+/// pages).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FileListing {
+    pub known: bool,
+    pub total_files: u64,
+    pub total_bytes: u64,
+    #[serde(default)]
+    pub files: Vec<FileRow>,
+}
+
+/// One file of a [`FileListing`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FileRow {
+    pub path: String,
+    pub size: u64,
+    pub id: String,
+    pub done_bytes: u64,
+}
+
+/// Prints a folder's files: a table (path, size, what is here, id) and a
+/// total line, or one JSON object.
+pub(crate) fn print_files(list: &FileListing, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    if !list.known {
+        eprintln!("the folder's list of files is not here yet: the download fetches it first");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .files
+        .iter()
+        .map(|f| {
+            let pct = if f.size == 0 {
+                100.0
+            } else {
+                f.done_bytes as f64 * 100.0 / f.size as f64
+            };
+            vec![
+                f.path.clone(),
+                human_size(f.size),
+                format!("{:.0}%", pct.clamp(0.0, 100.0)),
+                f.id.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["PATH", "SIZE", "HERE", "ID"], &rows));
+    let here: u64 = list.files.iter().map(|f| f.done_bytes).sum();
+    eprintln!(
+        "{} file{}, {} ({} here)",
+        list.total_files,
+        if list.total_files == 1 { "" } else { "s" },
+        human_size(list.total_bytes),
+        human_size(here)
     );
     Ok(())
 }

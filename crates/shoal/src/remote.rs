@@ -272,6 +272,48 @@ impl Remote {
         Ok(())
     }
 
+    /// `shoal files ID` through the daemon: a folder it downloads (with the
+    /// bytes of each file that are here), else a folder share.
+    pub fn files(&self, id: &str, json_out: bool) -> Result<()> {
+        let transfers = self.transfer_ids()?;
+        let value = self.rt.block_on(self.daemon.get("/api/v1/shares"))?;
+        let shares: Vec<ApiShare> = serde_json::from_value(value)
+            .context("the shoal daemon's share list is not readable; is it the same version?")?;
+        let mut ids: Vec<&str> = transfers.iter().map(String::as_str).collect();
+        ids.extend(shares.iter().map(|s| s.id.as_str()));
+        ids.sort_unstable();
+        ids.dedup();
+        let full = resolve_id(
+            id,
+            &ids,
+            "share or transfer",
+            "shoal shares` or `shoal transfers",
+        )?;
+        let base = if transfers.contains(&full) {
+            format!("/api/v1/transfers/{full}/files")
+        } else {
+            format!("/api/v1/shares/{full}/files")
+        };
+        let mut list = crate::commands::FileListing::default();
+        loop {
+            let value = self.rt.block_on(
+                self.daemon
+                    .get(&format!("{base}?offset={}&limit=1000", list.files.len())),
+            )?;
+            let page: crate::commands::FileListing = serde_json::from_value(value)
+                .context("the shoal daemon's file list is not readable; is it the same version?")?;
+            let more = !page.files.is_empty();
+            list.known = page.known;
+            list.total_files = page.total_files;
+            list.total_bytes = page.total_bytes;
+            list.files.extend(page.files);
+            if !more || list.files.len() as u64 >= list.total_files {
+                break;
+            }
+        }
+        crate::commands::print_files(&list, json_out)
+    }
+
     // ------------------------------------------------------------ transfers
 
     /// `shoal transfers`.

@@ -445,3 +445,44 @@ fn ticket_qr_prints_a_code_that_reads_back_as_the_ticket() {
     let out = run(shoal(dir.path()).args(["ticket", "qr", "shoal1nope"]));
     assert_one_line_error(&out, "not a valid ticket");
 }
+
+/// `shoal files` without a daemon: a folder share's files with their ids,
+/// each the id `b3sum` prints for that file.
+#[test]
+fn files_of_a_folder_share_carry_the_ids_b3sum_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let folder = dir.path().join("photos");
+    std::fs::create_dir_all(folder.join("2025")).unwrap();
+    std::fs::write(folder.join("2025/b.jpg"), pseudo_random(200_000, 8)).unwrap();
+    std::fs::write(folder.join("a.jpg"), pseudo_random(1_100_000, 9)).unwrap();
+    let out = run(shoal(&data).arg("add").arg(&folder));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let out = run(shoal(&data).args(["files", &id, "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{v}");
+    assert_eq!(files[0]["path"], "2025/b.jpg");
+    assert_eq!(files[1]["path"], "a.jpg");
+    let paths = [folder.join("2025/b.jpg"), folder.join("a.jpg")];
+    if let Some(sums) = b3sum(&paths) {
+        for (line, f) in sums.lines().zip(files) {
+            assert_eq!(
+                line.split_whitespace().next(),
+                f["id"].as_str(),
+                "{sums} vs {v}"
+            );
+        }
+    }
+    // A file share has no list of files.
+    let file = dir.path().join("one.txt");
+    std::fs::write(&file, b"one").unwrap();
+    let out = run(shoal(&data).arg("add").arg(&file));
+    let fid = stdout(&out).trim().to_owned();
+    assert_one_line_error(
+        &run(shoal(&data).args(["files", &fid])),
+        "is a file, not a folder",
+    );
+}

@@ -663,3 +663,91 @@ fn get_through_the_daemon_says_what_it_does_while_no_provider_answers() {
         "{mine}"
     );
 }
+
+/// `shoal files`: a folder share's files through daemon A, and the same
+/// folder downloaded by daemon B listed with each file complete; a unique
+/// prefix names it; a file is refused with a reason.
+#[test]
+fn files_lists_a_folder_share_and_a_folder_download() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (t.path().join("a"), t.path().join("b"));
+    let _a = Daemon::start(&a_dir, &[]);
+    let b = Daemon::start(&b_dir, &[]);
+    let folder = t.path().join("docs");
+    std::fs::create_dir_all(folder.join("sub")).expect("mkdir");
+    std::fs::write(folder.join("sub/z.txt"), data(70_000, 1)).expect("write");
+    std::fs::write(folder.join("a.txt"), data(30_000, 2)).expect("write");
+    let out = ok(&a_dir, &["share", folder.to_str().expect("utf-8")]);
+    let ticket = out.lines().next().expect("a ticket").to_owned();
+    let shares = json(&a_dir, &["shares", "--json"]);
+    let id = shares[0]["id"].as_str().expect("id").to_owned();
+
+    let l = json(&a_dir, &["files", &id[..10], "--json"]);
+    let files = l["files"].as_array().expect("files");
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["a.txt", "sub/z.txt"], "{l}");
+    assert_eq!(
+        (l["total_files"].as_u64(), l["total_bytes"].as_u64()),
+        (Some(2), Some(100_000))
+    );
+    assert!(files.iter().all(|f| f["done_bytes"] == f["size"]), "{l}");
+
+    let dl = t.path().join("dl");
+    let mut cmd = shoal(&b_dir);
+    cmd.arg("get").arg(&ticket).arg("-o").arg(&dl);
+    let got = run(cmd);
+    assert!(
+        got.status.success(),
+        "get failed: {}\n{}",
+        text(&got.stderr),
+        b.output()
+    );
+    let l = json(&b_dir, &["files", &id, "--json"]);
+    assert_eq!(l["known"], true, "{l}");
+    let here: Vec<(u64, u64)> = l["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["done_bytes"].as_u64().unwrap(),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(here, [(30_000, 30_000), (70_000, 70_000)], "{l}");
+    let table = run({
+        let mut c = shoal(&b_dir);
+        c.args(["files", &id]);
+        c
+    });
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let out = text(&table.stdout);
+    assert!(out.starts_with("PATH"), "{out}");
+    assert!(out.contains("sub/z.txt") && out.contains("100%"), "{out}");
+    assert!(
+        text(&table.stderr).contains("2 files"),
+        "{}",
+        text(&table.stderr)
+    );
+
+    // A file has no list; an unknown id says how to list ids.
+    let single = t.path().join("one.bin");
+    std::fs::write(&single, data(1000, 3)).expect("write");
+    ok(&a_dir, &["share", single.to_str().expect("utf-8")]);
+    let shares = json(&a_dir, &["shares", "--json"]);
+    let file_id = shares
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "file")
+        .and_then(|s| s["id"].as_str())
+        .expect("the file share")
+        .to_owned();
+    let mut c = shoal(&a_dir);
+    c.args(["files", &file_id]);
+    assert_fails_with(&run(c), "is a file, not a folder");
+    let mut c = shoal(&a_dir);
+    c.args(["files", "abcdef0123"]);
+    assert_fails_with(&run(c), "shoal shares");
+}

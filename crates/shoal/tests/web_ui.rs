@@ -96,6 +96,14 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
     std::fs::create_dir_all(library.join("albums")).expect("create the library");
     let file2 = library.join("big-sample.bin");
     std::fs::write(&file2, pseudo_random(6 * 1024 * 1024, 0x5EED)).expect("write the second file");
+    // A folder A shares and B downloads (the files' list in both UIs).
+    let folder = library.join("albums");
+    let folder_files = ["a/01 intro.flac", "a/02 theme.flac", "cover.jpg"];
+    for (i, f) in folder_files.iter().enumerate() {
+        let p = folder.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).expect("create a folder");
+        std::fs::write(&p, pseudo_random(200_000 + i * 70_001, i as u64 + 1)).expect("write");
+    }
     let artifacts = std::env::var_os("SHOAL_E2E_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-web-ui"));
@@ -113,6 +121,8 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
         .env("SHOAL_UI_B", b.ui_url())
         .env("SHOAL_E2E_FILE", &file)
         .env("SHOAL_E2E_FILE2", &file2)
+        .env("SHOAL_E2E_FOLDER", &folder)
+        .env("SHOAL_E2E_FOLDER_FILES", folder_files.join(","))
         .env("SHOAL_E2E_OUTPUT", &output)
         .env("SHOAL_E2E_ARTIFACTS", &artifacts)
         .env("CHROMIUM", CHROMIUM);
@@ -153,6 +163,15 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
         got.len(),
         content.len()
     );
+    for f in folder_files {
+        let got = std::fs::read(output.join("albums").join(f)).unwrap_or_else(|e| {
+            panic!("B's copy of albums/{f} cannot be read: {e}; {}", explain())
+        });
+        assert!(
+            got == std::fs::read(folder.join(f)).unwrap(),
+            "B's copy of albums/{f} differs from A's"
+        );
+    }
     let shot = std::fs::metadata(&screenshot)
         .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", screenshot.display()));
     assert!(

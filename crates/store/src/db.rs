@@ -608,6 +608,60 @@ impl Db {
             .collect()
     }
 
+    /// Files `offset..offset + limit` of a collection share, sorted by path,
+    /// with the number of files and their total size.
+    pub fn share_files_page(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, u64, Vec<ShareFile>), StoreError> {
+        let conn = self.conn();
+        let (count, bytes) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM share_files f
+                 JOIN shares s ON s.pk = f.share WHERE s.id = ?1",
+                [id.as_bytes().as_slice()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map_err(StoreError::db("count a share's files"))?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT f.path, f.size, f.id, f.mtime_ns FROM share_files f
+                 JOIN shares s ON s.pk = f.share WHERE s.id = ?1
+                 ORDER BY f.path LIMIT ?2 OFFSET ?3",
+            )
+            .map_err(StoreError::db("list a share's files"))?;
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(
+                params![id.as_bytes().as_slice(), clamp(limit), clamp(offset)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                },
+            )
+            .map_err(StoreError::db("list a share's files"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::db("list a share's files"))?;
+        let files = rows
+            .into_iter()
+            .map(|(path, size, id, mtime_ns)| {
+                Ok(ShareFile {
+                    path,
+                    size: u64_from(size, "size")?,
+                    id: id_from(id)?,
+                    mtime_ns,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((u64_from(count, "count")?, u64_from(bytes, "size")?, files))
+    }
+
     /// The manifest encoding of a collection share.
     pub fn manifest(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn()

@@ -291,6 +291,17 @@ impl Store {
         self.db.share_files(id)
     }
 
+    /// Files `offset..offset + limit` of a collection share, sorted by path,
+    /// with the number of files and their total size.
+    pub fn share_files_page(
+        &self,
+        id: &ContentId,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, u64, Vec<ShareFile>), StoreError> {
+        self.db.share_files_page(id, offset, limit)
+    }
+
     /// Changes who may see a share; `false` if there is no such share.
     pub fn set_visibility(&self, id: &ContentId, v: Visibility) -> Result<bool, StoreError> {
         self.db.set_visibility(id, v)

@@ -353,7 +353,21 @@ fn ten_thousand_tiny_files_are_indexed() {
     let added = store.add_hashed(&Hashed::Folder(d), None).unwrap();
     println!("recorded them in {:?}", start.elapsed());
     assert_eq!(added.share.files, 10_000);
-    assert_eq!(store.share_files(&added.share.id).unwrap().len(), 10_000);
+    let all = store.share_files(&added.share.id).unwrap();
+    assert_eq!(all.len(), 10_000);
+    // Pages of the list: the same files in the same order, with the totals.
+    let (count, bytes, page) = store.share_files_page(&added.share.id, 9_990, 50).unwrap();
+    assert_eq!(count, 10_000);
+    assert_eq!(bytes, all.iter().map(|f| f.size).sum::<u64>());
+    assert_eq!(page, all[9_990..]);
+    let (_, _, none) = store
+        .share_files_page(&added.share.id, u64::MAX, 10)
+        .unwrap();
+    assert!(none.is_empty());
+    let (count, _, _) = store
+        .share_files_page(&ContentId::of(b"no such share"), 0, 10)
+        .unwrap();
+    assert_eq!(count, 0);
 }
 
 #[test]
