@@ -191,6 +191,28 @@ impl Progress {
         Some(s)
     }
 
+    /// Verified bytes per second received: the sum of every peer's rate
+    /// (each over the last 5 s, so a peer that left within that window still
+    /// counts for what it sent). The CLI's bar, the daemon's API, the web UI
+    /// and hence every figure shown use this one sum.
+    pub fn down_rate(&self) -> f64 {
+        self.peers.iter().map(|p| p.down_rate).sum()
+    }
+
+    /// Bytes per second sent, summed like [`Progress::down_rate`].
+    pub fn up_rate(&self) -> f64 {
+        self.peers.iter().map(|p| p.up_rate).sum()
+    }
+
+    /// Seconds left at [`Progress::down_rate`], while it is known and
+    /// nonzero and the download is not complete.
+    pub fn eta_s(&self) -> Option<f64> {
+        let rate = self.down_rate();
+        self.total_bytes
+            .filter(|_| rate > 0.0 && !self.complete)
+            .map(|t| t.saturating_sub(self.done_bytes) as f64 / rate)
+    }
+
     pub(crate) fn new(id: ContentId) -> Self {
         Self {
             id,
@@ -1009,6 +1031,24 @@ mod tests {
             up_rate: 0.0,
             banned: false,
         }
+    }
+
+    /// One rate for every view: all peers' rates summed (a peer that just
+    /// left still counts for its window), and the ETA at that rate.
+    #[test]
+    fn the_rate_is_every_peers_and_the_eta_follows_it() {
+        let id = ContentId::of(b"file");
+        let mut p = Progress::new(id);
+        assert_eq!((p.down_rate(), p.eta_s()), (0.0, None));
+        p.total_bytes = Some(1000);
+        p.done_bytes = 400;
+        let mut gone = peer(PeerId::random(), 100, 50.0);
+        gone.connected = false;
+        p.peers = vec![peer(PeerId::random(), 300, 250.0), gone];
+        assert_eq!(p.down_rate(), 300.0);
+        assert_eq!(p.eta_s(), Some(2.0));
+        p.complete = true;
+        assert_eq!(p.eta_s(), None);
     }
 
     /// A folder's progress: each peer's bytes add up over the files, and a

@@ -1238,10 +1238,10 @@ impl Transfers {
                 .uploads_of(&r.id)
                 .map(|u| u.peers)
                 .unwrap_or_default();
+            down_rate = p.down_rate();
+            up_rate = p.up_rate();
             for pp in &p.peers {
                 let relayed = e.conn.as_ref().is_some_and(|c| c.is_relayed(&pp.peer));
-                down_rate += pp.down_rate;
-                up_rate += pp.up_rate;
                 peers.push(TransferPeer {
                     peer_id: pp.peer.to_string(),
                     path: if relayed {

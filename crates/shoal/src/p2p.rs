@@ -524,17 +524,7 @@ fn bar_style() -> ProgressStyle {
 /// The download rate (verified bytes per second over the node's last rate
 /// window, summed over peers) and the seconds left at that rate.
 fn rate_and_eta(p: &Progress) -> (f64, Option<f64>) {
-    let rate: f64 = p
-        .peers
-        .iter()
-        .filter(|pp| pp.connected)
-        .map(|pp| pp.down_rate)
-        .sum();
-    let eta = p
-        .total_bytes
-        .filter(|_| rate > 0.0 && !p.complete)
-        .map(|t| t.saturating_sub(p.done_bytes) as f64 / rate);
-    (rate, eta)
+    (p.down_rate(), p.eta_s())
 }
 
 /// What a download does while no peer answers (see [`Progress::searching`]).
