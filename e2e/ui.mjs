@@ -541,6 +541,11 @@ try {
   const ticketF = await shareF.getByTestId('share-ticket').inputValue();
   await pageB.getByTestId('tab-transfers').click();
   await pageB.getByTestId('transfer-ticket-input').fill(ticketF);
+  await pageB.getByRole('button', { name: 'List files' }).click();
+  const preview = pageB.getByRole('table', { name: 'Files of the ticket\'s folder' });
+  await preview.waitFor({ state: 'visible', timeout: 30_000 });
+  await until('B lists the ticket\'s files before downloading', 10_000, async () => JSON.stringify(await rowPaths(pageB.getByTestId('transfer-list-block'))) === JSON.stringify(folderFiles));
+  check(!fs.existsSync(path.join(output, folderName)), 'listing the files created the folder');
   await pageB.getByTestId('transfer-add-button').click();
   const fold = pageB.getByTestId('transfer-item').filter({ has: pageB.getByTestId('transfer-name').getByText(folderName, { exact: true }) });
   await until('B downloads the folder', 30_000, async () => ['seeding', 'completed'].includes(await fold.getByTestId('transfer-state').getAttribute('data-state')));

@@ -158,7 +158,7 @@ pub struct TransferPatch {
     info(title = "shoal daemon API", version = "1"),
     paths(
         status, list_shares, add_share, get_share, remove_share, share_files, list_transfers,
-        add_transfer, transfer_files,
+        add_transfer, transfer_files, ls,
         get_transfer, patch_transfer, pause_transfer, resume_transfer, cancel_transfer,
         list_peers, get_settings, patch_settings, events, openapi_json, metrics,
         crate::access::patch_share, crate::access::get_access, crate::access::allow_peer,
@@ -226,6 +226,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/transfers", get(list_transfers).post(add_transfer))
         .route("/transfers/{id}", get(get_transfer).patch(patch_transfer))
         .route("/transfers/{id}/files", get(transfer_files))
+        .route("/ls", get(ls))
         .route("/transfers/{id}/pause", post(pause_transfer))
         .route("/transfers/{id}/resume", post(resume_transfer))
         .route("/transfers/{id}/cancel", post(cancel_transfer))
@@ -769,6 +770,87 @@ async fn share_files(
                 size: f.size,
                 id: f.id.to_hex(),
                 done_bytes: f.size,
+            })
+            .collect(),
+    }))
+}
+
+/// Query of `GET /api/v1/ls`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LsQuery {
+    ticket: Option<String>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    timeout_s: Option<u64>,
+}
+
+/// How long `GET /api/v1/ls` waits for a provider to send the list, by
+/// default and at most.
+const LS_TIMEOUT_S: u64 = 20;
+const LS_MAX_TIMEOUT_S: u64 = 300;
+
+#[utoipa::path(get, path = "/api/v1/ls", tag = "transfers",
+    params(("ticket" = String, Query, description = "a folder's ticket (shoal1…) or content id"),
+        ("offset" = Option<u64>, Query, description = "index of the first file (default 0)"),
+        ("limit" = Option<u64>, Query, description = "files per page, 1 to 1000 (default 200)"),
+        ("timeout_s" = Option<u64>, Query, description = "give up after this many seconds without the list, 1 to 300 (default 20)")),
+    responses((status = 200, body = FileList), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn ls(State(st): St, ApiQuery(q): ApiQuery<LsQuery>) -> ApiResult<Json<FileList>> {
+    let (offset, limit) = FilesQuery {
+        offset: q.offset,
+        limit: q.limit,
+    }
+    .page()?;
+    let timeout = q.timeout_s.unwrap_or(LS_TIMEOUT_S);
+    if !(1..=LS_MAX_TIMEOUT_S).contains(&timeout) {
+        return Err(ApiError::unprocessable(
+            "timeout_s",
+            format!("timeout_s {timeout} is out of range: give 1 to {LS_MAX_TIMEOUT_S} seconds"),
+        ));
+    }
+    let text = q.ticket.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "ticket",
+            "ticket is missing: give a folder's ticket (shoal1…) or content id",
+        ));
+    }
+    let target: shoal_core::ticket::Target = text
+        .trim()
+        .parse()
+        .map_err(|m: String| ApiError::unprocessable("ticket", m))?;
+    if target.kind.is_some_and(|k| k != Kind::Collection) {
+        return Err(ApiError::unprocessable(
+            "ticket",
+            format!(
+                "{} is a file, not a folder: it has no list of files; download it",
+                target.id
+            ),
+        ));
+    }
+    let manifest = st
+        .peer
+        .list_folder(&target, Duration::from_secs(timeout))
+        .await
+        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let first = usize::try_from(offset).unwrap_or(usize::MAX);
+    Ok(Json(FileList {
+        known: true,
+        total_files: manifest.len() as u64,
+        total_bytes: manifest.total_size(),
+        offset,
+        files: manifest
+            .entries()
+            .iter()
+            .skip(first)
+            .take(limit)
+            .map(|e| FileProgress {
+                path: e.path.clone(),
+                size: e.size,
+                id: e.id.to_hex(),
+                done_bytes: 0,
             })
             .collect(),
     }))

@@ -2350,6 +2350,55 @@ async fn a_folders_files_are_listed_with_what_of_each_is_here() {
         let (code, e) = ab.get(&format!("/api/v1/transfers/{nobody}/files")).await;
         assert_eq!(code, StatusCode::CONFLICT, "{e}");
 
+        // B lists the folder before downloading it: only its manifest.
+        let ticket = s["ticket"].as_str().unwrap();
+        let (code, l) = ab.get(&format!("/api/v1/ls?ticket={ticket}&limit=2")).await;
+        assert_eq!(code, StatusCode::OK, "{l}");
+        assert_eq!(
+            (l["total_files"].as_u64(), l["total_bytes"].as_u64()),
+            (Some(3), Some(2_200_000))
+        );
+        let listed: Vec<&str> = l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, ["a/one", "a/two"], "{l}");
+        assert!(
+            !tmp.path().join("out").exists(),
+            "listing created the output folder"
+        );
+        for (q, field) in [
+            (String::new(), "ticket"),
+            ("ticket=shoal1abc".to_owned(), "ticket"),
+            (
+                format!("ticket={}", single["ticket"].as_str().unwrap()),
+                "ticket",
+            ),
+            (format!("ticket={ticket}&timeout_s=0"), "timeout_s"),
+            (format!("ticket={ticket}&timeout_s=301"), "timeout_s"),
+        ] {
+            let (code, e) = ab.get(&format!("/api/v1/ls?{q}")).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {e}");
+            assert_eq!(error_field(&e), Some(field), "{q}: {e}");
+        }
+        // A folder nobody serves: 404 after the timeout, saying so.
+        let (code, e) = ab
+            .get(&format!(
+                "/api/v1/ls?ticket={}&timeout_s=1",
+                "dd".repeat(32)
+            ))
+            .await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("within 1 s"),
+            "{e}"
+        );
+
         // B downloads the folder; every list it shows is a prefix of
         // complete files, at most one partial file, then files not begun.
         let out = tmp.path().join("out");

@@ -412,13 +412,13 @@
   // `/shares/{id}/files` or `/transfers/{id}/files`) into `tbody`; `more`
   // is the button that shows the next page. Each row: path, size, and for a
   // transfer how much of the file is here.
-  async function loadFiles(route, tbody, more, count, withProgress) {
+  async function loadFiles(route, tbody, more, count, withProgress, hasQuery) {
     const rows = [];
     let total = 0;
     let known = true;
     for (let offset = 0; offset < count;) {
       const limit = Math.min(1000, count - offset);
-      const l = await api('GET', `${route}?offset=${offset}&limit=${limit}`);
+      const l = await api('GET', `${route}${hasQuery ? '&' : '?'}offset=${offset}&limit=${limit}`);
       known = l.known;
       total = l.total_files;
       rows.push(...l.files);
@@ -1373,6 +1373,31 @@
         btn.disabled = false;
       }
     });
+    // A folder's files before it is downloaded: only its list is fetched.
+    let listCount = FILES_PAGE;
+    const listFiles = async () => {
+      const ticket = tid('transfer-ticket-input').value.trim();
+      if (!ticket) { showError(err, 'Paste a folder\'s ticket (shoal1…) or content id first.'); return; }
+      showError(err, null);
+      const btn = tid('transfer-list-button');
+      const note = tid('transfer-list-note');
+      btn.disabled = true;
+      note.textContent = 'Asking the sharer for the list of files…';
+      try {
+        const route = `/ls?ticket=${encodeURIComponent(ticket)}&timeout_s=20`;
+        await loadFiles(route, tid('transfer-list-files'), tid('transfer-list-more'), listCount, false, true);
+        tid('transfer-list-block').hidden = false;
+        note.textContent = '';
+      } catch (e) {
+        note.textContent = '';
+        tid('transfer-list-block').hidden = true;
+        showError(err, e);
+      } finally {
+        btn.disabled = false;
+      }
+    };
+    tid('transfer-list-button').addEventListener('click', () => { listCount = FILES_PAGE; listFiles(); });
+    tid('transfer-list-more').addEventListener('click', () => { listCount += FILES_PAGE; listFiles(); });
     setupTransferTable();
   }
 

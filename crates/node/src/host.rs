@@ -627,6 +627,47 @@ impl Host {
         })
     }
 
+    /// The list of files of the folder `target` names (a ticket, or an id
+    /// taken for a folder's): only its manifest is fetched (or the copy an
+    /// earlier download left in the store), verified against the id. Gives up
+    /// after `timeout` without it.
+    pub async fn list_folder(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<shoal_core::Manifest, HostError> {
+        if target.kind.is_some_and(|k| k != Kind::Collection) {
+            return Err(HostError::Invalid(format!(
+                "{} is a file, not a folder: it has no list of files; `shoal get` fetches it",
+                target.id
+            )));
+        }
+        let conn = self.connector(target.id, &target.providers);
+        // By id alone: wait (within the time given) for the DHT to name a
+        // provider, as `get` does.
+        if target.providers.is_empty() && !conn.wait_for_peers(timeout).await {
+            return Err(HostError::Invalid(format!(
+                "no provider of {} found on the DHT within {} s; check --bootstrap, or ask the sharer for a ticket",
+                target.id,
+                timeout.as_secs()
+            )));
+        }
+        match tokio::time::timeout(
+            timeout,
+            self.node
+                .manifest(target.id, conn, target.capability.clone()),
+        )
+        .await
+        {
+            Ok(res) => Ok(res?),
+            Err(_) => Err(HostError::Invalid(format!(
+                "no provider sent the list of files of {} within {} s; check that the sharer is online, or give a ticket with its addresses",
+                target.id,
+                timeout.as_secs()
+            ))),
+        }
+    }
+
     /// Stops serving and shuts networking down.
     pub async fn shutdown(mut self) {
         for t in self.tasks.drain(..) {

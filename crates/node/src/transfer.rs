@@ -357,6 +357,32 @@ impl DownloadHandle {
 }
 
 impl TransferService {
+    /// The manifest of folder `id`, the store's cached copy or fetched from
+    /// the peers `connector` finds (presenting `capability`, a ticket's
+    /// invite), verified against `id` and decoded: what `shoal ls` lists.
+    /// It waits for a provider as a download does: the caller bounds it.
+    pub async fn manifest(
+        &self,
+        id: ContentId,
+        connector: Arc<dyn Connector>,
+        capability: Option<Vec<u8>>,
+    ) -> Result<Manifest, NodeError> {
+        let cap = capability.filter(|c| !c.is_empty()).map(Arc::new);
+        let (alive, mut alive_rx) = mpsc::channel(1);
+        let res = fetch_manifest(
+            &self.shared,
+            id,
+            connector,
+            alive,
+            Arc::new(RateLimiter::default()),
+            cap,
+        )
+        .await;
+        // Writes of the fetch still in flight end before the answer.
+        while alive_rx.recv().await.is_some() {}
+        res
+    }
+
     /// A node serving `store`'s shares, identified by `local` (its own peer id,
     /// which it never dials).
     pub fn new(store: Store, local: PeerId, config: NodeConfig) -> Self {
@@ -891,17 +917,17 @@ fn merge_file_progress(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn download_collection(
+/// A folder's manifest: the copy in the store's `manifests/` folder if it
+/// hashes to `id`, else fetched like any content from the peers `connector`
+/// finds, into that folder, and decoded (bounded, every path checked).
+async fn fetch_manifest(
     shared: &Arc<Shared>,
     id: ContentId,
-    root: &Path,
     connector: Arc<dyn Connector>,
-    ptx: &watch::Sender<Progress>,
     alive: mpsc::Sender<()>,
     limit: Arc<RateLimiter>,
     capability: Option<Arc<Vec<u8>>>,
-) -> Result<PathBuf, NodeError> {
+) -> Result<Manifest, NodeError> {
     // The manifest is fetched like any content, into the store's folder.
     let mdir = shared.store.dir().join("manifests");
     std::fs::create_dir_all(&mdir)?;
@@ -946,6 +972,29 @@ async fn download_collection(
             mpath.display()
         )));
     }
+    Ok(manifest)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn download_collection(
+    shared: &Arc<Shared>,
+    id: ContentId,
+    root: &Path,
+    connector: Arc<dyn Connector>,
+    ptx: &watch::Sender<Progress>,
+    alive: mpsc::Sender<()>,
+    limit: Arc<RateLimiter>,
+    capability: Option<Arc<Vec<u8>>>,
+) -> Result<PathBuf, NodeError> {
+    let manifest = fetch_manifest(
+        shared,
+        id,
+        connector.clone(),
+        alive.clone(),
+        limit.clone(),
+        capability.clone(),
+    )
+    .await?;
     let total = manifest.total_size();
     let mut done = 0u64;
     // Pieces that failed verification in the files before this one, and each

@@ -119,6 +119,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the files of a folder someone shares, by its ticket or id,
+    /// fetching only its list (the manifest), verified against the id.
+    Ls(LsArgs),
     /// List the transfers of the running shoal daemon.
     Transfers {
         /// Print a JSON array instead of a table.
@@ -373,6 +376,21 @@ pub struct GetArgs {
     #[arg(long = "stall-timeout", value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub stall_timeout: std::time::Duration,
     /// Print JSON: progress lines on stderr and one summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// A folder's ticket (`shoal1…`) or content id (looked up on the DHT).
+    pub target: String,
+    /// Give up after this long without the list (1 s to 5 min).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print one JSON object (`total_files`, `total_bytes`, `files`: `path`,
+    /// `size`, `id`).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -41,6 +41,15 @@ pub fn run(cli: Cli) -> Result<()> {
             Some(remote) => remote.files(&id, json),
             None => files(&cli.global, &id, json),
         },
+        Command::Ls(args) => {
+            if !(1..=300).contains(&args.timeout.as_secs()) {
+                bail!("--timeout must be between 1 s and 5 min");
+            }
+            match Remote::find(&cli.global)? {
+                Some(remote) => remote.ls(&args),
+                None => crate::p2p::ls(&cli.global, args),
+            }
+        }
         Command::Transfers { json } => Remote::require(&cli.global, "transfers")?.transfers(json),
         Command::Peers { json } => Remote::require(&cli.global, "peers")?.peers(json),
         Command::Pause(a) => Remote::require(&cli.global, "pause")?.act("pause", &a.id, a.json),
@@ -356,6 +365,38 @@ pub(crate) fn print_files(list: &FileListing, json: bool) -> Result<()> {
         if list.total_files == 1 { "" } else { "s" },
         human_size(list.total_bytes),
         human_size(here)
+    );
+    Ok(())
+}
+
+/// Prints a remote folder's files (`shoal ls`): a table (path, size, id)
+/// and a total line, or one JSON object without the `done_bytes` of each.
+pub(crate) fn print_ls(list: &FileListing, json: bool) -> Result<()> {
+    if json {
+        let files: Vec<serde_json::Value> = list
+            .files
+            .iter()
+            .map(|f| serde_json::json!({"path": f.path, "size": f.size, "id": f.id}))
+            .collect();
+        let v = serde_json::json!({
+            "total_files": list.total_files,
+            "total_bytes": list.total_bytes,
+            "files": files,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .files
+        .iter()
+        .map(|f| vec![f.path.clone(), human_size(f.size), f.id.clone()])
+        .collect();
+    print!("{}", table(&["PATH", "SIZE", "ID"], &rows));
+    eprintln!(
+        "{} file{}, {}",
+        list.total_files,
+        if list.total_files == 1 { "" } else { "s" },
+        human_size(list.total_bytes)
     );
     Ok(())
 }

@@ -455,6 +455,38 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
     })
 }
 
+/// `shoal ls` in the foreground: a node fetches only the folder's manifest
+/// from the ticket's providers (or the DHT's) and lists it.
+pub fn ls(global: &Global, args: crate::cli::LsArgs) -> Result<()> {
+    let target: Target = args.target.trim().parse().map_err(|e: String| anyhow!(e))?;
+    let dir = crate::commands::data_dir(global)?;
+    let cfg = peer_config(&args.node, NodeConfig::default())?;
+    runtime()?.block_on(async move {
+        let peer = Host::start(&dir, cfg)
+            .await
+            .with_context(|| format!("cannot start the node with data dir {}", dir.display()))?;
+        let res = peer.list_folder(&target, args.timeout).await;
+        peer.shutdown().await;
+        let manifest = res?;
+        let list = crate::commands::FileListing {
+            known: true,
+            total_files: manifest.len() as u64,
+            total_bytes: manifest.total_size(),
+            files: manifest
+                .entries()
+                .iter()
+                .map(|e| crate::commands::FileRow {
+                    path: e.path.clone(),
+                    size: e.size,
+                    id: e.id.to_hex(),
+                    done_bytes: 0,
+                })
+                .collect(),
+        };
+        crate::commands::print_ls(&list, args.json)
+    })
+}
+
 /// Serves a completed download until `time` passes, it has sent `ratio`
 /// times its `size`, or Ctrl-C, whichever comes first; says which.
 async fn seed_after(

@@ -314,6 +314,41 @@ impl Remote {
         crate::commands::print_files(&list, json_out)
     }
 
+    /// `shoal ls` through the daemon (`GET /api/v1/ls`, page by page).
+    pub fn ls(&self, args: &crate::cli::LsArgs) -> Result<()> {
+        self.foreground_only("ls", &["--json", "--timeout"])?;
+        // Checked here for the same message as in the foreground; a valid
+        // ticket or id is URL-safe as it is.
+        let _: shoal_core::ticket::Target =
+            args.target.trim().parse().map_err(|e: String| anyhow!(e))?;
+        let mut list = crate::commands::FileListing::default();
+        loop {
+            let path = format!(
+                "/api/v1/ls?ticket={}&offset={}&limit=1000&timeout_s={}",
+                args.target.trim(),
+                list.files.len(),
+                args.timeout.as_secs()
+            );
+            let value = self.rt.block_on(self.daemon.call(
+                reqwest::Method::GET,
+                &path,
+                None,
+                args.timeout + REQUEST_TIMEOUT,
+            ))?;
+            let page: crate::commands::FileListing = serde_json::from_value(value)
+                .context("the shoal daemon's file list is not readable; is it the same version?")?;
+            let more = !page.files.is_empty();
+            list.known = page.known;
+            list.total_files = page.total_files;
+            list.total_bytes = page.total_bytes;
+            list.files.extend(page.files);
+            if !more || list.files.len() as u64 >= list.total_files {
+                break;
+            }
+        }
+        crate::commands::print_ls(&list, args.json)
+    }
+
     // ------------------------------------------------------------ transfers
 
     /// `shoal transfers`.

@@ -692,6 +692,20 @@ fn files_lists_a_folder_share_and_a_folder_download() {
     );
     assert!(files.iter().all(|f| f["done_bytes"] == f["size"]), "{l}");
 
+    // `shoal ls` through daemon B: the folder's list, nothing downloaded.
+    let l = json(&b_dir, &["ls", &ticket, "--json"]);
+    let listed: Vec<&str> = l["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["a.txt", "sub/z.txt"], "{l}");
+    assert_eq!(l["total_bytes"], 100_000, "{l}");
+    let mut c = shoal(&b_dir);
+    c.args(["ls", &ticket, "--bootstrap", "/ip4/127.0.0.1/tcp/1"]);
+    assert_fails_with(&run(c), "cannot apply through the shoal daemon");
+
     let dl = t.path().join("dl");
     let mut cmd = shoal(&b_dir);
     cmd.arg("get").arg(&ticket).arg("-o").arg(&dl);

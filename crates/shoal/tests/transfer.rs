@@ -113,6 +113,52 @@ fn folder_from_one_seeder_to_one_leecher() {
     }
     let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
     assert_eq!(share["kind"], "folder");
+    // `shoal ls` fetches only the list: paths in byte order with each
+    // file's own id; nothing is written where it runs.
+    let cwd = t.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut ls = shoal(&t.path().join("lister"));
+    ls.current_dir(&cwd)
+        .args(["ls", share["ticket"].as_str().unwrap(), "--json"]);
+    let (ok, stdout, stderr) = Proc::spawn(ls, WAIT).finish();
+    assert!(ok, "ls failed: {stderr}");
+    let l: Value = serde_json::from_str(&stdout).expect("ls prints JSON");
+    let mut want: Vec<(&str, String)> = files
+        .iter()
+        .map(|(p, b)| (*p, shoal_core::ContentId::of(b).to_hex()))
+        .collect();
+    want.sort();
+    let got: Vec<(&str, String)> = l["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap(),
+                f["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{l}");
+    assert_eq!(l["total_files"], 4, "{l}");
+    assert!(
+        files_under(&cwd).is_empty(),
+        "ls wrote {:?}",
+        files_under(&cwd)
+    );
+    // A file's ticket has no list; a folder nobody serves gives up in time.
+    let (_f, fshare) = seeder(&t.path().join("s2"), &src.join("a.bin"), &[]);
+    let mut ls = shoal(&t.path().join("lister"));
+    ls.args(["ls", fshare["ticket"].as_str().unwrap()]);
+    let (ok, _, stderr) = Proc::spawn(ls, WAIT).finish();
+    assert!(
+        !ok && stderr.contains("is a file, not a folder"),
+        "{stderr}"
+    );
+    let mut ls = shoal(&t.path().join("lister"));
+    ls.args(["ls", &"dd".repeat(32), "--timeout", "1s"]);
+    let (ok, _, stderr) = Proc::spawn(ls, WAIT).finish();
+    assert!(!ok && stderr.contains("within 1 s"), "{stderr}");
     let out = t.path().join("out");
     let g = get(
         &t.path().join("l"),
