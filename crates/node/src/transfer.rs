@@ -166,6 +166,54 @@ pub struct Progress {
     pub dials: u32,
     /// Why the last attempt to reach a provider failed, if one did.
     pub last_dial_error: Option<String>,
+    /// A folder download's verified bytes of each file, in manifest order,
+    /// once its manifest is here (shared: it changes as pieces verify).
+    pub files: Option<Arc<FileBytes>>,
+}
+
+/// Verified bytes present of each file of a folder download, in the
+/// manifest's order, updated as its files' pieces verify.
+#[derive(Debug, Default)]
+pub struct FileBytes(Vec<std::sync::atomic::AtomicU64>);
+
+impl FileBytes {
+    fn new(n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        )
+    }
+
+    fn set(&self, i: usize, v: u64) {
+        if let Some(a) = self.0.get(i) {
+            a.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The bytes of file `i` here, if the folder has such a file.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        self.0
+            .get(i)
+            .map(|a| a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Files in the folder.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The same download's counters are the same: two views of one are equal
+/// here, and what they hold is compared through `done_bytes`.
+impl PartialEq for FileBytes {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
 }
 
 impl Progress {
@@ -228,6 +276,7 @@ impl Progress {
             known_peers: 0,
             dials: 0,
             last_dial_error: None,
+            files: None,
         }
     }
 }
@@ -876,47 +925,6 @@ pub(crate) fn already_complete(path: &Path, id: ContentId, size: u64) -> Result<
     }
 }
 
-/// A collection's progress from one file's: bytes of the files done before
-/// (`done`, `failed_before`, each peer's `before`) plus this file's.
-fn merge_file_progress(
-    ptx: &watch::Sender<Progress>,
-    cur: &Progress,
-    done: u64,
-    failed_before: u64,
-    before: &HashMap<PeerId, (u64, u64)>,
-) {
-    ptx.send_modify(|p| {
-        p.done_bytes = done + cur.done_bytes;
-        p.connected_peers = cur.connected_peers;
-        p.known_peers = cur.known_peers;
-        p.dials = cur.dials;
-        p.last_dial_error = cur.last_dial_error.clone();
-        p.pieces_failed = failed_before + cur.pieces_failed;
-        for fp in &cur.peers {
-            let (down, up) = before.get(&fp.peer).copied().unwrap_or((0, 0));
-            let merged = PeerProgress {
-                downloaded: down + fp.downloaded,
-                uploaded: up + fp.uploaded,
-                banned: fp.banned || p.peers.iter().any(|e| e.peer == fp.peer && e.banned),
-                ..fp.clone()
-            };
-            match p.peers.iter_mut().find(|e| e.peer == fp.peer) {
-                Some(e) => *e = merged,
-                None => p.peers.push(merged),
-            }
-        }
-        // Peers of earlier files that this file's swarm does not have: their
-        // bytes stay, their rates are not current.
-        for e in p.peers.iter_mut() {
-            if !cur.peers.iter().any(|fp| fp.peer == e.peer) {
-                e.connected = false;
-                e.down_rate = 0.0;
-                e.up_rate = 0.0;
-            }
-        }
-    });
-}
-
 /// A folder's manifest: the copy in the store's `manifests/` folder if it
 /// hashes to `id`, else fetched like any content from the peers `connector`
 /// finds, into that folder, and decoded (bounded, every path checked).
@@ -996,16 +1004,19 @@ async fn download_collection(
     )
     .await?;
     let total = manifest.total_size();
-    let mut done = 0u64;
-    // Pieces that failed verification in the files before this one, and each
-    // peer's bytes (down, up) in them.
-    let mut failed_before = 0u64;
-    let mut before: HashMap<PeerId, (u64, u64)> = HashMap::new();
-    ptx.send_modify(|p| p.total_bytes = Some(total));
+    let n = manifest.len();
+    let files = Arc::new(FileBytes::new(n));
+    ptx.send_modify(|p| {
+        p.total_bytes = Some(total);
+        p.files = Some(files.clone());
+    });
     if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
     ensure_dir(root)?;
+    // Every file's place first: its folders made (none is a link), so the
+    // files can be fetched in any order.
+    let mut dests = Vec::with_capacity(n);
     for entry in manifest.entries() {
         // Manifest::decode checked every path: relative, '/'-separated, no '.'
         // or '..' components, no NUL or backslash.
@@ -1017,53 +1028,216 @@ async fn download_collection(
                 ensure_dir(&dest)?;
             }
         }
-        if already_complete(&dest, entry.id, entry.size)? {
-            done += entry.size;
-            ptx.send_modify(|p| p.done_bytes = done);
-            continue;
-        }
-        let (ftx, mut frx) = watch::channel(Progress::new(entry.id));
-        let fut = run_file(
-            shared,
-            entry.id,
-            dest,
-            connector.clone(),
-            ftx,
-            Some(entry.size),
-            None,
-            alive.clone(),
-            limit.clone(),
-            capability.clone(),
-        );
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                res = &mut fut => { res?; break; }
-                changed = frx.changed() => {
-                    if changed.is_err() {
-                        (&mut fut).await?;
-                        break;
+        dests.push(dest);
+    }
+    let (utx, mut urx) = mpsc::channel::<(usize, Progress)>(64);
+    let mut running = tokio::task::JoinSet::new();
+    let mut agg = FolderProgress::default();
+    let mut next = 0usize;
+    loop {
+        // Up to FOLDER_FILES_AT_ONCE files at a time, in manifest order.
+        while running.len() < FOLDER_FILES_AT_ONCE && next < n {
+            let i = next;
+            next += 1;
+            let entry = manifest.entries()[i].clone();
+            let dest = dests[i].clone();
+            agg.inflight.insert(i, Progress::new(entry.id));
+            let (shared, connector, alive, limit, capability, utx) = (
+                shared.clone(),
+                connector.clone(),
+                alive.clone(),
+                limit.clone(),
+                capability.clone(),
+                utx.clone(),
+            );
+            running.spawn(async move {
+                let (check, id, size) = (dest.clone(), entry.id, entry.size);
+                let there = tokio::task::spawn_blocking(move || already_complete(&check, id, size))
+                    .await
+                    .map_err(|e| NodeError::Internal(format!("checking a file failed: {e}")))??;
+                if there {
+                    return Ok::<_, NodeError>((i, None));
+                }
+                let (ftx, mut frx) = watch::channel(Progress::new(entry.id));
+                let fut = run_file(
+                    &shared,
+                    entry.id,
+                    dest,
+                    connector,
+                    ftx,
+                    Some(entry.size),
+                    None,
+                    alive,
+                    limit,
+                    capability,
+                );
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        res = &mut fut => { res?; break; }
+                        changed = frx.changed() => {
+                            if changed.is_err() {
+                                (&mut fut).await?;
+                                break;
+                            }
+                            let cur = frx.borrow().clone();
+                            let _ = utx.send((i, cur)).await;
+                        }
                     }
-                    let cur = frx.borrow().clone();
-                    merge_file_progress(ptx, &cur, done, failed_before, &before);
+                }
+                // The file's last figures (its final update may not have
+                // been sent).
+                let last = frx.borrow().clone();
+                Ok((i, Some(last)))
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((i, cur)) = urx.recv() => {
+                // An update of a file that has ended comes too late.
+                if let Some(slot) = agg.inflight.get_mut(&i) {
+                    files.set(i, cur.done_bytes);
+                    *slot = cur;
+                    agg.publish(ptx);
                 }
             }
+            joined = running.join_next() => match joined {
+                Some(Ok(Ok((i, last)))) => {
+                    let size = manifest.entries()[i].size;
+                    agg.finish(i, last, size);
+                    files.set(i, size);
+                    agg.publish(ptx);
+                }
+                // The first failure ends the folder; dropping `running`
+                // stops the files still running (their partial data stays
+                // for a resume).
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => {
+                    return Err(NodeError::Internal(format!("a file's download task failed: {e}")))
+                }
+                None => {}
+            },
         }
-        // The file's last figures (its final update may not have been seen),
-        // then its per-peer bytes count for the files after it.
-        let last = frx.borrow().clone();
-        merge_file_progress(ptx, &last, done, failed_before, &before);
-        for fp in &last.peers {
-            let e = before.entry(fp.peer).or_insert((0, 0));
-            e.0 += fp.downloaded;
-            e.1 += fp.uploaded;
-        }
-        done += entry.size;
-        ptx.send_modify(|p| p.done_bytes = done);
-        failed_before = ptx.borrow().pieces_failed;
     }
-    ptx.send_modify(|p| p.complete = true);
+    ptx.send_modify(|p| {
+        p.done_bytes = total;
+        p.complete = true;
+    });
     Ok(root.to_path_buf())
+}
+
+/// How many files of a folder download at once (each its own stream per
+/// peer, as the protocol allows): enough to hide the round trips a small
+/// file costs, few enough to stay within a peer's handshake and accept
+/// limits per source (8 fast-path handshakes, 16 hellos).
+pub const FOLDER_FILES_AT_ONCE: usize = 4;
+
+/// A folder's progress from its files': the files complete so far and the
+/// ones being fetched.
+#[derive(Default)]
+struct FolderProgress {
+    /// Bytes of the files complete (fetched, or found already there).
+    complete: u64,
+    /// Pieces that failed verification in the files complete.
+    failed: u64,
+    /// Each peer's (down, up) bytes in the files complete.
+    before: HashMap<PeerId, (u64, u64)>,
+    /// The files being fetched, by manifest index, as last seen.
+    inflight: std::collections::BTreeMap<usize, Progress>,
+    /// Peers in the order first seen.
+    order: Vec<PeerId>,
+}
+
+impl FolderProgress {
+    /// File `i` ended: `last` its final figures (`None`: already there).
+    fn finish(&mut self, i: usize, last: Option<Progress>, size: u64) {
+        self.inflight.remove(&i);
+        self.complete += size;
+        if let Some(last) = last {
+            self.failed += last.pieces_failed;
+            for fp in &last.peers {
+                let e = self.before.entry(fp.peer).or_insert((0, 0));
+                e.0 += fp.downloaded;
+                e.1 += fp.uploaded;
+            }
+        }
+    }
+
+    fn publish(&mut self, ptx: &watch::Sender<Progress>) {
+        let mut peers: HashMap<PeerId, PeerProgress> = HashMap::new();
+        for (&peer, &(down, up)) in &self.before {
+            peers.insert(
+                peer,
+                PeerProgress {
+                    peer,
+                    connected: false,
+                    downloaded: down,
+                    uploaded: up,
+                    down_rate: 0.0,
+                    up_rate: 0.0,
+                    banned: false,
+                },
+            );
+        }
+        let (mut done, mut failed) = (self.complete, self.failed);
+        let (mut known, mut dials, mut error) = (0, 0, None);
+        for p in self.inflight.values() {
+            done += p.done_bytes;
+            failed += p.pieces_failed;
+            known = known.max(p.known_peers);
+            dials = dials.max(p.dials);
+            if p.last_dial_error.is_some() {
+                error = p.last_dial_error.clone();
+            }
+            for fp in &p.peers {
+                let e = peers.entry(fp.peer).or_insert(PeerProgress {
+                    peer: fp.peer,
+                    connected: false,
+                    downloaded: 0,
+                    uploaded: 0,
+                    down_rate: 0.0,
+                    up_rate: 0.0,
+                    banned: false,
+                });
+                e.downloaded += fp.downloaded;
+                e.uploaded += fp.uploaded;
+                e.down_rate += fp.down_rate;
+                e.up_rate += fp.up_rate;
+                e.connected |= fp.connected;
+                e.banned |= fp.banned;
+            }
+        }
+        for peer in peers.keys() {
+            if !self.order.contains(peer) {
+                self.order.push(*peer);
+            }
+        }
+        let list: Vec<PeerProgress> = self.order.iter().filter_map(|p| peers.remove(p)).collect();
+        ptx.send_modify(|p| {
+            // A banned peer stays banned for the folder.
+            let banned: Vec<PeerId> = p
+                .peers
+                .iter()
+                .filter(|x| x.banned)
+                .map(|x| x.peer)
+                .collect();
+            p.done_bytes = done;
+            p.pieces_failed = failed;
+            p.connected_peers = list.iter().filter(|x| x.connected).count();
+            p.known_peers = known;
+            p.dials = dials;
+            p.last_dial_error = error;
+            p.peers = list
+                .into_iter()
+                .map(|mut x| {
+                    x.banned |= banned.contains(&x.peer);
+                    x
+                })
+                .collect();
+        });
+    }
 }
 
 #[cfg(test)]
@@ -1100,33 +1274,48 @@ mod tests {
         assert_eq!(p.eta_s(), None);
     }
 
-    /// A folder's progress: each peer's bytes add up over the files, and a
-    /// peer of an earlier file that the current file's swarm lacks keeps its
-    /// bytes but shows no current rate.
+    /// A folder's progress: files fetched at once add up (bytes and rates);
+    /// each peer's bytes add up over the files, and a peer of a finished
+    /// file that no running file has keeps its bytes but shows no rate.
     #[test]
-    fn a_folders_peers_add_their_bytes_and_lose_stale_rates() {
+    fn a_folders_files_add_up_and_finished_files_peers_lose_their_rates() {
         let id = ContentId::of(b"folder");
         let (a, b) = (PeerId::random(), PeerId::random());
         let (ptx, prx) = watch::channel(Progress::new(id));
+        let mut agg = FolderProgress::default();
         let mut first = Progress::new(id);
         first.done_bytes = 100;
         first.peers = vec![peer(a, 60, 10.0), peer(b, 40, 20.0)];
-        merge_file_progress(&ptx, &first, 0, 0, &HashMap::new());
-        // The second file: only a serves it.
-        let before: HashMap<PeerId, (u64, u64)> = [(a, (60, 0)), (b, (40, 0))].into();
         let mut second = Progress::new(id);
         second.done_bytes = 30;
-        second.connected_peers = 1;
         second.peers = vec![peer(a, 30, 5.0)];
-        merge_file_progress(&ptx, &second, 100, 0, &before);
+        agg.inflight.insert(0, first.clone());
+        agg.inflight.insert(1, second.clone());
+        agg.publish(&ptx);
         let p = prx.borrow().clone();
-        assert_eq!(p.done_bytes, 130);
+        assert_eq!((p.done_bytes, p.connected_peers), (130, 2));
+        assert_eq!(p.down_rate(), 35.0);
+        // The first file ends (100 bytes); the second goes on with a alone.
+        agg.finish(0, Some(first), 100);
+        second.done_bytes = 50;
+        second.peers = vec![peer(a, 50, 5.0)];
+        agg.inflight.insert(1, second);
+        agg.publish(&ptx);
+        let p = prx.borrow().clone();
+        assert_eq!(p.done_bytes, 150);
         let pa = p.peers.iter().find(|x| x.peer == a).unwrap();
         let pb = p.peers.iter().find(|x| x.peer == b).unwrap();
-        assert_eq!((pa.downloaded, pa.down_rate, pa.connected), (90, 5.0, true));
+        assert_eq!(
+            (pa.downloaded, pa.down_rate, pa.connected),
+            (110, 5.0, true)
+        );
         assert_eq!(
             (pb.downloaded, pb.down_rate, pb.connected),
             (40, 0.0, false)
         );
+        // A file already there counts its size and no peer's bytes.
+        agg.finish(2, None, 1000);
+        agg.publish(&ptx);
+        assert_eq!(prx.borrow().done_bytes, 1150);
     }
 }

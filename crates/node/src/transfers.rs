@@ -563,18 +563,19 @@ impl Transfers {
     }
 
     /// The files `offset..offset + limit` (at most [`MAX_FILES_PAGE`]) of a
-    /// folder transfer, with the bytes of each that are here. A folder is
-    /// fetched file by file in its manifest's order, so the files before the
-    /// one being fetched are complete (downloaded, or found already there),
-    /// and the verified bytes present, counted in that order, say how much of
-    /// the current one is. `known` is false until the manifest is here.
+    /// folder transfer, with the verified bytes of each that are here: while
+    /// it runs, as its download counts them; a completed one, every file
+    /// whole; a stopped one (paused, failed, not yet started after a
+    /// restart), the files complete on disk (their final name and size; a
+    /// partial file counts 0 until the download runs again). `known` is
+    /// false until the manifest is here.
     pub async fn files(
         &self,
         id: &ContentId,
         offset: u64,
         limit: usize,
     ) -> Result<FileList, TransferError> {
-        let (done, complete) = {
+        let (live, complete, root) = {
             let entries = lock(&self.entries);
             let e = entries.get(id).ok_or(TransferError::NotFound(*id))?;
             if e.rec.kind != ContentKind::Collection {
@@ -584,7 +585,13 @@ impl Transfers {
                 e.rec.state,
                 TransferState::Seeding | TransferState::Completed
             );
-            (e.rec.done_bytes, complete)
+            let live = e
+                .cmds
+                .as_ref()
+                .and(e.last.as_ref())
+                .and_then(|p| p.files.clone());
+            let root = destination(&e.rec.output, e.rec.name.as_deref(), &e.rec.id);
+            (live, complete, root)
         };
         let Some(manifest) = self.manifest(id).await? else {
             return Ok(FileList {
@@ -595,29 +602,39 @@ impl Transfers {
                 files: Vec::new(),
             });
         };
-        let mut before = 0u64;
-        let mut files = Vec::new();
         let first = usize::try_from(offset).unwrap_or(usize::MAX);
         let limit = limit.min(MAX_FILES_PAGE);
-        for (i, e) in manifest.entries().iter().enumerate() {
-            if i >= first.saturating_add(limit) {
-                break;
-            }
-            if i >= first {
-                let here = if complete {
-                    e.size
-                } else {
-                    done.saturating_sub(before).min(e.size)
-                };
-                files.push(FileProgress {
-                    path: e.path.clone(),
-                    size: e.size,
-                    id: e.id.to_hex(),
-                    done_bytes: here,
-                });
-            }
-            before = before.saturating_add(e.size);
-        }
+        let m = manifest.clone();
+        let files = tokio::task::spawn_blocking(move || {
+            let live = live.filter(|f| f.len() == m.len());
+            m.entries()
+                .iter()
+                .enumerate()
+                .skip(first)
+                .take(limit)
+                .map(|(i, e)| {
+                    let here = if complete {
+                        e.size
+                    } else if let Some(f) = &live {
+                        f.get(i).unwrap_or(0).min(e.size)
+                    } else {
+                        let path = e.path.split('/').fold(root.clone(), |p, c| p.join(c));
+                        match std::fs::symlink_metadata(&path) {
+                            Ok(md) if md.is_file() && md.len() == e.size => e.size,
+                            _ => 0,
+                        }
+                    };
+                    FileProgress {
+                        path: e.path.clone(),
+                        size: e.size,
+                        id: e.id.to_hex(),
+                        done_bytes: here,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| TransferError::Internal(format!("listing the files failed: {e}")))?;
         Ok(FileList {
             known: true,
             total_files: manifest.len() as u64,
