@@ -1,6 +1,8 @@
 //! Decodes arbitrary bytes as a manifest. Whatever decodes must be canonical:
 //! re-encoding gives back the very same bytes, and `Manifest::new` accepts the
-//! same entries and builds the same manifest.
+//! same entries and builds the same manifest. The check a download makes
+//! before writing (names one file system would merge) never panics, and a
+//! pair it reports are two different paths of the manifest or their folders.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shoal_core::manifest::Manifest;
@@ -18,4 +20,7 @@ fuzz_target!(|data: &[u8]| {
         Some(&manifest),
         "new and decode disagree"
     );
+    if let Some((a, b)) = manifest.case_collision() {
+        assert_ne!(a, b, "a path collides with itself");
+    }
 });

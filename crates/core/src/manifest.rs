@@ -269,7 +269,52 @@ pub fn find_file_folder_conflict<'a>(
     None
 }
 
+/// The name a case-insensitive or normalising file system (macOS's, Windows')
+/// sees in `path`: Unicode NFC, then lower case.
+fn folded(path: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    path.nfc().collect::<String>().to_lowercase()
+}
+
+/// Two paths of a folder that name the same place on a case-insensitive or
+/// normalising file system (`Readme` and `README`, `é` composed and
+/// decomposed, a file `a` and a folder `A/`): written there, one would
+/// overwrite or block the other. Folders that only differ so are no
+/// conflict (they merge); the files in them are compared by their full
+/// paths. Returns the first pair found, in the order given.
+pub fn find_case_collision<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Option<(String, String)> {
+    let mut files: std::collections::HashMap<String, &'a str> = std::collections::HashMap::new();
+    let mut folders: std::collections::HashMap<String, &'a str> = std::collections::HashMap::new();
+    for path in paths {
+        let key = folded(path);
+        if let Some(other) = files.get(&key) {
+            return Some(((*other).to_owned(), path.to_owned()));
+        }
+        if let Some(folder) = folders.get(&key) {
+            return Some(((*folder).to_owned(), path.to_owned()));
+        }
+        files.insert(key, path);
+        for (i, _) in path.match_indices('/') {
+            let prefix = &path[..i];
+            let key = folded(prefix);
+            if let Some(file) = files.get(&key) {
+                return Some(((*file).to_owned(), prefix.to_owned()));
+            }
+            folders.entry(key).or_insert(prefix);
+        }
+    }
+    None
+}
+
 impl Manifest {
+    /// Two of its paths that collide on a case-insensitive or normalising
+    /// file system (see [`find_case_collision`]).
+    pub fn case_collision(&self) -> Option<(String, String)> {
+        find_case_collision(self.entries.iter().map(|e| e.path.as_str()))
+    }
+
     /// Builds the canonical manifest of `entries`, given in any order.
     ///
     /// Fails if any path breaks a rule of [`check_path`], if a path is listed
@@ -488,6 +533,32 @@ fn check_conflicts(sorted: &[Entry]) -> Result<(), ManifestError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn names_that_one_file_system_would_merge_are_found() {
+        let found = |paths: &[&str]| find_case_collision(paths.iter().copied());
+        assert_eq!(
+            found(&["README.md", "Readme.md"]),
+            Some(("README.md".into(), "Readme.md".into()))
+        );
+        // é composed (U+00E9) and decomposed (e + U+0301).
+        assert_eq!(
+            found(&["caf\u{e9}.txt", "cafe\u{301}.txt"]),
+            Some(("caf\u{e9}.txt".into(), "cafe\u{301}.txt".into()))
+        );
+        // A file and a folder, either order.
+        assert_eq!(found(&["A", "a/x"]), Some(("A".into(), "a".into())));
+        assert_eq!(found(&["a/x", "A"]), Some(("a".into(), "A".into())));
+        assert_eq!(
+            found(&["d/ÄB/f", "d/äb"]),
+            Some(("d/ÄB".into(), "d/äb".into()))
+        );
+        // Folders that only differ in case merge: no conflict unless their
+        // files do.
+        assert_eq!(found(&["A/x", "a/y"]), None);
+        assert_eq!(found(&["A/x", "a/X"]), Some(("A/x".into(), "a/X".into())));
+        assert_eq!(found(&["a", "b", "sub/c", "sub/d/e"]), None);
+    }
 
     fn entry(path: &str, size: u64) -> Entry {
         Entry {

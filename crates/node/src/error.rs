@@ -43,6 +43,12 @@ pub enum NodeError {
         #[source]
         source: shoal_core::ManifestError,
     },
+    /// Two paths of a folder would be one on a case-insensitive or
+    /// normalising file system: refused before anything is written.
+    #[error(
+        "folder {id} holds {a:?} and {b:?}, whose names differ only in letter case or Unicode normalisation: on a case-insensitive file system (macOS, Windows) one would overwrite the other, so nothing was written; ask the sharer to rename one of them"
+    )]
+    NameCollision { id: ContentId, a: String, b: String },
     /// A download destination is unsafe (a symbolic link or a non-folder in the way).
     #[error(
         "refusing to write to {}: {why}; choose another output folder or remove what is in the way",

@@ -1003,6 +1003,11 @@ async fn download_collection(
         capability.clone(),
     )
     .await?;
+    // Names one file system would merge are refused before anything is
+    // written (the folder itself included).
+    if let Some((a, b)) = manifest.case_collision() {
+        return Err(NodeError::NameCollision { id, a, b });
+    }
     let total = manifest.total_size();
     let n = manifest.len();
     let files = Arc::new(FileBytes::new(n));

@@ -183,6 +183,39 @@ fn folder_from_one_seeder_to_one_leecher() {
     assert_eq!(peers[0]["downloaded"], total, "{v}");
 }
 
+/// A folder whose names one file system would merge (`Readme.md` and
+/// `README.md` on macOS or Windows) is refused before anything is written,
+/// with a message naming both.
+#[test]
+fn a_folder_with_names_that_differ_only_in_case_is_refused_before_any_write() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("docs");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("README.md"), b"upper").unwrap();
+    std::fs::write(src.join("Readme.md"), b"mixed").unwrap();
+    std::fs::write(src.join("notes.txt"), data(300_000, 9)).unwrap();
+    let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let out = t.path().join("out");
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--name", "docs"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(!ok, "the download of a colliding folder succeeded");
+    assert!(
+        stderr.contains("\"README.md\" and \"Readme.md\"")
+            && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert!(
+        files_under(&out).is_empty() && !out.join("docs").exists(),
+        "{:?}",
+        files_under(&out)
+    );
+}
+
 #[test]
 fn six_leechers_complete_and_upload_to_each_other() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
