@@ -314,6 +314,65 @@ fn killed_download_resumes_and_refetches_at_most_one_piece() {
     assert_eq!(std::fs::read(out.join("f")).unwrap(), bytes);
 }
 
+/// A folder of 2,000 small files killed (SIGKILL) half way, with 4 files in
+/// flight, and run again: it completes byte for byte, and no file that was
+/// complete on disk at the kill is fetched again (the bytes downloaded by the
+/// second run are at most those of the files not yet complete).
+#[test]
+fn killed_folder_download_resumes_without_fetching_complete_files_again() {
+    const FILES: usize = 2000;
+    const SIZE: usize = 8 << 10;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("many");
+    for i in 0..FILES {
+        let dir = src.join(format!("d{:02}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i:04}")), data(SIZE, i as u64 + 100)).unwrap();
+    }
+    let total = (FILES * SIZE) as u64;
+    let (_s, share) = seeder(&t.path().join("s"), &src, &["--upload-limit", "4MiB"]);
+    let ticket = share["ticket"].as_str().unwrap().to_string();
+    let out = t.path().join("out");
+    let ldir = t.path().join("l");
+    let g = get(&ldir, &ticket, &out, &["--name", "many"]);
+    g.wait_progress(total / 2);
+    drop(g); // SIGKILL half way
+    let complete: u64 = files_under(&out.join("many"))
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "shoal-part"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(|m| m.len() == SIZE as u64)
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        complete >= total / 4,
+        "only {complete} bytes complete after the kill"
+    );
+    let g = get(&ldir, &ticket, &out, &["--name", "many"]);
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "the resumed folder download failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let downloaded = v["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        downloaded <= total - complete,
+        "the second run downloaded {downloaded} bytes; {} were missing: {v}",
+        total - complete
+    );
+    for i in 0..FILES {
+        let rel = format!("d{:02}/f{i:04}", i / 100);
+        assert_eq!(
+            std::fs::read(out.join("many").join(&rel)).unwrap(),
+            data(SIZE, i as u64 + 100),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        files_under(&out.join("many")).len(),
+        FILES,
+        "left-over partial files"
+    );
+}
+
 /// Over libp2p QUIC only (no fast path): a download killed half way and run
 /// again at once resumes; the seeder's stale session for that peer id (QUIC
 /// sends nothing when a process dies) is replaced by the new one instead of
