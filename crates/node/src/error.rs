@@ -43,10 +43,13 @@ pub enum NodeError {
         #[source]
         source: shoal_core::ManifestError,
     },
+    /// `--only`/`--exclude` left no file of the folder to fetch.
+    #[error("no file of folder {id} ({files} files) matches what was chosen (--only/--exclude); `shoal ls` lists its files")]
+    NothingChosen { id: ContentId, files: usize },
     /// Two paths of a folder would be one on a case-insensitive or
     /// normalising file system: refused before anything is written.
     #[error(
-        "folder {id} holds {a:?} and {b:?}, whose names differ only in letter case or Unicode normalisation: on a case-insensitive file system (macOS, Windows) one would overwrite the other, so nothing was written; ask the sharer to rename one of them"
+        "folder {id} holds {a:?} and {b:?}, whose names differ only in letter case or Unicode normalisation: on a case-insensitive file system (macOS, Windows) one would overwrite the other, so nothing was written; ask the sharer to rename one of them, or leave one out with --exclude"
     )]
     NameCollision { id: ContentId, a: String, b: String },
     /// A download destination is unsafe (a symbolic link or a non-folder in the way).

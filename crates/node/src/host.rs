@@ -590,6 +590,18 @@ impl Host {
         check_output(&req.output).map_err(HostError::Invalid)?;
         let name = req.name.clone().or(t.name.clone());
         let kind = self.kind_of(&t.id, req.kind.or(t.kind));
+        let choice = if req.only.is_empty() && req.exclude.is_empty() {
+            None
+        } else if kind != Kind::Collection {
+            return Err(HostError::Invalid(format!(
+                "--only and --exclude choose files of a folder, and {} is a file",
+                t.id
+            )));
+        } else {
+            Some(Arc::new(
+                crate::FileChoice::new(&req.only, &req.exclude).map_err(HostError::Invalid)?,
+            ))
+        };
         std::fs::create_dir_all(&req.output).map_err(|e| {
             HostError::Invalid(format!(
                 "cannot create the output folder {}: {e}; choose another output folder",
@@ -609,13 +621,14 @@ impl Host {
         if announces(&t.providers, req.announce) {
             self.announce(t.id);
         }
-        let handle = self.node.download_with(
+        let handle = self.node.download_chosen(
             t.id,
             kind,
             &req.output,
             name.as_deref(),
             conn.clone(),
             t.capability.clone(),
+            choice,
         );
         handle.set_download_limit(req.download_limit.filter(|l| *l > 0));
         Ok(Download {
@@ -720,6 +733,10 @@ pub struct GetRequest {
     /// Announce on the DHT that this node has the content (always when
     /// fetching by id).
     pub announce: bool,
+    /// Only the files of a folder matching one of these globs (none: all).
+    pub only: Vec<String>,
+    /// Not the files of a folder matching one of these globs.
+    pub exclude: Vec<String>,
 }
 
 /// A started download.

@@ -171,6 +171,52 @@ pub struct Progress {
     pub files: Option<Arc<FileBytes>>,
 }
 
+/// Which files of a folder a download fetches: those matching one of the
+/// `only` globs (every file when there is none) and none of the `exclude`
+/// globs. Globs match a file's path inside the folder ('/'-separated); `*`
+/// and `?` also match '/', so `*.flac` chooses every FLAC file at any depth.
+#[derive(Debug, Clone)]
+pub struct FileChoice {
+    only: Option<globset::GlobSet>,
+    exclude: globset::GlobSet,
+    /// The globs as given, for messages.
+    pub only_globs: Vec<String>,
+    pub exclude_globs: Vec<String>,
+}
+
+impl FileChoice {
+    /// Compiles the globs; an invalid one is an error naming it.
+    pub fn new(only: &[String], exclude: &[String]) -> Result<Self, String> {
+        let set = |globs: &[String], flag: &str| -> Result<globset::GlobSet, String> {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in globs {
+                let glob = globset::GlobBuilder::new(g)
+                    .literal_separator(false)
+                    .build()
+                    .map_err(|e| format!("{flag} {g:?} is not a valid glob: {}", e.kind()))?;
+                b.add(glob);
+            }
+            b.build()
+                .map_err(|e| format!("the {flag} globs cannot be used: {e}"))
+        };
+        Ok(Self {
+            only: if only.is_empty() {
+                None
+            } else {
+                Some(set(only, "--only")?)
+            },
+            exclude: set(exclude, "--exclude")?,
+            only_globs: only.to_vec(),
+            exclude_globs: exclude.to_vec(),
+        })
+    }
+
+    /// Whether the file at `path` (inside the folder) is fetched.
+    pub fn chooses(&self, path: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.is_match(path)) && !self.exclude.is_match(path)
+    }
+}
+
 /// Verified bytes present of each file of a folder download, in the
 /// manifest's order, updated as its files' pieces verify.
 #[derive(Debug, Default)]
@@ -724,6 +770,22 @@ impl TransferService {
         connector: Arc<dyn Connector>,
         capability: Option<Vec<u8>>,
     ) -> DownloadHandle {
+        self.download_chosen(id, kind, out_dir, name, connector, capability, None)
+    }
+
+    /// [`download_with`](Self::download_with) of only the files of a folder
+    /// that `choice` chooses; the others are never created.
+    #[allow(clippy::too_many_arguments)]
+    pub fn download_chosen(
+        &self,
+        id: ContentId,
+        kind: Kind,
+        out_dir: &Path,
+        name: Option<&str>,
+        connector: Arc<dyn Connector>,
+        capability: Option<Vec<u8>>,
+        choice: Option<Arc<FileChoice>>,
+    ) -> DownloadHandle {
         let cap = capability.filter(|c| !c.is_empty()).map(Arc::new);
         let (ptx, prx) = watch::channel(Progress::new(id));
         let (rtx, rrx) = oneshot::channel();
@@ -748,9 +810,10 @@ impl TransferService {
             let dest = out_dir.join(name);
             match kind {
                 Kind::Collection => {
-                    let res =
-                        download_collection(&shared, id, &dest, connector, &ptx, alive, lim, cap)
-                            .await;
+                    let res = download_collection(
+                        &shared, id, &dest, connector, &ptx, alive, lim, cap, choice,
+                    )
+                    .await;
                     let _ = rtx.send(res);
                 }
                 _ => {
@@ -993,6 +1056,7 @@ async fn download_collection(
     alive: mpsc::Sender<()>,
     limit: Arc<RateLimiter>,
     capability: Option<Arc<Vec<u8>>>,
+    choice: Option<Arc<FileChoice>>,
 ) -> Result<PathBuf, NodeError> {
     let manifest = fetch_manifest(
         shared,
@@ -1003,13 +1067,26 @@ async fn download_collection(
         capability.clone(),
     )
     .await?;
+    let n = manifest.len();
+    // The files fetched, by manifest index: all, or those `choice` chooses.
+    let chosen: Vec<usize> = match &choice {
+        None => (0..n).collect(),
+        Some(c) => (0..n)
+            .filter(|&i| c.chooses(&manifest.entries()[i].path))
+            .collect(),
+    };
+    if chosen.is_empty() && n > 0 {
+        return Err(NodeError::NothingChosen { id, files: n });
+    }
     // Names one file system would merge are refused before anything is
-    // written (the folder itself included).
-    if let Some((a, b)) = manifest.case_collision() {
+    // written (the folder itself included); `--only`/`--exclude` can leave
+    // one of them out.
+    if let Some((a, b)) = shoal_core::manifest::find_case_collision(
+        chosen.iter().map(|&i| manifest.entries()[i].path.as_str()),
+    ) {
         return Err(NodeError::NameCollision { id, a, b });
     }
-    let total = manifest.total_size();
-    let n = manifest.len();
+    let total: u64 = chosen.iter().map(|&i| manifest.entries()[i].size).sum();
     let files = Arc::new(FileBytes::new(n));
     ptx.send_modify(|p| {
         p.total_bytes = Some(total);
@@ -1021,8 +1098,9 @@ async fn download_collection(
     ensure_dir(root)?;
     // Every file's place first: its folders made (none is a link), so the
     // files can be fetched in any order.
-    let mut dests = Vec::with_capacity(n);
-    for entry in manifest.entries() {
+    let mut dests = vec![PathBuf::new(); n];
+    for &i in &chosen {
+        let entry = &manifest.entries()[i];
         // Manifest::decode checked every path: relative, '/'-separated, no '.'
         // or '..' components, no NUL or backslash.
         let mut dest = root.to_path_buf();
@@ -1033,7 +1111,7 @@ async fn download_collection(
                 ensure_dir(&dest)?;
             }
         }
-        dests.push(dest);
+        dests[i] = dest;
     }
     let (utx, mut urx) = mpsc::channel::<(usize, Progress)>(64);
     let mut running = tokio::task::JoinSet::new();
@@ -1041,8 +1119,8 @@ async fn download_collection(
     let mut next = 0usize;
     loop {
         // Up to FOLDER_FILES_AT_ONCE files at a time, in manifest order.
-        while running.len() < FOLDER_FILES_AT_ONCE && next < n {
-            let i = next;
+        while running.len() < FOLDER_FILES_AT_ONCE && next < chosen.len() {
+            let i = chosen[next];
             next += 1;
             let entry = manifest.entries()[i].clone();
             let dest = dests[i].clone();

@@ -365,6 +365,14 @@ pub struct GetArgs {
     /// With an id only: the id names a folder, not a file.
     #[arg(long = "folder", alias = "collection")]
     pub collection: bool,
+    /// Of a folder, fetch only the files whose path inside it matches GLOB
+    /// (repeatable; `*` and `?` also match `/`: `*.flac` is every FLAC file).
+    /// Files not chosen are never created; `shoal ls` lists the paths.
+    #[arg(long, value_name = "GLOB")]
+    pub only: Vec<String>,
+    /// Of a folder, leave out the files whose path matches GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Announce on the DHT that this node has the content while it downloads
     /// and seeds (on by default when fetching by id).
     #[arg(long)]

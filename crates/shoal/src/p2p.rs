@@ -419,6 +419,8 @@ pub fn get(global: &Global, args: GetArgs) -> Result<()> {
             // The node-wide limit is set already (one download either way).
             download_limit: None,
             announce: args.announce,
+            only: args.only.clone(),
+            exclude: args.exclude.clone(),
         };
         let got = match peer.get(&req, Some(args.find_timeout)).await {
             Ok(d) => d,

@@ -602,6 +602,12 @@ impl Remote {
                 self.pid()
             );
         }
+        if !args.only.is_empty() || !args.exclude.is_empty() {
+            bail!(
+                "--only and --exclude are not available through the shoal daemon (pid {}) yet; pass --no-daemon to download the chosen files in the foreground",
+                self.pid()
+            );
+        }
         let out = absolute(&args.out)?;
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;

@@ -705,6 +705,10 @@ fn files_lists_a_folder_share_and_a_folder_download() {
     let mut c = shoal(&b_dir);
     c.args(["ls", &ticket, "--bootstrap", "/ip4/127.0.0.1/tcp/1"]);
     assert_fails_with(&run(c), "cannot apply through the shoal daemon");
+    // Choosing files is foreground-only for now: refused, not ignored.
+    let mut c = shoal(&b_dir);
+    c.args(["get", &ticket, "--only", "*.txt"]);
+    assert_fails_with(&run(c), "--only");
 
     let dl = t.path().join("dl");
     let mut cmd = shoal(&b_dir);

@@ -183,6 +183,89 @@ fn folder_from_one_seeder_to_one_leecher() {
     assert_eq!(peers[0]["downloaded"], total, "{v}");
 }
 
+/// `get --only/--exclude` fetches only the chosen files of a folder; the
+/// others (and folders holding only them) are never created. A later `get`
+/// of the whole folder fetches only what is missing. A bad glob, a choice of
+/// nothing and a choice for a file are refused with a reason.
+#[test]
+fn only_and_exclude_fetch_the_chosen_files_and_nothing_else() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("album");
+    let files = [
+        ("a/01 intro.flac", data(200_000, 1)),
+        ("a/02 theme.flac", data(300_000, 2)),
+        ("b/03 outro.flac", data(250_000, 3)),
+        ("cover.jpg", data(90_000, 4)),
+        ("extras/notes.txt", data(5_000, 5)),
+    ];
+    for (p, b) in &files {
+        std::fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();
+        std::fs::write(src.join(p), b).unwrap();
+    }
+    let (_s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let ticket = share["ticket"].as_str().unwrap();
+    let out = t.path().join("out");
+    let ldir = t.path().join("l");
+    let g = get(
+        &ldir,
+        ticket,
+        &out,
+        &["--name", "album", "--only", "*.flac", "--exclude", "a/02*"],
+    );
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "get --only failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["bytes"], 450_000, "{v}");
+    let mut got: Vec<String> = files_under(&out)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(out.join("album"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a/01 intro.flac", "b/03 outro.flac"]);
+    assert!(
+        !out.join("album/extras").exists(),
+        "a folder of files not chosen was made"
+    );
+    for (p, b) in [&files[0], &files[2]] {
+        assert_eq!(&std::fs::read(out.join("album").join(p)).unwrap(), b, "{p}");
+    }
+    // The whole folder later: only what is missing is fetched.
+    let g = get(&ldir, ticket, &out, &["--name", "album"]);
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "get of the whole folder failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["downloaded_bytes"], 395_000, "{v}");
+    for (p, b) in &files {
+        assert_eq!(&std::fs::read(out.join("album").join(p)).unwrap(), b, "{p}");
+    }
+    // Refusals.
+    let fail = |extra: &[&str], needle: &str| {
+        let g = get(&t.path().join("l2"), ticket, &t.path().join("out2"), extra);
+        let (ok, _, stderr) = g.finish();
+        assert!(!ok && stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(
+            files_under(&t.path().join("out2")).is_empty(),
+            "{extra:?} wrote files"
+        );
+    };
+    fail(&["--only", "a/[01"], "is not a valid glob");
+    fail(&["--only", "*.wav"], "no file of folder");
+    let (_f, fshare) = seeder(&t.path().join("s2"), &src.join("cover.jpg"), &[]);
+    let g = get(
+        &t.path().join("l3"),
+        fshare["ticket"].as_str().unwrap(),
+        &out,
+        &["--only", "*"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(!ok && stderr.contains("is a file"), "{stderr}");
+}
+
 /// A folder whose names one file system would merge (`Readme.md` and
 /// `README.md` on macOS or Windows) is refused before anything is written,
 /// with a message naming both.
@@ -214,6 +297,17 @@ fn a_folder_with_names_that_differ_only_in_case_is_refused_before_any_write() {
         "{:?}",
         files_under(&out)
     );
+    // Leaving one of the two out is fine.
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--name", "docs", "--exclude", "Readme.md"],
+    );
+    let (ok, _, stderr) = g.finish();
+    assert!(ok, "get --exclude of one colliding name failed: {stderr}");
+    assert_eq!(std::fs::read(out.join("docs/README.md")).unwrap(), b"upper");
+    assert!(!out.join("docs/Readme.md").exists());
 }
 
 #[test]
