@@ -546,16 +546,21 @@ try {
   await preview.waitFor({ state: 'visible', timeout: 30_000 });
   await until('B lists the ticket\'s files before downloading', 10_000, async () => JSON.stringify(await rowPaths(pageB.getByTestId('transfer-list-block'))) === JSON.stringify(folderFiles));
   check(!fs.existsSync(path.join(output, folderName)), 'listing the files created the folder');
+  // The last file is left out: never created, shown as skipped.
+  const left = folderFiles[folderFiles.length - 1];
+  await pageB.getByRole('textbox', { name: /leave out files matching/ }).fill(left);
   await pageB.getByTestId('transfer-add-button').click();
   const fold = pageB.getByTestId('transfer-item').filter({ has: pageB.getByTestId('transfer-name').getByText(folderName, { exact: true }) });
   await until('B downloads the folder', 30_000, async () => ['seeding', 'completed'].includes(await fold.getByTestId('transfer-state').getAttribute('data-state')));
   await fold.getByRole('button', { name: folderName }).click();
   const table = fold.getByRole('table', { name: 'Files of the folder' });
   await table.waitFor({ state: 'visible' });
-  await until('B shows every file of the folder complete', 10_000, async () => {
+  await until('B shows every chosen file of the folder complete, the other skipped', 10_000, async () => {
     const rows = await fold.getByTestId('file-row').evaluateAll((rs) => rs.map((r) => [r.dataset.path, r.querySelector('[data-testid=file-here]').textContent]));
-    return JSON.stringify(rows) === JSON.stringify(folderFiles.map((f) => [f, '100 %']));
+    return JSON.stringify(rows) === JSON.stringify(folderFiles.map((f) => [f, f === left ? 'skipped' : '100 %']));
   });
+  check(!fs.existsSync(path.join(output, folderName, left)), `${left} was left out but created`);
+  check((await textOf(fold.getByTestId('transfer-choice'))) === `not ${left}`, `the details do not say what was left out: "${await textOf(fold.getByTestId('transfer-choice'))}"`);
   const ticketB = await fold.getByTestId('transfer-ticket').inputValue();
   check(ticketB.startsWith('shoal1') && ticketB !== ticketF, `B's transfer offers no ticket of its own: "${ticketB}"`);
   await fold.getByRole('button', { name: 'QR code' }).click();

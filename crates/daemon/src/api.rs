@@ -142,7 +142,20 @@ pub struct NewTransferBody {
     /// Bytes per second; null or 0 = unlimited.
     #[serde(default)]
     pub download_limit: Option<u64>,
+    /// Of a folder: fetch only the files whose path inside it matches one of
+    /// these globs (`*` and `?` also match `/`); at most 64, each at most
+    /// 256 bytes. The others are never created.
+    #[serde(default)]
+    pub only: Vec<String>,
+    /// Of a folder: leave out the files matching one of these globs.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
+
+/// At most this many globs in `only` and in `exclude`, each at most
+/// [`MAX_GLOB_LEN`] bytes.
+const MAX_GLOBS: usize = 64;
+const MAX_GLOB_LEN: usize = 256;
 
 /// Body of `PATCH /api/v1/transfers/{id}`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -602,6 +615,50 @@ async fn add_transfer(
             ));
         }
     }
+    for (field, globs) in [("only", &body.only), ("exclude", &body.exclude)] {
+        if globs.len() > MAX_GLOBS {
+            return Err(ApiError::unprocessable(
+                field,
+                format!(
+                    "{field} has {} globs; give at most {MAX_GLOBS}",
+                    globs.len()
+                ),
+            ));
+        }
+        if let Some(g) = globs
+            .iter()
+            .find(|g| g.len() > MAX_GLOB_LEN || g.is_empty())
+        {
+            return Err(ApiError::unprocessable(
+                field,
+                format!("{field} glob {g:?} is empty or longer than {MAX_GLOB_LEN} bytes"),
+            ));
+        }
+    }
+    if !body.only.is_empty() || !body.exclude.is_empty() {
+        let field = if body.only.is_empty() {
+            "exclude"
+        } else {
+            "only"
+        };
+        if kind != Kind::Collection {
+            return Err(ApiError::unprocessable(
+                field,
+                format!(
+                    "{field} chooses files of a folder, and {} is a file",
+                    target.id
+                ),
+            ));
+        }
+        shoal_node::FileChoice::new(&body.only, &body.exclude).map_err(|m| {
+            let field = if m.starts_with("--exclude") {
+                "exclude"
+            } else {
+                "only"
+            };
+            ApiError::unprocessable(field, m.replace("--only ", "").replace("--exclude ", ""))
+        })?;
+    }
     let id = target.id;
     if st.transfers.get(&id).is_none() {
         std::fs::create_dir_all(&output).map_err(|e| {
@@ -628,6 +685,8 @@ async fn add_transfer(
         name: body.name.or(target.name),
         download_limit: rate(body.download_limit)?,
         capability: target.capability,
+        only: body.only,
+        exclude: body.exclude,
     })?;
     let code = if created {
         StatusCode::CREATED
@@ -770,6 +829,7 @@ async fn share_files(
                 size: f.size,
                 id: f.id.to_hex(),
                 done_bytes: f.size,
+                chosen: true,
             })
             .collect(),
     }))
@@ -851,6 +911,7 @@ async fn ls(State(st): St, ApiQuery(q): ApiQuery<LsQuery>) -> ApiResult<Json<Fil
                 size: e.size,
                 id: e.id.to_hex(),
                 done_bytes: 0,
+                chosen: true,
             })
             .collect(),
     }))

@@ -2465,3 +2465,93 @@ async fn a_folders_files_are_listed_with_what_of_each_is_here() {
     })
     .await;
 }
+
+/// A transfer of chosen files of a folder (`only`/`exclude`): only those are
+/// fetched and created, its files list says which were chosen, the total is
+/// theirs; bad choices are 422 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_fetches_only_the_files_chosen() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start(&tmp.path().join("a")).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let folder = tmp.path().join("album");
+        std::fs::create_dir_all(folder.join("a")).unwrap();
+        random_file(&folder.join("a"), "one", 600_000);
+        random_file(&folder.join("a"), "two", 900_000);
+        random_file(&folder, "b", 700_000);
+        let s = share(&aa, &folder).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let single = share(&aa, &random_file(tmp.path(), "single.bin", 1000)).await;
+        let out = tmp.path().join("out");
+        let o = out.to_str().unwrap();
+        for (body, field) in [
+            (
+                json!({"ticket": s["ticket"], "output": o, "only": ["a/[x"]}),
+                "only",
+            ),
+            (
+                json!({"ticket": s["ticket"], "output": o, "exclude": [""]}),
+                "exclude",
+            ),
+            (
+                json!({"ticket": s["ticket"], "output": o, "only": vec!["*"; 65]}),
+                "only",
+            ),
+            (
+                json!({"ticket": single["ticket"], "output": o, "only": ["*"]}),
+                "only",
+            ),
+        ] {
+            let (code, e) = ab.post("/api/v1/transfers", body.clone()).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+            assert_eq!(error_field(&e), Some(field), "{body}: {e}");
+        }
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": o, "only": ["a/*"], "exclude": ["*two"]}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        assert_eq!(
+            (&t["only"], &t["exclude"]),
+            (&json!(["a/*"]), &json!(["*two"]))
+        );
+        let t = ab
+            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .await;
+        assert_eq!(t["total_bytes"], 600_000, "{t}");
+        let (_, l) = ab.get(&format!("/api/v1/transfers/{id}/files")).await;
+        let rows: Vec<(&str, bool, u64)> = l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap(),
+                    f["chosen"].as_bool().unwrap(),
+                    f["done_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("a/one", true, 600_000),
+                ("a/two", false, 0),
+                ("b", false, 0)
+            ]
+        );
+        let name = s["name"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(out.join(name).join("a/one")).unwrap(),
+            std::fs::read(folder.join("a/one")).unwrap()
+        );
+        assert!(!out.join(name).join("a/two").exists() && !out.join(name).join("b").exists());
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}

@@ -449,7 +449,7 @@
       const third = document.createElement('td');
       if (withProgress) {
         const p = f.size ? f.done_bytes / f.size : 1;
-        third.textContent = fmtPercent(p);
+        third.textContent = f.chosen === false ? 'skipped' : fmtPercent(p);
         third.dataset.testid = 'file-here';
         tr.dataset.done = String(f.done_bytes);
       } else {
@@ -1068,6 +1068,10 @@
     tid('transfer-rates', el).textContent = `↓ ${fmtRate(t.down_rate || 0)} ↑ ${fmtRate(t.up_rate || 0)}`;
     tid('transfer-sent', el).textContent = `${fmtBytes(t.uploaded_bytes || 0)} to other peers`;
     tid('transfer-seeded', el).textContent = t.seeded_s ? fmtDuration(t.seeded_s) : '—';
+    const choice = [];
+    if (t.only && t.only.length) choice.push(`only ${t.only.join(', ')}`);
+    if (t.exclude && t.exclude.length) choice.push(`not ${t.exclude.join(', ')}`);
+    tid('transfer-choice', el).textContent = choice.length ? choice.join('; ') : (t.kind === 'folder' ? 'all' : '—');
     const ticket = tid('transfer-ticket', el);
     if (t.ticket && ticket.value !== t.ticket) ticket.value = t.ticket;
     tid('transfer-files-block', el).hidden = t.kind !== 'folder';
@@ -1360,6 +1364,11 @@
       if (output) body.output = output;
       const name = tid('transfer-name-input').value.trim();
       if (name) body.name = name;
+      const globs = (id) => tid(id).value.split('\n').map((g) => g.trim()).filter((g) => g);
+      const only = globs('transfer-only-input');
+      const exclude = globs('transfer-exclude-input');
+      if (only.length) body.only = only;
+      if (exclude.length) body.exclude = exclude;
       const btn = tid('transfer-add-button');
       btn.disabled = true;
       try {
@@ -1367,6 +1376,9 @@
         tid('transfer-ticket-input').value = '';
         tid('transfer-name-input').value = '';
         tid('transfer-limit-input').value = '';
+        tid('transfer-only-input').value = '';
+        tid('transfer-exclude-input').value = '';
+        tid('transfer-list-block').hidden = true;
       } catch (e) {
         showError(err, e);
       } finally {

@@ -253,6 +253,11 @@ pub struct Transfer {
     /// A ticket naming this peer for the content (it serves what it holds),
     /// to give to others; it carries no invite.
     pub ticket: String,
+    /// Of a folder: only the files matching one of these globs are fetched
+    /// (empty: all).
+    pub only: Vec<String>,
+    /// Of a folder: the files matching one of these globs are left out.
+    pub exclude: Vec<String>,
     /// While it runs and no peer answers: what it is doing ("looking for
     /// peers: 2 known, 5 connection attempts; last failure: …").
     pub searching: Option<String>,
@@ -278,6 +283,9 @@ pub struct FileProgress {
     pub id: String,
     /// Verified bytes of it present.
     pub done_bytes: u64,
+    /// Whether it is fetched (false: left out by the transfer's `only` /
+    /// `exclude`; never created).
+    pub chosen: bool,
 }
 
 /// A page of a folder's files, in the folder's (byte) order of paths.
@@ -324,6 +332,11 @@ struct Record {
     /// Why it stopped seeding by itself, shown until it seeds again.
     #[serde(default)]
     note: Option<String>,
+    /// Of a folder: the globs choosing its files (`FileChoice`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    only: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -343,6 +356,8 @@ struct Job {
     limit: Option<u64>,
     conn: Arc<NetConnector>,
     capability: Option<Vec<u8>>,
+    /// Of a folder: the files chosen.
+    choice: Option<Arc<crate::FileChoice>>,
     /// The length of a file this transfer completed before: if the file is
     /// still there, it is seeded again without waiting for a provider.
     completed_len: Option<u64>,
@@ -375,6 +390,10 @@ pub struct NewTransfer {
     pub download_limit: Option<u64>,
     /// The ticket's invite, presented to every provider.
     pub capability: Option<Vec<u8>>,
+    /// Of a folder: only the files matching one of these globs (none: all).
+    pub only: Vec<String>,
+    /// Of a folder: not the files matching one of these globs.
+    pub exclude: Vec<String>,
 }
 
 impl NewTransfer {
@@ -575,7 +594,7 @@ impl Transfers {
         offset: u64,
         limit: usize,
     ) -> Result<FileList, TransferError> {
-        let (live, complete, root) = {
+        let (live, complete, root, choice) = {
             let entries = lock(&self.entries);
             let e = entries.get(id).ok_or(TransferError::NotFound(*id))?;
             if e.rec.kind != ContentKind::Collection {
@@ -591,7 +610,10 @@ impl Transfers {
                 .and(e.last.as_ref())
                 .and_then(|p| p.files.clone());
             let root = destination(&e.rec.output, e.rec.name.as_deref(), &e.rec.id);
-            (live, complete, root)
+            let choice = (!e.rec.only.is_empty() || !e.rec.exclude.is_empty())
+                .then(|| crate::FileChoice::new(&e.rec.only, &e.rec.exclude).ok())
+                .flatten();
+            (live, complete, root, choice)
         };
         let Some(manifest) = self.manifest(id).await? else {
             return Ok(FileList {
@@ -613,7 +635,10 @@ impl Transfers {
                 .skip(first)
                 .take(limit)
                 .map(|(i, e)| {
-                    let here = if complete {
+                    let chosen = choice.as_ref().is_none_or(|c| c.chooses(&e.path));
+                    let here = if !chosen {
+                        0
+                    } else if complete {
                         e.size
                     } else if let Some(f) = &live {
                         f.get(i).unwrap_or(0).min(e.size)
@@ -629,6 +654,7 @@ impl Transfers {
                         size: e.size,
                         id: e.id.to_hex(),
                         done_bytes: here,
+                        chosen,
                     }
                 })
                 .collect::<Vec<_>>()
@@ -754,6 +780,8 @@ impl Transfers {
                 seeded_s: 0,
                 seed_by_hand: false,
                 note: None,
+                only: new.only,
+                exclude: new.exclude,
             };
             entries.insert(
                 new.id,
@@ -813,6 +841,12 @@ impl Transfers {
             limit: e.rec.download_limit,
             conn: conn.clone(),
             capability,
+            // Checked when the transfer was added; a state file edited by
+            // hand with a bad glob fetches the whole folder rather than fail.
+            choice: (!e.rec.only.is_empty() || !e.rec.exclude.is_empty())
+                .then(|| crate::FileChoice::new(&e.rec.only, &e.rec.exclude).ok())
+                .flatten()
+                .map(Arc::new),
             completed_len: e
                 .rec
                 .total_bytes
@@ -866,13 +900,14 @@ impl Transfers {
             }
         }
         let conn: Arc<dyn crate::Connector> = job.conn.clone();
-        let mut handle = self.node.download_with(
+        let mut handle = self.node.download_chosen(
             id,
             job.kind,
             &job.out,
             job.name.as_deref(),
             conn,
             job.capability.clone(),
+            job.choice.clone(),
         );
         handle.set_download_limit(job.limit);
         let mut rx = handle.progress();
@@ -1335,6 +1370,8 @@ impl Transfers {
                 .filter(|t| *t > 0)
                 .map(|t| (r.uploaded + run_uploaded(e)) as f64 / t as f64),
             ticket: self.ticket_of(r),
+            only: r.only.clone(),
+            exclude: r.exclude.clone(),
             // Views are made under the entries lock, so revisions follow the
             // order of the changes they show.
             revision: self

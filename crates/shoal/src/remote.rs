@@ -595,16 +595,20 @@ impl Remote {
     /// follows it on the event stream until it completes or fails. Ctrl-C
     /// stops following; the daemon goes on.
     pub fn get(&self, args: &GetArgs) -> Result<()> {
-        self.foreground_only("get", &["--output", "--name", "--json", "--download-limit"])?;
+        self.foreground_only(
+            "get",
+            &[
+                "--output",
+                "--name",
+                "--json",
+                "--download-limit",
+                "--only",
+                "--exclude",
+            ],
+        )?;
         if args.sequential || args.collection {
             bail!(
                 "--sequential and --folder are not available through the shoal daemon (pid {}); pass --no-daemon to download in the foreground",
-                self.pid()
-            );
-        }
-        if !args.only.is_empty() || !args.exclude.is_empty() {
-            bail!(
-                "--only and --exclude are not available through the shoal daemon (pid {}) yet; pass --no-daemon to download the chosen files in the foreground",
                 self.pid()
             );
         }
@@ -617,6 +621,8 @@ impl Remote {
             // The foreground node's download limit is the transfer's here:
             // one download either way.
             "download_limit": args.node.download_limit.filter(|l| *l > 0),
+            "only": args.only,
+            "exclude": args.exclude,
         });
         if let Some(name) = &args.name {
             body["name"] = Value::from(name.as_str());

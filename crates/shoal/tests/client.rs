@@ -705,10 +705,31 @@ fn files_lists_a_folder_share_and_a_folder_download() {
     let mut c = shoal(&b_dir);
     c.args(["ls", &ticket, "--bootstrap", "/ip4/127.0.0.1/tcp/1"]);
     assert_fails_with(&run(c), "cannot apply through the shoal daemon");
-    // Choosing files is foreground-only for now: refused, not ignored.
-    let mut c = shoal(&b_dir);
-    c.args(["get", &ticket, "--only", "*.txt"]);
-    assert_fails_with(&run(c), "--only");
+    // Choosing files through the daemon: only sub/z.txt, a.txt never made.
+    // (Daemon C: B's transfer of the folder is the one it would follow.)
+    let c_dir = t.path().join("c");
+    let _c = Daemon::start(&c_dir, &[]);
+    let chosen = t.path().join("chosen");
+    let mut c = shoal(&c_dir);
+    c.args(["get", &ticket, "--only", "sub/*", "--name", "part", "-o"])
+        .arg(&chosen);
+    let got = run(c);
+    assert!(
+        got.status.success(),
+        "get --only failed: {}",
+        text(&got.stderr)
+    );
+    assert_eq!(
+        std::fs::read(chosen.join("part/sub/z.txt")).expect("the chosen file"),
+        data(70_000, 1)
+    );
+    assert!(
+        !chosen.join("part/a.txt").exists(),
+        "a file not chosen was made"
+    );
+    let mut c = shoal(&c_dir);
+    c.args(["get", &ticket, "--exclude", "[", "--name", "bad"]);
+    assert_fails_with(&run(c), "not a valid glob");
 
     let dl = t.path().join("dl");
     let mut cmd = shoal(&b_dir);
