@@ -339,6 +339,19 @@ struct Record {
     exclude: Vec<String>,
 }
 
+impl Record {
+    /// The files of a folder it fetches (`only`/`exclude`), if it chooses.
+    /// The globs were checked when the transfer was added; a state file
+    /// edited by hand with a bad glob fetches the whole folder rather than
+    /// fail.
+    fn choice(&self) -> Option<crate::FileChoice> {
+        if self.only.is_empty() && self.exclude.is_empty() {
+            return None;
+        }
+        crate::FileChoice::new(&self.only, &self.exclude).ok()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     version: u32,
@@ -610,10 +623,7 @@ impl Transfers {
                 .and(e.last.as_ref())
                 .and_then(|p| p.files.clone());
             let root = destination(&e.rec.output, e.rec.name.as_deref(), &e.rec.id);
-            let choice = (!e.rec.only.is_empty() || !e.rec.exclude.is_empty())
-                .then(|| crate::FileChoice::new(&e.rec.only, &e.rec.exclude).ok())
-                .flatten();
-            (live, complete, root, choice)
+            (live, complete, root, e.rec.choice())
         };
         let Some(manifest) = self.manifest(id).await? else {
             return Ok(FileList {
@@ -841,12 +851,7 @@ impl Transfers {
             limit: e.rec.download_limit,
             conn: conn.clone(),
             capability,
-            // Checked when the transfer was added; a state file edited by
-            // hand with a bad glob fetches the whole folder rather than fail.
-            choice: (!e.rec.only.is_empty() || !e.rec.exclude.is_empty())
-                .then(|| crate::FileChoice::new(&e.rec.only, &e.rec.exclude).ok())
-                .flatten()
-                .map(Arc::new),
+            choice: e.rec.choice().map(Arc::new),
             completed_len: e
                 .rec
                 .total_bytes

@@ -294,12 +294,19 @@ impl Remote {
         } else {
             format!("/api/v1/shares/{full}/files")
         };
+        let list = self.file_pages(&format!("{base}?"), REQUEST_TIMEOUT)?;
+        crate::commands::print_files(&list, json_out)
+    }
+
+    /// Every page of a folder's file list from `GET {route}offset=N&limit=1000`
+    /// (`route` ends in `?` or `&`), each request bounded by `timeout`.
+    fn file_pages(&self, route: &str, timeout: Duration) -> Result<crate::commands::FileListing> {
         let mut list = crate::commands::FileListing::default();
         loop {
-            let value = self.rt.block_on(
-                self.daemon
-                    .get(&format!("{base}?offset={}&limit=1000", list.files.len())),
-            )?;
+            let path = format!("{route}offset={}&limit=1000", list.files.len());
+            let value =
+                self.rt
+                    .block_on(self.daemon.call(reqwest::Method::GET, &path, None, timeout))?;
             let page: crate::commands::FileListing = serde_json::from_value(value)
                 .context("the shoal daemon's file list is not readable; is it the same version?")?;
             let more = !page.files.is_empty();
@@ -308,10 +315,9 @@ impl Remote {
             list.total_bytes = page.total_bytes;
             list.files.extend(page.files);
             if !more || list.files.len() as u64 >= list.total_files {
-                break;
+                return Ok(list);
             }
         }
-        crate::commands::print_files(&list, json_out)
     }
 
     /// `shoal ls` through the daemon (`GET /api/v1/ls`, page by page).
@@ -321,31 +327,12 @@ impl Remote {
         // ticket or id is URL-safe as it is.
         let _: shoal_core::ticket::Target =
             args.target.trim().parse().map_err(|e: String| anyhow!(e))?;
-        let mut list = crate::commands::FileListing::default();
-        loop {
-            let path = format!(
-                "/api/v1/ls?ticket={}&offset={}&limit=1000&timeout_s={}",
-                args.target.trim(),
-                list.files.len(),
-                args.timeout.as_secs()
-            );
-            let value = self.rt.block_on(self.daemon.call(
-                reqwest::Method::GET,
-                &path,
-                None,
-                args.timeout + REQUEST_TIMEOUT,
-            ))?;
-            let page: crate::commands::FileListing = serde_json::from_value(value)
-                .context("the shoal daemon's file list is not readable; is it the same version?")?;
-            let more = !page.files.is_empty();
-            list.known = page.known;
-            list.total_files = page.total_files;
-            list.total_bytes = page.total_bytes;
-            list.files.extend(page.files);
-            if !more || list.files.len() as u64 >= list.total_files {
-                break;
-            }
-        }
+        let route = format!(
+            "/api/v1/ls?ticket={}&timeout_s={}&",
+            args.target.trim(),
+            args.timeout.as_secs()
+        );
+        let list = self.file_pages(&route, args.timeout + REQUEST_TIMEOUT)?;
         crate::commands::print_ls(&list, args.json)
     }
 

@@ -577,35 +577,7 @@ impl Db {
     /// The files of a collection share, sorted by path (empty for a file share or
     /// an unknown id).
     pub fn share_files(&self, id: &ContentId) -> Result<Vec<ShareFile>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT f.path, f.size, f.id, f.mtime_ns FROM share_files f
-                 JOIN shares s ON s.pk = f.share WHERE s.id = ?1 ORDER BY f.path",
-            )
-            .map_err(StoreError::db("list a share's files"))?;
-        let rows = stmt
-            .query_map([id.as_bytes().as_slice()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                ))
-            })
-            .map_err(StoreError::db("list a share's files"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::db("list a share's files"))?;
-        rows.into_iter()
-            .map(|(path, size, id, mtime_ns)| {
-                Ok(ShareFile {
-                    path,
-                    size: u64_from(size, "size")?,
-                    id: id_from(id)?,
-                    mtime_ns,
-                })
-            })
-            .collect()
+        Ok(self.share_files_page(id, 0, u64::MAX)?.2)
     }
 
     /// Files `offset..offset + limit` of a collection share, sorted by path,
