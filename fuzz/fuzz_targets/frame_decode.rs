@@ -1,13 +1,15 @@
 //! Decodes frames from arbitrary bytes, as a stream: every frame that decodes must
 //! re-encode to exactly its own bytes (the encoding is canonical) and decode again to
 //! an equal message. The decoded messages are also fed to a responder's
-//! `ConnectionState`, which must never panic. Errors and "need more bytes" end the
+//! `ConnectionState`, which must never panic, and to a folder session's
+//! `FolderState` over a small manifest (the first frame's bytes choose its file
+//! sizes), which must never panic either. Errors and "need more bytes" end the
 //! stream.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shoal_core::proto::{
-    decode_frame, decode_header, decode_piece_prefix, encode, ConnectionState, Hello, Message,
-    MessageType, Received, Role, MIN_PIECE_SIZE,
+    decode_frame, decode_header, decode_piece_prefix, encode, ConnectionState, FolderState, Hello,
+    Message, MessageType, Received, Role, MAX_WHOLE_FILE, MIN_PIECE_SIZE,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,6 +32,27 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     let mut conn = ConnectionState::new(Role::Responder);
     let mut conn_ok = true;
+    // A folder of up to 16 files: empty, small, exactly whole, one byte too big.
+    let sizes: Vec<u64> = data
+        .iter()
+        .take(16)
+        .map(|b| match b % 4 {
+            0 => 0,
+            1 => u64::from(*b),
+            2 => u64::from(MAX_WHOLE_FILE),
+            _ => u64::from(MAX_WHOLE_FILE) + 1,
+        })
+        .collect();
+    let mut folder = FolderState::new(sizes.clone().into());
+    let mut bits = vec![0xffu8; sizes.len().div_ceil(8)];
+    if let Some(last) = bits.last_mut() {
+        *last &= 0xffu8 << ((8 - sizes.len() % 8) % 8);
+    }
+    let _ = folder.on_send(&Message::FileBitfield {
+        num_files: sizes.len() as u32,
+        bits: &bits,
+    });
+    let mut folder_ok = true;
     while let Ok(Some((msg, used))) = decode_frame(rest) {
         assert!(used > 0 && used <= rest.len());
         let mut again = Vec::new();
@@ -58,6 +81,18 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Ok(_) => {}
                 Err(_) => conn_ok = false,
+            }
+        }
+        if folder_ok {
+            if folder.on_recv(&msg).is_err() {
+                folder_ok = false;
+            } else if let Message::Request { piece } = msg {
+                // Answer as a driver would: the file's exact bytes.
+                let len = sizes[piece as usize] as usize;
+                let data = vec![0u8; len];
+                folder
+                    .on_send(&Message::Piece { piece, data: &data })
+                    .expect("a checked request can be answered with the whole file");
             }
         }
         rest = &rest[used..];

@@ -19,6 +19,7 @@ pub mod access;
 mod content;
 pub mod control;
 mod error;
+mod folder;
 pub mod host;
 mod limit;
 mod session;

@@ -601,7 +601,8 @@ fn own(msg: Message<'_>, r: Received) -> SessionEvent {
                 .filter_map(|b| PeerId::from_bytes(b).ok())
                 .collect(),
         },
-        Message::KeepAlive => InMsg::Nothing,
+        // ConnectionState refuses it in a content session.
+        Message::KeepAlive | Message::FileBitfield { .. } => InMsg::Nothing,
     };
     SessionEvent::Msg(m)
 }

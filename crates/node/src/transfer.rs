@@ -231,7 +231,7 @@ impl FileBytes {
         )
     }
 
-    fn set(&self, i: usize, v: u64) {
+    pub(crate) fn set(&self, i: usize, v: u64) {
         if let Some(a) = self.0.get(i) {
             a.store(v, std::sync::atomic::Ordering::Relaxed);
         }
@@ -349,6 +349,8 @@ pub(crate) struct Shared {
     pub(crate) access: Arc<Access>,
     /// What each content task reported of its uploads (see [`Uploads`]).
     pub(crate) uploads: Mutex<HashMap<ContentId, Uploads>>,
+    /// Folders this node serves or downloads whole files of (§6.5).
+    pub(crate) folders: crate::folder::Registry,
 }
 
 impl Shared {
@@ -475,7 +477,7 @@ impl TransferService {
         .await;
         // Writes of the fetch still in flight end before the answer.
         while alive_rx.recv().await.is_some() {}
-        res
+        res.map(|(m, _)| m)
     }
 
     /// A node serving `store`'s shares, identified by `local` (its own peer id,
@@ -498,6 +500,7 @@ impl TransferService {
                 max_peers,
                 access: Arc::new(Access::new(store_for_access, local)),
                 uploads: Mutex::new(HashMap::new()),
+                folders: Mutex::new(HashMap::new()),
             }),
             seeds: Mutex::new(Vec::new()),
         }
@@ -658,6 +661,32 @@ impl TransferService {
             deny(&mut w, d.reason, &d.text).await;
             return Ok(());
         }
+        // A `FileBitfield` right after the hello makes this a folder session
+        // (§6.5); anything else is a content's session, for its task. The
+        // initiator sends its availability with its hello, so this waits
+        // only for bytes already on their way.
+        let folder = match tokio::time::timeout(INBOUND_HELLO_WAIT, fr.fill_frame()).await {
+            Ok(Ok(Some(n))) => matches!(
+                shoal_core::proto::decode_header(fr.frame(n)),
+                Ok(Some(h)) if h.kind == shoal_core::proto::MessageType::FileBitfield
+            ),
+            _ => false,
+        };
+        if folder {
+            let layout = (piece_size, content_len);
+            return crate::folder::accept(
+                &self.shared,
+                id,
+                peer,
+                fr,
+                w,
+                layout,
+                capability,
+                log,
+                remote,
+            )
+            .await;
+        }
         let mut ev = Ev::Inbound {
             peer,
             fr,
@@ -814,7 +843,18 @@ impl TransferService {
                         &shared, id, &dest, connector, &ptx, alive, lim, cap, choice,
                     )
                     .await;
-                    let _ = rtx.send(res);
+                    match res {
+                        Ok((path, folder)) => {
+                            let _ = rtx.send(Ok(path));
+                            // The folder's files are served to its other
+                            // peers until the handle is dropped.
+                            let _keep = folder;
+                            std::future::pending::<()>().await;
+                        }
+                        Err(e) => {
+                            let _ = rtx.send(Err(e));
+                        }
+                    }
                 }
                 _ => {
                     // The task keeps seeding after it finished, until the handle drops.
@@ -845,7 +885,11 @@ impl TransferService {
     }
 }
 
-async fn deny<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reason: DenyReason, text: &str) {
+pub(crate) async fn deny<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    reason: DenyReason,
+    text: &str,
+) {
     // A text over the protocol's limit would make the frame unencodable, and
     // the peer would get no answer at all.
     let text = crate::content::text(text);
@@ -998,7 +1042,7 @@ async fn fetch_manifest(
     alive: mpsc::Sender<()>,
     limit: Arc<RateLimiter>,
     capability: Option<Arc<Vec<u8>>>,
-) -> Result<Manifest, NodeError> {
+) -> Result<(Manifest, u64), NodeError> {
     // The manifest is fetched like any content, into the store's folder.
     let mdir = shared.store.dir().join("manifests");
     std::fs::create_dir_all(&mdir)?;
@@ -1043,7 +1087,7 @@ async fn fetch_manifest(
             mpath.display()
         )));
     }
-    Ok(manifest)
+    Ok((manifest, bytes.len() as u64))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1057,8 +1101,8 @@ async fn download_collection(
     limit: Arc<RateLimiter>,
     capability: Option<Arc<Vec<u8>>>,
     choice: Option<Arc<FileChoice>>,
-) -> Result<PathBuf, NodeError> {
-    let manifest = fetch_manifest(
+) -> Result<(PathBuf, crate::folder::FolderDownload), NodeError> {
+    let (manifest, manifest_len) = fetch_manifest(
         shared,
         id,
         connector.clone(),
@@ -1067,6 +1111,7 @@ async fn download_collection(
         capability.clone(),
     )
     .await?;
+    let manifest = Arc::new(manifest);
     let n = manifest.len();
     // The files fetched, by manifest index: all, or those `choice` chooses.
     let chosen: Vec<usize> = match &choice {
@@ -1113,14 +1158,63 @@ async fn download_collection(
         }
         dests[i] = dest;
     }
+    // Whole files (§6.5) travel over folder sessions, many per round trip;
+    // larger ones each in a swarm of its own, FOLDER_FILES_AT_ONCE at a time.
+    let (whole, larger): (Vec<usize>, Vec<usize>) = chosen
+        .iter()
+        .partition(|&&i| crate::folder::travels_whole(manifest.entries()[i].size));
+    let (present, wanted) = {
+        let (m, d) = (manifest.clone(), dests.clone());
+        let whole = whole.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Vec<usize>, Vec<usize>), NodeError> {
+            let (mut present, mut wanted) = (Vec::new(), Vec::new());
+            for i in whole {
+                let e = &m.entries()[i];
+                // A temporary name left by an interrupted run (§ folder.rs).
+                crate::folder::remove_temp(&d[i], e.id)?;
+                if already_complete(&d[i], e.id, e.size)? {
+                    present.push(i);
+                } else {
+                    wanted.push(i);
+                }
+            }
+            Ok((present, wanted))
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("checking the files failed: {e}")))??
+    };
+    let mut agg = FolderProgress::default();
+    for &i in &present {
+        let size = manifest.entries()[i].size;
+        agg.finish(i, None, size);
+        files.set(i, size);
+    }
+    let fd = crate::folder::FolderDownload::start(
+        shared,
+        id,
+        manifest.clone(),
+        manifest_len,
+        root,
+        &wanted,
+        &present,
+        connector.clone(),
+        limit.clone(),
+        capability.clone(),
+        files.clone(),
+    );
+    agg.publish(ptx);
     let (utx, mut urx) = mpsc::channel::<(usize, Progress)>(64);
     let mut running = tokio::task::JoinSet::new();
-    let mut agg = FolderProgress::default();
     let mut next = 0usize;
+    let whole_done = fd.finished();
+    tokio::pin!(whole_done);
+    let mut whole_finished = false;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Up to FOLDER_FILES_AT_ONCE files at a time, in manifest order.
-        while running.len() < FOLDER_FILES_AT_ONCE && next < chosen.len() {
-            let i = chosen[next];
+        // Up to FOLDER_FILES_AT_ONCE larger files at a time, in manifest order.
+        while running.len() < FOLDER_FILES_AT_ONCE && next < larger.len() {
+            let i = larger[next];
             next += 1;
             let entry = manifest.entries()[i].clone();
             let dest = dests[i].clone();
@@ -1174,10 +1268,16 @@ async fn download_collection(
                 Ok((i, Some(last)))
             });
         }
-        if running.is_empty() {
+        if running.is_empty() && whole_finished {
             break;
         }
         tokio::select! {
+            res = &mut whole_done, if !whole_finished => {
+                res?;
+                whole_finished = true;
+                agg.set_whole(fd.folder());
+                agg.publish(ptx);
+            }
             Some((i, cur)) = urx.recv() => {
                 // An update of a file that has ended comes too late.
                 if let Some(slot) = agg.inflight.get_mut(&i) {
@@ -1186,11 +1286,12 @@ async fn download_collection(
                     agg.publish(ptx);
                 }
             }
-            joined = running.join_next() => match joined {
+            joined = running.join_next(), if !running.is_empty() => match joined {
                 Some(Ok(Ok((i, last)))) => {
                     let size = manifest.entries()[i].size;
                     agg.finish(i, last, size);
                     files.set(i, size);
+                    fd.folder().add_present(i);
                     agg.publish(ptx);
                 }
                 // The first failure ends the folder; dropping `running`
@@ -1202,13 +1303,19 @@ async fn download_collection(
                 }
                 None => {}
             },
+            _ = tick.tick() => {
+                agg.set_whole(fd.folder());
+                agg.publish(ptx);
+            }
         }
     }
+    agg.set_whole(fd.folder());
+    agg.publish(ptx);
     ptx.send_modify(|p| {
         p.done_bytes = total;
         p.complete = true;
     });
-    Ok(root.to_path_buf())
+    Ok((root.to_path_buf(), fd))
 }
 
 /// How many files of a folder download at once (each its own stream per
@@ -1231,6 +1338,14 @@ struct FolderProgress {
     inflight: std::collections::BTreeMap<usize, Progress>,
     /// Peers in the order first seen.
     order: Vec<PeerId>,
+    /// The folder sessions' part (whole files): bytes placed, files that
+    /// failed verification, each peer's (down, up, connected, banned).
+    whole: (u64, u64),
+    whole_peers: HashMap<PeerId, crate::folder::PeerStat>,
+    /// Each peer's folder-session bytes at the last rate sample, and when.
+    sampled: HashMap<PeerId, (u64, u64)>,
+    sampled_at: Option<std::time::Instant>,
+    whole_rates: HashMap<PeerId, (f64, f64)>,
 }
 
 impl FolderProgress {
@@ -1248,23 +1363,60 @@ impl FolderProgress {
         }
     }
 
+    /// Takes the folder sessions' figures; rates over the time since the
+    /// last sample (at least 0.4 s apart).
+    fn set_whole(&mut self, folder: &crate::folder::Folder) {
+        self.whole = folder.fetched();
+        self.whole_peers = folder.peers();
+        let now = std::time::Instant::now();
+        let elapsed = self.sampled_at.map(|t| now.duration_since(t).as_secs_f64());
+        if elapsed.is_some_and(|e| e < 0.4) {
+            return;
+        }
+        for (peer, st) in &self.whole_peers {
+            let (d0, u0) = self.sampled.get(peer).copied().unwrap_or((0, 0));
+            let rate = |now: u64, before: u64| match elapsed {
+                Some(e) if e > 0.0 => now.saturating_sub(before) as f64 / e,
+                _ => 0.0,
+            };
+            self.whole_rates
+                .insert(*peer, (rate(st.down, d0), rate(st.up, u0)));
+            self.sampled.insert(*peer, (st.down, st.up));
+        }
+        self.sampled_at = Some(now);
+    }
+
     fn publish(&mut self, ptx: &watch::Sender<Progress>) {
         let mut peers: HashMap<PeerId, PeerProgress> = HashMap::new();
-        for (&peer, &(down, up)) in &self.before {
+        for (peer, st) in &self.whole_peers {
+            let (down_rate, up_rate) = self.whole_rates.get(peer).copied().unwrap_or((0.0, 0.0));
             peers.insert(
-                peer,
+                *peer,
                 PeerProgress {
-                    peer,
-                    connected: false,
-                    downloaded: down,
-                    uploaded: up,
-                    down_rate: 0.0,
-                    up_rate: 0.0,
-                    banned: false,
+                    peer: *peer,
+                    connected: st.sessions > 0,
+                    downloaded: st.down,
+                    uploaded: st.up,
+                    down_rate: if st.sessions > 0 { down_rate } else { 0.0 },
+                    up_rate: if st.sessions > 0 { up_rate } else { 0.0 },
+                    banned: st.banned,
                 },
             );
         }
-        let (mut done, mut failed) = (self.complete, self.failed);
+        for (&peer, &(down, up)) in &self.before {
+            let e = peers.entry(peer).or_insert(PeerProgress {
+                peer,
+                connected: false,
+                downloaded: 0,
+                uploaded: 0,
+                down_rate: 0.0,
+                up_rate: 0.0,
+                banned: false,
+            });
+            e.downloaded += down;
+            e.uploaded += up;
+        }
+        let (mut done, mut failed) = (self.complete + self.whole.0, self.failed + self.whole.1);
         let (mut known, mut dials, mut error) = (0, 0, None);
         for p in self.inflight.values() {
             done += p.done_bytes;

@@ -167,6 +167,16 @@ pub fn decode_message(kind: MessageType, body: &[u8]) -> Result<Message<'_>, Pro
             check_bitfield(num_pieces, bits)?;
             Message::Bitfield { num_pieces, bits }
         }
+        MessageType::FileBitfield => {
+            let n = r
+                .varint_max(u64::from(MAX_PIECES), "file count")
+                .map_err(|_| ProtoError::BadBitfield("file count malformed or over the limit"))?;
+            // n <= MAX_PIECES, so it fits in u32.
+            let num_files = n as u32;
+            let bits = r.take(r.remaining(), "file bitfield").map_err(&m)?;
+            check_bitfield(num_files, bits)?;
+            Message::FileBitfield { num_files, bits }
+        }
         MessageType::HaveAll => Message::HaveAll,
         MessageType::HaveNone => Message::HaveNone,
         MessageType::Interested => Message::Interested,
@@ -399,8 +409,12 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) -> Result<usize, ProtoError>
             out.push(code.to_u8());
             put_bytes(out, text.as_bytes());
         }
-        Message::Bitfield { num_pieces, bits } => {
-            put_varint(out, u64::from(*num_pieces));
+        Message::Bitfield {
+            num_pieces: n,
+            bits,
+        }
+        | Message::FileBitfield { num_files: n, bits } => {
+            put_varint(out, u64::from(*n));
             out.extend_from_slice(bits);
         }
         Message::HaveAll

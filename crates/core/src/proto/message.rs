@@ -32,11 +32,12 @@ pub enum MessageType {
     PeerExchange = 0x10,
     KeepAlive = 0x11,
     Close = 0x12,
+    FileBitfield = 0x13,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 19] = [
+    pub const ALL: [MessageType; 20] = [
         Self::Hello,
         Self::Deny,
         Self::Bitfield,
@@ -56,6 +57,7 @@ impl MessageType {
         Self::PeerExchange,
         Self::KeepAlive,
         Self::Close,
+        Self::FileBitfield,
     ];
 
     /// The type for a type byte, `None` when unknown.
@@ -72,7 +74,7 @@ impl MessageType {
     pub const fn max_frame_len(self) -> usize {
         match self {
             Self::Piece => MAX_FRAME_LEN,
-            Self::Bitfield => MAX_BITFIELD_FRAME_LEN,
+            Self::Bitfield | Self::FileBitfield => MAX_BITFIELD_FRAME_LEN,
             Self::OutboardResponse => MAX_OUTBOARD_FRAME_LEN,
             Self::PeerExchange => MAX_PEX_FRAME_LEN,
             _ => MAX_CONTROL_FRAME_LEN,
@@ -101,6 +103,7 @@ impl MessageType {
             Self::PeerExchange => "PeerExchange",
             Self::KeepAlive => "KeepAlive",
             Self::Close => "Close",
+            Self::FileBitfield => "FileBitfield",
         }
     }
 }
@@ -302,6 +305,18 @@ pub enum Message<'a> {
         dropped: Vec<&'a [u8]>,
     },
     KeepAlive,
+    /// The files of a collection the sender has, one bit per manifest entry
+    /// (as `Bitfield` encodes pieces). Only as the first message after the
+    /// sender's hello, and it makes the stream a folder session
+    /// (`docs/protocol.md` §6.5): `Have`, `Request`, `Cancel`, `Piece` and
+    /// `Reject` then name files by manifest index, and a `Piece` carries a
+    /// whole file of at most [`super::MAX_WHOLE_FILE`] bytes.
+    FileBitfield {
+        /// The manifest's number of entries, at most [`MAX_PIECES`].
+        num_files: u32,
+        /// Exactly `num_files.div_ceil(8)` bytes.
+        bits: &'a [u8],
+    },
     /// The sender closes the connection; nothing follows.
     Close {
         code: CloseCode,
@@ -388,6 +403,7 @@ impl Message<'_> {
             Self::PeerExchange { .. } => MessageType::PeerExchange,
             Self::KeepAlive => MessageType::KeepAlive,
             Self::Close { .. } => MessageType::Close,
+            Self::FileBitfield { .. } => MessageType::FileBitfield,
         }
     }
 
@@ -410,6 +426,7 @@ impl Message<'_> {
             Self::Deny { text, .. } => check_text("Deny", text),
             Self::Close { text, .. } => check_text("Close", text),
             Self::Bitfield { num_pieces, bits } => check_bitfield(*num_pieces, bits),
+            Self::FileBitfield { num_files, bits } => check_bitfield(*num_files, bits),
             Self::HaveAll
             | Self::HaveNone
             | Self::Interested

@@ -21,6 +21,7 @@ mod bitfield;
 mod codec;
 mod codes;
 mod error;
+mod folder;
 mod message;
 mod state;
 
@@ -33,6 +34,7 @@ pub use codec::{
 };
 pub use codes::{CloseCode, DenyReason, RejectReason};
 pub use error::ProtoError;
+pub use folder::{is_whole_file, FolderState};
 pub use message::{Hello, Message, MessageType, PexPeer};
 pub use state::{ConnectionState, Layout, Received, Role};
 
@@ -106,6 +108,12 @@ pub const PIECE_HEADER_MAX: usize = LEN_PREFIX + 1 + 3;
 /// outstanding with another; a receiver MUST accept this many and closes with
 /// [`CloseCode::TooManyRequests`] beyond it.
 pub const MAX_OUTSTANDING_REQUESTS: u32 = 128;
+/// The largest file a folder session carries whole, in one `Piece` (§6.5).
+pub const MAX_WHOLE_FILE: u32 = 1024 * 1024;
+/// File requests one side of a folder session may have outstanding (§6.5); a
+/// receiver MUST accept this many and closes with
+/// [`CloseCode::TooManyRequests`] beyond it.
+pub const MAX_OUTSTANDING_FILE_REQUESTS: u32 = 64;
 /// Unanswered `OutboardRequest`s a peer may have outstanding with another.
 pub const MAX_OUTSTANDING_OUTBOARD_REQUESTS: u32 = 8;
 /// Send a `KeepAlive` when nothing was sent for this long.

@@ -302,6 +302,10 @@ impl ConnectionState {
                 msg: name,
                 when: "after the handshake",
             }),
+            Message::FileBitfield { .. } => Err(ProtoError::Unexpected {
+                msg: name,
+                when: "in a session of one content (only a folder session's first message)",
+            }),
             Message::Have { piece } | Message::Cancel { piece } => {
                 layout.check_piece(piece)?;
                 Ok(Received::Ok)
@@ -509,7 +513,8 @@ impl ConnectionState {
             | Message::Deny { .. }
             | Message::Bitfield { .. }
             | Message::HaveAll
-            | Message::HaveNone => {
+            | Message::HaveNone
+            | Message::FileBitfield { .. } => {
                 return Err(ProtoError::Unexpected {
                     msg: name,
                     when: "after the handshake",

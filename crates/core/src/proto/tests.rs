@@ -84,6 +84,10 @@ fn sample_messages() -> Vec<Message<'static>> {
             code: CloseCode::Normal,
             text: "done",
         },
+        Message::FileBitfield {
+            num_files: 12,
+            bits: &[0x80, 0x10],
+        },
     ]
 }
 
@@ -111,7 +115,8 @@ fn type_bytes_are_the_specified_ones() {
         assert_eq!(MessageType::from_u8(t.to_u8()), Some(*t));
     }
     assert_eq!(MessageType::Piece.to_u8(), 0x0c);
-    assert_eq!(MessageType::from_u8(0x13), None);
+    assert_eq!(MessageType::FileBitfield.to_u8(), 0x13);
+    assert_eq!(MessageType::from_u8(0x14), None);
 }
 
 #[test]
@@ -188,8 +193,8 @@ fn empty_frame_is_malformed() {
 
 #[test]
 fn unknown_message_type_is_rejected_before_its_body() {
-    let e = decode_err(&[0, 0, 0, 100, 0x13]);
-    assert_eq!(e, ProtoError::UnknownType(0x13));
+    let e = decode_err(&[0, 0, 0, 100, 0x14]);
+    assert_eq!(e, ProtoError::UnknownType(0x14));
     assert_eq!(e.close_code(), CloseCode::UnknownMessage);
 }
 

@@ -1,0 +1,1549 @@
+//! Folder sessions (`docs/protocol.md` §6.5): a collection's whole files (1 B
+//! to `MAX_WHOLE_FILE`) over one stream per pair of peers, both ways.
+//!
+//! A [`Folder`] is this node's side of one collection: a shared folder (every
+//! file here, read in place and re-verified on every read) or a download (its
+//! files arriving, each verified against its id before it is written). Every
+//! session of the collection, inbound or outbound, shares it: the session
+//! serves the files the folder has and, for a download, asks its peer for the
+//! files still needed, rarest first, at most `WANT_REQUESTS` requests and
+//! `WANT_BYTES` outstanding per peer; a peer that answers faster is asked
+//! more (work stealing by pulling), and once every needed file is asked for,
+//! an idle session asks again for files outstanding elsewhere (endgame: the
+//! first answer wins).
+//!
+//! On disk: a verified file is written to a hidden temporary name beside its
+//! destination; every `PLACE_EVERY` (or `PLACE_BATCH` files) the file system
+//! is synced once and the batch is linked into place, never over an existing
+//! file. So a name in the folder only ever holds a whole, verified, durable
+//! file, and a crash leaves at most temporary files that a resume rewrites.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use libp2p_identity::PeerId;
+use shoal_core::proto::{
+    decode_frame, is_whole_file, CloseCode, DenyReason, FolderState, Hello, Message, PexPeer,
+    ProtoError, RejectReason, HELLO_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_PEX_ADDED,
+};
+use shoal_core::{ContentId, Manifest};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::access::{DownloadGrant, Verdict};
+use crate::error::NodeError;
+use crate::limit::RateLimiter;
+use crate::session::{frame_of, BoxStream, FrameReader, ReadError, ReadHalf, WriteHalf};
+use crate::transfer::{Connector, FileBytes, Remote, Shared};
+
+/// Requests a downloader keeps outstanding with one peer (the protocol allows
+/// `MAX_OUTSTANDING_FILE_REQUESTS`).
+pub(crate) const WANT_REQUESTS: usize = 32;
+/// Bytes of files a downloader keeps outstanding with one peer.
+pub(crate) const WANT_BYTES: u64 = 4 << 20;
+/// Requests for files outstanding elsewhere an idle session may add (endgame).
+const ENDGAME_REQUESTS: usize = 4;
+/// Candidates a pick compares by availability (rarest of these wins).
+const PICK_WINDOW: usize = 64;
+/// Needed files a pick looks at before giving up (bounds a pick's cost when the
+/// peer has few of them).
+const PICK_SCAN: usize = 8192;
+/// Files read (to serve) or verified and written (received) at once per session.
+const IO_PER_SESSION: usize = 8;
+/// File bytes waiting for one session's writer before no more reads start.
+const WRITE_BYTES: u64 = 8 << 20;
+/// Sessions one folder download opens or accepts at most.
+const MAX_SESSIONS: usize = 32;
+/// Dials in flight at once.
+const MAX_DIALS: usize = 8;
+/// Failed dials of one peer before it is given up (before any file arrived).
+const MAX_ATTEMPTS: u32 = 5;
+/// Wait before dialing a peer again.
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+/// Verified files are made durable and linked into place at least this often…
+const PLACE_EVERY: Duration = Duration::from_millis(200);
+/// …or as soon as this many wait.
+const PLACE_BATCH: usize = 512;
+/// Peer exchange: first 1 s after a session starts, then at most every 60 s.
+const PEX_FIRST: Duration = Duration::from_secs(1);
+const PEX_EVERY: Duration = Duration::from_secs(60);
+
+/// One peer's part in a folder's sessions.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PeerStat {
+    /// File bytes received from it (verified) and sent to it.
+    pub(crate) down: u64,
+    pub(crate) up: u64,
+    /// Sessions open with it now.
+    pub(crate) sessions: u32,
+    pub(crate) banned: bool,
+}
+
+/// A control message for one session from the folder.
+enum Ctl {
+    /// Announce this file (it was just placed).
+    Have(u32),
+}
+
+struct Sess {
+    peer: PeerId,
+    ctl: mpsc::Sender<Ctl>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Files here, complete and verified (placed).
+    have: Vec<bool>,
+    /// Files this download still needs through folder sessions.
+    need: Vec<bool>,
+    remaining: usize,
+    /// Needed files no session has asked for and none is writing.
+    pending: BTreeSet<u32>,
+    /// Sessions with a request outstanding for each file.
+    requested: Vec<u8>,
+    /// Files verified and being written or waiting to be placed.
+    writing: Vec<bool>,
+    /// Written to their temporary names, waiting for the next placement.
+    unplaced: Vec<u32>,
+    /// Peers (with a session) that have each file.
+    avail: Vec<u16>,
+    sessions: HashMap<u64, Sess>,
+    next_key: u64,
+    peers: HashMap<PeerId, PeerStat>,
+    /// Dial attempts per peer and when the last one ended.
+    dialed: HashMap<PeerId, (u32, Instant)>,
+    dialing: HashSet<PeerId>,
+    /// Peers that refused us access (never dialed again).
+    refused: HashMap<PeerId, String>,
+    /// Bytes of files fetched and placed by this folder's sessions.
+    fetched: u64,
+    /// Received files that failed verification.
+    failed: u64,
+    /// An error that ends the download (a disk error, a name in the way).
+    fatal: Option<String>,
+}
+
+/// Where a download's files go and how it reaches peers.
+struct Download {
+    connector: Arc<dyn Connector>,
+    limit: Arc<RateLimiter>,
+    capability: Option<Arc<Vec<u8>>>,
+    files: Arc<FileBytes>,
+    _grant: DownloadGrant,
+}
+
+/// This node's side of one collection's folder sessions.
+pub(crate) struct Folder {
+    id: ContentId,
+    manifest: Arc<Manifest>,
+    /// The manifest's encoded length (the collection content's length).
+    manifest_len: u64,
+    sizes: Arc<[u64]>,
+    root: PathBuf,
+    download: Option<Download>,
+    inner: Mutex<Inner>,
+    /// Wakes sessions (work to ask for) and the download (progress, the end).
+    changed: Notify,
+    /// Set when the folder stops: every session closes.
+    stop: watch::Sender<bool>,
+    shared: Weak<Shared>,
+}
+
+impl Folder {
+    fn new(
+        shared: &Arc<Shared>,
+        id: ContentId,
+        manifest: Arc<Manifest>,
+        manifest_len: u64,
+        root: PathBuf,
+        download: Option<Download>,
+    ) -> Self {
+        let sizes: Arc<[u64]> = manifest.entries().iter().map(|e| e.size).collect();
+        let n = sizes.len();
+        let inner = Inner {
+            have: vec![download.is_none(); n],
+            need: vec![false; n],
+            requested: vec![0; n],
+            writing: vec![false; n],
+            avail: vec![0; n],
+            ..Inner::default()
+        };
+        Self {
+            id,
+            manifest,
+            manifest_len,
+            sizes,
+            root,
+            download,
+            inner: Mutex::new(inner),
+            changed: Notify::new(),
+            stop: watch::Sender::new(false),
+            shared: Arc::downgrade(shared),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough counters;
+        // the data on disk is verified regardless.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where file `i` is (shared) or goes (downloaded).
+    fn path_of(&self, i: usize) -> PathBuf {
+        let mut p = self.root.clone();
+        p.extend(self.manifest.entries()[i].path.split('/'));
+        p
+    }
+
+    /// The hidden name a received file is written to before it is placed.
+    fn temp_of(&self, i: usize) -> PathBuf {
+        temp_name(&self.path_of(i), self.manifest.entries()[i].id)
+    }
+
+    fn availability(&self) -> Vec<u8> {
+        let inner = self.lock();
+        let mut bits = vec![0u8; inner.have.len().div_ceil(8)];
+        for (i, _) in inner.have.iter().enumerate().filter(|(_, h)| **h) {
+            bits[i / 8] |= 0x80 >> (i % 8);
+        }
+        bits
+    }
+
+    /// Stops every session of this folder.
+    pub(crate) fn close(&self) {
+        self.stop.send_replace(true);
+        self.changed.notify_waiters();
+    }
+
+    /// Each peer's part, for progress.
+    pub(crate) fn peers(&self) -> HashMap<PeerId, PeerStat> {
+        self.lock().peers.clone()
+    }
+
+    /// (bytes fetched and placed, files that failed verification).
+    pub(crate) fn fetched(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.fetched, inner.failed)
+    }
+}
+
+/// The hidden name beside `dest` that a received file of content `id` is
+/// written to before it is placed: fixed, so a resumed run rewrites it.
+fn temp_name(dest: &Path, id: ContentId) -> PathBuf {
+    let hex = id.to_hex();
+    dest.with_file_name(format!(".shoal-{}.part", &hex[..24]))
+}
+
+/// Removes the temporary name of a file of a folder download, if an
+/// interrupted run left it.
+pub(crate) fn remove_temp(dest: &Path, id: ContentId) -> Result<(), NodeError> {
+    match std::fs::remove_file(temp_name(dest, id)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The folders this node serves or downloads, by collection id (weak: a folder
+/// lives while its download or one of its sessions does).
+pub(crate) type Registry = Mutex<HashMap<ContentId, Weak<Folder>>>;
+
+/// A folder download's handle: the sessions run while it lives.
+pub(crate) struct FolderDownload {
+    folder: Arc<Folder>,
+    placer: tokio::task::AbortHandle,
+}
+
+impl Drop for FolderDownload {
+    fn drop(&mut self) {
+        self.folder.close();
+        self.placer.abort();
+    }
+}
+
+impl FolderDownload {
+    /// Starts fetching the files `wanted` (manifest indexes of whole files not
+    /// here yet) of collection `id` into `root`; `present` are the files
+    /// already complete there (announced to peers and served).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        id: ContentId,
+        manifest: Arc<Manifest>,
+        manifest_len: u64,
+        root: &Path,
+        wanted: &[usize],
+        present: &[usize],
+        connector: Arc<dyn Connector>,
+        limit: Arc<RateLimiter>,
+        capability: Option<Arc<Vec<u8>>>,
+        files: Arc<FileBytes>,
+    ) -> Self {
+        let policy = if capability.is_some() {
+            crate::access::DownloadPolicy::Private
+        } else {
+            crate::access::DownloadPolicy::Unlisted
+        };
+        let download = Download {
+            connector,
+            limit,
+            capability,
+            files,
+            _grant: shared.access.register_download(id, policy),
+        };
+        let folder = Folder::new(
+            shared,
+            id,
+            manifest,
+            manifest_len,
+            root.to_path_buf(),
+            Some(download),
+        );
+        {
+            let mut inner = folder.lock();
+            for &i in present {
+                inner.have[i] = true;
+            }
+            for &i in wanted {
+                if !inner.need[i] && !inner.have[i] {
+                    inner.need[i] = true;
+                    inner.remaining += 1;
+                    inner.pending.insert(i as u32);
+                }
+            }
+        }
+        let folder = Arc::new(folder);
+        if let Ok(mut reg) = shared.folders.lock() {
+            reg.retain(|_, f| f.strong_count() > 0);
+            reg.insert(id, Arc::downgrade(&folder));
+        }
+        let placer = tokio::spawn(place_loop(folder.clone())).abort_handle();
+        folder.dial_more();
+        Self { folder, placer }
+    }
+
+    pub(crate) fn folder(&self) -> &Arc<Folder> {
+        &self.folder
+    }
+
+    /// Waits until every wanted file is placed, or fails with why not.
+    pub(crate) fn finished(&self) -> impl std::future::Future<Output = Result<(), NodeError>> {
+        let folder = self.folder.clone();
+        async move { folder.finished().await }
+    }
+}
+
+impl Folder {
+    /// Marks file `i` complete here (fetched another way) and announces it.
+    pub(crate) fn add_present(&self, i: usize) {
+        let sessions: Vec<mpsc::Sender<Ctl>> = {
+            let mut inner = self.lock();
+            if inner.have[i] {
+                return;
+            }
+            inner.have[i] = true;
+            inner.sessions.values().map(|s| s.ctl.clone()).collect()
+        };
+        for tx in sessions {
+            let _ = tx.try_send(Ctl::Have(i as u32));
+        }
+        self.changed.notify_waiters();
+    }
+
+    async fn finished(self: &Arc<Self>) -> Result<(), NodeError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let notified = self.changed.notified();
+            {
+                let inner = self.lock();
+                if let Some(why) = &inner.fatal {
+                    return Err(NodeError::Internal(why.clone()));
+                }
+                if inner.remaining == 0 {
+                    return Ok(());
+                }
+                if let Some(e) = self.gave_up(&inner) {
+                    return Err(e);
+                }
+            }
+            self.dial_more();
+            tokio::select! {
+                _ = notified => {}
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    /// Every known peer refused access, or failed too often before any file
+    /// arrived: the download cannot go on.
+    fn gave_up(&self, inner: &Inner) -> Option<NodeError> {
+        if !inner.sessions.is_empty() || !inner.dialing.is_empty() {
+            return None;
+        }
+        let d = self.download.as_ref()?;
+        let known: Vec<PeerId> = d.connector.peers();
+        if known.is_empty() {
+            return None;
+        }
+        if known.iter().all(|p| inner.refused.contains_key(p)) {
+            let why = inner.refused.values().next().cloned().unwrap_or_default();
+            return Some(NodeError::AccessRefused { id: self.id, why });
+        }
+        let exhausted = known.iter().all(|p| {
+            inner.refused.contains_key(p)
+                || inner.dialed.get(p).is_some_and(|(n, _)| *n >= MAX_ATTEMPTS)
+        });
+        if exhausted && inner.fetched == 0 {
+            return Some(NodeError::NoPeers {
+                id: self.id,
+                why: "no peer could be reached for the folder's files".into(),
+            });
+        }
+        None
+    }
+
+    /// Dials peers the connector knows that have no session yet.
+    fn dial_more(self: &Arc<Self>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let Some(d) = self.download.as_ref() else {
+            return;
+        };
+        let candidates = d.connector.peers();
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.remaining == 0 {
+            return;
+        }
+        for peer in candidates {
+            if inner.sessions.len() + inner.dialing.len() >= MAX_SESSIONS
+                || inner.dialing.len() >= MAX_DIALS
+            {
+                break;
+            }
+            let busy = peer == shared.local
+                || inner.dialing.contains(&peer)
+                || inner.refused.contains_key(&peer)
+                || inner
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.sessions > 0 || p.banned)
+                || inner.dialed.get(&peer).is_some_and(|(n, at)| {
+                    *n >= MAX_ATTEMPTS || now.duration_since(*at) < REDIAL_AFTER
+                });
+            if busy {
+                continue;
+            }
+            inner.dialing.insert(peer);
+            let folder = self.clone();
+            let shared = shared.clone();
+            let connector = d.connector.clone();
+            tokio::spawn(async move {
+                let res = match connector.connect(peer).await {
+                    Ok(stream) => open(&shared, &folder, peer, stream).await,
+                    Err(e) => Err(e),
+                };
+                let mut inner = folder.lock();
+                inner.dialing.remove(&peer);
+                match res {
+                    Ok(()) => {
+                        inner.dialed.remove(&peer);
+                    }
+                    Err(NodeError::Denied { reason, text, .. })
+                        if crate::access::is_access_denial(reason)
+                            || reason == DenyReason::NotFound =>
+                    {
+                        let cap = folder.download.as_ref().and_then(|d| d.capability.clone());
+                        let why = crate::access::denial_message(
+                            reason,
+                            cap.as_deref().map_or(&[][..], |c| c.as_slice()),
+                            &text,
+                        );
+                        tracing::debug!(%peer, ?reason, "folder session refused");
+                        inner.refused.insert(peer, why);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "folder session failed");
+                        let e = inner.dialed.entry(peer).or_insert((0, Instant::now()));
+                        e.0 += 1;
+                        e.1 = Instant::now();
+                    }
+                }
+                drop(inner);
+                folder.changed.notify_waiters();
+            });
+        }
+    }
+}
+
+/// Makes verified files durable and links them into place, in batches.
+async fn place_loop(folder: Arc<Folder>) {
+    let mut tick = tokio::time::interval(PLACE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = folder.changed.notified() => {
+                if folder.lock().unplaced.len() < PLACE_BATCH {
+                    continue;
+                }
+            }
+        }
+        let batch = std::mem::take(&mut folder.lock().unplaced);
+        if batch.is_empty() {
+            continue;
+        }
+        let f = folder.clone();
+        let placed = tokio::task::spawn_blocking(move || place(&f, batch)).await;
+        let placed = match placed {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                folder.lock().fatal = Some(e.to_string());
+                folder.changed.notify_waiters();
+                return;
+            }
+            Err(e) => {
+                folder.lock().fatal = Some(format!("placing files failed: {e}"));
+                folder.changed.notify_waiters();
+                return;
+            }
+        };
+        let mut sessions = Vec::new();
+        {
+            let mut inner = folder.lock();
+            for &i in &placed {
+                let iu = i as usize;
+                inner.writing[iu] = false;
+                if !inner.have[iu] {
+                    inner.have[iu] = true;
+                    if inner.need[iu] {
+                        inner.need[iu] = false;
+                        inner.remaining -= 1;
+                        inner.fetched += folder.sizes[iu];
+                    }
+                }
+                if let Some(d) = &folder.download {
+                    d.files.set(iu, folder.sizes[iu]);
+                }
+            }
+            sessions.extend(inner.sessions.values().map(|s| s.ctl.clone()));
+        }
+        for tx in sessions {
+            for &i in &placed {
+                if tx.try_send(Ctl::Have(i)).is_err() {
+                    break;
+                }
+            }
+        }
+        folder.changed.notify_waiters();
+    }
+}
+
+/// Syncs the folder's file system once, then links each written file into
+/// place (never over an existing name: one already there must be the same
+/// file) and removes its temporary name. Returns the files placed.
+fn place(folder: &Folder, batch: Vec<u32>) -> Result<Vec<u32>, NodeError> {
+    sync_fs(&folder.root)?;
+    let mut placed = Vec::with_capacity(batch.len());
+    for i in batch {
+        let iu = i as usize;
+        let (temp, dest) = (folder.temp_of(iu), folder.path_of(iu));
+        match std::fs::hard_link(&temp, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let e = &folder.manifest.entries()[iu];
+                if !crate::transfer::already_complete(&dest, e.id, e.size)? {
+                    return Err(NodeError::Store(
+                        shoal_store::StoreError::DestinationExists { path: dest },
+                    ));
+                }
+            }
+            Err(_) if std::fs::symlink_metadata(&dest).is_err() => {
+                // No hard links here: a checked rename.
+                std::fs::rename(&temp, &dest)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match std::fs::remove_file(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        placed.push(i);
+    }
+    if let Some(first) = placed.first() {
+        // The new names themselves survive a crash too.
+        if let Some(dir) = folder.path_of(*first as usize).parent() {
+            sync_fs(dir)?;
+        }
+    }
+    Ok(placed)
+}
+
+fn sync_fs(dir: &Path) -> Result<(), NodeError> {
+    let f = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&f).map_err(|e| NodeError::Io(e.into()))
+}
+
+/// Answers an inbound stream whose first message after its hello is a
+/// `FileBitfield`: a folder session for collection `id`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn accept(
+    shared: &Arc<Shared>,
+    id: ContentId,
+    peer: PeerId,
+    fr: FrameReader<ReadHalf>,
+    mut w: WriteHalf,
+    hello_layout: (Option<u32>, Option<u64>),
+    capability: Vec<u8>,
+    log: Option<i64>,
+    remote: Option<Remote>,
+) -> Result<(), NodeError> {
+    let folder = match find_or_seed(shared, id)? {
+        Some(f) => f,
+        None => {
+            crate::transfer::deny(
+                &mut w,
+                DenyReason::NotFound,
+                "this node has no file of that folder yet",
+            )
+            .await;
+            return Ok(());
+        }
+    };
+    let (piece_size, content_len) = manifest_layout(folder.manifest_len);
+    if hello_layout.0.is_some_and(|p| p != piece_size) {
+        crate::transfer::deny(&mut w, DenyReason::PieceSizeMismatch, "other piece size").await;
+        return Ok(());
+    }
+    if hello_layout.1.is_some_and(|l| l != content_len) {
+        crate::transfer::deny(&mut w, DenyReason::LengthMismatch, "other manifest length").await;
+        return Ok(());
+    }
+    let busy = {
+        let inner = folder.lock();
+        inner.peers.get(&peer).is_some_and(|p| p.sessions > 0)
+            || inner.sessions.len() >= MAX_SESSIONS
+    };
+    if busy {
+        let why = "already connected for this folder, or at its limit of peers";
+        crate::transfer::deny(&mut w, DenyReason::Busy, why).await;
+        return Ok(());
+    }
+    let hello = Hello {
+        piece_size: Some(piece_size),
+        content_len: Some(content_len),
+        ..Hello::new(id)
+    };
+    let mut state = FolderState::new(folder.sizes.clone());
+    let bits = folder.availability();
+    let avail = Message::FileBitfield {
+        num_files: folder.sizes.len() as u32,
+        bits: &bits,
+    };
+    state.on_send(&avail)?;
+    let first = [frame_of(&Message::Hello(hello)), frame_of(&avail)];
+    let Some(frames) = first.into_iter().collect::<Option<Vec<_>>>() else {
+        return Err(NodeError::Internal("a folder hello does not encode".into()));
+    };
+    let inbound = Inbound {
+        capability,
+        log,
+        remote,
+    };
+    tokio::spawn(run_session(
+        shared.clone(),
+        folder,
+        peer,
+        fr,
+        w,
+        state,
+        frames,
+        Some(inbound),
+    ));
+    Ok(())
+}
+
+/// The piece size and length a collection's hello gives: its manifest's.
+fn manifest_layout(len: u64) -> (u32, u64) {
+    let p = shoal_core::proto::default_piece_size(len).unwrap_or(shoal_core::proto::MIN_PIECE_SIZE);
+    (p, len)
+}
+
+/// This node's folder for `id`: a download's, or one made for a shared folder.
+fn find_or_seed(shared: &Arc<Shared>, id: ContentId) -> Result<Option<Arc<Folder>>, NodeError> {
+    let mut reg = shared
+        .folders
+        .lock()
+        .map_err(|_| NodeError::Internal("the folder registry is poisoned".into()))?;
+    if let Some(f) = reg.get(&id).and_then(Weak::upgrade) {
+        return Ok(Some(f));
+    }
+    let store = &shared.store;
+    let Some(share) = store.share(&id)? else {
+        return Ok(None);
+    };
+    let Some(bytes) = store.manifest(&id)? else {
+        return Ok(None);
+    };
+    let manifest =
+        Manifest::decode(&bytes).map_err(|source| NodeError::BadManifest { id, source })?;
+    let folder = Arc::new(Folder::new(
+        shared,
+        id,
+        Arc::new(manifest),
+        bytes.len() as u64,
+        share.path.clone(),
+        None,
+    ));
+    reg.retain(|_, f| f.strong_count() > 0);
+    reg.insert(id, Arc::downgrade(&folder));
+    Ok(Some(folder))
+}
+
+/// Opens a folder session on `stream` (just dialed): hello and file bitfield,
+/// the peer's hello or denial, then the session.
+async fn open(
+    shared: &Arc<Shared>,
+    folder: &Arc<Folder>,
+    peer: PeerId,
+    stream: BoxStream,
+) -> Result<(), NodeError> {
+    let stream: BoxStream = Box::new(crate::limit::Throttled::new(stream, shared.meter.clone()));
+    let (r, mut w) = tokio::io::split(stream);
+    let mut fr = FrameReader::new(r);
+    let cap = folder.download.as_ref().and_then(|d| d.capability.clone());
+    let (piece_size, content_len) = manifest_layout(folder.manifest_len);
+    let mut hello = Hello {
+        piece_size: Some(piece_size),
+        content_len: Some(content_len),
+        ..Hello::new(folder.id)
+    };
+    if let Some(c) = cap.as_deref() {
+        hello.capability = c.as_slice();
+    }
+    let mut state = FolderState::new(folder.sizes.clone());
+    let bits = folder.availability();
+    let avail = Message::FileBitfield {
+        num_files: folder.sizes.len() as u32,
+        bits: &bits,
+    };
+    state.on_send(&avail)?;
+    let mut first = Vec::new();
+    for m in [Message::Hello(hello.clone()), avail] {
+        first.extend(
+            frame_of(&m)
+                .ok_or_else(|| NodeError::Internal("a folder hello does not encode".into()))?,
+        );
+    }
+    w.write_all(&first).await?;
+    w.flush().await?;
+    let n = match tokio::time::timeout(HELLO_TIMEOUT, fr.fill_frame()).await {
+        Err(_) => {
+            return Err(NodeError::Closed {
+                code: CloseCode::Timeout,
+                text: "no hello within the hello timeout".into(),
+            })
+        }
+        Ok(Err(ReadError::Io(e))) => return Err(e.into()),
+        Ok(Err(ReadError::Proto(e))) => return Err(e.into()),
+        Ok(Ok(None)) => {
+            return Err(NodeError::Closed {
+                code: CloseCode::Normal,
+                text: "the peer closed before its hello".into(),
+            })
+        }
+        Ok(Ok(Some(n))) => n,
+    };
+    match decode_frame(fr.frame(n))? {
+        Some((Message::Hello(h), _)) => {
+            h.check_reply(&hello)?;
+        }
+        Some((Message::Deny { reason, text }, _)) => {
+            return Err(NodeError::Denied {
+                id: folder.id,
+                reason,
+                text: text.to_owned(),
+            })
+        }
+        _ => {
+            return Err(ProtoError::Unexpected {
+                msg: "a message",
+                when: "where the responder's Hello or Deny belongs",
+            }
+            .into())
+        }
+    }
+    fr.consume(n);
+    tokio::spawn(run_session(
+        shared.clone(),
+        folder.clone(),
+        peer,
+        fr,
+        w,
+        state,
+        Vec::new(),
+        None,
+    ));
+    Ok(())
+}
+
+/// What an inbound session was admitted with (re-checked when a policy changes).
+struct Inbound {
+    capability: Vec<u8>,
+    log: Option<i64>,
+    remote: Option<Remote>,
+}
+
+/// What the reader hands the session loop.
+enum In {
+    Avail(Vec<u8>),
+    Have(u32),
+    Request(u32),
+    Cancel(u32),
+    File(u32, Vec<u8>),
+    Reject(u32),
+    Pex(Vec<(PeerId, Vec<shoal_net::Multiaddr>)>),
+    Nothing,
+    /// The peer closed, broke the protocol, or the stream failed.
+    End(Option<(CloseCode, String)>, String),
+}
+
+async fn read_loop(
+    mut fr: FrameReader<ReadHalf>,
+    state: Arc<Mutex<FolderState>>,
+    tx: mpsc::Sender<In>,
+) {
+    loop {
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, fr.fill_frame()).await {
+            Err(_) => {
+                let e = ProtoError::Timeout {
+                    secs: IDLE_TIMEOUT.as_secs(),
+                };
+                let _ = tx
+                    .send(In::End(
+                        Some((e.close_code(), e.to_string())),
+                        e.to_string(),
+                    ))
+                    .await;
+                return;
+            }
+            Ok(Ok(Some(n))) => n,
+            Ok(Ok(None)) => {
+                let _ = tx
+                    .send(In::End(None, "the peer closed the stream".into()))
+                    .await;
+                return;
+            }
+            Ok(Err(ReadError::Io(e))) => {
+                let _ = tx.send(In::End(None, e.to_string())).await;
+                return;
+            }
+            Ok(Err(ReadError::Proto(e))) => {
+                let _ = tx
+                    .send(In::End(
+                        Some((e.close_code(), e.to_string())),
+                        e.to_string(),
+                    ))
+                    .await;
+                return;
+            }
+        };
+        let ev = match decode_frame(fr.frame(n)) {
+            Ok(Some((msg, _))) => {
+                let checked = state
+                    .lock()
+                    .map_err(|_| ProtoError::Unexpected {
+                        msg: "a message",
+                        when: "on a broken session",
+                    })
+                    .and_then(|mut s| s.on_recv(&msg));
+                match checked {
+                    Err(e) => In::End(Some((e.close_code(), e.to_string())), e.to_string()),
+                    Ok(()) => match msg {
+                        Message::FileBitfield { bits, .. } => In::Avail(bits.to_vec()),
+                        Message::Have { piece } => In::Have(piece),
+                        Message::Request { piece } => In::Request(piece),
+                        Message::Cancel { piece } => In::Cancel(piece),
+                        Message::Piece { piece, data } => In::File(piece, data.to_vec()),
+                        Message::Reject { piece, .. } => In::Reject(piece),
+                        Message::PeerExchange { added, .. } => {
+                            In::Pex(added.iter().filter_map(PexPeer::parse).collect())
+                        }
+                        Message::Close { code, text } => {
+                            In::End(None, format!("the peer closed: {code:?} ({text})"))
+                        }
+                        _ => In::Nothing,
+                    },
+                }
+            }
+            Ok(None) => In::Nothing,
+            Err(e) => In::End(Some((e.close_code(), e.to_string())), e.to_string()),
+        };
+        fr.consume(n);
+        let end = matches!(ev, In::End(..));
+        if tx.send(ev).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// Writes queued frames, coalescing what is queued into one buffer (many
+/// small files leave in one burst); a peer that accepts nothing for
+/// `WRITE_STALL` is dropped. `queued` counts the bytes not yet written.
+async fn write_loop(
+    w: WriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicU64>,
+    drained: Arc<Notify>,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(256 * 1024, w);
+    while let Some(f) = rx.recv().await {
+        stalled(w.write_all(&f)).await?;
+        let mut sent = f.len() as u64;
+        while let Ok(f) = rx.try_recv() {
+            stalled(w.write_all(&f)).await?;
+            sent += f.len() as u64;
+        }
+        stalled(w.flush()).await?;
+        queued.fetch_sub(sent.min(queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+        drained.notify_one();
+    }
+    let _ = stalled(w.shutdown()).await;
+    Ok(())
+}
+
+async fn stalled<T>(
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(crate::session::WRITE_STALL, f).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer read nothing for 5 s",
+        )),
+    }
+}
+
+/// Reads file `i` for a peer, re-verified against its id.
+fn read_whole(path: &Path, id: ContentId, size: u64) -> Option<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() != size {
+        return None;
+    }
+    let data = std::fs::read(path).ok()?;
+    (data.len() as u64 == size && ContentId::of(&data) == id).then_some(data)
+}
+
+/// Verifies a received file and writes it to its temporary name.
+fn write_whole(folder: &Folder, i: usize, data: &[u8]) -> Result<bool, NodeError> {
+    let e = &folder.manifest.entries()[i];
+    if data.len() as u64 != e.size || ContentId::of(data) != e.id {
+        return Ok(false);
+    }
+    std::fs::write(folder.temp_of(i), data)?;
+    Ok(true)
+}
+
+/// One folder session, both ways, until either side closes or the folder stops.
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    shared: Arc<Shared>,
+    folder: Arc<Folder>,
+    peer: PeerId,
+    fr: FrameReader<ReadHalf>,
+    w: WriteHalf,
+    state: FolderState,
+    first: Vec<Vec<u8>>,
+    inbound: Option<Inbound>,
+) {
+    let n = folder.sizes.len();
+    let state = Arc::new(Mutex::new(state));
+    let (wtx, wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicU64::new(0));
+    let drained = Arc::new(Notify::new());
+    let (itx, mut irx) = mpsc::channel::<In>(64);
+    let (ctx, mut crx) = mpsc::channel::<Ctl>(4096);
+    let mut fr = fr;
+    if let Some(limit) = folder.download.as_ref().map(|d| d.limit.clone()) {
+        fr.set_limit(Some(limit));
+    }
+    for f in first {
+        let _ = wtx.send(f);
+    }
+    let writer = tokio::spawn(write_loop(w, wrx, queued.clone(), drained.clone()));
+    let reader = tokio::spawn(read_loop(fr, state.clone(), itx));
+    let key = {
+        let mut inner = folder.lock();
+        let key = inner.next_key;
+        inner.next_key += 1;
+        inner.sessions.insert(key, Sess { peer, ctl: ctx });
+        inner.peers.entry(peer).or_default().sessions += 1;
+        key
+    };
+    let from = inbound
+        .as_ref()
+        .and_then(|i| i.remote.as_ref())
+        .map(|r| format!("{} ({})", r.addr, r.path));
+    tracing::debug!(id = %folder.id, %peer, ?from, "folder session");
+    let mut s = Session {
+        folder: folder.clone(),
+        shared: shared.clone(),
+        peer,
+        state,
+        wtx,
+        queued,
+        drained,
+        broken: false,
+        peer_has: vec![false; n],
+        peer_count: 0,
+        got_avail: false,
+        mine: HashMap::new(),
+        mine_bytes: 0,
+        cursor: rand::random::<u32>() % (n.max(1) as u32),
+        serve_queue: std::collections::VecDeque::new(),
+        io: JoinSet::new(),
+        uploaded: 0,
+        told: HashSet::new(),
+        last_sent: Instant::now(),
+    };
+    let end = s.run(&mut irx, &mut crx, inbound.as_ref()).await;
+    // Leave the folder: this session's requests go back to the pool.
+    {
+        let mut inner = folder.lock();
+        inner.sessions.remove(&key);
+        if let Some(p) = inner.peers.get_mut(&peer) {
+            p.sessions = p.sessions.saturating_sub(1);
+        }
+        for &f in s.mine.keys() {
+            let fu = f as usize;
+            inner.requested[fu] = inner.requested[fu].saturating_sub(1);
+            if inner.need[fu] && inner.requested[fu] == 0 && !inner.writing[fu] {
+                inner.pending.insert(f);
+            }
+        }
+        if s.got_avail {
+            for (i, h) in s.peer_has.iter().enumerate() {
+                if *h {
+                    inner.avail[i] = inner.avail[i].saturating_sub(1);
+                }
+            }
+        }
+    }
+    folder.changed.notify_waiters();
+    if let Some(log) = inbound.as_ref().and_then(|i| i.log) {
+        shared.access.served(log, s.uploaded);
+    }
+    if let Some((code, text)) = end {
+        let text = crate::content::text(&text);
+        if let Some(f) = frame_of(&Message::Close { code, text }) {
+            let _ = s.wtx.send(f);
+        }
+    }
+    reader.abort();
+    drop(s);
+    // The writer ends once its queue is drained (all senders gone).
+    let abort = writer.abort_handle();
+    tokio::spawn(async move {
+        if tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    });
+}
+
+enum Done {
+    Served(u32, Option<Vec<u8>>),
+    Written(u32, Result<bool, NodeError>),
+}
+
+struct Session {
+    folder: Arc<Folder>,
+    shared: Arc<Shared>,
+    peer: PeerId,
+    state: Arc<Mutex<FolderState>>,
+    wtx: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes queued for the writer, and its signal that it wrote some.
+    queued: Arc<AtomicU64>,
+    drained: Arc<Notify>,
+    /// A frame could not be queued (the writer ended): the session ends.
+    broken: bool,
+    peer_has: Vec<bool>,
+    peer_count: usize,
+    got_avail: bool,
+    /// This side's outstanding requests (file → size).
+    mine: HashMap<u32, u64>,
+    mine_bytes: u64,
+    cursor: u32,
+    /// Requests of the peer waiting for an I/O slot.
+    serve_queue: std::collections::VecDeque<u32>,
+    io: JoinSet<Done>,
+    uploaded: u64,
+    /// Peers already named to this peer in peer exchange.
+    told: HashSet<PeerId>,
+    last_sent: Instant,
+}
+
+impl Session {
+    /// Sends `msg` if the protocol allows it now.
+    fn send(&mut self, msg: &Message<'_>) -> bool {
+        let ok = self
+            .state
+            .lock()
+            .map(|mut s| s.on_send(msg).is_ok())
+            .unwrap_or(false);
+        if !ok {
+            return false;
+        }
+        match frame_of(msg) {
+            Some(f) => {
+                self.last_sent = Instant::now();
+                self.queued.fetch_add(f.len() as u64, Ordering::Relaxed);
+                if self.wtx.send(f).is_err() {
+                    self.broken = true;
+                    return false;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The main loop; returns the `Close` to send, if any.
+    async fn run(
+        &mut self,
+        irx: &mut mpsc::Receiver<In>,
+        crx: &mut mpsc::Receiver<Ctl>,
+        inbound: Option<&Inbound>,
+    ) -> Option<(CloseCode, String)> {
+        let started = Instant::now();
+        let mut pex_at = started + PEX_FIRST;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = self.folder.stop.subscribe();
+        let mut policy = self.shared.access.subscribe();
+        let mut recheck = inbound.is_some();
+        loop {
+            if recheck {
+                recheck = false;
+                if let Some(i) = inbound {
+                    let (access, id, peer, cap) = (
+                        self.shared.access.clone(),
+                        self.folder.id,
+                        self.peer,
+                        i.capability.clone(),
+                    );
+                    let v =
+                        tokio::task::spawn_blocking(move || access.check(&id, &peer, &cap)).await;
+                    if let Ok(Ok(Verdict::Deny(d))) = v {
+                        return Some((
+                            CloseCode::AccessRevoked,
+                            format!("access revoked: {}", d.text),
+                        ));
+                    }
+                }
+            }
+            if *stop.borrow() {
+                return Some((
+                    CloseCode::Normal,
+                    "the folder is no longer served here".into(),
+                ));
+            }
+            self.fill_requests();
+            self.start_serving();
+            if self.broken {
+                return None;
+            }
+            if self.both_done() {
+                return Some((CloseCode::Normal, "both have every file".into()));
+            }
+            let notified = self.folder.changed.notified();
+            tokio::select! {
+                ev = irx.recv() => match ev {
+                    None => return None,
+                    Some(ev) => if let Some(end) = self.on_in(ev) { return end; },
+                },
+                Some(done) = self.io.join_next(), if !self.io.is_empty() => {
+                    match done {
+                        Ok(d) => if let Some(end) = self.on_done(d) { return Some(end); },
+                        Err(e) => return Some((CloseCode::Shutdown, format!("an I/O task failed: {e}"))),
+                    }
+                }
+                Some(ctl) = crx.recv() => match ctl {
+                    Ctl::Have(i) => {
+                        self.send(&Message::Have { piece: i });
+                    }
+                },
+                _ = notified => {}
+                _ = self.drained.notified() => {}
+                _ = stop.changed() => {}
+                _ = policy.changed(), if inbound.is_some() => recheck = true,
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if now >= pex_at {
+                        self.send_pex();
+                        pex_at = now + PEX_EVERY;
+                    }
+                    if now.duration_since(self.last_sent) >= KEEPALIVE_INTERVAL {
+                        self.send(&Message::KeepAlive);
+                    }
+                }
+            }
+        }
+    }
+
+    /// This side needs nothing more and the peer has every file: nothing left
+    /// to do for either.
+    fn both_done(&self) -> bool {
+        let n = self.folder.sizes.len();
+        self.got_avail
+            && self.peer_count == n
+            && self.mine.is_empty()
+            && self.serve_queue.is_empty()
+            && self.io.is_empty()
+            && self.folder.lock().remaining == 0
+    }
+
+    fn on_in(&mut self, ev: In) -> Option<Option<(CloseCode, String)>> {
+        match ev {
+            In::Avail(bits) => {
+                let mut inner = self.folder.lock();
+                for i in 0..self.peer_has.len() {
+                    if bits[i / 8] & (0x80 >> (i % 8)) != 0 {
+                        self.peer_has[i] = true;
+                        self.peer_count += 1;
+                        inner.avail[i] = inner.avail[i].saturating_add(1);
+                    }
+                }
+                self.got_avail = true;
+            }
+            In::Have(i) => {
+                let iu = i as usize;
+                if !self.peer_has[iu] {
+                    self.peer_has[iu] = true;
+                    self.peer_count += 1;
+                    if self.got_avail {
+                        let mut inner = self.folder.lock();
+                        inner.avail[iu] = inner.avail[iu].saturating_add(1);
+                    }
+                }
+            }
+            In::Request(i) => self.serve_queue.push_back(i),
+            In::Cancel(i) => {
+                if let Some(pos) = self.serve_queue.iter().position(|&q| q == i) {
+                    self.serve_queue.remove(pos);
+                    self.send(&Message::Reject {
+                        piece: i,
+                        reason: RejectReason::Cancelled,
+                    });
+                }
+            }
+            In::File(i, data) => return self.on_file(i, data).map(Some),
+            In::Reject(i) => {
+                // It does not have the file (now): ask another peer.
+                self.forget(i);
+                let iu = i as usize;
+                if self.peer_has[iu] {
+                    self.peer_has[iu] = false;
+                    self.peer_count -= 1;
+                    let mut inner = self.folder.lock();
+                    inner.avail[iu] = inner.avail[iu].saturating_sub(1);
+                }
+                self.folder.changed.notify_waiters();
+            }
+            In::Pex(peers) => {
+                if let Some(d) = &self.folder.download {
+                    let fresh: Vec<_> = peers
+                        .into_iter()
+                        .filter(|(p, _)| *p != self.shared.local && *p != self.peer)
+                        .take(crate::transfer::PEX_NEW_PER_MESSAGE)
+                        .collect();
+                    if !fresh.is_empty() {
+                        d.connector.learned(fresh);
+                    }
+                }
+            }
+            In::Nothing => {}
+            In::End(close, why) => {
+                tracing::debug!(id = %self.folder.id, peer = %self.peer, %why, "folder session ends");
+                return Some(close);
+            }
+        }
+        None
+    }
+
+    /// This side's request for `i` is answered or void.
+    fn forget(&mut self, i: u32) {
+        if let Some(size) = self.mine.remove(&i) {
+            self.mine_bytes -= size;
+        }
+        let mut inner = self.folder.lock();
+        let iu = i as usize;
+        inner.requested[iu] = inner.requested[iu].saturating_sub(1);
+        if inner.need[iu] && inner.requested[iu] == 0 && !inner.writing[iu] && !inner.have[iu] {
+            inner.pending.insert(i);
+        }
+    }
+
+    fn on_file(&mut self, i: u32, data: Vec<u8>) -> Option<(CloseCode, String)> {
+        let iu = i as usize;
+        if let Some(size) = self.mine.remove(&i) {
+            self.mine_bytes -= size;
+        }
+        {
+            let mut inner = self.folder.lock();
+            inner.requested[iu] = inner.requested[iu].saturating_sub(1);
+            if inner.have[iu] || inner.writing[iu] || !inner.need[iu] {
+                // Another peer's copy won (endgame).
+                return None;
+            }
+            inner.writing[iu] = true;
+            inner.pending.remove(&i);
+        }
+        let folder = self.folder.clone();
+        let io = self.shared.io_limit.clone();
+        self.io.spawn(async move {
+            let _permit = io.acquire_owned().await;
+            let f = folder.clone();
+            let res = tokio::task::spawn_blocking(move || write_whole(&f, iu, &data))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(NodeError::Internal(format!("writing a file failed: {e}")))
+                });
+            Done::Written(i, res)
+        });
+        None
+    }
+
+    fn on_done(&mut self, d: Done) -> Option<(CloseCode, String)> {
+        match d {
+            Done::Served(i, Some(data)) => {
+                let size = data.len() as u64;
+                if self.send(&Message::Piece {
+                    piece: i,
+                    data: &data,
+                }) {
+                    self.uploaded += size;
+                    let mut inner = self.folder.lock();
+                    inner.peers.entry(self.peer).or_default().up += size;
+                    drop(inner);
+                    if let Ok(mut all) = self.shared.uploads.lock() {
+                        all.entry(self.folder.id).or_default().uploaded += size;
+                    }
+                }
+            }
+            Done::Served(i, None) => {
+                self.send(&Message::Reject {
+                    piece: i,
+                    reason: RejectReason::NotAvailable,
+                });
+            }
+            Done::Written(i, Ok(true)) => {
+                let iu = i as usize;
+                let size = self.folder.sizes[iu];
+                let mut inner = self.folder.lock();
+                inner.peers.entry(self.peer).or_default().down += size;
+                inner.unplaced.push(i);
+                drop(inner);
+                self.folder.changed.notify_waiters();
+            }
+            Done::Written(i, Ok(false)) => {
+                let iu = i as usize;
+                let mut inner = self.folder.lock();
+                inner.writing[iu] = false;
+                inner.failed += 1;
+                if inner.requested[iu] == 0 {
+                    inner.pending.insert(i);
+                }
+                inner.peers.entry(self.peer).or_default().banned = true;
+                drop(inner);
+                self.folder.changed.notify_waiters();
+                return Some((
+                    CloseCode::BadData,
+                    format!("file {i} does not match its id"),
+                ));
+            }
+            Done::Written(i, Err(e)) => {
+                let mut inner = self.folder.lock();
+                inner.writing[i as usize] = false;
+                inner.fatal = Some(format!(
+                    "cannot write {}: {e}",
+                    self.folder.path_of(i as usize).display()
+                ));
+                drop(inner);
+                self.folder.changed.notify_waiters();
+                return Some((CloseCode::Normal, "this side cannot write".into()));
+            }
+        }
+        None
+    }
+
+    /// Starts reads for the peer's queued requests, up to the I/O bound.
+    fn start_serving(&mut self) {
+        while self.io.len() < IO_PER_SESSION && self.queued.load(Ordering::Relaxed) < WRITE_BYTES {
+            let Some(i) = self.serve_queue.pop_front() else {
+                return;
+            };
+            let iu = i as usize;
+            let here = self.folder.lock().have[iu];
+            if !here {
+                self.send(&Message::Reject {
+                    piece: i,
+                    reason: RejectReason::NotAvailable,
+                });
+                continue;
+            }
+            let e = &self.folder.manifest.entries()[iu];
+            let (path, id, size) = (self.folder.path_of(iu), e.id, e.size);
+            let io = self.shared.io_limit.clone();
+            self.io.spawn(async move {
+                let _permit = io.acquire_owned().await;
+                let data = tokio::task::spawn_blocking(move || read_whole(&path, id, size))
+                    .await
+                    .ok()
+                    .flatten();
+                Done::Served(i, data)
+            });
+        }
+    }
+
+    /// Asks the peer for needed files, rarest first, up to the bounds.
+    fn fill_requests(&mut self) {
+        if self.folder.download.is_none() || !self.got_avail {
+            return;
+        }
+        let n = self.folder.sizes.len() as u32;
+        let mut picks = Vec::new();
+        {
+            let mut inner = self.folder.lock();
+            if inner.remaining == 0 || self.peer_count == 0 {
+                return;
+            }
+            while self.mine.len() + picks.len() < WANT_REQUESTS
+                && self.mine_bytes + picks.iter().map(|&(_, s)| s).sum::<u64>() < WANT_BYTES
+            {
+                let Some(i) = pick(&inner, &self.peer_has, self.cursor) else {
+                    break;
+                };
+                inner.pending.remove(&i);
+                inner.requested[i as usize] += 1;
+                self.cursor = (i + 1) % n.max(1);
+                picks.push((i, self.folder.sizes[i as usize]));
+            }
+            // Endgame: every needed file is asked for; an idle session asks
+            // again for some asked elsewhere.
+            if picks.is_empty() && self.mine.is_empty() && inner.pending.is_empty() {
+                let extra: Vec<u32> = (0..n)
+                    .filter(|&i| {
+                        let iu = i as usize;
+                        inner.need[iu] && !inner.writing[iu] && !inner.have[iu] && self.peer_has[iu]
+                    })
+                    .take(ENDGAME_REQUESTS)
+                    .collect();
+                for i in extra {
+                    inner.requested[i as usize] += 1;
+                    picks.push((i, self.folder.sizes[i as usize]));
+                }
+            }
+        }
+        for (i, size) in picks {
+            if self.send(&Message::Request { piece: i }) {
+                self.mine.insert(i, size);
+                self.mine_bytes += size;
+            } else {
+                self.mine.insert(i, size);
+                self.mine_bytes += size;
+                self.forget(i);
+            }
+        }
+    }
+
+    /// Names the folder's other peers (with addresses) to this one.
+    fn send_pex(&mut self) {
+        let Some(book) = self.shared.book.get().cloned() else {
+            return;
+        };
+        let others: Vec<PeerId> = {
+            let inner = self.folder.lock();
+            inner
+                .sessions
+                .values()
+                .map(|s| s.peer)
+                .filter(|p| *p != self.peer && !self.told.contains(p))
+                .take(MAX_PEX_ADDED)
+                .collect()
+        };
+        let mut entries: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+        for p in others {
+            let addrs: Vec<Vec<u8>> = book
+                .addrs_for(&p, &self.peer)
+                .into_iter()
+                .map(|a| a.to_vec())
+                .filter(|a| !a.is_empty() && a.len() <= shoal_core::proto::MAX_ADDR_LEN)
+                .take(shoal_core::proto::MAX_PEX_ADDRS)
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            self.told.insert(p);
+            entries.push((p.to_bytes(), addrs));
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let added = entries
+            .iter()
+            .map(|(p, a)| PexPeer {
+                peer: p,
+                addrs: a.iter().map(Vec::as_slice).collect(),
+            })
+            .collect();
+        self.send(&Message::PeerExchange {
+            added,
+            dropped: Vec::new(),
+        });
+    }
+}
+
+/// The rarest of the first `PICK_WINDOW` pending files the peer has, looking
+/// from `cursor` on (each session starts at a random place, so that peers
+/// fetching the same folder fetch different files first and can trade).
+fn pick(inner: &Inner, peer_has: &[bool], cursor: u32) -> Option<u32> {
+    let mut best: Option<(u16, u32)> = None;
+    let mut seen = 0;
+    for (scanned, &i) in inner
+        .pending
+        .range(cursor..)
+        .chain(inner.pending.range(..cursor))
+        .enumerate()
+    {
+        if scanned >= PICK_SCAN || seen >= PICK_WINDOW {
+            break;
+        }
+        if !peer_has[i as usize] {
+            continue;
+        }
+        seen += 1;
+        let a = inner.avail[i as usize];
+        if best.is_none_or(|(b, _)| a < b) {
+            best = Some((a, i));
+        }
+        if a <= 1 {
+            break;
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+/// Whether a file of this size goes through folder sessions.
+pub(crate) fn travels_whole(size: u64) -> bool {
+    is_whole_file(size)
+}
