@@ -165,13 +165,25 @@ pub struct TransferPatch {
     pub download_limit: Option<u64>,
 }
 
+/// Body of `PATCH /api/v1/transfers/{id}/files`: the priority of files of
+/// a folder transfer, by path inside the folder.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilesPriorityBody {
+    /// 1 to 1000 paths, as `GET /api/v1/transfers/{id}/files` lists them.
+    pub paths: Vec<String>,
+    /// `skip` (not fetched; a file not yet here is never created), `normal`,
+    /// or `high` (fetched before the normal ones).
+    pub priority: shoal_node::FilePriority,
+}
+
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "shoal daemon API", version = "1"),
     paths(
         status, list_shares, add_share, get_share, remove_share, share_files, list_transfers,
-        add_transfer, transfer_files, ls,
+        add_transfer, transfer_files, set_files_priority, ls,
         get_transfer, patch_transfer, pause_transfer, resume_transfer, cancel_transfer,
         list_peers, get_settings, patch_settings, events, openapi_json, metrics,
         crate::access::patch_share, crate::access::get_access, crate::access::allow_peer,
@@ -184,7 +196,7 @@ pub struct TransferPatch {
         crate::access::NewInviteBody, crate::access::InviteState, crate::access::InviteView,
         crate::access::AccessView, crate::access::AccessLogView,
         ShareView, ServedPeerView, crate::stats::Totals, Status, PeerView, NewShareBody, NewTransferBody, TransferPatch, Transfer,
-        TransferPeer, FileList, FileProgress, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
+        TransferPeer, FileList, FileProgress, FilesPriorityBody, shoal_node::FilePriority, TransferState, ContentKind, PathKind, Settings, SettingsPatch, ErrorBody,
         crate::ErrorDetail, crate::ErrorCode, crate::fs::FsListing, crate::fs::FsEntry
     )),
     modifiers(&BearerAuth),
@@ -238,7 +250,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/access-log", get(crate::access::access_log))
         .route("/transfers", get(list_transfers).post(add_transfer))
         .route("/transfers/{id}", get(get_transfer).patch(patch_transfer))
-        .route("/transfers/{id}/files", get(transfer_files))
+        .route(
+            "/transfers/{id}/files",
+            get(transfer_files).patch(set_files_priority),
+        )
         .route("/ls", get(ls))
         .route("/transfers/{id}/pause", post(pause_transfer))
         .route("/transfers/{id}/resume", post(resume_transfer))
@@ -791,6 +806,33 @@ async fn transfer_files(
     Ok(Json(st.transfers.files(&id, offset, limit).await?))
 }
 
+/// Sets the priority of files of a folder transfer while it runs (kept for
+/// its later runs).
+#[utoipa::path(patch, path = "/api/v1/transfers/{id}/files", tag = "transfers",
+    request_body = FilesPriorityBody,
+    params(("id" = String, Path, description = "content id, 64 hex digits")),
+    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn set_files_priority(
+    State(st): St,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<FilesPriorityBody>,
+) -> ApiResult<Json<Transfer>> {
+    let id = parse_id(&id)?;
+    if let Some(p) = body.paths.iter().find(|p| p.len() > 4096) {
+        return Err(ApiError::unprocessable(
+            "paths",
+            format!("a path of {} bytes: paths have at most 4096", p.len()),
+        ));
+    }
+    Ok(Json(
+        st.transfers
+            .set_priority(&id, body.paths, body.priority)
+            .await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/api/v1/shares/{id}/files", tag = "shares",
     params(("id" = String, Path, description = "content id, 64 hex digits"),
         ("offset" = Option<u64>, Query, description = "index of the first file (default 0)"),
@@ -830,6 +872,7 @@ async fn share_files(
                 id: f.id.to_hex(),
                 done_bytes: f.size,
                 chosen: true,
+                priority: shoal_node::FilePriority::Normal,
             })
             .collect(),
     }))
@@ -912,6 +955,7 @@ async fn ls(State(st): St, ApiQuery(q): ApiQuery<LsQuery>) -> ApiResult<Json<Fil
                 id: e.id.to_hex(),
                 done_bytes: 0,
                 chosen: true,
+                priority: shoal_node::FilePriority::Normal,
             })
             .collect(),
     }))

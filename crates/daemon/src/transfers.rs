@@ -15,6 +15,7 @@ impl From<TransferError> for ApiError {
             TransferError::NotFound(_) => ApiError::not_found(e.to_string()),
             TransferError::Conflict(m) => ApiError::conflict(m),
             TransferError::NotAFolder(_) => ApiError::conflict(e.to_string()),
+            TransferError::Invalid { field, message } => ApiError::unprocessable(field, message),
             other => {
                 tracing::warn!(error = %other, "a transfer operation failed");
                 ApiError::internal(other.to_string())

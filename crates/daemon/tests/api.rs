@@ -1025,7 +1025,7 @@ async fn a_folder_downloads_as_a_collection_and_ends_completed() {
         assert_eq!(code, StatusCode::CREATED, "{t}");
         assert_eq!(t["kind"], "folder");
         let t = ab
-            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .wait_transfer(&id, "seeding (complete)", |t| t["state"] == "seeding")
             .await;
         assert_eq!(t["progress"], 1.0);
         assert_eq!(t["total_bytes"], 705_000);
@@ -2273,14 +2273,16 @@ async fn seed_limits_stop_seeding_at_a_ratio_or_after_a_time_unless_seeded_by_ha
 async fn a_folders_files_are_listed_with_what_of_each_is_here() {
     bounded(async {
         let tmp = tempfile::tempdir().unwrap();
-        // A serves at 1 MiB/s: the 2.2 MB folder takes about 2 s.
+        // A serves at 1 MiB/s: the 2.8 MB folder takes about 3 s. "a/two"
+        // is over MAX_WHOLE_FILE, so it arrives piece by piece (the others
+        // whole, over the folder session).
         let a = start_slow(&tmp.path().join("a"), 1 << 20).await;
         let b = start(&tmp.path().join("b")).await;
         let (aa, ab) = (Api::new(&a), Api::new(&b));
         let folder = tmp.path().join("album");
         std::fs::create_dir_all(folder.join("a")).unwrap();
         random_file(&folder.join("a"), "one", 600_000);
-        random_file(&folder.join("a"), "two", 900_000);
+        random_file(&folder.join("a"), "two", 1_500_000);
         random_file(&folder, "b", 700_000);
         let s = share(&aa, &folder).await;
         let id = s["id"].as_str().unwrap().to_owned();
@@ -2299,7 +2301,7 @@ async fn a_folders_files_are_listed_with_what_of_each_is_here() {
         assert_eq!(paths, ["a/one", "a/two", "b"]);
         assert_eq!(
             (l["total_files"].as_u64(), l["total_bytes"].as_u64()),
-            (Some(3), Some(2_200_000))
+            (Some(3), Some(2_800_000))
         );
         assert!(l["files"]
             .as_array()
@@ -2355,7 +2357,7 @@ async fn a_folders_files_are_listed_with_what_of_each_is_here() {
         assert_eq!(code, StatusCode::OK, "{l}");
         assert_eq!(
             (l["total_files"].as_u64(), l["total_bytes"].as_u64()),
-            (Some(3), Some(2_200_000))
+            (Some(3), Some(2_800_000))
         );
         let listed: Vec<&str> = l["files"]
             .as_array()
@@ -2442,10 +2444,10 @@ async fn a_folders_files_are_listed_with_what_of_each_is_here() {
         }
         assert!(
             partial_seen,
-            "no list showed a file partly here during a 2 s download"
+            "no list showed a file partly here during a 3 s download"
         );
         let t = ab
-            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .wait_transfer(&id, "seeding (complete)", |t| t["state"] == "seeding")
             .await;
         let ticket: shoal_core::Ticket = t["ticket"]
             .as_str()
@@ -2520,7 +2522,7 @@ async fn a_transfer_fetches_only_the_files_chosen() {
             (&json!(["a/*"]), &json!(["*two"]))
         );
         let t = ab
-            .wait_transfer(&id, "completed", |t| t["state"] == "completed")
+            .wait_transfer(&id, "seeding (complete)", |t| t["state"] == "seeding")
             .await;
         assert_eq!(t["total_bytes"], 600_000, "{t}");
         let (_, l) = ab.get(&format!("/api/v1/transfers/{id}/files")).await;
@@ -2550,6 +2552,150 @@ async fn a_transfer_fetches_only_the_files_chosen() {
             std::fs::read(folder.join("a/one")).unwrap()
         );
         assert!(!out.join(name).join("a/two").exists() && !out.join(name).join("b").exists());
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+/// While a folder downloads from a slow seeder, one file not yet here is set
+/// to skip and another to high through `PATCH /transfers/{id}/files`: the
+/// high one is complete while most of the folder is still missing, the
+/// skipped one is never created, and the transfer completes without it
+/// (its total leaves it out). Bad requests are refused with the field named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_files_priority_changes_while_its_folder_downloads() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = start_slow(&tmp.path().join("a"), 2 << 20).await;
+        let b = start(&tmp.path().join("b")).await;
+        let (aa, ab) = (Api::new(&a), Api::new(&b));
+        let folder = tmp.path().join("photos");
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..300 {
+            random_file(&folder, &format!("p{i:03}.jpg"), 24_000 + i);
+        }
+        let s = share(&aa, &folder).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let total: u64 = (0..300u64).map(|i| 24_000 + i).sum();
+        let out = tmp.path().join("out");
+        let (code, t) = ab
+            .post(
+                "/api/v1/transfers",
+                json!({"ticket": s["ticket"], "output": out.to_str().unwrap(), "name": "photos"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{t}");
+        ab.wait_transfer(&id, "some bytes in", |t| {
+            t["done_bytes"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+        let (code, l) = ab
+            .get(&format!("/api/v1/transfers/{id}/files?limit=1000"))
+            .await;
+        assert_eq!(code, StatusCode::OK, "{l}");
+        let missing: Vec<(String, u64)> = l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["done_bytes"] == 0)
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap().to_owned(),
+                    f["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(missing.len() > 200, "the seeder was not slow enough: {l}");
+        let (skip, skip_size) = missing[missing.len() / 2].clone();
+        let (high, high_size) = missing[missing.len() - 1].clone();
+        let route = format!("/api/v1/transfers/{id}/files");
+        for (body, code, field) in [
+            (
+                json!({"paths": ["nope.jpg"], "priority": "high"}),
+                422,
+                Some("paths"),
+            ),
+            (json!({"paths": [], "priority": "high"}), 422, Some("paths")),
+            (json!({"paths": [&high], "priority": "urgent"}), 422, None),
+            (json!({"paths": [&high]}), 422, None),
+        ] {
+            let (c, e) = ab.call(Method::PATCH, &route, Some(body.clone())).await;
+            assert_eq!(c.as_u16(), code, "{body}: {e}");
+            if field.is_some() {
+                assert_eq!(error_field(&e), field, "{body}: {e}");
+            }
+        }
+        let (code, t) = ab
+            .call(
+                Method::PATCH,
+                &route,
+                Some(json!({"paths": [&skip], "priority": "skip"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        // The running download applies it at once: its total leaves it out.
+        ab.wait_transfer(&id, "the total without the skipped file", |t| {
+            t["total_bytes"].as_u64() == Some(total - skip_size)
+        })
+        .await;
+        let (code, t) = ab
+            .call(
+                Method::PATCH,
+                &route,
+                Some(json!({"paths": [&high], "priority": "high"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        // The high file arrives while most of the folder is still missing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let done_then = loop {
+            let (_, l) = ab.get(&format!("{route}?limit=1000")).await;
+            let row = l["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["path"] == high.as_str())
+                .cloned()
+                .unwrap();
+            assert_eq!(row["priority"], "high", "{row}");
+            if row["done_bytes"].as_u64() == Some(high_size) {
+                let (_, t) = ab.get(&format!("/api/v1/transfers/{id}")).await;
+                break t["done_bytes"].as_u64().unwrap();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the high file never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            done_then < total / 2,
+            "the high file arrived only after {done_then} of {total} bytes"
+        );
+        let t = ab
+            .wait_transfer(&id, "seeding (complete)", |t| t["state"] == "seeding")
+            .await;
+        assert_eq!(t["total_bytes"].as_u64(), Some(total - skip_size), "{t}");
+        let (_, l) = ab.get(&format!("{route}?limit=1000")).await;
+        for f in l["files"].as_array().unwrap() {
+            let path = f["path"].as_str().unwrap();
+            let here = out.join("photos").join(path);
+            if path == skip {
+                assert_eq!(
+                    (&f["priority"], &f["done_bytes"]),
+                    (&json!("skip"), &json!(0)),
+                    "{f}"
+                );
+                assert!(!here.exists(), "the skipped file was created");
+            } else {
+                assert_eq!(
+                    std::fs::read(&here).unwrap(),
+                    std::fs::read(folder.join(path)).unwrap(),
+                    "{path}"
+                );
+            }
+        }
         b.shutdown().await;
         a.shutdown().await;
     })

@@ -87,6 +87,8 @@ pub(crate) struct PeerStat {
 enum Ctl {
     /// Announce this file (it was just placed).
     Have(u32),
+    /// The peer sent this file with bytes that do not match its id.
+    Bad(u32),
 }
 
 struct Sess {
@@ -125,6 +127,12 @@ struct Inner {
     failed: u64,
     /// An error that ends the download (a disk error, a name in the way).
     fatal: Option<String>,
+    /// Larger files complete here, registered as served by their ids.
+    grants: Vec<DownloadGrant>,
+    /// Files set to skip while they were being fetched: never placed.
+    skip: HashSet<u32>,
+    /// Needed files set to high priority: picked before the others.
+    high: BTreeSet<u32>,
 }
 
 /// Where a download's files go and how it reaches peers.
@@ -133,6 +141,7 @@ struct Download {
     limit: Arc<RateLimiter>,
     capability: Option<Arc<Vec<u8>>>,
     files: Arc<FileBytes>,
+    policy: crate::access::DownloadPolicy,
     _grant: DownloadGrant,
 }
 
@@ -248,6 +257,37 @@ pub(crate) fn remove_temp(dest: &Path, id: ContentId) -> Result<(), NodeError> {
     }
 }
 
+/// What this node holds of content `id` through a folder download: the
+/// folder's manifest, or one of its files fetched on its own and complete.
+pub(crate) fn blob_of(shared: &Arc<Shared>, id: &ContentId) -> Option<shoal_store::Blob> {
+    let folders: Vec<Arc<Folder>> = shared
+        .folders
+        .lock()
+        .ok()?
+        .values()
+        .filter_map(Weak::upgrade)
+        .filter(|f| f.download.is_some())
+        .collect();
+    for f in folders {
+        if f.id == *id {
+            let path = shared.store.dir().join("manifests").join(id.to_hex());
+            let bytes = std::fs::read(path).ok()?;
+            return (ContentId::of(&bytes) == *id).then_some(shoal_store::Blob::Manifest(bytes));
+        }
+        let inner = f.lock();
+        let found = f
+            .manifest
+            .entries()
+            .iter()
+            .enumerate()
+            .find(|(i, e)| e.id == *id && inner.have[*i] && !is_whole_file(e.size));
+        if let Some((i, _)) = found {
+            return Some(shoal_store::Blob::File(f.path_of(i)));
+        }
+    }
+    None
+}
+
 /// The folders this node serves or downloads, by collection id (weak: a folder
 /// lives while its download or one of its sessions does).
 pub(crate) type Registry = Mutex<HashMap<ContentId, Weak<Folder>>>;
@@ -293,6 +333,7 @@ impl FolderDownload {
             limit,
             capability,
             files,
+            policy,
             _grant: shared.access.register_download(id, policy),
         };
         let folder = Folder::new(
@@ -338,7 +379,8 @@ impl FolderDownload {
 }
 
 impl Folder {
-    /// Marks file `i` complete here (fetched another way) and announces it.
+    /// Marks file `i` complete here (fetched in a swarm of its own) and
+    /// announces it; it is served by its id too while the folder lives.
     pub(crate) fn add_present(&self, i: usize) {
         let sessions: Vec<mpsc::Sender<Ctl>> = {
             let mut inner = self.lock();
@@ -346,10 +388,88 @@ impl Folder {
                 return;
             }
             inner.have[i] = true;
+            if let (Some(d), Some(shared)) = (&self.download, self.shared.upgrade()) {
+                let grant = shared
+                    .access
+                    .register_download(self.manifest.entries()[i].id, d.policy);
+                inner.grants.push(grant);
+            }
             inner.sessions.values().map(|s| s.ctl.clone()).collect()
         };
         for tx in sessions {
             let _ = tx.try_send(Ctl::Have(i as u32));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Changes how much whole file `i` (one this download may fetch) is
+    /// wanted: skipped, it is no longer asked for and, if its bytes are
+    /// already in, not placed; back to normal or high, it is needed again
+    /// (unless it is here); high, it is picked before the others.
+    pub(crate) fn set_priority(&self, i: usize, p: crate::transfer::FilePriority) {
+        use crate::transfer::FilePriority;
+        let f = i as u32;
+        {
+            let mut inner = self.lock();
+            if inner.have[i] {
+                return;
+            }
+            match p {
+                FilePriority::Skip => {
+                    inner.skip.insert(f);
+                    inner.high.remove(&f);
+                    if inner.need[i] {
+                        inner.need[i] = false;
+                        inner.remaining -= 1;
+                        inner.pending.remove(&f);
+                    }
+                }
+                FilePriority::Normal | FilePriority::High => {
+                    inner.skip.remove(&f);
+                    if p == FilePriority::High {
+                        inner.high.insert(f);
+                    } else {
+                        inner.high.remove(&f);
+                    }
+                    if !inner.need[i] {
+                        inner.need[i] = true;
+                        inner.remaining += 1;
+                        if inner.requested[i] == 0 && !inner.writing[i] {
+                            inner.pending.insert(f);
+                        }
+                    }
+                }
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The end of writing file `i` received from `peer`: placed with the next
+    /// batch, or back to pending with `peer` banned (bad bytes), or the
+    /// download fails (the disk).
+    fn written(&self, i: u32, peer: PeerId, res: Result<bool, NodeError>, ctl: &mpsc::Sender<Ctl>) {
+        let iu = i as usize;
+        {
+            let mut inner = self.lock();
+            match res {
+                Ok(true) => {
+                    inner.peers.entry(peer).or_default().down += self.sizes[iu];
+                    inner.unplaced.push(i);
+                }
+                Ok(false) => {
+                    inner.writing[iu] = false;
+                    inner.failed += 1;
+                    if inner.requested[iu] == 0 && inner.need[iu] {
+                        inner.pending.insert(i);
+                    }
+                    inner.peers.entry(peer).or_default().banned = true;
+                    let _ = ctl.try_send(Ctl::Bad(i));
+                }
+                Err(e) => {
+                    inner.writing[iu] = false;
+                    inner.fatal = Some(format!("cannot write {}: {e}", self.path_of(iu).display()));
+                }
+            }
         }
         self.changed.notify_waiters();
     }
@@ -495,12 +615,28 @@ async fn place_loop(folder: Arc<Folder>) {
                 }
             }
         }
-        let batch = std::mem::take(&mut folder.lock().unplaced);
-        if batch.is_empty() {
+        let (batch, dropped) = {
+            let mut inner = folder.lock();
+            let all = std::mem::take(&mut inner.unplaced);
+            let (dropped, batch): (Vec<u32>, Vec<u32>) =
+                all.into_iter().partition(|f| inner.skip.contains(f));
+            for f in &dropped {
+                inner.writing[*f as usize] = false;
+            }
+            (batch, dropped)
+        };
+        if batch.is_empty() && dropped.is_empty() {
             continue;
         }
         let f = folder.clone();
-        let placed = tokio::task::spawn_blocking(move || place(&f, batch)).await;
+        let placed = tokio::task::spawn_blocking(move || {
+            // Set to skip after they arrived: not created.
+            for i in dropped {
+                let _ = std::fs::remove_file(f.temp_of(i as usize));
+            }
+            place(&f, batch)
+        })
+        .await;
         let placed = match placed {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
@@ -520,6 +656,7 @@ async fn place_loop(folder: Arc<Folder>) {
             for &i in &placed {
                 let iu = i as usize;
                 inner.writing[iu] = false;
+                inner.high.remove(&i);
                 if !inner.have[iu] {
                     inner.have[iu] = true;
                     if inner.need[iu] {
@@ -549,6 +686,9 @@ async fn place_loop(folder: Arc<Folder>) {
 /// place (never over an existing name: one already there must be the same
 /// file) and removes its temporary name. Returns the files placed.
 fn place(folder: &Folder, batch: Vec<u32>) -> Result<Vec<u32>, NodeError> {
+    if batch.is_empty() {
+        return Ok(batch);
+    }
     sync_fs(&folder.root)?;
     let mut placed = Vec::with_capacity(batch.len());
     for i in batch {
@@ -624,6 +764,12 @@ pub(crate) async fn accept(
     }
     if hello_layout.1.is_some_and(|l| l != content_len) {
         crate::transfer::deny(&mut w, DenyReason::LengthMismatch, "other manifest length").await;
+        return Ok(());
+    }
+    let banned = folder.lock().peers.get(&peer).is_some_and(|p| p.banned);
+    if banned {
+        let why = "this peer sent files that do not match their ids";
+        crate::transfer::deny(&mut w, DenyReason::Banned, why).await;
         return Ok(());
     }
     let busy = {
@@ -983,7 +1129,13 @@ async fn run_session(
         let mut inner = folder.lock();
         let key = inner.next_key;
         inner.next_key += 1;
-        inner.sessions.insert(key, Sess { peer, ctl: ctx });
+        inner.sessions.insert(
+            key,
+            Sess {
+                peer,
+                ctl: ctx.clone(),
+            },
+        );
         inner.peers.entry(peer).or_default().sessions += 1;
         key
     };
@@ -998,6 +1150,7 @@ async fn run_session(
         peer,
         state,
         wtx,
+        ctl: ctx,
         queued,
         drained,
         broken: false,
@@ -1062,7 +1215,6 @@ async fn run_session(
 
 enum Done {
     Served(u32, Option<Vec<u8>>),
-    Written(u32, Result<bool, NodeError>),
 }
 
 struct Session {
@@ -1071,6 +1223,8 @@ struct Session {
     peer: PeerId,
     state: Arc<Mutex<FolderState>>,
     wtx: mpsc::UnboundedSender<Vec<u8>>,
+    /// This session's own control channel (for write results).
+    ctl: mpsc::Sender<Ctl>,
     /// Bytes queued for the writer, and its signal that it wrote some.
     queued: Arc<AtomicU64>,
     drained: Arc<Notify>,
@@ -1180,6 +1334,9 @@ impl Session {
                 Some(ctl) = crx.recv() => match ctl {
                     Ctl::Have(i) => {
                         self.send(&Message::Have { piece: i });
+                    }
+                    Ctl::Bad(i) => {
+                        return Some((CloseCode::BadData, format!("file {i} does not match its id")));
                     }
                 },
                 _ = notified => {}
@@ -1308,9 +1465,15 @@ impl Session {
             inner.writing[iu] = true;
             inner.pending.remove(&i);
         }
-        let folder = self.folder.clone();
-        let io = self.shared.io_limit.clone();
-        self.io.spawn(async move {
+        // Not tied to this session: a file that arrived is written and
+        // placed even if the session ends meanwhile.
+        let (folder, io, peer, ctl) = (
+            self.folder.clone(),
+            self.shared.io_limit.clone(),
+            self.peer,
+            self.ctl.clone(),
+        );
+        tokio::spawn(async move {
             let _permit = io.acquire_owned().await;
             let f = folder.clone();
             let res = tokio::task::spawn_blocking(move || write_whole(&f, iu, &data))
@@ -1318,7 +1481,7 @@ impl Session {
                 .unwrap_or_else(|e| {
                     Err(NodeError::Internal(format!("writing a file failed: {e}")))
                 });
-            Done::Written(i, res)
+            folder.written(i, peer, res, &ctl);
         });
         None
     }
@@ -1345,42 +1508,6 @@ impl Session {
                     piece: i,
                     reason: RejectReason::NotAvailable,
                 });
-            }
-            Done::Written(i, Ok(true)) => {
-                let iu = i as usize;
-                let size = self.folder.sizes[iu];
-                let mut inner = self.folder.lock();
-                inner.peers.entry(self.peer).or_default().down += size;
-                inner.unplaced.push(i);
-                drop(inner);
-                self.folder.changed.notify_waiters();
-            }
-            Done::Written(i, Ok(false)) => {
-                let iu = i as usize;
-                let mut inner = self.folder.lock();
-                inner.writing[iu] = false;
-                inner.failed += 1;
-                if inner.requested[iu] == 0 {
-                    inner.pending.insert(i);
-                }
-                inner.peers.entry(self.peer).or_default().banned = true;
-                drop(inner);
-                self.folder.changed.notify_waiters();
-                return Some((
-                    CloseCode::BadData,
-                    format!("file {i} does not match its id"),
-                ));
-            }
-            Done::Written(i, Err(e)) => {
-                let mut inner = self.folder.lock();
-                inner.writing[i as usize] = false;
-                inner.fatal = Some(format!(
-                    "cannot write {}: {e}",
-                    self.folder.path_of(i as usize).display()
-                ));
-                drop(inner);
-                self.folder.changed.notify_waiters();
-                return Some((CloseCode::Normal, "this side cannot write".into()));
             }
         }
         None
@@ -1517,6 +1644,13 @@ impl Session {
 /// from `cursor` on (each session starts at a random place, so that peers
 /// fetching the same folder fetch different files first and can trade).
 fn pick(inner: &Inner, peer_has: &[bool], cursor: u32) -> Option<u32> {
+    if let Some(&i) = inner
+        .high
+        .iter()
+        .find(|&&i| peer_has[i as usize] && inner.pending.contains(&i))
+    {
+        return Some(i);
+    }
     let mut best: Option<(u16, u32)> = None;
     let mut seen = 0;
     for (scanned, &i) in inner

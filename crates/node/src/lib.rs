@@ -30,6 +30,7 @@ pub use error::NodeError;
 pub use limit::{burst_bytes, Counters, Limits};
 pub use session::{BoxStream, Stream};
 pub use transfer::{
-    AddressBook, Connector, DownloadHandle, FileChoice, NodeConfig, PeerProgress, Progress, Remote,
-    ServedPeer, TransferService, Uploads, INBOUND_HELLO_WAIT, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
+    AddressBook, Connector, DownloadHandle, FileChoice, FilePriority, NodeConfig, PeerProgress,
+    Progress, Remote, ServedPeer, TransferService, Uploads, INBOUND_HELLO_WAIT, PEX_MAX_LEARNED,
+    PEX_NEW_PER_MESSAGE,
 };

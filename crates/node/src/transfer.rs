@@ -401,6 +401,43 @@ pub struct DownloadHandle {
     task: Option<JoinHandle<()>>,
     id: ContentId,
     limit: Arc<RateLimiter>,
+    priority: mpsc::UnboundedSender<(Vec<String>, FilePriority)>,
+}
+
+/// How much a file of a folder download is wanted, changeable while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum FilePriority {
+    /// Not fetched (a file not yet here is never created).
+    Skip,
+    Normal,
+    /// Fetched before the normal ones.
+    High,
+}
+
+impl FilePriority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Normal => "normal",
+            Self::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for FilePriority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "normal" => Ok(Self::Normal),
+            "high" => Ok(Self::High),
+            other => Err(format!(
+                "unknown priority {other:?}: one of skip, normal, high"
+            )),
+        }
+    }
 }
 
 impl Drop for DownloadHandle {
@@ -423,6 +460,15 @@ impl DownloadHandle {
     /// [`set_download_limit`](Self::set_download_limit).
     pub fn download_limit(&self) -> Option<u64> {
         self.limit.get()
+    }
+
+    /// Sets the priority of the files of a folder download at these paths
+    /// (inside the folder, as its manifest names them), now or, before the
+    /// manifest is here, as soon as it is. Paths the folder lacks and files
+    /// not chosen (`FileChoice`) are ignored; a file skipped after it
+    /// arrived stays. Without effect on a file's download.
+    pub fn set_priority(&self, paths: Vec<String>, priority: FilePriority) {
+        let _ = self.priority.send((paths, priority));
     }
 
     /// Progress updates (at most every 100 ms, and on every state change).
@@ -743,10 +789,15 @@ impl TransferService {
         if self.shared.broken.lock().is_ok_and(|b| b.contains_key(&id)) {
             return Ok(Served::NotShared);
         }
-        if store.db().grants_of(&id)?.is_empty() {
-            return Ok(Served::NotShared);
-        }
-        let (outboard, file, memory) = match store.blob(&id)? {
+        let blob = if store.db().grants_of(&id)?.is_empty() {
+            // Not shared, but maybe the manifest or a larger file of a folder
+            // this node downloads or downloaded (served while its download
+            // lives, like a file's).
+            crate::folder::blob_of(&self.shared, &id)
+        } else {
+            store.blob(&id)?
+        };
+        let (outboard, file, memory) = match blob {
             None => return Ok(Served::NotShared),
             Some(Blob::File(path)) => match store.outboard(&id)? {
                 Some(ob) => (ob, Some(path), None),
@@ -824,6 +875,7 @@ impl TransferService {
         let name = name.map(str::to_owned);
         let limit = Arc::new(RateLimiter::default());
         let lim = limit.clone();
+        let (priority, prio_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             let name = match name {
                 Some(n) if !shoal_core::manifest::is_plain_name(&n) => {
@@ -840,16 +892,21 @@ impl TransferService {
             match kind {
                 Kind::Collection => {
                     let res = download_collection(
-                        &shared, id, &dest, connector, &ptx, alive, lim, cap, choice,
+                        &shared, id, &dest, connector, &ptx, alive, lim, cap, choice, prio_rx,
                     )
                     .await;
                     match res {
-                        Ok((path, folder)) => {
+                        Ok((path, folder, mut agg)) => {
                             let _ = rtx.send(Ok(path));
                             // The folder's files are served to its other
-                            // peers until the handle is dropped.
-                            let _keep = folder;
-                            std::future::pending::<()>().await;
+                            // peers until the handle is dropped; what they
+                            // are sent keeps being counted.
+                            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                            loop {
+                                tick.tick().await;
+                                agg.set_whole(folder.folder());
+                                agg.publish(&ptx);
+                            }
                         }
                         Err(e) => {
                             let _ = rtx.send(Err(e));
@@ -881,6 +938,7 @@ impl TransferService {
             task: Some(task),
             id,
             limit,
+            priority,
         }
     }
 }
@@ -1101,7 +1159,8 @@ async fn download_collection(
     limit: Arc<RateLimiter>,
     capability: Option<Arc<Vec<u8>>>,
     choice: Option<Arc<FileChoice>>,
-) -> Result<(PathBuf, crate::folder::FolderDownload), NodeError> {
+    mut prio_rx: mpsc::UnboundedReceiver<(Vec<String>, FilePriority)>,
+) -> Result<(PathBuf, crate::folder::FolderDownload, FolderProgress), NodeError> {
     let (manifest, manifest_len) = fetch_manifest(
         shared,
         id,
@@ -1131,7 +1190,29 @@ async fn download_collection(
     ) {
         return Err(NodeError::NameCollision { id, a, b });
     }
-    let total: u64 = chosen.iter().map(|&i| manifest.entries()[i].size).sum();
+    // Priorities set before the manifest was here (a resumed transfer's).
+    let index: HashMap<&str, usize> = chosen
+        .iter()
+        .map(|&i| (manifest.entries()[i].path.as_str(), i))
+        .collect();
+    let mut prio: HashMap<usize, FilePriority> = HashMap::new();
+    while let Ok((paths, p)) = prio_rx.try_recv() {
+        for path in paths {
+            if let Some(&i) = index.get(path.as_str()) {
+                prio.insert(i, p);
+            }
+        }
+    }
+    let skipped =
+        |prio: &HashMap<usize, FilePriority>, i: usize| prio.get(&i) == Some(&FilePriority::Skip);
+    let total_of = |prio: &HashMap<usize, FilePriority>| -> u64 {
+        chosen
+            .iter()
+            .filter(|&&i| !skipped(prio, i))
+            .map(|&i| manifest.entries()[i].size)
+            .sum()
+    };
+    let mut total = total_of(&prio);
     let files = Arc::new(FileBytes::new(n));
     ptx.send_modify(|p| {
         p.total_bytes = Some(total);
@@ -1163,7 +1244,7 @@ async fn download_collection(
     let (whole, larger): (Vec<usize>, Vec<usize>) = chosen
         .iter()
         .partition(|&&i| crate::folder::travels_whole(manifest.entries()[i].size));
-    let (present, wanted) = {
+    let (present, mut wanted) = {
         let (m, d) = (manifest.clone(), dests.clone());
         let whole = whole.clone();
         tokio::task::spawn_blocking(move || -> Result<(Vec<usize>, Vec<usize>), NodeError> {
@@ -1189,6 +1270,12 @@ async fn download_collection(
         agg.finish(i, None, size);
         files.set(i, size);
     }
+    // A file set to skip that is here already stays, and counts.
+    for &i in &present {
+        prio.remove(&i);
+    }
+    total = total_of(&prio);
+    wanted.retain(|&i| !skipped(&prio, i));
     let fd = crate::folder::FolderDownload::start(
         shared,
         id,
@@ -1202,20 +1289,42 @@ async fn download_collection(
         capability.clone(),
         files.clone(),
     );
+    for (&i, &p) in &prio {
+        if p == FilePriority::High && crate::folder::travels_whole(manifest.entries()[i].size) {
+            fd.folder().set_priority(i, p);
+        }
+    }
+    ptx.send_modify(|p| p.total_bytes = Some(total));
     agg.publish(ptx);
     let (utx, mut urx) = mpsc::channel::<(usize, Progress)>(64);
     let mut running = tokio::task::JoinSet::new();
-    let mut next = 0usize;
+    // The larger files not started yet, high priority first; the running
+    // ones by task id (a skip stops one).
+    let mut queue: std::collections::VecDeque<usize> = larger
+        .iter()
+        .copied()
+        .filter(|&i| !skipped(&prio, i))
+        .collect();
+    let order = |q: &mut std::collections::VecDeque<usize>, prio: &HashMap<usize, FilePriority>| {
+        q.make_contiguous()
+            .sort_by_key(|i| (prio.get(i) != Some(&FilePriority::High), *i));
+    };
+    order(&mut queue, &prio);
+    let mut tasks: HashMap<tokio::task::Id, (usize, tokio::task::AbortHandle)> = HashMap::new();
+    let mut done_larger: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut prio_open = true;
     let whole_done = fd.finished();
     tokio::pin!(whole_done);
     let mut whole_finished = false;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Up to FOLDER_FILES_AT_ONCE larger files at a time, in manifest order.
-        while running.len() < FOLDER_FILES_AT_ONCE && next < larger.len() {
-            let i = larger[next];
-            next += 1;
+        // Up to FOLDER_FILES_AT_ONCE larger files at a time, in manifest
+        // order (high priority first).
+        while running.len() < FOLDER_FILES_AT_ONCE {
+            let Some(i) = queue.pop_front() else {
+                break;
+            };
             let entry = manifest.entries()[i].clone();
             let dest = dests[i].clone();
             agg.inflight.insert(i, Progress::new(entry.id));
@@ -1227,7 +1336,7 @@ async fn download_collection(
                 capability.clone(),
                 utx.clone(),
             );
-            running.spawn(async move {
+            let task = running.spawn(async move {
                 let (check, id, size) = (dest.clone(), entry.id, entry.size);
                 let there = tokio::task::spawn_blocking(move || already_complete(&check, id, size))
                     .await
@@ -1267,6 +1376,7 @@ async fn download_collection(
                 let last = frx.borrow().clone();
                 Ok((i, Some(last)))
             });
+            tasks.insert(task.id(), (i, task));
         }
         if running.is_empty() && whole_finished {
             break;
@@ -1286,8 +1396,10 @@ async fn download_collection(
                     agg.publish(ptx);
                 }
             }
-            joined = running.join_next(), if !running.is_empty() => match joined {
-                Some(Ok(Ok((i, last)))) => {
+            joined = running.join_next_with_id(), if !running.is_empty() => match joined {
+                Some(Ok((task, Ok((i, last))))) => {
+                    tasks.remove(&task);
+                    done_larger.insert(i);
                     let size = manifest.entries()[i].size;
                     agg.finish(i, last, size);
                     files.set(i, size);
@@ -1297,11 +1409,53 @@ async fn download_collection(
                 // The first failure ends the folder; dropping `running`
                 // stops the files still running (their partial data stays
                 // for a resume).
-                Some(Ok(Err(e))) => return Err(e),
+                Some(Ok((_, Err(e)))) => return Err(e),
+                // Set to skip while it ran: its partial data stays.
+                Some(Err(e)) if e.is_cancelled() => {
+                    if let Some((i, _)) = tasks.remove(&e.id()) {
+                        agg.inflight.remove(&i);
+                        agg.publish(ptx);
+                    }
+                }
                 Some(Err(e)) => {
                     return Err(NodeError::Internal(format!("a file's download task failed: {e}")))
                 }
                 None => {}
+            },
+            change = prio_rx.recv(), if prio_open => match change {
+                None => prio_open = false,
+                Some((paths, p)) => {
+                    for path in paths {
+                        let Some(&i) = index.get(path.as_str()) else {
+                            continue;
+                        };
+                        if files.get(i) == Some(manifest.entries()[i].size) || done_larger.contains(&i) {
+                            continue; // here already
+                        }
+                        let before = prio.insert(i, p).unwrap_or(FilePriority::Normal);
+                        if crate::folder::travels_whole(manifest.entries()[i].size) {
+                            fd.folder().set_priority(i, p);
+                            if p != FilePriority::Skip && whole_finished {
+                                // Needed again after the others arrived.
+                                whole_done.set(fd.finished());
+                                whole_finished = false;
+                            }
+                        } else if p == FilePriority::Skip {
+                            queue.retain(|&q| q != i);
+                            if let Some((_, (_, task))) = tasks.iter().find(|(_, (x, _))| *x == i) {
+                                task.abort();
+                            }
+                        } else if before == FilePriority::Skip
+                            && !tasks.values().any(|(x, _)| *x == i)
+                        {
+                            queue.push_back(i);
+                        }
+                    }
+                    order(&mut queue, &prio);
+                    total = total_of(&prio);
+                    ptx.send_modify(|x| x.total_bytes = Some(total));
+                    agg.publish(ptx);
+                }
             },
             _ = tick.tick() => {
                 agg.set_whole(fd.folder());
@@ -1315,7 +1469,7 @@ async fn download_collection(
         p.done_bytes = total;
         p.complete = true;
     });
-    Ok((root.to_path_buf(), fd))
+    Ok((root.to_path_buf(), fd, agg))
 }
 
 /// How many files of a folder download at once (each its own stream per

@@ -50,6 +50,12 @@ pub enum TransferError {
     /// The transfer is of a file: it has no list of files.
     #[error("transfer {0} is a file, not a folder: it has no list of files")]
     NotAFolder(ContentId),
+    /// A request field is not acceptable (`field` names it).
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -286,6 +292,9 @@ pub struct FileProgress {
     /// Whether it is fetched (false: left out by the transfer's `only` /
     /// `exclude`; never created).
     pub chosen: bool,
+    /// Of a chosen file: skip (not fetched; never created unless it was
+    /// here already), normal, or high (fetched before the normal ones).
+    pub priority: crate::FilePriority,
 }
 
 /// A page of a folder's files, in the folder's (byte) order of paths.
@@ -337,6 +346,9 @@ struct Record {
     only: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
+    /// Of a folder: the files whose priority is not normal, by path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    priorities: BTreeMap<String, crate::FilePriority>,
 }
 
 impl Record {
@@ -369,8 +381,9 @@ struct Job {
     limit: Option<u64>,
     conn: Arc<NetConnector>,
     capability: Option<Vec<u8>>,
-    /// Of a folder: the files chosen.
+    /// Of a folder: the files chosen, and those whose priority is not normal.
     choice: Option<Arc<crate::FileChoice>>,
+    priorities: BTreeMap<String, crate::FilePriority>,
     /// The length of a file this transfer completed before: if the file is
     /// still there, it is seeded again without waiting for a provider.
     completed_len: Option<u64>,
@@ -379,6 +392,7 @@ struct Job {
 enum Cmd {
     Stop(oneshot::Sender<()>),
     SetLimit(Option<u64>),
+    SetPriority(Vec<String>, crate::FilePriority),
 }
 
 struct Entry {
@@ -607,7 +621,7 @@ impl Transfers {
         offset: u64,
         limit: usize,
     ) -> Result<FileList, TransferError> {
-        let (live, complete, root, choice) = {
+        let (live, complete, root, choice, priorities) = {
             let entries = lock(&self.entries);
             let e = entries.get(id).ok_or(TransferError::NotFound(*id))?;
             if e.rec.kind != ContentKind::Collection {
@@ -623,7 +637,13 @@ impl Transfers {
                 .and(e.last.as_ref())
                 .and_then(|p| p.files.clone());
             let root = destination(&e.rec.output, e.rec.name.as_deref(), &e.rec.id);
-            (live, complete, root, e.rec.choice())
+            (
+                live,
+                complete,
+                root,
+                e.rec.choice(),
+                e.rec.priorities.clone(),
+            )
         };
         let Some(manifest) = self.manifest(id).await? else {
             return Ok(FileList {
@@ -646,9 +666,15 @@ impl Transfers {
                 .take(limit)
                 .map(|(i, e)| {
                     let chosen = choice.as_ref().is_none_or(|c| c.chooses(&e.path));
+                    let priority = priorities
+                        .get(&e.path)
+                        .copied()
+                        .unwrap_or(crate::FilePriority::Normal);
+                    // A complete transfer has every chosen file but those
+                    // skipped (which are only there if they arrived first).
                     let here = if !chosen {
                         0
-                    } else if complete {
+                    } else if complete && priority != crate::FilePriority::Skip {
                         e.size
                     } else if let Some(f) = &live {
                         f.get(i).unwrap_or(0).min(e.size)
@@ -665,6 +691,7 @@ impl Transfers {
                         id: e.id.to_hex(),
                         done_bytes: here,
                         chosen,
+                        priority,
                     }
                 })
                 .collect::<Vec<_>>()
@@ -792,6 +819,7 @@ impl Transfers {
                 note: None,
                 only: new.only,
                 exclude: new.exclude,
+                priorities: BTreeMap::new(),
             };
             entries.insert(
                 new.id,
@@ -852,6 +880,7 @@ impl Transfers {
             conn: conn.clone(),
             capability,
             choice: e.rec.choice().map(Arc::new),
+            priorities: e.rec.priorities.clone(),
             completed_len: e
                 .rec
                 .total_bytes
@@ -895,6 +924,11 @@ impl Transfers {
                     found = job.conn.wait_for_peers(FIND_WAIT) => if found { break },
                     cmd = cmds.recv() => match cmd {
                         Some(Cmd::SetLimit(l)) => job.limit = l,
+                        Some(Cmd::SetPriority(paths, p)) => {
+                            for path in paths {
+                                job.priorities.insert(path, p);
+                            }
+                        }
                         Some(Cmd::Stop(done)) => {
                             let _ = done.send(());
                             return;
@@ -915,6 +949,17 @@ impl Transfers {
             job.choice.clone(),
         );
         handle.set_download_limit(job.limit);
+        for p in [crate::FilePriority::Skip, crate::FilePriority::High] {
+            let paths: Vec<String> = job
+                .priorities
+                .iter()
+                .filter(|(_, q)| **q == p)
+                .map(|(path, _)| path.clone())
+                .collect();
+            if !paths.is_empty() {
+                handle.set_priority(paths, p);
+            }
+        }
         let mut rx = handle.progress();
         let mut last_emit = Instant::now() - EVENT_EVERY;
         let mut closed = false;
@@ -923,6 +968,7 @@ impl Transfers {
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::SetLimit(l)) => handle.set_download_limit(l),
+                    Some(Cmd::SetPriority(paths, p)) => handle.set_priority(paths, p),
                     Some(Cmd::Stop(done)) => {
                         handle.stop().await;
                         let _ = done.send(());
@@ -1202,6 +1248,77 @@ impl Transfers {
         self.save();
         let view = self.emit_current(id).ok_or_else(|| not_found(id))?;
         Ok(view)
+    }
+
+    /// Sets the priority of files of folder transfer `id` by their paths
+    /// inside the folder (at most [`MAX_FILES_PAGE`] at once): `skip` ones
+    /// are not fetched (and never created unless already here), `high` ones
+    /// before the normal ones. At once while it runs, kept for later runs.
+    /// Every path must name a chosen file of the folder, whose list must be
+    /// known (its manifest arrives first).
+    pub async fn set_priority(
+        &self,
+        id: &ContentId,
+        paths: Vec<String>,
+        priority: crate::FilePriority,
+    ) -> Result<Transfer, TransferError> {
+        if paths.is_empty() || paths.len() > MAX_FILES_PAGE {
+            return Err(TransferError::Invalid {
+                field: "paths",
+                message: format!("give 1 to {MAX_FILES_PAGE} paths, not {}", paths.len()),
+            });
+        }
+        let choice = {
+            let entries = lock(&self.entries);
+            let e = entries.get(id).ok_or_else(|| not_found(id))?;
+            if e.rec.kind != ContentKind::Collection {
+                return Err(TransferError::NotAFolder(*id));
+            }
+            e.rec.choice()
+        };
+        let Some(manifest) = self.manifest(id).await? else {
+            return Err(TransferError::Conflict(
+                "the folder's list of files is not here yet (its manifest is fetched first); \
+                 try again once the transfer is downloading"
+                    .into(),
+            ));
+        };
+        let m = manifest.clone();
+        let wanted = paths.clone();
+        let unknown = tokio::task::spawn_blocking(move || {
+            let all: std::collections::HashSet<&str> =
+                m.entries().iter().map(|e| e.path.as_str()).collect();
+            wanted.into_iter().find(|p| {
+                !all.contains(p.as_str()) || choice.as_ref().is_some_and(|c| !c.chooses(p))
+            })
+        })
+        .await
+        .map_err(|e| TransferError::Internal(format!("checking the paths failed: {e}")))?;
+        if let Some(p) = unknown {
+            return Err(TransferError::Invalid {
+                field: "paths",
+                message: format!(
+                    "{p:?} is not a chosen file of this folder; GET /api/v1/transfers/{id}/files lists them"
+                ),
+            });
+        }
+        let cmds = {
+            let mut entries = lock(&self.entries);
+            let e = entries.get_mut(id).ok_or_else(|| not_found(id))?;
+            for p in &paths {
+                if priority == crate::FilePriority::Normal {
+                    e.rec.priorities.remove(p);
+                } else {
+                    e.rec.priorities.insert(p.clone(), priority);
+                }
+            }
+            e.cmds.clone()
+        };
+        if let Some(c) = cmds {
+            let _ = c.send(Cmd::SetPriority(paths, priority)).await;
+        }
+        self.save();
+        self.emit_current(id).ok_or_else(|| not_found(id))
     }
 
     /// Cancels `id`: stops it and forgets it. Its partial data is deleted

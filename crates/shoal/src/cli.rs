@@ -141,6 +141,11 @@ pub enum Command {
     /// Seed a completed download of the running daemon again: it serves its
     /// file to others (also after daemon restarts) until paused.
     Seed(TransferIdArgs),
+    /// Change the priority of files of a folder the running daemon
+    /// downloads, while it runs: `skip` (not fetched; a file not yet here is
+    /// never created), `normal`, or `high` (fetched first). `shoal files ID`
+    /// lists the paths.
+    Priority(PriorityArgs),
     /// Stop and forget a transfer of the running daemon; a partial download's
     /// data is deleted (unless --keep-data), a completed file is kept.
     Cancel(CancelArgs),
@@ -285,6 +290,22 @@ fn parse_policy(s: &str) -> Result<shoal_daemon::access::Policy, String> {
 pub struct TransferIdArgs {
     /// The transfer's content id, or a unique prefix of at least 8 hex digits.
     pub id: String,
+    /// Print the resulting transfer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `shoal priority`.
+#[derive(Debug, Args)]
+pub struct PriorityArgs {
+    /// The transfer's content id, or a unique prefix of at least 8 hex digits.
+    pub id: String,
+    /// The new priority: skip, normal or high.
+    #[arg(long = "set", value_name = "PRIORITY")]
+    pub priority: shoal_node::FilePriority,
+    /// Paths of files inside the folder (1 to 1000), as `shoal files` lists them.
+    #[arg(required = true, num_args = 1..)]
+    pub paths: Vec<String>,
     /// Print the resulting transfer as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -55,6 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pause(a) => Remote::require(&cli.global, "pause")?.act("pause", &a.id, a.json),
         Command::Resume(a) => Remote::require(&cli.global, "resume")?.act("resume", &a.id, a.json),
         Command::Seed(a) => Remote::require(&cli.global, "seed")?.seed(&a.id, a.json),
+        Command::Priority(a) => Remote::require(&cli.global, "priority")?.priority(&a),
         Command::Cancel(a) => {
             Remote::require(&cli.global, "cancel")?.cancel(&a.t.id, a.keep_data, a.t.json)
         }
@@ -304,6 +305,8 @@ fn files(global: &Global, id: &str, json: bool) -> Result<()> {
             size: f.size,
             id: f.id.to_hex(),
             done_bytes: f.size,
+            chosen: None,
+            priority: None,
         }));
     }
     print_files(&list, json)
@@ -320,6 +323,16 @@ pub(crate) struct FileListing {
     pub files: Vec<FileRow>,
 }
 
+impl FileListing {
+    /// Drops what only a transfer's files have (chosen, priority).
+    pub fn strip_choice(&mut self) {
+        for f in &mut self.files {
+            f.chosen = None;
+            f.priority = None;
+        }
+    }
+}
+
 /// One file of a [`FileListing`].
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FileRow {
@@ -327,6 +340,12 @@ pub(crate) struct FileRow {
     pub size: u64,
     pub id: String,
     pub done_bytes: u64,
+    /// Of a transfer's files: whether `--only`/`--exclude` chose it, and its
+    /// priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// Prints a folder's files: a table (path, size, what is here, id) and a
@@ -349,15 +368,24 @@ pub(crate) fn print_files(list: &FileListing, json: bool) -> Result<()> {
             } else {
                 f.done_bytes as f64 * 100.0 / f.size as f64
             };
+            let want = match (f.chosen, f.priority.as_deref()) {
+                (Some(false), _) => "not chosen".to_owned(),
+                (_, Some(p)) => p.to_owned(),
+                _ => "-".to_owned(),
+            };
             vec![
                 f.path.clone(),
                 human_size(f.size),
                 format!("{:.0}%", pct.clamp(0.0, 100.0)),
+                want,
                 f.id.clone(),
             ]
         })
         .collect();
-    print!("{}", table(&["PATH", "SIZE", "HERE", "ID"], &rows));
+    print!(
+        "{}",
+        table(&["PATH", "SIZE", "HERE", "PRIORITY", "ID"], &rows)
+    );
     let here: u64 = list.files.iter().map(|f| f.done_bytes).sum();
     eprintln!(
         "{} file{}, {} ({} here)",

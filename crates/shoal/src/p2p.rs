@@ -482,6 +482,8 @@ pub fn ls(global: &Global, args: crate::cli::LsArgs) -> Result<()> {
                     size: e.size,
                     id: e.id.to_hex(),
                     done_bytes: 0,
+                    chosen: None,
+                    priority: None,
                 })
                 .collect(),
         };

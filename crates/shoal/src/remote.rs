@@ -294,7 +294,12 @@ impl Remote {
         } else {
             format!("/api/v1/shares/{full}/files")
         };
-        let list = self.file_pages(&format!("{base}?"), REQUEST_TIMEOUT)?;
+        let mut list = self.file_pages(&format!("{base}?"), REQUEST_TIMEOUT)?;
+        if !transfers.contains(&full) {
+            // A share's files are all here: no choice, no priority (as
+            // without the daemon).
+            list.strip_choice();
+        }
         crate::commands::print_files(&list, json_out)
     }
 
@@ -332,7 +337,8 @@ impl Remote {
             args.target.trim(),
             args.timeout.as_secs()
         );
-        let list = self.file_pages(&route, args.timeout + REQUEST_TIMEOUT)?;
+        let mut list = self.file_pages(&route, args.timeout + REQUEST_TIMEOUT)?;
+        list.strip_choice();
         crate::commands::print_ls(&list, args.json)
     }
 
@@ -439,6 +445,34 @@ impl Remote {
         eprintln!(
             "{} is now {} ({} of {})",
             t.id,
+            t.state,
+            human_size(t.done_bytes),
+            t.total_bytes.map_or("?".to_owned(), human_size)
+        );
+        Ok(())
+    }
+
+    /// `shoal priority ID --set P PATH...` (`PATCH /api/v1/transfers/{id}/files`).
+    pub fn priority(&self, args: &crate::cli::PriorityArgs) -> Result<()> {
+        let full = self.full_transfer_id(&args.id)?;
+        let body = json!({"paths": args.paths, "priority": args.priority.as_str()});
+        let value = self.rt.block_on(self.daemon.call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/transfers/{full}/files"),
+            Some(&body),
+            REQUEST_TIMEOUT,
+        ))?;
+        if args.json {
+            println!("{}", serde_json::to_string(&value)?);
+        }
+        let t: Transfer = serde_json::from_value(value)
+            .context("the shoal daemon's answer is not a transfer; is it the same version?")?;
+        eprintln!(
+            "{} file{} of {} set to {}; the transfer is {} ({} of {})",
+            args.paths.len(),
+            if args.paths.len() == 1 { "" } else { "s" },
+            t.id,
+            args.priority.as_str(),
             t.state,
             human_size(t.done_bytes),
             t.total_bytes.map_or("?".to_owned(), human_size)

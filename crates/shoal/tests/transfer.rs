@@ -467,6 +467,83 @@ fn a_folder_of_2000_small_files_to_3_leechers_who_trade_files() {
     );
 }
 
+/// A downloader that holds half of a folder (it chose half, and seeds on
+/// with `--seed-for`) serves that half, the manifest and a larger file
+/// among them, to a third peer after the original seeder is gone.
+#[test]
+fn a_peer_with_half_of_a_folder_serves_it_to_a_third_peer() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("album");
+    let mut expect = Vec::new();
+    for i in 0..400usize {
+        let rel = format!("d{}/f{i:03}", i % 4);
+        let size = if i == 10 {
+            3 << 20
+        } else {
+            1 + (i * 97) % 9000
+        };
+        std::fs::create_dir_all(src.join(format!("d{}", i % 4))).unwrap();
+        std::fs::write(src.join(&rel), data(size, i as u64)).unwrap();
+        expect.push((rel, size, i as u64));
+    }
+    let (s, share) = seeder(&t.path().join("s"), &src, &[]);
+    let half = ["--only", "d0/*", "--only", "d2/*"];
+    let mut args = vec!["--name", "album", "--seed-for", "2m"];
+    args.extend(half);
+    let b = get(
+        &t.path().join("b"),
+        share["ticket"].as_str().unwrap(),
+        &t.path().join("outb"),
+        &args,
+    );
+    let summary: Value = serde_json::from_str(&b.line()).expect("a JSON summary");
+    drop(s);
+    let from_b = Ticket {
+        id: share["id"].as_str().unwrap().parse::<ContentId>().unwrap(),
+        kind: Kind::Collection,
+        providers: vec![Provider {
+            peer: summary["peer"].as_str().unwrap().parse().unwrap(),
+            addrs: summary["addrs"]
+                .as_array()
+                .expect("the summary names where it serves")
+                .iter()
+                .map(|a| a.as_str().unwrap().parse().unwrap())
+                .collect(),
+        }],
+        capability: None,
+        name: None,
+    };
+    let mut args = vec!["--name", "album"];
+    args.extend(half);
+    let c = get(
+        &t.path().join("c"),
+        &from_b.to_string(),
+        &t.path().join("outc"),
+        &args,
+    );
+    let (ok, stdout, stderr) = c.finish();
+    assert!(ok, "the third peer failed: {stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let peers = v["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{v}");
+    assert_eq!(peers[0]["peer"], summary["peer"], "{v}");
+    let chosen: Vec<_> = expect
+        .iter()
+        .filter(|(rel, _, _)| rel.starts_with("d0/") || rel.starts_with("d2/"))
+        .collect();
+    let bytes: u64 = chosen.iter().map(|(_, size, _)| *size as u64).sum();
+    assert_eq!(peers[0]["downloaded"].as_u64(), Some(bytes), "{v}");
+    let out = t.path().join("outc").join("album");
+    assert_eq!(files_under(&out).len(), chosen.len());
+    for (rel, size, seed) in chosen {
+        assert_eq!(
+            std::fs::read(out.join(rel)).unwrap(),
+            data(*size, *seed),
+            "{rel}"
+        );
+    }
+}
+
 /// A folder of 2,000 small files killed (SIGKILL) half way, with 4 files in
 /// flight, and run again: it completes byte for byte, and no file that was
 /// complete on disk at the kill is fetched again (the bytes downloaded by the
