@@ -560,6 +560,15 @@ try {
     return JSON.stringify(rows) === JSON.stringify(folderFiles.map((f) => [f, f === left ? 'skipped' : '100 %']));
   });
   check(!fs.existsSync(path.join(output, folderName, left)), `${left} was left out but created`);
+  // Each chosen file has a priority, set from its row (the daemon keeps it);
+  // a file left out has none.
+  const firstRow = fold.getByTestId('file-row').filter({ has: pageB.getByText(folderFiles[0], { exact: true }) });
+  const prio = firstRow.getByRole('combobox', { name: `Priority of ${folderFiles[0]}` });
+  check((await prio.inputValue()) === 'normal', `a file's priority is not normal at first: ${await prio.inputValue()}`);
+  await prio.selectOption('high');
+  await until('the file\'s new priority comes back from the daemon', 10_000, async () => (await firstRow.getAttribute('data-priority')) === 'high');
+  const leftRow = fold.getByTestId('file-row').filter({ has: pageB.getByText(left, { exact: true }) });
+  check((await leftRow.getByTestId('file-priority').count()) === 0, 'a file left out offers a priority');
   check((await textOf(fold.getByTestId('transfer-choice'))) === `not ${left}`, `the details do not say what was left out: "${await textOf(fold.getByTestId('transfer-choice'))}"`);
   const ticketB = await fold.getByTestId('transfer-ticket').inputValue();
   check(ticketB.startsWith('shoal1') && ticketB !== ticketF, `B's transfer offers no ticket of its own: "${ticketB}"`);

@@ -411,8 +411,9 @@
   // Loads the first `count` files of a folder from `route` (the API's
   // `/shares/{id}/files` or `/transfers/{id}/files`) into `tbody`; `more`
   // is the button that shows the next page. Each row: path, size, and for a
-  // transfer how much of the file is here.
-  async function loadFiles(route, tbody, more, count, withProgress, hasQuery) {
+  // transfer how much of the file is here and, when `onPriority` is given,
+  // a choice of its priority (skip / normal / high) that calls it.
+  async function loadFiles(route, tbody, more, count, withProgress, hasQuery, onPriority) {
     const rows = [];
     let total = 0;
     let known = true;
@@ -429,7 +430,7 @@
     if (!known) {
       const tr = document.createElement('tr');
       const td = document.createElement('td');
-      td.colSpan = 3;
+      td.colSpan = onPriority ? 4 : 3;
       td.className = 'muted';
       td.textContent = 'The list of files is not here yet: the download fetches it first.';
       tr.append(td);
@@ -458,6 +459,30 @@
         third.title = f.id;
       }
       tr.append(path, size, third);
+      if (onPriority) {
+        const cell = document.createElement('td');
+        if (f.chosen === false) {
+          cell.textContent = '—';
+        } else {
+          const sel = document.createElement('select');
+          sel.dataset.testid = 'file-priority';
+          sel.setAttribute('aria-label', `Priority of ${f.path}`);
+          for (const [v, label] of [['skip', 'skip'], ['normal', 'normal'], ['high', 'high (first)']]) {
+            const o = document.createElement('option');
+            o.value = v;
+            o.textContent = label;
+            sel.append(o);
+          }
+          sel.value = f.priority || 'normal';
+          tr.dataset.priority = sel.value;
+          sel.addEventListener('change', () => {
+            sel.disabled = true;
+            onPriority(f.path, sel.value).finally(() => { sel.disabled = false; });
+          });
+          cell.append(sel);
+        }
+        tr.append(cell);
+      }
       return tr;
     }));
     more.hidden = rows.length >= total;
@@ -486,14 +511,23 @@
     let count = FILES_PAGE;
     let last = 0;
     let pending = null;
+    const route = `/transfers/${encodeURIComponent(id)}/files`;
+    // A file's new priority goes to the daemon at once (the running
+    // download applies it); the list is read again to show it.
+    const setPriority = (p, priority) => api('PATCH', route, { paths: [p], priority })
+      .then(() => { showError(tid('transfer-error', el), null); return load(); })
+      .catch((e) => { showError(tid('transfer-error', el), e); renderStatusRow(el); return load(); });
     const load = () => {
       last = Date.now();
-      return loadFiles(`/transfers/${encodeURIComponent(id)}/files`, tid('transfer-file-list', el), tid('transfer-files-more', el), count, true)
+      return loadFiles(route, tid('transfer-file-list', el), tid('transfer-files-more', el), count, true, false, setPriority)
         .catch((e) => { showError(tid('transfer-error', el), e); renderStatusRow(el); });
     };
     tid('transfer-files-more', el).addEventListener('click', () => { count += FILES_PAGE; load(); });
     return () => {
       if (tid('transfer-files-block', el).hidden || tid('transfer-details', el).hidden) return;
+      // Not while the user is choosing a file's priority.
+      const active = document.activeElement;
+      if (active && active.dataset.testid === 'file-priority' && el.contains(active)) return;
       const wait = 1000 - (Date.now() - last);
       if (wait <= 0) { load(); return; }
       if (!pending) pending = setTimeout(() => { pending = null; load(); }, wait);
