@@ -769,6 +769,42 @@ fn files_lists_a_folder_share_and_a_folder_download() {
         "{}",
         text(&table.stderr)
     );
+    // A file's priority, set through the daemon, is kept and listed (the
+    // download is complete here: the effect while a folder downloads is
+    // tested through the API).
+    let t_json = json(
+        &b_dir,
+        &[
+            "priority",
+            &id[..12],
+            "--set",
+            "high",
+            "sub/z.txt",
+            "--json",
+        ],
+    );
+    assert_eq!(t_json["id"], id.as_str(), "{t_json}");
+    let l = json(&b_dir, &["files", &id, "--json"]);
+    let prio: Vec<(&str, &str)> = l["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["priority"].as_str().unwrap()))
+        .collect();
+    assert_eq!(prio, [("a.txt", "normal"), ("sub/z.txt", "high")], "{l}");
+    let mut c = shoal(&b_dir);
+    c.args(["priority", &id, "--set", "high", "nope.txt"]);
+    assert_fails_with(&run(c), "not a chosen file of this folder");
+    let mut c = shoal(&b_dir);
+    c.args(["priority", &id, "--set", "urgent", "a.txt"]);
+    let bad = run(c);
+    assert!(
+        !bad.status.success() && text(&bad.stderr).contains("skip, normal, high"),
+        "{bad:?}"
+    );
+    let mut c = shoal(&t.path().join("nodaemon"));
+    c.args(["priority", &id, "--set", "skip", "a.txt"]);
+    assert_fails_with(&run(c), "daemon");
 
     // A file has no list; an unknown id says how to list ids.
     let single = t.path().join("one.bin");
