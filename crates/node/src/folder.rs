@@ -56,6 +56,10 @@ const PICK_SCAN: usize = 8192;
 const IO_PER_SESSION: usize = 8;
 /// File bytes waiting for one session's writer before no more reads start.
 const WRITE_BYTES: u64 = 8 << 20;
+/// Received file bytes waiting to be verified and written, per folder, before
+/// no more files are asked for: a disk slower than the network slows the
+/// requests instead of filling memory.
+const WRITE_BACKLOG: u64 = 16 << 20;
 /// Sessions one folder download opens or accepts at most.
 const MAX_SESSIONS: usize = 32;
 /// Dials in flight at once.
@@ -109,6 +113,8 @@ struct Inner {
     requested: Vec<u8>,
     /// Files verified and being written or waiting to be placed.
     writing: Vec<bool>,
+    /// Bytes of received files not yet written (held in memory).
+    backlog: u64,
     /// Written to their temporary names, waiting for the next placement.
     unplaced: Vec<u32>,
     /// Peers (with a session) that have each file.
@@ -451,6 +457,7 @@ impl Folder {
         let iu = i as usize;
         {
             let mut inner = self.lock();
+            inner.backlog = inner.backlog.saturating_sub(self.sizes[iu]);
             match res {
                 Ok(true) => {
                     inner.peers.entry(peer).or_default().down += self.sizes[iu];
@@ -1463,6 +1470,7 @@ impl Session {
                 return None;
             }
             inner.writing[iu] = true;
+            inner.backlog += self.folder.sizes[iu];
             inner.pending.remove(&i);
         }
         // Not tied to this session: a file that arrived is written and
@@ -1551,7 +1559,7 @@ impl Session {
         let mut picks = Vec::new();
         {
             let mut inner = self.folder.lock();
-            if inner.remaining == 0 || self.peer_count == 0 {
+            if inner.remaining == 0 || self.peer_count == 0 || inner.backlog >= WRITE_BACKLOG {
                 return;
             }
             while self.mine.len() + picks.len() < WANT_REQUESTS

@@ -346,3 +346,142 @@ async fn a_damaged_cached_manifest_is_fetched_again() {
     .await
     .expect("timed out");
 }
+
+/// A folder's small files travel whole over folder sessions (§6.5): a peer
+/// whose every file is damaged on the way is closed with `BadData` at its
+/// first bad file and banned for the folder, nothing it sent counts or is
+/// written, and the folder completes byte for byte from the good peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_session_peer_sending_damaged_files_is_banned_and_the_folder_is_right() {
+    timeout(TEST_TIMEOUT, async {
+        let good = TestNode::new(1);
+        let bad = TestNode::new(2);
+        let mut files = Vec::new();
+        for (k, node) in [&good, &bad].into_iter().enumerate() {
+            let dir = node.path("album");
+            std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+            for i in 0..60usize {
+                let rel = if i % 2 == 0 {
+                    format!("f{i:02}")
+                } else {
+                    format!("sub/g{i:02}")
+                };
+                let bytes = random_bytes(100 + i * 337, i as u64 + 40);
+                std::fs::write(dir.join(&rel), &bytes).expect("write");
+                if k == 0 {
+                    files.push((rel, bytes));
+                }
+            }
+        }
+        let share = good.share(&good.path("album"));
+        assert_eq!(bad.share(&bad.path("album")).id, share.id);
+        let leecher = TestNode::new(3);
+        let log = Arc::new(Mutex::new(TapLog::default()));
+        let bad_id = bad.id;
+        let l2 = log.clone();
+        let wrap: Wrap = Arc::new(move |peer, s| {
+            if peer == bad_id {
+                Box::new(Tap::new(s, true, l2.clone())) as BoxStream
+            } else {
+                Box::new(s) as BoxStream
+            }
+        });
+        let conn = PipeConnector::wrapped(leecher.id, &[&bad, &good], wrap);
+        let out = leecher.path("out");
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, Some("album"), conn);
+        let root = h.result().await.expect("download");
+        for (rel, bytes) in &files {
+            assert!(
+                std::fs::read(root.join(rel)).expect("read") == *bytes,
+                "{rel} differs"
+            );
+        }
+        let last = h.progress().borrow().clone();
+        let from_bad: u64 = last
+            .peers
+            .iter()
+            .filter(|p| p.peer == bad_id)
+            .map(|p| p.downloaded)
+            .sum();
+        assert_eq!(from_bad, 0, "a damaged file was counted: {last:?}");
+        let l = log.lock().expect("log");
+        let damaged = l.received.iter().filter(|(t, _)| *t == 0x0c).count();
+        let closes: Vec<u8> = l
+            .sent
+            .iter()
+            .filter(|(t, _)| *t == 0x12)
+            .filter_map(|(_, b)| b.first().copied())
+            .collect();
+        if damaged > 0 {
+            assert!(
+                closes.contains(&15),
+                "the damaging peer was not closed with BadData: {closes:?}"
+            );
+            assert!(
+                last.peers.iter().any(|p| p.peer == bad_id && p.banned),
+                "the ban is not shown: {last:?}"
+            );
+        }
+        eprintln!("damaged pieces or files received from the bad peer: {damaged}");
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Folders on disk stay honest: unicode names (CJK, emoji, accents, spaces),
+/// a tree 40 folders deep, empty files and files of every size class (whole
+/// over the folder session, and larger than a folder session carries) arrive
+/// byte for byte under the same names; a second download of the same folder
+/// into the same place fetches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicode_names_deep_trees_and_empty_files_arrive_as_they_are() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let dir = seeder.path("tree");
+        let deep: String = (0..40).map(|i| format!("d{i}/")).collect();
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("音楽/曲 01.flac".to_owned(), random_bytes(70_000, 1)),
+            ("émoji 🎵/naïve café.txt".to_owned(), random_bytes(3_000, 2)),
+            ("empty".to_owned(), Vec::new()),
+            ("sub/also empty".to_owned(), Vec::new()),
+            (format!("{deep}bottom.bin"), random_bytes(1_500_000, 3)),
+            (format!("{deep}small"), random_bytes(10, 4)),
+            ("Ω/ω".to_owned(), random_bytes(1 << 20, 5)),
+        ];
+        for (rel, bytes) in &files {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).expect("mkdir");
+            std::fs::write(&p, bytes).expect("write");
+        }
+        let share = seeder.share(&dir);
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        for run in 0..2 {
+            let conn = PipeConnector::new(leecher.id, &[&seeder]);
+            let mut h = leecher
+                .node
+                .download(share.id, Kind::Collection, &out, Some("tree"), conn);
+            let root = h.result().await.expect("download");
+            for (rel, bytes) in &files {
+                assert!(
+                    std::fs::read(root.join(rel)).expect(rel) == *bytes,
+                    "{rel} differs"
+                );
+            }
+            let fetched: u64 = h
+                .progress()
+                .borrow()
+                .peers
+                .iter()
+                .map(|p| p.downloaded)
+                .sum();
+            if run == 1 {
+                assert_eq!(fetched, 0, "the second download fetched again");
+            }
+        }
+    })
+    .await
+    .expect("timed out");
+}
