@@ -228,6 +228,26 @@ impl Folder {
         bits
     }
 
+    /// A session's state and its first bytes: `hello`, then this side's
+    /// `FileBitfield` (checked by the state).
+    fn opening(&self, hello: &Hello<'_>) -> Result<(FolderState, Vec<u8>), NodeError> {
+        let mut state = FolderState::new(self.sizes.clone());
+        let bits = self.availability();
+        let avail = Message::FileBitfield {
+            num_files: self.sizes.len() as u32,
+            bits: &bits,
+        };
+        state.on_send(&avail)?;
+        let mut first = Vec::new();
+        for m in [Message::Hello(hello.clone()), avail] {
+            first.extend(
+                frame_of(&m)
+                    .ok_or_else(|| NodeError::Internal("a folder hello does not encode".into()))?,
+            );
+        }
+        Ok((state, first))
+    }
+
     /// Stops every session of this folder.
     pub(crate) fn close(&self) {
         self.stop.send_replace(true);
@@ -794,17 +814,8 @@ pub(crate) async fn accept(
         content_len: Some(content_len),
         ..Hello::new(id)
     };
-    let mut state = FolderState::new(folder.sizes.clone());
-    let bits = folder.availability();
-    let avail = Message::FileBitfield {
-        num_files: folder.sizes.len() as u32,
-        bits: &bits,
-    };
-    state.on_send(&avail)?;
-    let first = [frame_of(&Message::Hello(hello)), frame_of(&avail)];
-    let Some(frames) = first.into_iter().collect::<Option<Vec<_>>>() else {
-        return Err(NodeError::Internal("a folder hello does not encode".into()));
-    };
+    let (state, first) = folder.opening(&hello)?;
+    let frames = vec![first];
     let inbound = Inbound {
         capability,
         log,
@@ -881,20 +892,7 @@ async fn open(
     if let Some(c) = cap.as_deref() {
         hello.capability = c.as_slice();
     }
-    let mut state = FolderState::new(folder.sizes.clone());
-    let bits = folder.availability();
-    let avail = Message::FileBitfield {
-        num_files: folder.sizes.len() as u32,
-        bits: &bits,
-    };
-    state.on_send(&avail)?;
-    let mut first = Vec::new();
-    for m in [Message::Hello(hello.clone()), avail] {
-        first.extend(
-            frame_of(&m)
-                .ok_or_else(|| NodeError::Internal("a folder hello does not encode".into()))?,
-        );
-    }
+    let (state, first) = folder.opening(&hello)?;
     w.write_all(&first).await?;
     w.flush().await?;
     let n = match tokio::time::timeout(HELLO_TIMEOUT, fr.fill_frame()).await {
