@@ -24,6 +24,7 @@
 //                            (A's browse root is its folder)
 //   SHOAL_E2E_FOLDER         a folder A shares by typing its path; B downloads it
 //   SHOAL_E2E_FOLDER_FILES   its files, comma-separated relative paths in byte order
+//   SHOAL_E2E_FOLDER_EMPTY   the one empty folder in it (a relative path)
 //   SHOAL_E2E_OUTPUT         absolute folder B downloads into
 //   SHOAL_E2E_ARTIFACTS      folder for screenshots (created)
 //   SHOAL_E2E_TIMEOUT_MS     wait for the download, default 60000
@@ -51,6 +52,7 @@ const file2 = need('SHOAL_E2E_FILE2');
 const folder = need('SHOAL_E2E_FOLDER');
 // The folder's files, '/'-separated paths in byte order (a manifest's order).
 const folderFiles = need('SHOAL_E2E_FOLDER_FILES').split(',');
+const emptyFolder = need('SHOAL_E2E_FOLDER_EMPTY');
 const output = need('SHOAL_E2E_OUTPUT');
 const artifacts = need('SHOAL_E2E_ARTIFACTS');
 const downloadTimeout = Number(process.env.SHOAL_E2E_TIMEOUT_MS || 60_000);
@@ -538,6 +540,8 @@ try {
   await shareF.getByRole('button', { name: 'Files' }).click();
   const rowPaths = async (scope) => scope.getByTestId('file-row').evaluateAll((rows) => rows.map((r) => r.dataset.path));
   await until('A lists the folder\'s files', 10_000, async () => JSON.stringify(await rowPaths(shareF)) === JSON.stringify(folderFiles));
+  const folderRows = async (scope) => scope.getByTestId('folder-row').evaluateAll((rows) => rows.map((r) => r.dataset.path));
+  check(JSON.stringify(await folderRows(shareF)) === JSON.stringify([emptyFolder]), `A does not list the empty folder ${emptyFolder}: ${JSON.stringify(await folderRows(shareF))}`);
   const ticketF = await shareF.getByTestId('share-ticket').inputValue();
   await pageB.getByTestId('tab-transfers').click();
   await pageB.getByTestId('transfer-ticket-input').fill(ticketF);
@@ -545,6 +549,7 @@ try {
   const preview = pageB.getByRole('table', { name: 'Files of the ticket\'s folder' });
   await preview.waitFor({ state: 'visible', timeout: 30_000 });
   await until('B lists the ticket\'s files before downloading', 10_000, async () => JSON.stringify(await rowPaths(pageB.getByTestId('transfer-list-block'))) === JSON.stringify(folderFiles));
+  check(JSON.stringify(await folderRows(pageB.getByTestId('transfer-list-block'))) === JSON.stringify([emptyFolder]), 'B\'s list of the ticket\'s files does not show the empty folder');
   check(!fs.existsSync(path.join(output, folderName)), 'listing the files created the folder');
   // The last file is left out: never created, shown as skipped.
   const left = folderFiles[folderFiles.length - 1];
@@ -560,6 +565,8 @@ try {
     return JSON.stringify(rows) === JSON.stringify(folderFiles.map((f) => [f, f === left ? 'skipped' : '100 %']));
   });
   check(!fs.existsSync(path.join(output, folderName, left)), `${left} was left out but created`);
+  check(fs.statSync(path.join(output, folderName, emptyFolder), { throwIfNoEntry: false })?.isDirectory(), `the empty folder ${emptyFolder} was not made on B`);
+  check(JSON.stringify(await folderRows(fold)) === JSON.stringify([emptyFolder]), 'B\'s file list of the transfer does not show the empty folder');
   // Each chosen file has a priority, set from its row (the daemon keeps it);
   // a file left out has none.
   const firstRow = fold.getByTestId('file-row').filter({ has: pageB.getByText(folderFiles[0], { exact: true }) });

@@ -6,21 +6,31 @@
 //! BLAKE3 of that encoding is the collection's id, so the same folder gives the
 //! same id on every machine, whatever order its directory listing came in.
 //!
-//! # Encoding (version 1)
+//! A folder can also hold empty folders, which no file path names; they are
+//! listed after the files, by path, and only the innermost ones (an empty
+//! folder holding only empty folders is implied by them).
+//!
+//! # Encoding (versions 1 and 2)
 //!
 //! ```text
 //! "shoal-manifest"   14 bytes, the magic
-//! 0x01               1 byte, the version
+//! version            1 byte: 0x01 without empty folders, 0x02 with
 //! count              varint, number of entries
 //! count times:
 //!   path             varint length, then that many bytes of UTF-8
 //!   size             varint, the file's size in bytes
 //!   id               32 bytes, the file's BLAKE3-256
+//! version 2 only:
+//! folders            varint, number of empty folders, at least 1
+//! folders times:
+//!   path             varint length, then that many bytes of UTF-8
 //! ```
 //!
-//! Varints are canonical LEB128 (see [`crate::wire`]). Entries are strictly
-//! increasing by path bytes and nothing may follow the last one, so
-//! `encode(decode(b)) == b` whenever `decode(b)` succeeds.
+//! Varints are canonical LEB128 (see [`crate::wire`]). Entries, and empty
+//! folders, are strictly increasing by path bytes and nothing may follow the
+//! last one, so `encode(decode(b)) == b` whenever `decode(b)` succeeds. A
+//! folder without empty folders is encoded as version 1, so its id is the
+//! same as before version 2 existed.
 //!
 //! # Hostile input
 //!
@@ -40,10 +50,14 @@ use crate::wire::{varint_len, Reader, WireError, Writer};
 /// The bytes every encoded manifest starts with.
 pub const MAGIC: &[u8; 14] = b"shoal-manifest";
 
-/// The manifest encoding version this code reads and writes.
+/// The manifest encoding version of a folder without empty folders.
 pub const VERSION: u8 = 1;
 
-/// Most entries (files) one manifest may list: about a million.
+/// The manifest encoding version of a folder with empty folders.
+pub const VERSION_WITH_FOLDERS: u8 = 2;
+
+/// Most entries (files and empty folders) one manifest may list: about a
+/// million.
 pub const MAX_ENTRIES: usize = 1 << 20;
 
 /// Longest path, in bytes of UTF-8 (Linux's `PATH_MAX`).
@@ -68,6 +82,10 @@ pub const MAX_ENCODED_LEN: usize = 1 << 28;
 /// tell the entry is invalid: a one-byte path length (an empty path is read,
 /// then rejected by name), a one-byte size, and the id.
 pub const MIN_ENTRY_LEN: usize = 1 + 1 + ID_LEN;
+
+/// Bytes taken by the smallest encoded empty folder decoding can read: a
+/// one-byte path length.
+pub const MIN_FOLDER_LEN: usize = 1;
 
 /// Length of the magic and version that start every encoding.
 const HEADER_LEN: usize = MAGIC.len() + 1;
@@ -100,10 +118,23 @@ impl Entry {
 /// The only ways to get one are [`Manifest::new`] and [`Manifest::decode`], both
 /// of which check all of this, so holding a `Manifest` proves it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "Vec<Entry>", into = "Vec<Entry>")]
+#[serde(try_from = "Repr", into = "Repr")]
 pub struct Manifest {
     entries: Vec<Entry>,
+    /// The empty folders' paths, sorted, each followed by a NUL (which no
+    /// path holds): one allocation the size of their encoding, so decoding
+    /// stays within its memory bound however many there are.
+    folders: String,
+    folder_count: usize,
     total_size: u64,
+}
+
+/// How a [`Manifest`] is serialized with serde.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Repr {
+    entries: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    empty_folders: Vec<String>,
 }
 
 /// Why a list of entries or some bytes are not a valid manifest.
@@ -117,12 +148,12 @@ pub enum ManifestError {
     #[error("not a shoal manifest: it does not start with the \"shoal-manifest\" header")]
     NotAManifest,
     #[error(
-        "manifest version {0} is not supported (this shoal reads version {VERSION}); upgrade shoal"
+        "manifest version {0} is not supported (this shoal reads versions {VERSION} and {VERSION_WITH_FOLDERS}); upgrade shoal"
     )]
     UnsupportedVersion(u8),
     #[error("the manifest is {len} bytes, more than the limit of {MAX_ENCODED_LEN}; share fewer files at once or use shorter paths")]
     TooLarge { len: u64 },
-    #[error("the manifest lists {count} files, more than the limit of {MAX_ENTRIES}; share fewer files at once")]
+    #[error("the manifest lists {count} files and empty folders, more than the limit of {MAX_ENTRIES}; share fewer files at once")]
     TooManyEntries { count: u64 },
     #[error("the files add up to more than the limit of {MAX_TOTAL_SIZE} bytes (reached at {}); share fewer files at once", Shown(.path))]
     TotalSizeTooLarge { path: String },
@@ -152,6 +183,10 @@ pub enum ManifestError {
     FileFolderConflict { file: String, inside: String },
     #[error("manifest entries are not in canonical order: {} comes after {}", Shown(.path), Shown(.previous))]
     NotSorted { path: String, previous: String },
+    #[error("{} is listed as an empty folder but holds {}", Shown(.folder), Shown(.inside))]
+    FolderNotEmpty { folder: String, inside: String },
+    #[error("a version 2 manifest lists no empty folder; it must be encoded as version 1")]
+    NoFolders,
 }
 
 /// Shows a path in an error message: quoted, escaped, and cut short if long, so
@@ -285,24 +320,48 @@ fn folded(path: &str) -> String {
 pub fn find_case_collision<'a>(
     paths: impl IntoIterator<Item = &'a str>,
 ) -> Option<(String, String)> {
-    let mut files: std::collections::HashMap<String, &'a str> = std::collections::HashMap::new();
+    find_case_collision_with_folders(paths, std::iter::empty())
+}
+
+/// [`find_case_collision`] over a folder's files and its empty folders.
+///
+/// Empty folders that only differ in case merge with each other and with
+/// other folders (no conflict); one that folds to the same name as a file,
+/// or whose own folders do, collides with it.
+pub fn find_case_collision_with_folders<'a>(
+    files: impl IntoIterator<Item = &'a str>,
+    empty_folders: impl IntoIterator<Item = &'a str>,
+) -> Option<(String, String)> {
+    let mut folded_files: std::collections::HashMap<String, &'a str> =
+        std::collections::HashMap::new();
     let mut folders: std::collections::HashMap<String, &'a str> = std::collections::HashMap::new();
-    for path in paths {
+    for path in files {
         let key = folded(path);
-        if let Some(other) = files.get(&key) {
+        if let Some(other) = folded_files.get(&key) {
             return Some(((*other).to_owned(), path.to_owned()));
         }
         if let Some(folder) = folders.get(&key) {
             return Some(((*folder).to_owned(), path.to_owned()));
         }
-        files.insert(key, path);
+        folded_files.insert(key, path);
         for (i, _) in path.match_indices('/') {
             let prefix = &path[..i];
             let key = folded(prefix);
-            if let Some(file) = files.get(&key) {
+            if let Some(file) = folded_files.get(&key) {
                 return Some(((*file).to_owned(), prefix.to_owned()));
             }
             folders.entry(key).or_insert(prefix);
+        }
+    }
+    // Every file is known now, so each folder (and each folder above it) only
+    // has to be looked up among them.
+    for folder in empty_folders {
+        let whole = std::iter::once(folder.len());
+        for end in folder.match_indices('/').map(|(i, _)| i).chain(whole) {
+            let prefix = &folder[..end];
+            if let Some(file) = folded_files.get(&folded(prefix)) {
+                return Some(((*file).to_owned(), prefix.to_owned()));
+            }
         }
     }
     None
@@ -310,9 +369,12 @@ pub fn find_case_collision<'a>(
 
 impl Manifest {
     /// Two of its paths that collide on a case-insensitive or normalising
-    /// file system (see [`find_case_collision`]).
+    /// file system (see [`find_case_collision_with_folders`]).
     pub fn case_collision(&self) -> Option<(String, String)> {
-        find_case_collision(self.entries.iter().map(|e| e.path.as_str()))
+        find_case_collision_with_folders(
+            self.entries.iter().map(|e| e.path.as_str()),
+            self.empty_folders(),
+        )
     }
 
     /// Builds the canonical manifest of `entries`, given in any order.
@@ -321,18 +383,33 @@ impl Manifest {
     /// twice or is both a file and a folder, or if the manifest would exceed
     /// [`MAX_ENTRIES`], [`MAX_TOTAL_SIZE`] or [`MAX_ENCODED_LEN`].
     pub fn new(entries: Vec<Entry>) -> Result<Manifest, ManifestError> {
-        Self::new_with_limit(entries, MAX_ENCODED_LEN)
+        Self::with_empty_folders(entries, Vec::new())
     }
 
-    /// [`Manifest::new`] with a lower size limit, so that tests can reach it.
+    /// [`Manifest::new`] for a folder that also holds the empty folders
+    /// `empty_folders` (paths relative to it, in any order).
+    ///
+    /// Fails as [`Manifest::new`] does, and if an empty folder breaks a rule
+    /// of [`check_path`], is listed twice or as a file too, lies inside a
+    /// file, or holds a file or another listed folder (only the innermost
+    /// empty folders are listed).
+    pub fn with_empty_folders(
+        entries: Vec<Entry>,
+        empty_folders: Vec<String>,
+    ) -> Result<Manifest, ManifestError> {
+        Self::new_with_limit(entries, empty_folders, MAX_ENCODED_LEN)
+    }
+
+    /// [`Manifest::with_empty_folders`] with a lower size limit, so that
+    /// tests can reach it.
     fn new_with_limit(
         mut entries: Vec<Entry>,
+        mut empty_folders: Vec<String>,
         max_encoded_len: usize,
     ) -> Result<Manifest, ManifestError> {
-        if entries.len() > MAX_ENTRIES {
-            return Err(ManifestError::TooManyEntries {
-                count: entries.len() as u64,
-            });
+        let count = entries.len() as u64 + empty_folders.len() as u64;
+        if count > MAX_ENTRIES as u64 {
+            return Err(ManifestError::TooManyEntries { count });
         }
         let mut total_size: u64 = 0;
         let mut encoded_len = (HEADER_LEN + varint_len(entries.len() as u64)) as u64;
@@ -341,20 +418,40 @@ impl Manifest {
             total_size = add_size(total_size, entry.size, &entry.path)?;
             encoded_len += entry.encoded_len();
         }
+        if !empty_folders.is_empty() {
+            encoded_len += varint_len(empty_folders.len() as u64) as u64;
+        }
+        for folder in &empty_folders {
+            check_path(folder)?;
+            encoded_len += (varint_len(folder.len() as u64) + folder.len()) as u64;
+        }
         // Stable order for the same set whatever order it came in; String's Ord
         // is byte order, which is what the encoding requires.
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        empty_folders.sort_unstable();
         if let Some(pair) = entries.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(ManifestError::Duplicate {
                 path: pair[0].path.clone(),
             });
         }
-        check_conflicts(&entries)?;
+        if let Some(pair) = empty_folders.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ManifestError::Duplicate {
+                path: pair[0].clone(),
+            });
+        }
+        let mut folders = String::with_capacity(empty_folders.iter().map(|f| f.len() + 1).sum());
+        for folder in &empty_folders {
+            folders.push_str(folder);
+            folders.push('\0');
+        }
+        check_conflicts(&entries, &folders)?;
         if encoded_len > max_encoded_len as u64 {
             return Err(ManifestError::TooLarge { len: encoded_len });
         }
         Ok(Manifest {
             entries,
+            folders,
+            folder_count: empty_folders.len(),
             total_size,
         })
     }
@@ -362,9 +459,20 @@ impl Manifest {
     /// The canonical encoding; its BLAKE3 is [`Manifest::id`].
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(self.encoded_len());
-        w.raw(MAGIC).u8(VERSION).varint(self.entries.len() as u64);
+        let version = if self.folder_count == 0 {
+            VERSION
+        } else {
+            VERSION_WITH_FOLDERS
+        };
+        w.raw(MAGIC).u8(version).varint(self.entries.len() as u64);
         for e in &self.entries {
             w.str(&e.path).varint(e.size).raw(e.id.as_bytes());
+        }
+        if self.folder_count > 0 {
+            w.varint(self.folder_count as u64);
+            for folder in self.empty_folders() {
+                w.str(folder);
+            }
         }
         w.into_vec()
     }
@@ -373,7 +481,16 @@ impl Manifest {
     pub fn encoded_len(&self) -> usize {
         // A valid manifest's encoding is at most MAX_ENCODED_LEN, so this fits.
         let body: u64 = self.entries.iter().map(Entry::encoded_len).sum();
-        HEADER_LEN + varint_len(self.entries.len() as u64) + body as usize
+        let folders: usize = if self.folder_count == 0 {
+            0
+        } else {
+            varint_len(self.folder_count as u64)
+                + self
+                    .empty_folders()
+                    .map(|f| varint_len(f.len() as u64) + f.len())
+                    .sum::<usize>()
+        };
+        HEADER_LEN + varint_len(self.entries.len() as u64) + body as usize + folders
     }
 
     /// Decodes and checks a manifest.
@@ -383,7 +500,8 @@ impl Manifest {
     /// a limit exceeded) is an error. Never panics; allocates less than four
     /// times `bytes.len()` (itself at most [`MAX_ENCODED_LEN`]): an entry of at
     /// least [`MIN_ENTRY_LEN`] bytes becomes a 64-byte [`Entry`] plus a copy of its
-    /// path, and the file/folder check keeps at most one reference per entry.
+    /// path, an empty folder becomes a copy of its path and one byte, and the
+    /// file/folder check keeps at most one reference per entry.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         if bytes.len() > MAX_ENCODED_LEN {
             return Err(ManifestError::TooLarge {
@@ -396,7 +514,7 @@ impl Manifest {
             _ => return Err(ManifestError::NotAManifest),
         }
         let version = r.u8("manifest version")?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_WITH_FOLDERS {
             return Err(ManifestError::UnsupportedVersion(version));
         }
         let count = r.varint("manifest entry count")?;
@@ -417,29 +535,7 @@ impl Manifest {
         let mut entries: Vec<Entry> = Vec::with_capacity(count as usize);
         let mut total_size: u64 = 0;
         for _ in 0..count {
-            // The length is bounded by what is left; the path's own limit is
-            // checked after, so that the error can name it.
-            let raw = r.bytes(MAX_ENCODED_LEN, "manifest path")?;
-            let path = std::str::from_utf8(raw).map_err(|_| ManifestError::NotUtf8 {
-                path: String::from_utf8_lossy(&raw[..raw.len().min(SHOWN_PATH_BYTES)]).into_owned(),
-            })?;
-            check_path(path)?;
-            if let Some(prev) = entries.last() {
-                match prev.path.as_str().cmp(path) {
-                    std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => {
-                        return Err(ManifestError::Duplicate {
-                            path: path.to_owned(),
-                        })
-                    }
-                    std::cmp::Ordering::Greater => {
-                        return Err(ManifestError::NotSorted {
-                            path: path.to_owned(),
-                            previous: prev.path.clone(),
-                        })
-                    }
-                }
-            }
+            let path = read_path(&mut r, entries.last().map(|e| e.path.as_str()))?;
             let size = r.varint("file size")?;
             total_size = add_size(total_size, size, path)?;
             let id = ContentId::from_bytes(r.array::<ID_LEN>("file id")?);
@@ -449,10 +545,33 @@ impl Manifest {
                 id,
             });
         }
+        let mut folders = String::new();
+        let mut folder_count = 0usize;
+        if version == VERSION_WITH_FOLDERS {
+            let n = r.varint("empty folder count")?;
+            if n == 0 {
+                return Err(ManifestError::NoFolders);
+            }
+            if count + n > MAX_ENTRIES as u64 {
+                return Err(ManifestError::TooManyEntries { count: count + n });
+            }
+            let mut previous: Option<(usize, usize)> = None;
+            for _ in 0..n {
+                let last = previous.map(|(a, b)| &folders[a..b]);
+                let path = read_path(&mut r, last)?;
+                let start = folders.len();
+                folders.push_str(path);
+                previous = Some((start, folders.len()));
+                folders.push('\0');
+                folder_count += 1;
+            }
+        }
         r.finish()?;
-        check_conflicts(&entries)?;
+        check_conflicts(&entries, &folders)?;
         Ok(Manifest {
             entries,
+            folders,
+            folder_count,
             total_size,
         })
     }
@@ -470,6 +589,16 @@ impl Manifest {
     /// The entries, sorted by path in byte order.
     pub fn into_entries(self) -> Vec<Entry> {
         self.entries
+    }
+
+    /// The empty folders' paths, sorted in byte order.
+    pub fn empty_folders(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        self.folders.split_terminator('\0')
+    }
+
+    /// Number of empty folders.
+    pub fn empty_folder_count(&self) -> usize {
+        self.folder_count
     }
 
     /// The entry for `path`, if listed.
@@ -496,17 +625,49 @@ impl Manifest {
     }
 }
 
-impl TryFrom<Vec<Entry>> for Manifest {
+/// Reads one path of an encoded manifest, checks it, and checks that it
+/// comes after `previous` in byte order.
+fn read_path<'a>(r: &mut Reader<'a>, previous: Option<&str>) -> Result<&'a str, ManifestError> {
+    // The length is bounded by what is left; the path's own limit is
+    // checked after, so that the error can name it.
+    let raw = r.bytes(MAX_ENCODED_LEN, "manifest path")?;
+    let path = std::str::from_utf8(raw).map_err(|_| ManifestError::NotUtf8 {
+        path: String::from_utf8_lossy(&raw[..raw.len().min(SHOWN_PATH_BYTES)]).into_owned(),
+    })?;
+    check_path(path)?;
+    if let Some(prev) = previous {
+        match prev.cmp(path) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                return Err(ManifestError::Duplicate {
+                    path: path.to_owned(),
+                })
+            }
+            std::cmp::Ordering::Greater => {
+                return Err(ManifestError::NotSorted {
+                    path: path.to_owned(),
+                    previous: prev.to_owned(),
+                })
+            }
+        }
+    }
+    Ok(path)
+}
+
+impl TryFrom<Repr> for Manifest {
     type Error = ManifestError;
 
-    fn try_from(entries: Vec<Entry>) -> Result<Self, Self::Error> {
-        Manifest::new(entries)
+    fn try_from(r: Repr) -> Result<Self, Self::Error> {
+        Manifest::with_empty_folders(r.entries, r.empty_folders)
     }
 }
 
-impl From<Manifest> for Vec<Entry> {
+impl From<Manifest> for Repr {
     fn from(m: Manifest) -> Self {
-        m.entries
+        Repr {
+            empty_folders: m.empty_folders().map(str::to_owned).collect(),
+            entries: m.entries,
+        }
     }
 }
 
@@ -519,12 +680,48 @@ fn add_size(total: u64, size: u64, path: &str) -> Result<u64, ManifestError> {
         })
 }
 
-fn check_conflicts(sorted: &[Entry]) -> Result<(), ManifestError> {
-    match find_file_folder_conflict(sorted.iter().map(|e| e.path.as_str())) {
-        Some((file, inside)) => Err(ManifestError::FileFolderConflict {
-            file: file.to_owned(),
-            inside: inside.to_owned(),
-        }),
+/// Checks the file/folder rules over the sorted files and the sorted,
+/// NUL-terminated empty folders: no path is both a file and a folder (or
+/// listed both as a file and as an empty folder), and no empty folder holds
+/// anything listed.
+fn check_conflicts(sorted: &[Entry], folders: &str) -> Result<(), ManifestError> {
+    let mut files = sorted.iter().map(|e| e.path.as_str()).peekable();
+    let mut dirs = folders.split_terminator('\0').peekable();
+    // Both lists merged in byte order, without allocating.
+    let mut previous: Option<&str> = None;
+    let mut duplicate: Option<&str> = None;
+    let merged = std::iter::from_fn(|| {
+        let next = match (files.peek(), dirs.peek()) {
+            (Some(f), Some(d)) if d < f => dirs.next(),
+            (Some(_), _) => files.next(),
+            (None, _) => dirs.next(),
+        }?;
+        if previous == Some(next) && duplicate.is_none() {
+            duplicate = Some(next);
+        }
+        previous = Some(next);
+        Some(next)
+    });
+    let conflict = find_file_folder_conflict(merged);
+    if let Some(path) = duplicate {
+        return Err(ManifestError::Duplicate {
+            path: path.to_owned(),
+        });
+    }
+    match conflict {
+        Some((outer, inside)) => {
+            if folders.split_terminator('\0').any(|d| d == outer) {
+                Err(ManifestError::FolderNotEmpty {
+                    folder: outer.to_owned(),
+                    inside: inside.to_owned(),
+                })
+            } else {
+                Err(ManifestError::FileFolderConflict {
+                    file: outer.to_owned(),
+                    inside: inside.to_owned(),
+                })
+            }
+        }
         None => Ok(()),
     }
 }
@@ -632,6 +829,170 @@ mod tests {
         assert_eq!(m.encode(), expected);
     }
 
+    fn with_folders() -> Manifest {
+        Manifest::with_empty_folders(
+            vec![entry("docs/a.txt", 3), entry("b", 1)],
+            vec!["src/empty".into(), "docs/old".into(), "été vide".into()],
+        )
+        .unwrap()
+    }
+
+    /// Encodes entries and empty folders exactly as given, with no checks,
+    /// as version 2.
+    fn raw_encode_v2(entries: &[(&str, u64)], folders: &[&str]) -> Vec<u8> {
+        let mut bytes = raw_encode(entries);
+        bytes[MAGIC.len()] = VERSION_WITH_FOLDERS;
+        let mut w = Writer::new();
+        w.varint(folders.len() as u64);
+        for f in folders {
+            w.str(f);
+        }
+        bytes.extend_from_slice(&w.into_vec());
+        bytes
+    }
+
+    #[test]
+    fn empty_folders_round_trip_as_version_2() {
+        let m = with_folders();
+        let bytes = m.encode();
+        assert_eq!(bytes[MAGIC.len()], VERSION_WITH_FOLDERS);
+        assert_eq!(bytes.len(), m.encoded_len());
+        let back = Manifest::decode(&bytes).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(
+            back.empty_folders().collect::<Vec<_>>(),
+            ["docs/old", "src/empty", "été vide"]
+        );
+        assert_eq!(back.empty_folder_count(), 3);
+        assert_eq!(back.len(), 2);
+        // The same files without the folders are another collection, encoded
+        // as version 1.
+        let files_only = Manifest::new(m.entries().to_vec()).unwrap();
+        assert_eq!(files_only.encode()[MAGIC.len()], VERSION);
+        assert_ne!(files_only.id(), m.id());
+        // Only empty folders, no file: a valid folder too.
+        let only = Manifest::with_empty_folders(vec![], vec!["x".into()]).unwrap();
+        assert!(only.is_empty());
+        assert_eq!(Manifest::decode(&only.encode()).unwrap(), only);
+    }
+
+    #[test]
+    fn version_2_encoding_is_pinned() {
+        let m = Manifest::with_empty_folders(
+            vec![Entry {
+                path: "a".into(),
+                size: 300,
+                id: ContentId::from_bytes([7; 32]),
+            }],
+            vec!["d".into()],
+        )
+        .unwrap();
+        let mut expected = b"shoal-manifest\x02\x01\x01a\xac\x02".to_vec();
+        expected.extend_from_slice(&[7; 32]);
+        expected.extend_from_slice(b"\x01\x01d");
+        assert_eq!(m.encode(), expected);
+    }
+
+    #[test]
+    fn empty_folders_that_are_not_empty_or_clash_are_refused() {
+        let both = |files: &[&str], folders: &[&str]| {
+            let entries: Vec<Entry> = files.iter().map(|p| entry(p, 1)).collect();
+            let dirs: Vec<String> = folders.iter().map(|f| f.to_string()).collect();
+            let new = Manifest::with_empty_folders(entries, dirs).unwrap_err();
+            let mut fs = files.to_vec();
+            fs.sort_unstable();
+            let mut ds = folders.to_vec();
+            ds.sort_unstable();
+            let raw: Vec<(&str, u64)> = fs.iter().map(|p| (*p, 1)).collect();
+            let decoded = Manifest::decode(&raw_encode_v2(&raw, &ds)).unwrap_err();
+            assert_eq!(new, decoded, "new and decode disagree");
+            new
+        };
+        // A listed empty folder that holds a file or another listed folder.
+        assert!(matches!(
+            both(&["a/x"], &["a"]),
+            ManifestError::FolderNotEmpty { folder, inside } if folder == "a" && inside == "a/x"
+        ));
+        assert!(matches!(
+            both(&[], &["a", "a/b"]),
+            ManifestError::FolderNotEmpty { folder, .. } if folder == "a"
+        ));
+        // Past paths sorting between ('-' and '.' sort below '/').
+        assert!(matches!(
+            both(&["a-b", "a.c", "a/z"], &["a"]),
+            ManifestError::FolderNotEmpty { .. }
+        ));
+        // A folder inside a file, and a path that is both.
+        assert!(matches!(
+            both(&["a"], &["a/b"]),
+            ManifestError::FileFolderConflict { file, .. } if file == "a"
+        ));
+        assert!(matches!(
+            both(&["a"], &["a"]),
+            ManifestError::Duplicate { path } if path == "a"
+        ));
+        assert!(matches!(
+            both(&[], &["x", "x"]),
+            ManifestError::Duplicate { .. }
+        ));
+        // Paths follow the same rules as files'.
+        assert!(matches!(
+            both(&[], &["../up"]),
+            ManifestError::DotDotComponent { .. }
+        ));
+        assert!(matches!(
+            both(&[], &["/abs"]),
+            ManifestError::AbsolutePath { .. }
+        ));
+    }
+
+    #[test]
+    fn version_2_decoding_is_strict() {
+        // Version 2 with no folder is not canonical.
+        assert_eq!(
+            Manifest::decode(&raw_encode_v2(&[("a", 1)], &[])).unwrap_err(),
+            ManifestError::NoFolders
+        );
+        assert!(matches!(
+            Manifest::decode(&raw_encode_v2(&[], &["b", "a"])).unwrap_err(),
+            ManifestError::NotSorted { .. }
+        ));
+        let mut trailing = raw_encode_v2(&[], &["a"]);
+        trailing.push(0);
+        assert!(matches!(
+            Manifest::decode(&trailing).unwrap_err(),
+            ManifestError::Wire(_)
+        ));
+        // Files and folders together count against the limit.
+        let mut w = Writer::new();
+        w.raw(MAGIC)
+            .u8(VERSION_WITH_FOLDERS)
+            .varint(0)
+            .varint(MAX_ENTRIES as u64 + 1);
+        assert!(matches!(
+            Manifest::decode(&w.into_vec()).unwrap_err(),
+            ManifestError::TooManyEntries { .. }
+        ));
+    }
+
+    #[test]
+    fn empty_folders_collide_with_files_not_with_folders() {
+        let m = |files: &[&str], folders: &[&str]| {
+            Manifest::with_empty_folders(
+                files.iter().map(|p| entry(p, 1)).collect(),
+                folders.iter().map(|f| f.to_string()).collect(),
+            )
+            .unwrap()
+            .case_collision()
+        };
+        assert_eq!(m(&["A"], &["a"]), Some(("A".into(), "a".into())));
+        assert_eq!(m(&["A"], &["a/b"]), Some(("A".into(), "a".into())));
+        assert_eq!(m(&["x/A"], &["X/a"]), Some(("x/A".into(), "X/a".into())));
+        // Folders that differ only in case merge.
+        assert_eq!(m(&["A/f"], &["a/g", "b", "B"]), None);
+    }
+
     #[test]
     fn empty_manifest_is_valid_and_round_trips() {
         let m = Manifest::new(vec![]).unwrap();
@@ -644,8 +1005,20 @@ mod tests {
         let m = sample();
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), m);
-        let bad = r#"[{"path":"../x","size":1,"id":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}]"#;
-        assert!(serde_json::from_str::<Manifest>(bad).is_err());
+        let bad = r#"{"entries":[{"path":"../x","size":1,"id":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}]}"#;
+        let err = serde_json::from_str::<Manifest>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'..' component"), "{err}");
+        let with = with_folders();
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(json.contains(r#""empty_folders":["#), "{json}");
+        assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), with);
+        let bad = r#"{"entries":[],"empty_folders":["a","a/b"]}"#;
+        let err = serde_json::from_str::<Manifest>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed as an empty folder but holds"), "{err}");
     }
 
     /// Checks that `path` (alone, or with `others` around it) is rejected the
@@ -858,7 +1231,7 @@ mod tests {
         assert_eq!(err, ManifestError::UnsupportedVersion(7));
         assert_eq!(
             err.to_string(),
-            "manifest version 7 is not supported (this shoal reads version 1); upgrade shoal"
+            "manifest version 7 is not supported (this shoal reads versions 1 and 2); upgrade shoal"
         );
     }
 
@@ -958,9 +1331,9 @@ mod tests {
         let entries = vec![entry("a", 1), entry("b", 1)];
         let len = Manifest::new(entries.clone()).unwrap().encoded_len();
         assert_eq!(len, HEADER_LEN + 1 + 2 * (1 + 1 + 1 + 32));
-        Manifest::new_with_limit(entries.clone(), len).unwrap();
+        Manifest::new_with_limit(entries.clone(), Vec::new(), len).unwrap();
         assert_eq!(
-            Manifest::new_with_limit(entries, len - 1),
+            Manifest::new_with_limit(entries, Vec::new(), len - 1),
             Err(ManifestError::TooLarge { len: len as u64 })
         );
     }
@@ -1056,6 +1429,33 @@ mod tests {
                 let folder = format!("{file}/");
                 prop_assert!(inside.starts_with(&folder));
             }
+        }
+
+        #[test]
+        fn valid_sets_with_empty_folders_round_trip(
+            entries in valid_entries(),
+            folders in prop::collection::btree_set(path(), 1..8),
+        ) {
+            // Keep the folders that are empty and innermost: no file or other
+            // folder at or below them, and no file at or above them.
+            let files: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+            let all: Vec<&String> = folders.iter().collect();
+            let kept: Vec<String> = folders
+                .iter()
+                .filter(|d| {
+                    let below = format!("{d}/");
+                    !files.iter().any(|f| *f == d.as_str() || f.starts_with(&below)
+                        || d.starts_with(&format!("{f}/")))
+                        && !all.iter().any(|o| o.starts_with(&below))
+                })
+                .cloned()
+                .collect();
+            let m = Manifest::with_empty_folders(entries, kept.clone()).unwrap();
+            let bytes = m.encode();
+            let back = Manifest::decode(&bytes).unwrap();
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back.encode(), bytes);
+            prop_assert_eq!(back.empty_folders().collect::<Vec<_>>(), kept.iter().map(String::as_str).collect::<Vec<_>>());
         }
 
         #[test]

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::{ContentId, Kind};
+use shoal_core::{ContentId, Kind, Manifest};
 use shoal_store::Visibility;
 use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -26,7 +26,7 @@ use crate::error::{ApiError, ApiJson, ApiPath as Path, ApiQuery, ErrorBody};
 use crate::settings::{Settings, SettingsPatch};
 use crate::transfers::{
     ContentKind, FileList, FileProgress, NewTransfer, PathKind, Transfer, TransferPeer,
-    TransferState, MAX_FILES_PAGE,
+    TransferState, MAX_FILES_PAGE, MAX_LISTED_EMPTY_FOLDERS,
 };
 use crate::{AppState, Event};
 
@@ -854,16 +854,35 @@ async fn share_files(
         )));
     }
     let store = st.peer.store().clone();
-    let (total, bytes, files) =
-        tokio::task::spawn_blocking(move || store.share_files_page(&id, offset, limit as u64))
-            .await
-            .map_err(|e| ApiError::internal(format!("listing the files failed: {e}")))?
-            .map_err(|e| internal("cannot list the share's files", e))?;
+    let (total, bytes, files, folders) = tokio::task::spawn_blocking(move || {
+        let (total, bytes, files) = store.share_files_page(&id, offset, limit as u64)?;
+        let folders = if offset == 0 {
+            store.manifest(&id)?.and_then(|b| Manifest::decode(&b).ok())
+        } else {
+            None
+        };
+        Ok::<_, shoal_store::StoreError>((total, bytes, files, folders))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("listing the files failed: {e}")))?
+    .map_err(|e| internal("cannot list the share's files", e))?;
     Ok(Json(FileList {
         known: true,
         total_files: total,
         total_bytes: bytes,
         offset,
+        empty_folders: folders
+            .as_ref()
+            .map(|m| {
+                m.empty_folders()
+                    .take(MAX_LISTED_EMPTY_FOLDERS)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        total_empty_folders: folders
+            .as_ref()
+            .map_or(0, |m| m.empty_folder_count() as u64),
         files: files
             .into_iter()
             .map(|f| FileProgress {
@@ -939,26 +958,21 @@ async fn ls(State(st): St, ApiQuery(q): ApiQuery<LsQuery>) -> ApiResult<Json<Fil
         .await
         .map_err(|e| ApiError::not_found(e.to_string()))?;
     let first = usize::try_from(offset).unwrap_or(usize::MAX);
-    Ok(Json(FileList {
-        known: true,
-        total_files: manifest.len() as u64,
-        total_bytes: manifest.total_size(),
-        offset,
-        files: manifest
-            .entries()
-            .iter()
-            .skip(first)
-            .take(limit)
-            .map(|e| FileProgress {
-                path: e.path.clone(),
-                size: e.size,
-                id: e.id.to_hex(),
-                done_bytes: 0,
-                chosen: true,
-                priority: shoal_node::FilePriority::Normal,
-            })
-            .collect(),
-    }))
+    let files = manifest
+        .entries()
+        .iter()
+        .skip(first)
+        .take(limit)
+        .map(|e| FileProgress {
+            path: e.path.clone(),
+            size: e.size,
+            id: e.id.to_hex(),
+            done_bytes: 0,
+            chosen: true,
+            priority: shoal_node::FilePriority::Normal,
+        })
+        .collect();
+    Ok(Json(FileList::of(&manifest, offset, files)))
 }
 
 /// The share `id`, or a 404 that says how to list them.

@@ -417,11 +417,18 @@
     const rows = [];
     let total = 0;
     let known = true;
+    // Empty folders come with the first page (at most 1000 of them).
+    let folders = [];
+    let totalFolders = 0;
     for (let offset = 0; offset < count;) {
       const limit = Math.min(1000, count - offset);
       const l = await api('GET', `${route}${hasQuery ? '&' : '?'}offset=${offset}&limit=${limit}`);
       known = l.known;
       total = l.total_files;
+      if (offset === 0) {
+        folders = l.empty_folders || [];
+        totalFolders = l.total_empty_folders || 0;
+      }
       rows.push(...l.files);
       if (!l.files.length) break;
       offset += l.files.length;
@@ -484,7 +491,31 @@
         tr.append(cell);
       }
       return tr;
+    }), ...folders.map((d) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'folder-row';
+      tr.dataset.path = d;
+      const path = document.createElement('td');
+      path.className = 'mono';
+      path.textContent = `${d}/`;
+      const kind = document.createElement('td');
+      kind.textContent = 'folder';
+      const third = document.createElement('td');
+      third.className = 'muted';
+      third.textContent = 'empty';
+      tr.append(path, kind, third);
+      if (onPriority) tr.append(document.createElement('td'));
+      return tr;
     }));
+    if (totalFolders > folders.length) {
+      const tr = document.createElement('tr');
+      const td = document.createElement('td');
+      td.colSpan = onPriority ? 4 : 3;
+      td.className = 'muted';
+      td.textContent = `and ${totalFolders - folders.length} more empty folders`;
+      tr.append(td);
+      tbody.append(tr);
+    }
     more.hidden = rows.length >= total;
     more.textContent = `Show more files (${rows.length} of ${total} shown)`;
   }

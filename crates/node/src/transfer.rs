@@ -1182,11 +1182,18 @@ async fn download_collection(
     if chosen.is_empty() && n > 0 {
         return Err(NodeError::NothingChosen { id, files: n });
     }
+    // Empty folders are made as the files are: all, or those whose path
+    // `choice` chooses.
+    let empty_folders: Vec<&str> = manifest
+        .empty_folders()
+        .filter(|f| choice.as_ref().is_none_or(|c| c.chooses(f)))
+        .collect();
     // Names one file system would merge are refused before anything is
     // written (the folder itself included); `--only`/`--exclude` can leave
     // one of them out.
-    if let Some((a, b)) = shoal_core::manifest::find_case_collision(
+    if let Some((a, b)) = shoal_core::manifest::find_case_collision_with_folders(
         chosen.iter().map(|&i| manifest.entries()[i].path.as_str()),
+        empty_folders.iter().copied(),
     ) {
         return Err(NodeError::NameCollision { id, a, b });
     }
@@ -1238,6 +1245,13 @@ async fn download_collection(
             }
         }
         dests[i] = dest;
+    }
+    for folder in &empty_folders {
+        let mut dest = root.to_path_buf();
+        for c in folder.split('/') {
+            dest.push(c);
+            ensure_dir(&dest)?;
+        }
     }
     // Whole files (§6.5) travel over folder sessions, many per round trip;
     // larger ones each in a swarm of its own, FOLDER_FILES_AT_ONCE at a time.

@@ -311,6 +311,40 @@ pub struct FileList {
     /// Index of the first file of this page.
     pub offset: u64,
     pub files: Vec<FileProgress>,
+    /// The folder's empty folders (paths, in byte order), listed on the
+    /// first page (offset 0) only, at most [`MAX_LISTED_EMPTY_FOLDERS`].
+    #[serde(default)]
+    pub empty_folders: Vec<String>,
+    /// How many empty folders the folder has.
+    #[serde(default)]
+    pub total_empty_folders: u64,
+}
+
+/// Most empty folders one [`FileList`] names.
+pub const MAX_LISTED_EMPTY_FOLDERS: usize = 1000;
+
+impl FileList {
+    /// A page of `manifest`'s list: `files` from `offset`, its empty
+    /// folders on the first page.
+    pub fn of(manifest: &Manifest, offset: u64, files: Vec<FileProgress>) -> FileList {
+        FileList {
+            known: true,
+            total_files: manifest.len() as u64,
+            total_bytes: manifest.total_size(),
+            offset,
+            files,
+            empty_folders: if offset == 0 {
+                manifest
+                    .empty_folders()
+                    .take(MAX_LISTED_EMPTY_FOLDERS)
+                    .map(str::to_owned)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            total_empty_folders: manifest.empty_folder_count() as u64,
+        }
+    }
 }
 
 /// What is persisted of a transfer.
@@ -652,6 +686,8 @@ impl Transfers {
                 total_bytes: 0,
                 offset,
                 files: Vec::new(),
+                empty_folders: Vec::new(),
+                total_empty_folders: 0,
             });
         };
         let first = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -698,13 +734,7 @@ impl Transfers {
         })
         .await
         .map_err(|e| TransferError::Internal(format!("listing the files failed: {e}")))?;
-        Ok(FileList {
-            known: true,
-            total_files: manifest.len() as u64,
-            total_bytes: manifest.total_size(),
-            offset,
-            files,
-        })
+        Ok(FileList::of(&manifest, offset, files))
     }
 
     /// A folder's manifest, once its download has fetched it (kept in the

@@ -436,7 +436,7 @@ async fn a_folder_session_peer_sending_damaged_files_is_banned_and_the_folder_is
 /// byte for byte under the same names; a second download of the same folder
 /// into the same place fetches nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unicode_names_deep_trees_and_empty_files_arrive_as_they_are() {
+async fn unicode_names_deep_trees_empty_files_and_empty_folders_arrive_as_they_are() {
     timeout(TEST_TIMEOUT, async {
         let seeder = TestNode::new(1);
         let dir = seeder.path("tree");
@@ -455,6 +455,16 @@ async fn unicode_names_deep_trees_and_empty_files_arrive_as_they_are() {
             std::fs::create_dir_all(p.parent().unwrap()).expect("mkdir");
             std::fs::write(&p, bytes).expect("write");
         }
+        // Empty folders: at the top, deep, beside files, and one holding
+        // only an empty folder (implied by it).
+        let empty_folders = [
+            "vide".to_owned(),
+            format!("{deep}空"),
+            "sub/nothing/here".to_owned(),
+        ];
+        for rel in &empty_folders {
+            std::fs::create_dir_all(dir.join(rel)).expect("mkdir");
+        }
         let share = seeder.share(&dir);
         let leecher = TestNode::new(2);
         let out = leecher.path("out");
@@ -469,6 +479,11 @@ async fn unicode_names_deep_trees_and_empty_files_arrive_as_they_are() {
                     std::fs::read(root.join(rel)).expect(rel) == *bytes,
                     "{rel} differs"
                 );
+            }
+            for rel in &empty_folders {
+                let p = root.join(rel);
+                assert!(p.is_dir(), "the empty folder {rel} was not made");
+                assert_eq!(std::fs::read_dir(&p).expect(rel).count(), 0, "{rel}");
             }
             let fetched: u64 = h
                 .progress()

@@ -309,6 +309,19 @@ fn files(global: &Global, id: &str, json: bool) -> Result<()> {
             priority: None,
         }));
     }
+    if let Some(bytes) = store
+        .manifest(&share.id)
+        .context("cannot read the share's list of files")?
+    {
+        let m = shoal_core::Manifest::decode(&bytes)
+            .context("the share's list of files in the data dir is damaged")?;
+        list.total_empty_folders = m.empty_folder_count() as u64;
+        list.empty_folders = m
+            .empty_folders()
+            .take(shoal_node::transfers::MAX_LISTED_EMPTY_FOLDERS)
+            .map(str::to_owned)
+            .collect();
+    }
     print_files(&list, json)
 }
 
@@ -321,6 +334,12 @@ pub(crate) struct FileListing {
     pub total_bytes: u64,
     #[serde(default)]
     pub files: Vec<FileRow>,
+    /// The folder's empty folders (the API names at most 1000, on the first
+    /// page).
+    #[serde(default)]
+    pub empty_folders: Vec<String>,
+    #[serde(default)]
+    pub total_empty_folders: u64,
 }
 
 impl FileListing {
@@ -381,6 +400,15 @@ pub(crate) fn print_files(list: &FileListing, json: bool) -> Result<()> {
                 f.id.clone(),
             ]
         })
+        .chain(list.empty_folders.iter().map(|d| {
+            vec![
+                format!("{d}/"),
+                "folder".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "(empty)".to_owned(),
+            ]
+        }))
         .collect();
     print!(
         "{}",
@@ -388,9 +416,10 @@ pub(crate) fn print_files(list: &FileListing, json: bool) -> Result<()> {
     );
     let here: u64 = list.files.iter().map(|f| f.done_bytes).sum();
     eprintln!(
-        "{} file{}, {} ({} here)",
+        "{} file{}{}, {} ({} here)",
         list.total_files,
         if list.total_files == 1 { "" } else { "s" },
+        folders_note(list),
         human_size(list.total_bytes),
         human_size(here)
     );
@@ -410,6 +439,8 @@ pub(crate) fn print_ls(list: &FileListing, json: bool) -> Result<()> {
             "total_files": list.total_files,
             "total_bytes": list.total_bytes,
             "files": files,
+            "empty_folders": list.empty_folders,
+            "total_empty_folders": list.total_empty_folders,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -418,15 +449,37 @@ pub(crate) fn print_ls(list: &FileListing, json: bool) -> Result<()> {
         .files
         .iter()
         .map(|f| vec![f.path.clone(), human_size(f.size), f.id.clone()])
+        .chain(
+            list.empty_folders
+                .iter()
+                .map(|d| vec![format!("{d}/"), "folder".to_owned(), "(empty)".to_owned()]),
+        )
         .collect();
     print!("{}", table(&["PATH", "SIZE", "ID"], &rows));
     eprintln!(
-        "{} file{}, {}",
+        "{} file{}{}, {}",
         list.total_files,
         if list.total_files == 1 { "" } else { "s" },
+        folders_note(list),
         human_size(list.total_bytes)
     );
     Ok(())
+}
+
+/// ", N empty folders" for a listing's total line, or nothing; says how
+/// many are not shown when the list names only some.
+fn folders_note(list: &FileListing) -> String {
+    let n = list.total_empty_folders;
+    if n == 0 {
+        return String::new();
+    }
+    let shown = list.empty_folders.len() as u64;
+    let more = if shown < n {
+        format!(" ({shown} shown)")
+    } else {
+        String::new()
+    };
+    format!(", {n} empty folder{}{more}", if n == 1 { "" } else { "s" })
 }
 
 /// Finds a share by its full id or by a unique prefix of at least 8 hex digits.

@@ -486,6 +486,12 @@ pub fn ls(global: &Global, args: crate::cli::LsArgs) -> Result<()> {
                     priority: None,
                 })
                 .collect(),
+            empty_folders: manifest
+                .empty_folders()
+                .take(shoal_node::transfers::MAX_LISTED_EMPTY_FOLDERS)
+                .map(str::to_owned)
+                .collect(),
+            total_empty_folders: manifest.empty_folder_count() as u64,
         };
         crate::commands::print_ls(&list, args.json)
     })

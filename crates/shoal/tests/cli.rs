@@ -456,6 +456,7 @@ fn files_of_a_folder_share_carry_the_ids_b3sum_prints() {
     std::fs::create_dir_all(folder.join("2025")).unwrap();
     std::fs::write(folder.join("2025/b.jpg"), pseudo_random(200_000, 8)).unwrap();
     std::fs::write(folder.join("a.jpg"), pseudo_random(1_100_000, 9)).unwrap();
+    std::fs::create_dir_all(folder.join("2026/empty")).unwrap();
     let out = run(shoal(&data).arg("add").arg(&folder));
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
@@ -466,6 +467,10 @@ fn files_of_a_folder_share_carry_the_ids_b3sum_prints() {
     assert_eq!(files.len(), 2, "{v}");
     assert_eq!(files[0]["path"], "2025/b.jpg");
     assert_eq!(files[1]["path"], "a.jpg");
+    assert_eq!(v["empty_folders"], serde_json::json!(["2026/empty"]), "{v}");
+    assert_eq!(v["total_empty_folders"], 1, "{v}");
+    let table = stdout(&run(shoal(&data).args(["files", &id])));
+    assert!(table.contains("2026/empty/"), "{table}");
     let paths = [folder.join("2025/b.jpg"), folder.join("a.jpg")];
     if let Some(sums) = b3sum(&paths) {
         for (line, f) in sums.lines().zip(files) {

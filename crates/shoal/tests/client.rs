@@ -677,6 +677,7 @@ fn files_lists_a_folder_share_and_a_folder_download() {
     std::fs::create_dir_all(folder.join("sub")).expect("mkdir");
     std::fs::write(folder.join("sub/z.txt"), data(70_000, 1)).expect("write");
     std::fs::write(folder.join("a.txt"), data(30_000, 2)).expect("write");
+    std::fs::create_dir_all(folder.join("void")).expect("mkdir");
     let out = ok(&a_dir, &["share", folder.to_str().expect("utf-8")]);
     let ticket = out.lines().next().expect("a ticket").to_owned();
     let shares = json(&a_dir, &["shares", "--json"]);
@@ -691,6 +692,8 @@ fn files_lists_a_folder_share_and_a_folder_download() {
         (Some(2), Some(100_000))
     );
     assert!(files.iter().all(|f| f["done_bytes"] == f["size"]), "{l}");
+    assert_eq!(l["empty_folders"], serde_json::json!(["void"]), "{l}");
+    assert_eq!(l["total_empty_folders"], 1, "{l}");
 
     // `shoal ls` through daemon B: the folder's list, nothing downloaded.
     let l = json(&b_dir, &["ls", &ticket, "--json"]);
@@ -702,6 +705,7 @@ fn files_lists_a_folder_share_and_a_folder_download() {
         .collect();
     assert_eq!(listed, ["a.txt", "sub/z.txt"], "{l}");
     assert_eq!(l["total_bytes"], 100_000, "{l}");
+    assert_eq!(l["empty_folders"], serde_json::json!(["void"]), "{l}");
     let mut c = shoal(&b_dir);
     c.args(["ls", &ticket, "--bootstrap", "/ip4/127.0.0.1/tcp/1"]);
     assert_fails_with(&run(c), "cannot apply through the shoal daemon");
@@ -726,6 +730,10 @@ fn files_lists_a_folder_share_and_a_folder_download() {
     assert!(
         !chosen.join("part/a.txt").exists(),
         "a file not chosen was made"
+    );
+    assert!(
+        !chosen.join("part/void").exists(),
+        "an empty folder not chosen was made"
     );
     let mut c = shoal(&c_dir);
     c.args(["get", &ticket, "--exclude", "[", "--name", "bad"]);
@@ -755,6 +763,11 @@ fn files_lists_a_folder_share_and_a_folder_download() {
         })
         .collect();
     assert_eq!(here, [(30_000, 30_000), (70_000, 70_000)], "{l}");
+    assert_eq!(l["empty_folders"], serde_json::json!(["void"]), "{l}");
+    assert!(
+        dl.join("docs/void").is_dir(),
+        "the empty folder was not made"
+    );
     let table = run({
         let mut c = shoal(&b_dir);
         c.args(["files", &id]);

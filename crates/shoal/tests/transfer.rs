@@ -102,6 +102,7 @@ fn folder_from_one_seeder_to_one_leecher() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("album");
     std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("sub/none")).unwrap();
     let files = [
         ("a.bin", data(3 << 20, 2)),
         ("sub/b.bin", data(1 << 20, 3)),
@@ -141,6 +142,7 @@ fn folder_from_one_seeder_to_one_leecher() {
         .collect();
     assert_eq!(got, want, "{l}");
     assert_eq!(l["total_files"], 4, "{l}");
+    assert_eq!(l["empty_folders"], serde_json::json!(["sub/none"]), "{l}");
     assert!(
         files_under(&cwd).is_empty(),
         "ls wrote {:?}",
@@ -172,6 +174,10 @@ fn folder_from_one_seeder_to_one_leecher() {
         assert_eq!(&std::fs::read(out.join("album").join(p)).unwrap(), b, "{p}");
     }
     assert_eq!(files_under(&out).len(), files.len());
+    assert!(
+        out.join("album/sub/none").is_dir(),
+        "the empty folder is missing"
+    );
     // The summary counts every file's bytes, per peer: all from the seeder.
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();

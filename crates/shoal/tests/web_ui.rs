@@ -104,6 +104,9 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
         std::fs::create_dir_all(p.parent().unwrap()).expect("create a folder");
         std::fs::write(&p, pseudo_random(200_000 + i * 70_001, i as u64 + 1)).expect("write");
     }
+    // An empty folder travels too (listed as one, made on B).
+    let empty_folder = "b/empty";
+    std::fs::create_dir_all(folder.join(empty_folder)).expect("create the empty folder");
     let artifacts = std::env::var_os("SHOAL_E2E_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-web-ui"));
@@ -123,6 +126,7 @@ fn web_ui_shares_on_one_daemon_and_downloads_on_another_in_headless_chromium() {
         .env("SHOAL_E2E_FILE2", &file2)
         .env("SHOAL_E2E_FOLDER", &folder)
         .env("SHOAL_E2E_FOLDER_FILES", folder_files.join(","))
+        .env("SHOAL_E2E_FOLDER_EMPTY", empty_folder)
         .env("SHOAL_E2E_OUTPUT", &output)
         .env("SHOAL_E2E_ARTIFACTS", &artifacts)
         .env("CHROMIUM", CHROMIUM);

@@ -296,9 +296,20 @@ fn hash_or_reuse(
     })
 }
 
-/// Lists every regular file below `root`, depth first, without following links.
-fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skipped>), StoreError> {
+/// What [`list_folder`] finds.
+struct Listing {
+    files: Vec<Found>,
+    /// The innermost folders that hold no listed file (see
+    /// [`Manifest::with_empty_folders`]).
+    empty_folders: Vec<String>,
+    skipped: Vec<Skipped>,
+}
+
+/// Lists every regular file below `root`, depth first, without following
+/// links, and the folders that end up holding none.
+fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<Listing, StoreError> {
     let mut files = Vec::new();
+    let mut folders: Vec<String> = Vec::new();
     let mut skipped = Vec::new();
     let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
@@ -326,6 +337,7 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skip
                         reason: SkipReason::DataDir,
                     });
                 } else {
+                    folders.push(rel.clone());
                     stack.push((abs, rel));
                 }
             } else if ft.is_file() && rel.ends_with(PART_SUFFIX) {
@@ -343,11 +355,11 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skip
                     size: meta.len(),
                     mtime_ns: mtime_ns(&meta),
                 });
-                if files.len() > MAX_ENTRIES {
+                if files.len() + folders.len() > MAX_ENTRIES {
                     return Err(StoreError::Manifest {
                         path: root.to_path_buf(),
                         source: ManifestError::TooManyEntries {
-                            count: files.len() as u64,
+                            count: (files.len() + folders.len()) as u64,
                         },
                     });
                 }
@@ -369,7 +381,29 @@ fn list_folder(root: &Path, exclude: &[PathBuf]) -> Result<(Vec<Found>, Vec<Skip
     }
     files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
     skipped.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    Ok((files, skipped))
+    // A folder is listed as empty when no file and no other folder lies
+    // below it (a folder holding only links or sockets counts as empty: the
+    // receiver gets it empty).
+    let mut holding: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for path in files
+        .iter()
+        .map(|f| f.rel.as_str())
+        .chain(folders.iter().map(String::as_str))
+    {
+        for (i, _) in path.match_indices('/') {
+            holding.insert(&path[..i]);
+        }
+    }
+    let empty_folders: Vec<String> = folders
+        .iter()
+        .filter(|f| !holding.contains(f.as_str()))
+        .cloned()
+        .collect();
+    Ok(Listing {
+        files,
+        empty_folders,
+        skipped,
+    })
 }
 
 fn hash_folder(
@@ -378,7 +412,11 @@ fn hash_folder(
     reuse: Reuse<'_>,
     progress: Progress<'_>,
 ) -> Result<HashedFolder, StoreError> {
-    let (found, skipped) = list_folder(root, exclude)?;
+    let Listing {
+        files: found,
+        empty_folders,
+        skipped,
+    } = list_folder(root, exclude)?;
     let hash_one = |f: &Found, threads: usize| -> Result<FolderFile, StoreError> {
         let one = hash_or_reuse(f, reuse, threads, progress)?;
         Ok(FolderFile {
@@ -416,9 +454,11 @@ fn hash_folder(
             id: f.id,
         })
         .collect();
-    let manifest = Manifest::new(entries).map_err(|source| StoreError::Manifest {
-        path: root.to_path_buf(),
-        source,
+    let manifest = Manifest::with_empty_folders(entries, empty_folders).map_err(|source| {
+        StoreError::Manifest {
+            path: root.to_path_buf(),
+            source,
+        }
     })?;
     Ok(HashedFolder {
         root: root.to_path_buf(),

@@ -68,6 +68,11 @@ fn folder_is_indexed_with_paths_sizes_and_ids_and_survives_reopen() {
     let manifest = Manifest::decode(&store.manifest(&share.id).unwrap().unwrap()).unwrap();
     assert_eq!(manifest.id(), share.id);
     assert_eq!(ContentId::of(&manifest.encode()), share.id);
+    // Only the innermost empty folder is listed; "empty dir" is implied.
+    assert_eq!(
+        manifest.empty_folders().collect::<Vec<_>>(),
+        ["empty dir/inner"]
+    );
 
     let check = |store: &Store| {
         let listed = store.share_files(&share.id).unwrap();
