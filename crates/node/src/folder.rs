@@ -139,6 +139,9 @@ struct Inner {
     skip: HashSet<u32>,
     /// Needed files set to high priority: picked before the others.
     high: BTreeSet<u32>,
+    /// Files handed over to a fetch by their own id (from providers of that
+    /// file alone): not asked for here until taken back.
+    elsewhere: HashSet<u32>,
 }
 
 /// Where a download's files go and how it reaches peers.
@@ -414,6 +417,7 @@ impl Folder {
                 return;
             }
             inner.have[i] = true;
+            inner.elsewhere.remove(&(i as u32));
             if let (Some(d), Some(shared)) = (&self.download, self.shared.upgrade()) {
                 let grant = shared
                     .access
@@ -425,6 +429,55 @@ impl Folder {
         for tx in sessions {
             let _ = tx.try_send(Ctl::Have(i as u32));
         }
+        self.changed.notify_waiters();
+    }
+
+    /// Up to `max` needed files that no session's peer has (none asked for
+    /// or being written), in manifest order.
+    pub(crate) fn unavailable(&self, max: usize) -> Vec<usize> {
+        let inner = self.lock();
+        (0..inner.need.len())
+            .filter(|&i| {
+                inner.need[i] && inner.avail[i] == 0 && inner.requested[i] == 0 && !inner.writing[i]
+            })
+            .take(max)
+            .collect()
+    }
+
+    /// Whether some session's peer has file `i`.
+    pub(crate) fn available(&self, i: usize) -> bool {
+        self.lock().avail.get(i).is_some_and(|&a| a > 0)
+    }
+
+    /// Takes needed file `i` out of the folder sessions' work, for a fetch by
+    /// its own id; false if it is no longer theirs to give (here, asked
+    /// for, being written, or not needed).
+    pub(crate) fn hand_over(&self, i: usize) -> bool {
+        let mut inner = self.lock();
+        if !inner.need[i] || inner.requested[i] > 0 || inner.writing[i] || inner.have[i] {
+            return false;
+        }
+        inner.need[i] = false;
+        inner.remaining -= 1;
+        inner.pending.remove(&(i as u32));
+        inner.elsewhere.insert(i as u32);
+        drop(inner);
+        self.changed.notify_waiters();
+        true
+    }
+
+    /// Gives file `i` back to the folder sessions after a fetch by its own id
+    /// ended without it (unless it was set to skip meanwhile).
+    pub(crate) fn take_back(&self, i: usize) {
+        let f = i as u32;
+        let mut inner = self.lock();
+        if !inner.elsewhere.remove(&f) || inner.have[i] || inner.skip.contains(&f) {
+            return;
+        }
+        inner.need[i] = true;
+        inner.remaining += 1;
+        inner.pending.insert(f);
+        drop(inner);
         self.changed.notify_waiters();
     }
 
@@ -457,7 +510,8 @@ impl Folder {
                     } else {
                         inner.high.remove(&f);
                     }
-                    if !inner.need[i] {
+                    // Fetched by its own id: needed here only if given back.
+                    if !inner.need[i] && !inner.elsewhere.contains(&f) {
                         inner.need[i] = true;
                         inner.remaining += 1;
                         if inner.requested[i] == 0 && !inner.writing[i] {

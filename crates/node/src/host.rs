@@ -966,6 +966,10 @@ impl Connector for NetConnector {
         lock(&self.known).order.clone()
     }
 
+    fn for_content(&self, id: ContentId) -> Option<Arc<dyn Connector>> {
+        Some(NetConnector::new(self.net.clone(), id, &[]))
+    }
+
     fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
         let mut k = lock(&self.known);
         for (peer, addrs) in peers {

@@ -70,6 +70,60 @@ pub trait Connector: Send + Sync + 'static {
     fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
         let _ = peers;
     }
+    /// A connector to the providers of `id` alone (a file of the folder this
+    /// connector serves, looked up by its own id), or `None` if this
+    /// connector cannot look up other content (the default).
+    fn for_content(&self, id: ContentId) -> Option<Arc<dyn Connector>> {
+        let _ = id;
+        None
+    }
+}
+
+/// A file of a folder fetched by its id: from the folder's peers and from
+/// the providers of that file alone.
+struct FolderAndFile {
+    folder: Arc<dyn Connector>,
+    file: Arc<dyn Connector>,
+}
+
+impl Connector for FolderAndFile {
+    fn connect(
+        &self,
+        peer: PeerId,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxStream, NodeError>> + Send + '_>> {
+        if self.folder.peers().contains(&peer) {
+            self.folder.connect(peer)
+        } else {
+            self.file.connect(peer)
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerId> {
+        let mut all = self.folder.peers();
+        for p in self.file.peers() {
+            if !all.contains(&p) {
+                all.push(p);
+            }
+        }
+        all
+    }
+
+    fn learned(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        // Peer exchange in the file's swarm names peers of the file.
+        self.file.learned(peers);
+    }
+}
+
+/// The connector for larger file `id` of a folder: the folder's peers,
+/// and the file's own providers where `folder` can look them up.
+fn file_connector(folder: &Arc<dyn Connector>, id: ContentId) -> Arc<dyn Connector> {
+    match folder.for_content(id) {
+        Some(file) => Arc::new(FolderAndFile {
+            folder: folder.clone(),
+            file,
+        }),
+        None => folder.clone(),
+    }
 }
 
 /// Where the node finds dialable addresses of the peers it tells others about
@@ -1325,6 +1379,14 @@ async fn download_collection(
     };
     order(&mut queue, &prio);
     let mut tasks: HashMap<tokio::task::Id, (usize, tokio::task::AbortHandle)> = HashMap::new();
+    // Whole files fetched by their own ids (see FILE_LOOKUPS_AT_ONCE): those
+    // running, those to start, since when each unavailable one has been so,
+    // and when each that came back may be tried again.
+    let mut handed: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut lonely: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let mut unseen_since: HashMap<usize, tokio::time::Instant> = HashMap::new();
+    let mut retry_at: HashMap<usize, tokio::time::Instant> = HashMap::new();
+    let mut no_lookup = false;
     let mut done_larger: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let mut prio_open = true;
     let whole_done = fd.finished();
@@ -1335,7 +1397,7 @@ async fn download_collection(
     loop {
         // Up to FOLDER_FILES_AT_ONCE larger files at a time, in manifest
         // order (high priority first).
-        while running.len() < FOLDER_FILES_AT_ONCE {
+        while running.len() - handed.len() < FOLDER_FILES_AT_ONCE {
             let Some(i) = queue.pop_front() else {
                 break;
             };
@@ -1356,39 +1418,64 @@ async fn download_collection(
                     .await
                     .map_err(|e| NodeError::Internal(format!("checking a file failed: {e}")))??;
                 if there {
-                    return Ok::<_, NodeError>((i, None));
+                    return Ok::<_, NodeError>((i, Fetch::Done(None)));
                 }
-                let (ftx, mut frx) = watch::channel(Progress::new(entry.id));
-                let fut = run_file(
-                    &shared,
-                    entry.id,
-                    dest,
-                    connector,
-                    ftx,
-                    Some(entry.size),
-                    None,
-                    alive,
-                    limit,
-                    capability,
-                );
-                tokio::pin!(fut);
-                loop {
-                    tokio::select! {
-                        res = &mut fut => { res?; break; }
-                        changed = frx.changed() => {
-                            if changed.is_err() {
-                                (&mut fut).await?;
-                                break;
-                            }
-                            let cur = frx.borrow().clone();
-                            let _ = utx.send((i, cur)).await;
-                        }
+                let connector = file_connector(&connector, entry.id);
+                let last = fetch_file(
+                    &shared, i, &entry, dest, connector, &utx, alive, limit, capability,
+                )
+                .await?;
+                Ok((i, Fetch::Done(Some(last))))
+            });
+            tasks.insert(task.id(), (i, task));
+        }
+        // Whole files that no folder peer has had for a while: looked up by
+        // their own ids, a few at a time; those nobody else has either go
+        // back to the folder sessions.
+        while handed.len() < FILE_LOOKUPS_AT_ONCE {
+            let Some(i) = lonely.pop_front() else {
+                break;
+            };
+            if !fd.folder().hand_over(i) {
+                continue;
+            }
+            let Some(file) = connector.for_content(manifest.entries()[i].id) else {
+                fd.folder().take_back(i);
+                no_lookup = true;
+                break;
+            };
+            handed.insert(i);
+            let entry = manifest.entries()[i].clone();
+            let dest = dests[i].clone();
+            agg.inflight.insert(i, Progress::new(entry.id));
+            let (shared, folder, alive, limit, capability, utx) = (
+                shared.clone(),
+                fd.folder().clone(),
+                alive.clone(),
+                limit.clone(),
+                capability.clone(),
+                utx.clone(),
+            );
+            let task = running.spawn(async move {
+                // Only once someone has it: a fetch with no peer would fail.
+                let deadline = tokio::time::Instant::now() + FILE_LOOKUP_WAIT;
+                while file.peers().is_empty() {
+                    if tokio::time::Instant::now() >= deadline || folder.available(i) {
+                        return Ok((i, Fetch::Back));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                match fetch_file(
+                    &shared, i, &entry, dest, file, &utx, alive, limit, capability,
+                )
+                .await
+                {
+                    Ok(last) => Ok((i, Fetch::Done(Some(last)))),
+                    Err(e) => {
+                        tracing::debug!(file = %entry.path, error = %e, "no provider of the file alone delivered it");
+                        Ok((i, Fetch::Back))
                     }
                 }
-                // The file's last figures (its final update may not have
-                // been sent).
-                let last = frx.borrow().clone();
-                Ok((i, Some(last)))
             });
             tasks.insert(task.id(), (i, task));
         }
@@ -1411,13 +1498,27 @@ async fn download_collection(
                 }
             }
             joined = running.join_next_with_id(), if !running.is_empty() => match joined {
-                Some(Ok((task, Ok((i, last))))) => {
+                Some(Ok((task, Ok((i, Fetch::Done(last)))))) => {
                     tasks.remove(&task);
+                    handed.remove(&i);
                     done_larger.insert(i);
                     let size = manifest.entries()[i].size;
                     agg.finish(i, last, size);
                     files.set(i, size);
                     fd.folder().add_present(i);
+                    agg.publish(ptx);
+                }
+                Some(Ok((task, Ok((i, Fetch::Back))))) => {
+                    tasks.remove(&task);
+                    handed.remove(&i);
+                    agg.inflight.remove(&i);
+                    files.set(i, 0);
+                    retry_at.insert(i, tokio::time::Instant::now() + FILE_LOOKUP_RETRY);
+                    fd.folder().take_back(i);
+                    if whole_finished && !skipped(&prio, i) {
+                        whole_done.set(fd.finished());
+                        whole_finished = false;
+                    }
                     agg.publish(ptx);
                 }
                 // The first failure ends the folder; dropping `running`
@@ -1428,6 +1529,9 @@ async fn download_collection(
                 Some(Err(e)) if e.is_cancelled() => {
                     if let Some((i, _)) = tasks.remove(&e.id()) {
                         agg.inflight.remove(&i);
+                        if handed.remove(&i) {
+                            fd.folder().take_back(i);
+                        }
                         agg.publish(ptx);
                     }
                 }
@@ -1448,6 +1552,11 @@ async fn download_collection(
                         }
                         let before = prio.insert(i, p).unwrap_or(FilePriority::Normal);
                         if crate::folder::travels_whole(manifest.entries()[i].size) {
+                            if p == FilePriority::Skip && handed.contains(&i) {
+                                if let Some((_, (_, task))) = tasks.iter().find(|(_, (x, _))| *x == i) {
+                                    task.abort();
+                                }
+                            }
                             fd.folder().set_priority(i, p);
                             if p != FilePriority::Skip && whole_finished {
                                 // Needed again after the others arrived.
@@ -1474,6 +1583,21 @@ async fn download_collection(
             _ = tick.tick() => {
                 agg.set_whole(fd.folder());
                 agg.publish(ptx);
+                if !no_lookup && lonely.is_empty() && handed.len() < FILE_LOOKUPS_AT_ONCE {
+                    let now = tokio::time::Instant::now();
+                    let missing = fd.folder().unavailable(LONELY_SCAN);
+                    unseen_since.retain(|i, _| missing.contains(i));
+                    retry_at.retain(|_, at| *at > now);
+                    for i in missing {
+                        let since = *unseen_since.entry(i).or_insert(now);
+                        if now - since >= LONELY_AFTER
+                            && !retry_at.contains_key(&i)
+                            && lonely.len() < FILE_LOOKUPS_AT_ONCE
+                        {
+                            lonely.push_back(i);
+                        }
+                    }
+                }
             }
         }
     }
@@ -1485,6 +1609,80 @@ async fn download_collection(
     });
     Ok((root.to_path_buf(), fd, agg))
 }
+
+/// How a file fetched by its own id ended: here (its last figures, `None`
+/// when it was here already), or back to the folder sessions (no provider
+/// of it alone delivered it).
+enum Fetch {
+    Done(Option<Progress>),
+    Back,
+}
+
+/// Fetches file `i` of a folder (`entry`) by its id into `dest` from the
+/// peers of `connector`, sending its progress on `utx`; returns its last
+/// figures.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_file(
+    shared: &Arc<Shared>,
+    i: usize,
+    entry: &shoal_core::manifest::Entry,
+    dest: PathBuf,
+    connector: Arc<dyn Connector>,
+    utx: &mpsc::Sender<(usize, Progress)>,
+    alive: mpsc::Sender<()>,
+    limit: Arc<RateLimiter>,
+    capability: Option<Arc<Vec<u8>>>,
+) -> Result<Progress, NodeError> {
+    let (ftx, mut frx) = watch::channel(Progress::new(entry.id));
+    let fut = run_file(
+        shared,
+        entry.id,
+        dest,
+        connector,
+        ftx,
+        Some(entry.size),
+        None,
+        alive,
+        limit,
+        capability,
+    );
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            res = &mut fut => { res?; break; }
+            changed = frx.changed() => {
+                if changed.is_err() {
+                    (&mut fut).await?;
+                    break;
+                }
+                let cur = frx.borrow().clone();
+                let _ = utx.send((i, cur)).await;
+            }
+        }
+    }
+    // The file's last figures (its final update may not have been sent).
+    let last = frx.borrow().clone();
+    Ok(last)
+}
+
+/// Whole files of a folder looked up by their own ids at once, when no
+/// peer of the folder has them (`docs/protocol.md` §6.5): each is one DHT
+/// lookup and, if a provider of that file alone answers, one swarm.
+pub const FILE_LOOKUPS_AT_ONCE: usize = 4;
+
+/// How long a whole file must be unavailable from every folder peer before
+/// it is looked up by its own id (peers' bitfields arrive in the first
+/// round trips).
+const LONELY_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a lookup waits for a provider of the file alone.
+const FILE_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a file nobody else delivered waits before it is looked up again.
+const FILE_LOOKUP_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Most unavailable files one scan collects (a scan is every 500 ms).
+const LONELY_SCAN: usize = 64;
 
 /// How many files of a folder download at once (each its own stream per
 /// peer, as the protocol allows): enough to hide the round trips a small

@@ -347,6 +347,70 @@ async fn a_damaged_cached_manifest_is_fetched_again() {
     .expect("timed out");
 }
 
+/// Files of a folder that its peers do not have (here the sharer lost
+/// them after sharing) are fetched from peers that share those files alone,
+/// found by each file's own id: a whole file once no folder peer has it, a
+/// larger one from the start. The folder completes byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_no_folder_peer_has_come_from_providers_of_those_files_alone() {
+    timeout(TEST_TIMEOUT, async {
+        let sharer = TestNode::new(1);
+        let other = TestNode::new(2);
+        let dir = sharer.path("album");
+        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("a.txt", random_bytes(5_000, 1)),
+            ("sub/b.txt", random_bytes(70_000, 2)),
+            ("sub/c.txt", random_bytes(900, 3)),
+            ("big.bin", random_bytes(2_500_000, 4)),
+        ];
+        for (rel, bytes) in &files {
+            std::fs::write(dir.join(rel), bytes).expect("write");
+        }
+        let share = sharer.share(&dir);
+        // The sharer loses b.txt and big.bin; the other peer shares each of
+        // them alone (not the folder).
+        for (rel, bytes) in &files[1..] {
+            if *rel == "sub/c.txt" {
+                continue;
+            }
+            std::fs::remove_file(dir.join(rel)).expect("remove");
+            let name = rel.replace('/', "-");
+            other.share_bytes(&name, bytes);
+        }
+        let leecher = TestNode::new(3);
+        let conn = PipeConnector::with_elsewhere(leecher.id, &[&sharer], &[&other]);
+        let out = leecher.path("out");
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, Some("album"), conn);
+        let root = h.result().await.expect("download");
+        for (rel, bytes) in &files {
+            assert!(
+                std::fs::read(root.join(rel)).expect(rel) == *bytes,
+                "{rel} differs"
+            );
+        }
+        let last = h.progress().borrow().clone();
+        let from = |peer| -> u64 {
+            last.peers
+                .iter()
+                .filter(|p| p.peer == peer)
+                .map(|p| p.downloaded)
+                .sum()
+        };
+        assert_eq!(
+            from(other.id),
+            70_000 + 2_500_000,
+            "the lost files came from elsewhere: {last:?}"
+        );
+        assert_eq!(from(sharer.id), 5_000 + 900, "{last:?}");
+        assert_eq!(last.done_bytes, last.total_bytes.expect("a total"));
+    })
+    .await
+    .expect("timed out");
+}
+
 /// A folder's small files travel whole over folder sessions (§6.5): a peer
 /// whose every file is damaged on the way is closed with `BadData` at its
 /// first bad file and banned for the folder, nothing it sent counts or is

@@ -388,6 +388,65 @@ fn get_by_id_through_the_dht_with_a_local_bootstrap() {
     assert_eq!(std::fs::read(out.join("x")).unwrap(), bytes);
 }
 
+/// A folder's sharer lost some files after sharing: the leecher gets them
+/// from a peer that shares those files alone (not the folder), found on the
+/// DHT by each file's own id, and the folder completes byte for byte.
+#[test]
+fn files_a_folder_peer_lost_come_from_their_own_providers_over_the_dht() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("album");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let files = [
+        ("a.txt", data(5_000, 1)),
+        ("sub/b.txt", data(70_000, 2)),
+        ("big.bin", data(3 << 20, 3)),
+    ];
+    for (p, b) in &files {
+        std::fs::write(src.join(p), b).unwrap();
+    }
+    let (_a, share) = seeder(&t.path().join("a"), &src, &[]);
+    let loose = t.path().join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    for (p, b) in &files[1..] {
+        std::fs::write(loose.join(p.replace('/', "-")), b).unwrap();
+    }
+    let mut cmd = shoal(&t.path().join("b"));
+    cmd.arg("share")
+        .arg(loose.join("sub-b.txt"))
+        .arg(loose.join("big.bin"))
+        .args(["--public", "--json"]);
+    let b = Proc::spawn(cmd, WAIT);
+    let b_share: Value = serde_json::from_str(&b.line()).expect("share prints JSON");
+    let _second = b.line();
+    for (p, _) in &files[1..] {
+        std::fs::remove_file(src.join(p)).unwrap();
+    }
+    let out = t.path().join("out");
+    let g = get(
+        &t.path().join("l"),
+        share["ticket"].as_str().unwrap(),
+        &out,
+        &["--bootstrap", &boot_addr(&b_share), "--name", "album"],
+    );
+    let (ok, stdout, stderr) = g.finish();
+    assert!(ok, "get failed: {stderr}");
+    for (p, b) in &files {
+        assert_eq!(&std::fs::read(out.join("album").join(p)).unwrap(), b, "{p}");
+    }
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let from = |peer: &Value| -> u64 {
+        v["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .filter(|p| p["peer"] == *peer)
+            .map(|p| p["downloaded"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(from(&b_share["peer"]), 70_000 + (3 << 20), "{v}");
+    assert_eq!(from(&share["peer"]), 5_000, "{v}");
+}
+
 #[test]
 fn killed_download_resumes_and_refetches_at_most_one_piece() {
     let t = tempfile::tempdir().unwrap();

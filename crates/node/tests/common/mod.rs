@@ -73,6 +73,9 @@ pub struct PipeConnector {
     pub me: PeerId,
     pub targets: Vec<(PeerId, Arc<TransferService>)>,
     pub wrap: Option<Wrap>,
+    /// What `for_content` finds for any other content: these peers (as a
+    /// DHT would name the providers of a file), or nothing if empty.
+    pub elsewhere: Vec<(PeerId, Arc<TransferService>)>,
 }
 
 impl PipeConnector {
@@ -81,6 +84,18 @@ impl PipeConnector {
             me,
             targets: targets.iter().map(|t| (t.id, t.node.clone())).collect(),
             wrap: Some(wrap),
+            elsewhere: Vec::new(),
+        })
+    }
+
+    /// A connector to `targets` whose lookups of other content find
+    /// `elsewhere`.
+    pub fn with_elsewhere(me: PeerId, targets: &[&TestNode], elsewhere: &[&TestNode]) -> Arc<Self> {
+        Arc::new(Self {
+            me,
+            targets: targets.iter().map(|t| (t.id, t.node.clone())).collect(),
+            wrap: None,
+            elsewhere: elsewhere.iter().map(|t| (t.id, t.node.clone())).collect(),
         })
     }
 }
@@ -91,6 +106,7 @@ impl PipeConnector {
             me,
             targets: targets.iter().map(|t| (t.id, t.node.clone())).collect(),
             wrap: None,
+            elsewhere: Vec::new(),
         })
     }
 }
@@ -123,6 +139,18 @@ impl Connector for PipeConnector {
 
     fn peers(&self) -> Vec<PeerId> {
         self.targets.iter().map(|(id, _)| *id).collect()
+    }
+
+    fn for_content(&self, _id: shoal_core::ContentId) -> Option<Arc<dyn Connector>> {
+        if self.elsewhere.is_empty() {
+            return None;
+        }
+        Some(Arc::new(PipeConnector {
+            me: self.me,
+            targets: self.elsewhere.clone(),
+            wrap: None,
+            elsewhere: Vec::new(),
+        }))
     }
 }
 
