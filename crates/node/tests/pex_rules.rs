@@ -99,10 +99,10 @@ async fn received_peer_exchange_is_filtered_capped_and_fed_to_the_connector() {
         let leecher = TestNode::new(2);
         let seeder = peer_id(1);
         let me = leecher.id;
-        let others: Vec<PeerId> = (10..40).map(peer_id).collect();
+        let others: Vec<PeerId> = (10..50).map(peer_id).collect();
         let ids: Vec<Vec<u8>> = others.iter().map(|p| p.to_bytes()).collect();
         let (me_b, seeder_b) = (me.to_bytes(), seeder.to_bytes());
-        let good: Vec<Vec<u8>> = (0..30).map(|i| addr(&format!("/ip4/10.0.0.{i}/tcp/4000"))).collect();
+        let good: Vec<Vec<u8>> = (0..40).map(|i| addr(&format!("/ip4/10.0.0.{i}/tcp/4000"))).collect();
         let shared = addr("/ip4/10.9.9.9/tcp/4000");
         let mut added = vec![
             // Ignored: the receiver itself, the sender, an unparsable peer id,
@@ -118,15 +118,20 @@ async fn received_peer_exchange_is_filtered_capped_and_fed_to_the_connector() {
         for i in 3..25 {
             added.push(PexPeer { peer: &ids[i], addrs: vec![&good[i]] });
         }
-        let first = frame(&Message::PeerExchange { added, dropped: vec![] });
-        // Too soon after the first one: ignored.
-        let second = frame(&Message::PeerExchange {
-            added: vec![PexPeer { peer: &ids[29], addrs: vec![&good[29]] }],
-            dropped: vec![],
-        });
+        let mut frames = vec![frame(&Message::PeerExchange { added, dropped: vec![] })];
+        // Then one peer per message, all at once: a receiver acts on a burst
+        // of HEARD_BURST messages (spec §9.6) and ignores the rest until its
+        // bucket refills (one every 50 s).
+        const HEARD_BURST: usize = 10;
+        for i in 30..30 + HEARD_BURST {
+            frames.push(frame(&Message::PeerExchange {
+                added: vec![PexPeer { peer: &ids[i], addrs: vec![&good[i]] }],
+                dropped: vec![],
+            }));
+        }
         let conn = Arc::new(Recording {
             seeder,
-            pex: Arc::new(vec![first, second]),
+            pex: Arc::new(frames),
             learned: Mutex::new(Vec::new()),
             dials: Mutex::new(HashMap::new()),
         });
@@ -139,7 +144,7 @@ async fn received_peer_exchange_is_filtered_capped_and_fed_to_the_connector() {
         loop {
             let learned = conn.learned.lock().unwrap().len();
             let dialed = conn.dials.lock().unwrap().len();
-            if learned > 0 && dialed >= learned {
+            if learned >= PEX_NEW_PER_MESSAGE + HEARD_BURST - 1 && dialed >= learned {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -148,17 +153,20 @@ async fn received_peer_exchange_is_filtered_capped_and_fed_to_the_connector() {
         let expect: Vec<PeerId> = std::iter::once(others[1])
             .chain(others[3..].iter().copied())
             .take(PEX_NEW_PER_MESSAGE)
+            .chain(others[30..30 + HEARD_BURST - 1].iter().copied())
             .collect();
         assert_eq!(
             learned.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             expect,
-            "self, sender, bad entries, a reused address and the over-cap rest are dropped; the second message is ignored"
+            "self, sender, bad entries, a reused address and the over-cap rest are dropped; the message beyond the burst is ignored"
         );
         assert_eq!(learned[0].1, vec!["/ip4/10.9.9.9/tcp/4000".parse::<Multiaddr>().unwrap()]);
         for (p, _) in &learned {
             assert!(conn.dials.lock().unwrap().contains_key(p));
         }
-        assert!(!conn.dials.lock().unwrap().contains_key(&others[29]));
+        let beyond = others[30 + HEARD_BURST - 1];
+        assert!(!conn.dials.lock().unwrap().contains_key(&beyond));
+        assert!(!learned.iter().any(|(p, _)| *p == beyond));
         drop(h);
     })
     .await

@@ -142,12 +142,17 @@ struct PeerConn {
     rate_hist: VecDeque<(Instant, u64, u64)>,
     down_rate: f64,
     up_rate: f64,
-    /// When we may next send this peer a `PeerExchange`.
+    /// When we may next send this peer a `PeerExchange`, and the bucket
+    /// that bounds them (messages left, when the next one is added).
     pex_next: Instant,
+    pex_tokens: u32,
+    pex_refill: Instant,
     /// Peers we told this one about (as added) and not yet as dropped.
     pex_told: HashSet<PeerId>,
-    /// When this peer's last `PeerExchange` we acted on arrived.
-    pex_heard: Option<Instant>,
+    /// The bucket of this peer's `PeerExchange`s we act on (messages left,
+    /// when the next one is added).
+    pex_heard_tokens: u32,
+    pex_heard_refill: Instant,
     /// What the admission of an inbound stream recorded (empty for ours).
     admitted: Admitted,
 }
@@ -255,15 +260,23 @@ const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// ...at most this many times before the download gives up on it (while no
 /// piece has arrived yet).
 const MAX_ATTEMPTS: u32 = 5;
-/// The first `PeerExchange` to a peer goes this long after the session starts
-/// (the handshake is done by then, and identify has told the address book
-/// about the peers that connected just before)...
-const PEX_FIRST: Duration = Duration::from_secs(1);
-/// ...then at most once per this (spec §9.6), and only when there is news.
+/// `PeerExchange` to a peer (spec §9.6): the first as soon as the session is
+/// established (naming the peers already here), then whenever there is news
+/// (a peer joined, or its addresses became known, or one left), at most
+/// `PEX_BURST` messages at once, at least `PEX_SPACING` apart, the bucket
+/// refilled with one message every `PEX_EVERY`. So a swarm's first peers
+/// learn of each other within a round trip of meeting, and a long-lived
+/// connection carries at most one a minute.
+const PEX_BURST: u32 = 8;
+const PEX_SPACING: Duration = Duration::from_millis(250);
 const PEX_EVERY: Duration = Duration::from_secs(60);
-/// A peer's `PeerExchange` arriving sooner than this after its previous one is
-/// ignored (spec §9.6 allows it; a little below 60 s for timer slack).
-const PEX_MIN_GAP: Duration = Duration::from_secs(50);
+/// How often the task looks for peer-exchange news while events arrive.
+const PEX_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// A peer's `PeerExchange` beyond a bucket of `PEX_HEARD_BURST` refilled
+/// one every `PEX_HEARD_EVERY` is ignored (spec §9.6 allows it; a little
+/// more slack than the sender's rule, for timers).
+const PEX_HEARD_BURST: u32 = PEX_BURST + 2;
+const PEX_HEARD_EVERY: Duration = Duration::from_secs(50);
 /// A peer learned through peer exchange is dialed at most this many times.
 const PEX_MAX_ATTEMPTS: u32 = 3;
 
@@ -303,6 +316,7 @@ pub(crate) struct Content {
     last_progress: Instant,
     last_rates: Instant,
     last_dial_check: Instant,
+    last_pex_check: Instant,
     next_key: u32,
     events: VecDeque<Event>,
     want_peers: u32,
@@ -408,6 +422,7 @@ impl Content {
             last_progress: now,
             last_rates: now,
             last_dial_check: now,
+            last_pex_check: now,
             next_key: 0,
             events: VecDeque::new(),
             want_peers: 0,
@@ -623,6 +638,10 @@ impl Content {
                 }
             }
             // Asking the connector for candidates is not free: not on every event.
+            if self.last_pex_check.elapsed() >= PEX_CHECK_EVERY {
+                self.last_pex_check = Instant::now();
+                self.pex_tick();
+            }
             if self.peers.is_empty() || self.last_dial_check.elapsed() >= DIAL_CHECK_EVERY {
                 self.last_dial_check = Instant::now();
                 self.dial_more();

@@ -13,10 +13,16 @@ impl Content {
             return;
         };
         let now = Instant::now();
+        for p in self.peers.values_mut() {
+            if now >= p.pex_refill {
+                p.pex_tokens = (p.pex_tokens + 1).min(PEX_BURST);
+                p.pex_refill = now + PEX_EVERY;
+            }
+        }
         let due: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.established && p.pex_next <= now)
+            .filter(|(_, p)| p.established && p.pex_tokens > 0 && p.pex_next <= now)
             .map(|(k, _)| *k)
             .collect();
         if due.is_empty() {
@@ -89,7 +95,8 @@ impl Content {
                 "peer exchange sent"
             );
             if let Some(p) = self.peers.get_mut(&key) {
-                p.pex_next = now + PEX_EVERY;
+                p.pex_tokens -= 1;
+                p.pex_next = now + PEX_SPACING;
                 for (peer, _, _) in &added {
                     p.pex_told.insert(*peer);
                 }
@@ -112,11 +119,16 @@ impl Content {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if p.pex_heard.is_some_and(|t| t.elapsed() < PEX_MIN_GAP) {
-            tracing::debug!(peer = %p.id, "peer exchange too soon after the last one: ignored");
+        let now = Instant::now();
+        if now >= p.pex_heard_refill {
+            p.pex_heard_tokens = (p.pex_heard_tokens + 1).min(PEX_HEARD_BURST);
+            p.pex_heard_refill = now + PEX_HEARD_EVERY;
+        }
+        if p.pex_heard_tokens == 0 {
+            tracing::debug!(peer = %p.id, "peer exchange beyond its rate: ignored");
             return;
         }
-        p.pex_heard = Some(Instant::now());
+        p.pex_heard_tokens -= 1;
         let from = p.id;
         tracing::debug!(
             id = %self.id,
