@@ -617,6 +617,77 @@ pub(crate) enum Out {
     Close(Vec<u8>),
 }
 
+/// A session's two outgoing queues: frames (every control message, and
+/// `Close`) and piece data. The writer sends every queued frame before the
+/// next piece, so a `Have`, `Choke`, `Cancel`, `Reject` or `PeerExchange`
+/// waits for at most the piece being written, not for every piece queued
+/// before it. Reordering a frame ahead of queued pieces keeps the protocol:
+/// each message was checked when queued against a state that already counts
+/// the queued pieces as sent (a queued piece is no longer an outstanding
+/// request, so no `Reject` can follow it), and a receiver accepts a piece for
+/// an outstanding request whatever frames came before it.
+pub(crate) struct Outbox {
+    frames: mpsc::Sender<Out>,
+    pieces: mpsc::Sender<Out>,
+}
+
+/// The writer's side of an [`Outbox`].
+pub(crate) struct OutboxRx {
+    frames: mpsc::Receiver<Out>,
+    pieces: mpsc::Receiver<Out>,
+}
+
+/// A new outbox holding up to `cap` frames and `cap` pieces.
+pub(crate) fn outbox(cap: usize) -> (Outbox, OutboxRx) {
+    let (ftx, frx) = mpsc::channel(cap);
+    let (ptx, prx) = mpsc::channel(cap);
+    (
+        Outbox {
+            frames: ftx,
+            pieces: ptx,
+        },
+        OutboxRx {
+            frames: frx,
+            pieces: prx,
+        },
+    )
+}
+
+impl Outbox {
+    /// Queues `item` (a piece behind the pieces, anything else behind the
+    /// frames); an error if that queue is full or the writer has ended.
+    pub(crate) fn try_send(&self, item: Out) -> Result<(), ()> {
+        match item {
+            Out::Piece { .. } => self.pieces.try_send(item),
+            _ => self.frames.try_send(item),
+        }
+        .map_err(|_| ())
+    }
+}
+
+impl OutboxRx {
+    /// The next item, frames first; `None` once the outbox is dropped and
+    /// everything queued is taken.
+    async fn recv(&mut self) -> Option<Out> {
+        tokio::select! {
+            biased;
+            Some(f) = self.frames.recv() => Some(f),
+            p = self.pieces.recv() => match p {
+                Some(p) => Some(p),
+                None => self.frames.recv().await,
+            },
+        }
+    }
+
+    /// The next item already queued, frames first.
+    fn try_recv(&mut self) -> Option<Out> {
+        self.frames
+            .try_recv()
+            .or_else(|_| self.pieces.try_recv())
+            .ok()
+    }
+}
+
 /// Encodes `msg` as a frame (`None` if the encoder refuses it, a bug of ours).
 pub(crate) fn frame_of(msg: &Message<'_>) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -624,12 +695,13 @@ pub(crate) fn frame_of(msg: &Message<'_>) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The writer loop: drains the queue (small frames coalesce in a 64 KiB buffer),
+/// The writer loop: drains the outbox, frames before pieces (small frames
+/// coalesce in a 64 KiB buffer),
 /// sends `KeepAlive` after `KEEPALIVE_INTERVAL` of silence once established, and
 /// ends after `Close`, when the queue is dropped, or on a write error.
 pub(crate) async fn run_writer<E, F>(
     w: WriteHalf,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: OutboxRx,
     key: PeerKey,
     state: Arc<Mutex<ConnectionState>>,
     tx: EventTx<E>,
@@ -689,8 +761,8 @@ pub(crate) async fn run_writer<E, F>(
                 return;
             }
             match rx.try_recv() {
-                Ok(next) => item = next,
-                Err(_) => break,
+                Some(next) => item = next,
+                None => break,
             }
         }
         if let Err(e) = w.flush().await {
@@ -723,6 +795,46 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames queued after pieces are written before them; pieces keep
+    /// their order, and so do frames.
+    #[tokio::test]
+    async fn frames_go_ahead_of_queued_pieces() {
+        let (tx, mut rx) = outbox(8);
+        let piece = |piece: u32| Out::Piece {
+            piece,
+            data: vec![0; 16],
+        };
+        tx.try_send(piece(1)).unwrap();
+        tx.try_send(piece(2)).unwrap();
+        tx.try_send(Out::Frame(vec![7])).unwrap();
+        tx.try_send(Out::Frame(vec![8])).unwrap();
+        let mut order = Vec::new();
+        while let Some(item) = rx.try_recv() {
+            order.push(match item {
+                Out::Frame(f) => format!("frame {}", f[0]),
+                Out::Piece { piece, .. } => format!("piece {piece}"),
+                Out::Close(_) => "close".into(),
+            });
+            if order.len() == 1 {
+                // A frame queued while a piece is being written still goes
+                // next.
+                tx.try_send(Out::Close(vec![9])).unwrap();
+            }
+        }
+        assert_eq!(order, ["frame 7", "frame 8", "close", "piece 1", "piece 2"]);
+        tx.try_send(Out::Frame(vec![1])).unwrap();
+        tx.try_send(piece(3)).unwrap();
+        assert!(matches!(rx.recv().await, Some(Out::Frame(_))));
+        assert!(matches!(rx.recv().await, Some(Out::Piece { piece: 3, .. })));
+        // Dropped with items queued: they are still taken, frames first.
+        tx.try_send(piece(4)).unwrap();
+        tx.try_send(Out::Frame(vec![2])).unwrap();
+        drop(tx);
+        assert!(matches!(rx.recv().await, Some(Out::Frame(_))));
+        assert!(matches!(rx.recv().await, Some(Out::Piece { piece: 4, .. })));
+        assert!(rx.recv().await.is_none());
+    }
 
     /// Spare buffers are kept up to `POOL_KEEP_BYTES` of capacity, whatever
     /// their size, and handed out again cleared.

@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use crate::error::NodeError;
 use crate::session::{
-    frame_of, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader, InMsg,
-    Out, PiecePermit, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
+    frame_of, outbox, reap_writer, run_reader, run_writer, Availability, BoxStream, FrameReader,
+    InMsg, Out, Outbox, PiecePermit, ReadHalf, SessionEvent, WriteHalf, WRITE_QUEUE,
 };
 use crate::transfer::{
     Connector, PeerProgress, Progress, Shared, PEX_MAX_LEARNED, PEX_NEW_PER_MESSAGE,
@@ -119,7 +119,7 @@ impl Drop for AbortOnDrop {
 struct PeerConn {
     id: PeerId,
     state: Arc<Mutex<ConnectionState>>,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
     _reader: AbortOnDrop,
     writer: Option<JoinHandle<()>>,
     outbound: bool,

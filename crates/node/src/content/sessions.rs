@@ -55,7 +55,7 @@ impl Content {
         let mut fr = fr;
         fr.set_limit(self.download.as_ref().map(|d| d.limit.clone()));
         let state = Arc::new(Mutex::new(state));
-        let (otx, orx) = mpsc::channel(WRITE_QUEUE);
+        let (otx, orx) = outbox(WRITE_QUEUE);
         for f in first {
             let _ = otx.try_send(Out::Frame(f));
         }
