@@ -2619,11 +2619,27 @@ async fn a_files_priority_changes_while_its_folder_downloads() {
             (json!({"paths": [], "priority": "high"}), 422, Some("paths")),
             (json!({"paths": [&high], "priority": "urgent"}), 422, None),
             (json!({"paths": [&high]}), 422, None),
+            // The bounds: at most 1000 paths of at most 4096 bytes each.
+            (
+                json!({"paths": vec![&skip; 1001], "priority": "normal"}),
+                422,
+                Some("paths"),
+            ),
+            (
+                json!({"paths": ["a".repeat(4097)], "priority": "normal"}),
+                422,
+                Some("paths"),
+            ),
+            (
+                json!({"paths": vec![&skip; 1000], "priority": "normal"}),
+                200,
+                None,
+            ),
         ] {
             let (c, e) = ab.call(Method::PATCH, &route, Some(body.clone())).await;
-            assert_eq!(c.as_u16(), code, "{body}: {e}");
+            assert_eq!(c.as_u16(), code, "{}: {e}", &body.to_string()[..200.min(body.to_string().len())]);
             if field.is_some() {
-                assert_eq!(error_field(&e), field, "{body}: {e}");
+                assert_eq!(error_field(&e), field, "{e}");
             }
         }
         let (code, t) = ab
