@@ -83,10 +83,6 @@ pub const MAX_ENCODED_LEN: usize = 1 << 28;
 /// then rejected by name), a one-byte size, and the id.
 pub const MIN_ENTRY_LEN: usize = 1 + 1 + ID_LEN;
 
-/// Bytes taken by the smallest encoded empty folder decoding can read: a
-/// one-byte path length.
-pub const MIN_FOLDER_LEN: usize = 1;
-
 /// Length of the magic and version that start every encoding.
 const HEADER_LEN: usize = MAGIC.len() + 1;
 

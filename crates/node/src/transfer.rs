@@ -1106,6 +1106,22 @@ async fn create_empty(dest: &Path) -> Result<PathBuf, NodeError> {
 
 /// Creates `dir` (one level) unless it exists as a real folder; refuses symbolic
 /// links and anything else in the way.
+/// `path` (a manifest path: relative, '/'-separated, no '.' or '..'
+/// components, no NUL or backslash, as `Manifest::decode` checked) under
+/// `root`, with the folders above it made (and `path` itself too when
+/// `is_folder`), none of them a link.
+fn place_under(root: &Path, path: &str, is_folder: bool) -> Result<PathBuf, NodeError> {
+    let mut dest = root.to_path_buf();
+    let mut comps = path.split('/').peekable();
+    while let Some(c) = comps.next() {
+        dest.push(c);
+        if is_folder || comps.peek().is_some() {
+            ensure_dir(&dest)?;
+        }
+    }
+    Ok(dest)
+}
+
 fn ensure_dir(dir: &Path) -> Result<(), NodeError> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => Err(NodeError::UnsafeDestination {
@@ -1287,25 +1303,10 @@ async fn download_collection(
     // files can be fetched in any order.
     let mut dests = vec![PathBuf::new(); n];
     for &i in &chosen {
-        let entry = &manifest.entries()[i];
-        // Manifest::decode checked every path: relative, '/'-separated, no '.'
-        // or '..' components, no NUL or backslash.
-        let mut dest = root.to_path_buf();
-        let mut comps = entry.path.split('/').peekable();
-        while let Some(c) = comps.next() {
-            dest.push(c);
-            if comps.peek().is_some() {
-                ensure_dir(&dest)?;
-            }
-        }
-        dests[i] = dest;
+        dests[i] = place_under(root, &manifest.entries()[i].path, false)?;
     }
     for folder in &empty_folders {
-        let mut dest = root.to_path_buf();
-        for c in folder.split('/') {
-            dest.push(c);
-            ensure_dir(&dest)?;
-        }
+        place_under(root, folder, true)?;
     }
     // Whole files (§6.5) travel over folder sessions, many per round trip;
     // larger ones each in a swarm of its own, FOLDER_FILES_AT_ONCE at a time.
@@ -1551,12 +1552,14 @@ async fn download_collection(
                             continue; // here already
                         }
                         let before = prio.insert(i, p).unwrap_or(FilePriority::Normal);
-                        if crate::folder::travels_whole(manifest.entries()[i].size) {
-                            if p == FilePriority::Skip && handed.contains(&i) {
-                                if let Some((_, (_, task))) = tasks.iter().find(|(_, (x, _))| *x == i) {
-                                    task.abort();
-                                }
+                        // A skipped file's fetch stops (a larger file's swarm,
+                        // or a whole file's fetch by its own id).
+                        if p == FilePriority::Skip {
+                            if let Some((_, (_, task))) = tasks.iter().find(|(_, (x, _))| *x == i) {
+                                task.abort();
                             }
+                        }
+                        if crate::folder::travels_whole(manifest.entries()[i].size) {
                             fd.folder().set_priority(i, p);
                             if p != FilePriority::Skip && whole_finished {
                                 // Needed again after the others arrived.
@@ -1565,9 +1568,6 @@ async fn download_collection(
                             }
                         } else if p == FilePriority::Skip {
                             queue.retain(|&q| q != i);
-                            if let Some((_, (_, task))) = tasks.iter().find(|(_, (x, _))| *x == i) {
-                                task.abort();
-                            }
                         } else if before == FilePriority::Skip
                             && !tasks.values().any(|(x, _)| *x == i)
                         {
