@@ -315,7 +315,8 @@ pub struct FileList {
     /// first page (offset 0) only, at most [`MAX_LISTED_EMPTY_FOLDERS`].
     #[serde(default)]
     pub empty_folders: Vec<String>,
-    /// How many empty folders the folder has.
+    /// How many empty folders the folder has (on the first page only, with
+    /// the list; 0 on later pages).
     #[serde(default)]
     pub total_empty_folders: u64,
 }
@@ -325,24 +326,25 @@ pub const MAX_LISTED_EMPTY_FOLDERS: usize = 1000;
 
 impl FileList {
     /// A page of `manifest`'s list: `files` from `offset`, its empty
-    /// folders on the first page.
+    /// folders (and their count) on the first page.
     pub fn of(manifest: &Manifest, offset: u64, files: Vec<FileProgress>) -> FileList {
+        let first = offset == 0;
         FileList {
             known: true,
             total_files: manifest.len() as u64,
             total_bytes: manifest.total_size(),
             offset,
             files,
-            empty_folders: if offset == 0 {
-                manifest
-                    .empty_folders()
-                    .take(MAX_LISTED_EMPTY_FOLDERS)
-                    .map(str::to_owned)
-                    .collect()
+            empty_folders: manifest
+                .empty_folders()
+                .take(if first { MAX_LISTED_EMPTY_FOLDERS } else { 0 })
+                .map(str::to_owned)
+                .collect(),
+            total_empty_folders: if first {
+                manifest.empty_folder_count() as u64
             } else {
-                Vec::new()
+                0
             },
-            total_empty_folders: manifest.empty_folder_count() as u64,
         }
     }
 }

@@ -318,8 +318,11 @@ impl Remote {
             list.known = page.known;
             list.total_files = page.total_files;
             list.total_bytes = page.total_bytes;
-            list.total_empty_folders = page.total_empty_folders;
-            list.empty_folders.extend(page.empty_folders);
+            if list.files.is_empty() {
+                // The empty folders come with the first page.
+                list.total_empty_folders = page.total_empty_folders;
+                list.empty_folders = page.empty_folders;
+            }
             list.files.extend(page.files);
             if !more || list.files.len() as u64 >= list.total_files {
                 return Ok(list);
