@@ -37,6 +37,10 @@ pub struct NodeConfig {
     /// The scheduler's knobs (`piece_size` and `max_peers` are set per content).
     /// Its `max_remote_requests` bounds the uploads queued per peer.
     pub swarm: shoal_swarm::Config,
+    /// A task seeding a content with no peer for this long ends (the next
+    /// stream for it starts a new one), so that serving many files leaves
+    /// no task per file behind.
+    pub seed_idle: std::time::Duration,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +49,7 @@ impl Default for NodeConfig {
             max_peers: 50,
             io_concurrency: 8,
             swarm: shoal_swarm::Config::default(),
+            seed_idle: crate::content::SEED_IDLE,
         }
     }
 }
@@ -674,6 +679,16 @@ impl TransferService {
     /// [`uploads`](Self::uploads) of one content.
     pub fn uploads_of(&self, id: &ContentId) -> Option<Uploads> {
         self.shared.uploads.lock().ok()?.get(id).cloned()
+    }
+
+    /// Content tasks running (downloads, and seeds with peers or idle for
+    /// less than `NodeConfig::seed_idle`).
+    pub fn content_tasks(&self) -> usize {
+        self.shared
+            .registry
+            .lock()
+            .map(|r| r.values().filter(|tx| !tx.is_closed()).count())
+            .unwrap_or(0)
     }
 
     /// Traffic and verification totals since the node was created.

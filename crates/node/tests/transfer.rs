@@ -564,3 +564,50 @@ async fn unicode_names_deep_trees_empty_files_and_empty_folders_arrive_as_they_a
     .await
     .expect("timed out");
 }
+
+/// A seeding task with no peer ends after `seed_idle` (a node that served a
+/// folder of many files keeps no task per file), and a later download of the
+/// same content starts a new one and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_seeding_task_ends_and_a_later_download_starts_a_new_one() {
+    timeout(TEST_TIMEOUT, async {
+        let cfg = shoal_node::NodeConfig {
+            seed_idle: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let seeder = TestNode::with_config(1, cfg);
+        let data = random_bytes(600_000, 7);
+        let share = seeder.share_bytes("src.bin", &data);
+        assert_eq!(seeder.node.content_tasks(), 0, "no task before any stream");
+        for round in 0..2u8 {
+            let leecher = TestNode::new(2 + round);
+            let out = leecher.path("out");
+            let conn = PipeConnector::new(leecher.id, &[&seeder]);
+            let mut h = leecher
+                .node
+                .download(share.id, Kind::File, &out, Some("f.bin"), conn);
+            let path = h.result().await.expect("download");
+            assert!(
+                std::fs::read(&path).expect("read") == data,
+                "round {round}: bytes differ"
+            );
+            drop(h);
+            drop(leecher);
+            // The session ends with the leecher; the seeding task follows
+            // after its idle time (checked on its 1 s tick).
+            let mut waited = 0;
+            while seeder.node.content_tasks() != 0 {
+                assert!(
+                    waited < 100,
+                    "round {round}: the idle seeding task did not end within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                waited += 1;
+            }
+        }
+        let up = seeder.node.uploads_of(&share.id).expect("uploads recorded");
+        assert_eq!(up.uploaded, 2 * data.len() as u64, "both uploads counted");
+    })
+    .await
+    .expect("timed out");
+}

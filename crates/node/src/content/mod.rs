@@ -277,6 +277,10 @@ const PEX_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// more slack than the sender's rule, for timers).
 const PEX_HEARD_BURST: u32 = PEX_BURST + 2;
 const PEX_HEARD_EVERY: Duration = Duration::from_secs(50);
+/// By default, a seeding task with no peer, no stream waiting and nothing in
+/// flight for this long ends (see `retire_if_idle`); the next stream for its content
+/// starts a new one.
+pub(crate) const SEED_IDLE: Duration = Duration::from_secs(30);
 /// A peer learned through peer exchange is dialed at most this many times.
 const PEX_MAX_ATTEMPTS: u32 = 3;
 
@@ -341,6 +345,8 @@ pub(crate) struct Content {
     /// Rate limit of the "cannot serve a piece" warning.
     last_read_warning: Option<Instant>,
     read_warnings_suppressed: u32,
+    /// Since when a seeding task has had nothing to do.
+    idle_since: Option<Instant>,
 }
 
 impl Drop for Content {
@@ -391,6 +397,7 @@ impl Content {
             retired: false,
             last_read_warning: None,
             read_warnings_suppressed: 0,
+            idle_since: None,
             id,
             shared,
             tx,
@@ -620,7 +627,7 @@ impl Content {
                         // Invites expire with time, and another process on the
                         // same data directory may change a policy: sessions
                         // are checked every tick too.
-                        if !self.recheck_access() {
+                        if !self.recheck_access() || self.retire_if_idle(&rx) {
                             return;
                         }
                         self.expire_pending();
@@ -648,6 +655,43 @@ impl Content {
             }
             self.publish(false);
         }
+    }
+
+    /// Whether this task should end now: a seed (not a download) that has had
+    /// no peer, no waiting stream, no ban and no event for `NodeConfig::seed_idle`, and
+    /// whose channel nobody else holds. Then it leaves the registry under
+    /// the registry's lock, so a stream that arrives later starts a new task
+    /// (and one that raced it finds the channel closed and retries). Without
+    /// this, a node that served a folder of many files kept one task per
+    /// file, each checking the store's policy every second.
+    fn retire_if_idle(&mut self, rx: &mpsc::Receiver<Ev>) -> bool {
+        let busy = self.download.is_some()
+            || !self.peers.is_empty()
+            || !self.pending_inbound.is_empty()
+            || !self.dialing.is_empty()
+            || !self.banned.is_empty()
+            || !rx.is_empty();
+        if busy {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.shared.cfg.seed_idle {
+            return false;
+        }
+        let Ok(mut reg) = self.shared.registry.lock() else {
+            return false;
+        };
+        let listed = reg.get(&self.id).is_some_and(|s| s.same_channel(&self.tx));
+        // Ours, and the registry's: no session, dial or I/O job can send.
+        if self.tx.strong_count() > 1 + usize::from(listed) || !rx.is_empty() {
+            return false;
+        }
+        if listed {
+            reg.remove(&self.id);
+        }
+        tracing::debug!(id = %self.id, "idle seeding task ends");
+        true
     }
 
     fn publish(&mut self, force: bool) {
