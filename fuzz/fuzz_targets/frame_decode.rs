@@ -8,8 +8,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shoal_core::proto::{
-    decode_frame, decode_header, decode_piece_prefix, encode, ConnectionState, FolderState, Hello,
-    Message, MessageType, Received, Role, MAX_WHOLE_FILE, MIN_PIECE_SIZE,
+    decode_frame, decode_header, decode_piece_prefix, encode, part_layout, ConnectionState,
+    FolderState, Hello, Message, MessageType, Received, Role, MAX_PART_FILE, MAX_WHOLE_FILE,
+    MIN_PIECE_SIZE,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -32,15 +33,20 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     let mut conn = ConnectionState::new(Role::Responder);
     let mut conn_ok = true;
-    // A folder of up to 16 files: empty, small, exactly whole, one byte too big.
+    // A folder of up to 16 files: empty, small, exactly whole, one byte over
+    // (a part file of 5 pieces, the last of 1 byte), a part file of a few
+    // pieces, the largest part file, one byte over that (no part file).
     let sizes: Vec<u64> = data
         .iter()
         .take(16)
-        .map(|b| match b % 4 {
+        .map(|b| match b % 7 {
             0 => 0,
             1 => u64::from(*b),
             2 => u64::from(MAX_WHOLE_FILE),
-            _ => u64::from(MAX_WHOLE_FILE) + 1,
+            3 => u64::from(MAX_WHOLE_FILE) + 1,
+            4 => 3 * u64::from(MAX_WHOLE_FILE) + u64::from(*b),
+            5 => MAX_PART_FILE,
+            _ => MAX_PART_FILE + 1,
         })
         .collect();
     let mut folder = FolderState::new(sizes.clone().into());
@@ -93,6 +99,21 @@ fuzz_target!(|data: &[u8]| {
                 folder
                     .on_send(&Message::Piece { piece, data: &data })
                     .expect("a checked request can be answered with the whole file");
+            } else if let Message::FileOutboardRequest { file } = msg {
+                // Every piece's chaining value, as a driver that has the file.
+                let (_, n) = part_layout(sizes[file as usize]).expect("a part file has a layout");
+                let cvs = vec![0u8; n as usize * 32];
+                folder
+                    .on_send(&Message::FileOutboard { file, cvs: &cvs })
+                    .expect("a checked outboard request can be answered");
+            } else if let Message::PartRequest { file, piece } = msg {
+                let size = sizes[file as usize];
+                let (ps, _) = part_layout(size).expect("a part file has a layout");
+                let start = u64::from(piece) * u64::from(ps);
+                let data = vec![0u8; (size - start).min(u64::from(ps)) as usize];
+                folder
+                    .on_send(&Message::Part { file, piece, data: &data })
+                    .expect("a checked part request can be answered with the piece");
             }
         }
         rest = &rest[used..];

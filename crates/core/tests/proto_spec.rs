@@ -85,6 +85,7 @@ fn spec_constants_table_matches_the_code() {
                         "MAX_PEX_FRAME_LEN" => MAX_PEX_FRAME_LEN as u64,
                         "MAX_OUTSTANDING_REQUESTS" => u64::from(MAX_OUTSTANDING_REQUESTS),
                         "MAX_WHOLE_FILE" => u64::from(MAX_WHOLE_FILE),
+                        "MAX_PART_FILE" => MAX_PART_FILE,
                         "MAX_OUTSTANDING_FILE_REQUESTS" => u64::from(MAX_OUTSTANDING_FILE_REQUESTS),
                         "MAX_OUTSTANDING_OUTBOARD_REQUESTS" => {
                             u64::from(MAX_OUTSTANDING_OUTBOARD_REQUESTS)
@@ -100,7 +101,7 @@ fn spec_constants_table_matches_the_code() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 32, "every constant of the table was checked");
+    assert_eq!(checked, 33, "every constant of the table was checked");
 }
 
 #[test]

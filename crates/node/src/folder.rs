@@ -1,5 +1,7 @@
 //! Folder sessions (`docs/protocol.md` §6.5): a collection's whole files (1 B
-//! to `MAX_WHOLE_FILE`) over one stream per pair of peers, both ways.
+//! to `MAX_WHOLE_FILE`) and, piece by piece, its larger files up to
+//! `MAX_PART_FILE` (*part files*), over one stream per pair of peers, both
+//! ways.
 //!
 //! A [`Folder`] is this node's side of one collection: a shared folder (every
 //! file here, read in place and re-verified on every read) or a download (its
@@ -17,6 +19,14 @@
 //! is synced once and the batch is linked into place, never over an existing
 //! file. So a name in the folder only ever holds a whole, verified, durable
 //! file, and a crash leaves at most temporary files that a resume rewrites.
+//!
+//! A part file is fetched like a content of its own, inside the folder's
+//! sessions: its outboard first (from a peer that has the file), then its
+//! pieces, each verified against the outboard and written at its offset into
+//! a `PartialFile` under the same hidden name (resumable: the store records
+//! which pieces are durable), which is linked into place when complete. At
+//! most `OPEN_PARTS` part files are open at once, so pieces of few files are
+//! in flight and each file completes early.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,10 +36,12 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 use shoal_core::proto::{
-    decode_frame, is_whole_file, CloseCode, DenyReason, FolderState, Hello, Message, PexPeer,
-    ProtoError, RejectReason, HELLO_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_PEX_ADDED,
+    decode_frame, is_part_file, is_whole_file, part_layout, CloseCode, DenyReason, FolderState,
+    Hello, Message, PexPeer, ProtoError, RejectReason, HELLO_TIMEOUT, IDLE_TIMEOUT,
+    KEEPALIVE_INTERVAL, MAX_PEX_ADDED,
 };
 use shoal_core::{ContentId, Manifest};
+use shoal_store::{Outboard, PartialFile, PieceLayout, PieceVerifier};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
@@ -72,6 +84,13 @@ const REDIAL_AFTER: Duration = Duration::from_secs(2);
 const PLACE_EVERY: Duration = Duration::from_millis(200);
 /// …or as soon as this many wait.
 const PLACE_BATCH: usize = 512;
+/// Part files open (outboard asked for, or pieces arriving) at once per folder.
+const OPEN_PARTS: usize = 4;
+/// Part files a serving folder keeps open (outboard and file handle) at once.
+const SOURCES_KEPT: usize = 64;
+/// A part file's written pieces are made durable (and recorded) at least
+/// every this many pieces.
+const PART_FLUSH_PIECES: u32 = 64;
 /// Peer exchange: first 1 s after a session starts, then at most every 60 s.
 const PEX_FIRST: Duration = Duration::from_secs(1);
 const PEX_EVERY: Duration = Duration::from_secs(60);
@@ -142,6 +161,64 @@ struct Inner {
     /// Files handed over to a fetch by their own id (from providers of that
     /// file alone): not asked for here until taken back.
     elsewhere: HashSet<u32>,
+    /// Needed part files not open yet (no session asked for their outboard).
+    part_pending: BTreeSet<u32>,
+    /// Part files open: their outboard asked for, or pieces arriving.
+    parts: HashMap<u32, Part>,
+    /// Bytes of the open part files' pieces present (verified and written).
+    part_bytes: u64,
+    /// Part files this folder serves, once opened: outboard and open file.
+    sources: HashMap<u32, Source>,
+}
+
+/// A part file this folder serves: its outboard and the file, open.
+#[derive(Clone)]
+struct Source {
+    ob: Arc<Outboard>,
+    file: Arc<std::fs::File>,
+}
+
+/// A part file being fetched through the folder sessions.
+struct Part {
+    /// The partial file, once the outboard arrived and it opened (`None`
+    /// again while it is being placed).
+    file: Option<Arc<Mutex<Option<PartialFile>>>>,
+    verifier: Option<PieceVerifier>,
+    layout: Option<PieceLayout>,
+    /// Pieces present, not asked for by any session, not being written.
+    todo: BTreeSet<u32>,
+    /// Sessions with a request out for each piece.
+    asked: HashMap<u32, u8>,
+    /// Pieces received and being verified and written.
+    writing: HashSet<u32>,
+    /// Which pieces are present, how many, and their bytes.
+    got: Vec<bool>,
+    present: u32,
+    bytes: u64,
+    /// Every piece is in: the file is being placed.
+    finishing: bool,
+}
+
+impl Part {
+    fn new() -> Self {
+        Self {
+            file: None,
+            verifier: None,
+            layout: None,
+            todo: BTreeSet::new(),
+            asked: HashMap::new(),
+            writing: HashSet::new(),
+            got: Vec::new(),
+            present: 0,
+            bytes: 0,
+            finishing: false,
+        }
+    }
+
+    /// Whether it is open with pieces to ask for (or asked elsewhere).
+    fn open(&self) -> bool {
+        self.file.is_some() && !self.finishing
+    }
 }
 
 /// Where a download's files go and how it reaches peers.
@@ -262,10 +339,43 @@ impl Folder {
         self.lock().peers.clone()
     }
 
-    /// (bytes fetched and placed, files that failed verification).
+    /// (bytes fetched and placed, or in part files' pieces present; files
+    /// and pieces that failed verification).
     pub(crate) fn fetched(&self) -> (u64, u64) {
         let inner = self.lock();
-        (inner.fetched, inner.failed)
+        (inner.fetched + inner.part_bytes, inner.failed)
+    }
+
+    /// Whether file `i` is fetched piece by piece here.
+    fn is_part(&self, i: usize) -> bool {
+        is_part_file(self.sizes[i])
+    }
+
+    /// Puts needed file `f` back where sessions look for work.
+    fn requeue(&self, inner: &mut Inner, f: u32) {
+        if self.is_part(f as usize) {
+            if !inner.parts.contains_key(&f) {
+                inner.part_pending.insert(f);
+            }
+        } else if inner.requested[f as usize] == 0 && !inner.writing[f as usize] {
+            inner.pending.insert(f);
+        }
+    }
+
+    /// Closes part file `f` (its partial file stays, resumable) and takes it
+    /// out of the folder's work; false if pieces of it are being written or
+    /// it is being placed.
+    fn close_part(&self, inner: &mut Inner, f: u32) -> bool {
+        if let Some(p) = inner.parts.get(&f) {
+            if !p.writing.is_empty() || p.finishing {
+                return false;
+            }
+        }
+        if let Some(p) = inner.parts.remove(&f) {
+            inner.part_bytes = inner.part_bytes.saturating_sub(p.bytes);
+        }
+        inner.part_pending.remove(&f);
+        true
     }
 }
 
@@ -382,7 +492,7 @@ impl FolderDownload {
                 if !inner.need[i] && !inner.have[i] {
                     inner.need[i] = true;
                     inner.remaining += 1;
-                    inner.pending.insert(i as u32);
+                    folder.requeue(&mut inner, i as u32);
                 }
             }
         }
@@ -418,6 +528,10 @@ impl Folder {
             }
             inner.have[i] = true;
             inner.elsewhere.remove(&(i as u32));
+            if let Some(p) = inner.parts.remove(&(i as u32)) {
+                inner.part_bytes = inner.part_bytes.saturating_sub(p.bytes);
+            }
+            inner.part_pending.remove(&(i as u32));
             if let (Some(d), Some(shared)) = (&self.download, self.shared.upgrade()) {
                 let grant = shared
                     .access
@@ -438,7 +552,14 @@ impl Folder {
         let inner = self.lock();
         (0..inner.need.len())
             .filter(|&i| {
-                inner.need[i] && inner.avail[i] == 0 && inner.requested[i] == 0 && !inner.writing[i]
+                inner.need[i]
+                    && inner.avail[i] == 0
+                    && inner.requested[i] == 0
+                    && !inner.writing[i]
+                    && inner
+                        .parts
+                        .get(&(i as u32))
+                        .is_none_or(|p| p.asked.is_empty() && p.writing.is_empty() && !p.finishing)
             })
             .take(max)
             .collect()
@@ -455,6 +576,14 @@ impl Folder {
     pub(crate) fn hand_over(&self, i: usize) -> bool {
         let mut inner = self.lock();
         if !inner.need[i] || inner.requested[i] > 0 || inner.writing[i] || inner.have[i] {
+            return false;
+        }
+        if inner
+            .parts
+            .get(&(i as u32))
+            .is_some_and(|p| !p.asked.is_empty())
+            || !self.close_part(&mut inner, i as u32)
+        {
             return false;
         }
         inner.need[i] = false;
@@ -476,7 +605,7 @@ impl Folder {
         }
         inner.need[i] = true;
         inner.remaining += 1;
-        inner.pending.insert(f);
+        self.requeue(&mut inner, f);
         drop(inner);
         self.changed.notify_waiters();
     }
@@ -495,6 +624,9 @@ impl Folder {
             }
             match p {
                 FilePriority::Skip => {
+                    // A part file with pieces being written closes once they
+                    // are (see `part_written`).
+                    self.close_part(&mut inner, f);
                     inner.skip.insert(f);
                     inner.high.remove(&f);
                     if inner.need[i] {
@@ -514,9 +646,7 @@ impl Folder {
                     if !inner.need[i] && !inner.elsewhere.contains(&f) {
                         inner.need[i] = true;
                         inner.remaining += 1;
-                        if inner.requested[i] == 0 && !inner.writing[i] {
-                            inner.pending.insert(f);
-                        }
+                        self.requeue(&mut inner, f);
                     }
                 }
             }
@@ -553,6 +683,175 @@ impl Folder {
             }
         }
         self.changed.notify_waiters();
+    }
+
+    /// Part file `f`'s partial file opened (or not): its missing pieces
+    /// become work; a file found complete is placed.
+    fn part_opened(self: &Arc<Self>, f: u32, res: Result<PartialFile, NodeError>) {
+        let fu = f as usize;
+        let mut finish = None;
+        {
+            let mut inner = self.lock();
+            let pf = match res {
+                Ok(pf) => pf,
+                Err(e) => {
+                    if inner.parts.contains_key(&f) {
+                        inner.fatal =
+                            Some(format!("cannot write {}: {e}", self.path_of(fu).display()));
+                    }
+                    drop(inner);
+                    self.changed.notify_waiters();
+                    return;
+                }
+            };
+            // Closed meanwhile, or opened by another session first: this
+            // handle is dropped (what it holds is durable already).
+            let Some(p) = inner.parts.get_mut(&f).filter(|p| p.file.is_none()) else {
+                return;
+            };
+            let layout = pf.outboard().layout();
+            let n = layout.num_pieces();
+            p.got = (0..n).map(|i| pf.has(i)).collect();
+            p.todo = (0..n).filter(|&i| !pf.has(i)).collect();
+            p.present = pf.present();
+            p.bytes = (0..n)
+                .filter(|&i| pf.has(i))
+                .map(|i| layout.piece_len(i) as u64)
+                .sum();
+            p.verifier = Some(pf.verifier());
+            p.layout = Some(layout);
+            let complete = pf.is_complete();
+            let file = Arc::new(Mutex::new(Some(pf)));
+            p.file = Some(file.clone());
+            let bytes = p.bytes;
+            if complete {
+                p.finishing = true;
+                finish = Some(file);
+            }
+            inner.part_bytes += bytes;
+            if let Some(d) = &self.download {
+                d.files.set(fu, bytes);
+            }
+        }
+        if let Some(file) = finish {
+            tokio::spawn(finish_part(self.clone(), f, file));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The end of writing piece `piece` of part file `f` from `peer`.
+    #[allow(clippy::too_many_arguments)]
+    fn part_written(
+        self: &Arc<Self>,
+        f: u32,
+        piece: u32,
+        len: u64,
+        peer: PeerId,
+        res: Result<bool, NodeError>,
+        ctl: &mpsc::Sender<Ctl>,
+    ) {
+        let fu = f as usize;
+        let mut finish = None;
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            inner.backlog = inner.backlog.saturating_sub(len);
+            let skipped = inner.skip.contains(&f);
+            let Some(p) = inner.parts.get_mut(&f) else {
+                return;
+            };
+            p.writing.remove(&piece);
+            match res {
+                Ok(true) => {
+                    if let Some(g) = p.got.get_mut(piece as usize).filter(|g| !**g) {
+                        *g = true;
+                        p.present += 1;
+                        p.bytes += len;
+                        inner.part_bytes += len;
+                        inner.peers.entry(peer).or_default().down += len;
+                    }
+                    if let Some(d) = &self.download {
+                        d.files.set(fu, p.bytes);
+                    }
+                    if p.present as usize == p.got.len() && !p.finishing && !skipped {
+                        p.finishing = true;
+                        finish = p.file.clone();
+                    }
+                }
+                Ok(false) => {
+                    inner.failed += 1;
+                    if !p.asked.contains_key(&piece) {
+                        p.todo.insert(piece);
+                    }
+                    inner.peers.entry(peer).or_default().banned = true;
+                    let _ = ctl.try_send(Ctl::Bad(f));
+                }
+                Err(e) => {
+                    inner.fatal = Some(format!("cannot write {}: {e}", self.path_of(fu).display()));
+                }
+            }
+            if skipped {
+                self.close_part(inner, f);
+            }
+        }
+        if let Some(file) = finish {
+            tokio::spawn(finish_part(self.clone(), f, file));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Part file `i` as this folder serves it (opened once, then kept): the
+    /// store's outboard, or the file hashed if the store has none of the
+    /// layout the protocol gives it. Blocking.
+    fn source_for(&self, i: usize) -> Option<Source> {
+        let f = i as u32;
+        if let Some(src) = self.lock().sources.get(&f) {
+            return Some(src.clone());
+        }
+        let e = &self.manifest.entries()[i];
+        let (piece_size, _) = part_layout(e.size)?;
+        let shared = self.shared.upgrade()?;
+        let path = self.path_of(i);
+        let file = std::fs::File::open(&path).ok()?;
+        let ob = match shared.store.outboard(&e.id).ok().flatten() {
+            Some(ob) if ob.layout().piece_size() == piece_size => ob,
+            _ => {
+                let ob = shoal_store::hash_file(&path, &|_| {}).ok()?;
+                (ob.root() == e.id && ob.layout().piece_size() == piece_size).then_some(ob)?
+            }
+        };
+        let src = Source {
+            ob: Arc::new(ob),
+            file: Arc::new(file),
+        };
+        let mut inner = self.lock();
+        if inner.sources.len() >= SOURCES_KEPT {
+            inner.sources.clear();
+        }
+        inner.sources.insert(f, src.clone());
+        Some(src)
+    }
+
+    /// Piece `piece` of part file `i` read straight into a whole `Part`
+    /// frame, re-verified against the file's outboard; `None` if the file no
+    /// longer has it. Blocking.
+    fn part_frame(&self, i: usize, piece: u32) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let src = self.source_for(i)?;
+        let layout = src.ob.layout();
+        if piece >= layout.num_pieces() {
+            return None;
+        }
+        let len = layout.piece_len(piece);
+        let mut frame = Vec::with_capacity(len + 16);
+        shoal_core::proto::encode_part_header(i as u32, piece, len, &mut frame).ok()?;
+        let start = frame.len();
+        frame.resize(start + len, 0);
+        src.file
+            .read_exact_at(&mut frame[start..], layout.piece_offset(piece))
+            .ok()?;
+        src.ob.verify_piece(piece, &frame[start..]).ok()?;
+        Some(frame)
     }
 
     async fn finished(self: &Arc<Self>) -> Result<(), NodeError> {
@@ -681,6 +980,61 @@ impl Folder {
             });
         }
     }
+}
+
+/// Places part file `f`, complete: synced, linked into place, announced.
+async fn finish_part(folder: Arc<Folder>, f: u32, file: Arc<Mutex<Option<PartialFile>>>) {
+    let fu = f as usize;
+    let done = tokio::task::spawn_blocking(move || {
+        let pf = file.lock().unwrap_or_else(|e| e.into_inner()).take();
+        pf.map(PartialFile::finish).transpose()
+    })
+    .await;
+    let sessions: Vec<mpsc::Sender<Ctl>> = {
+        let mut inner = folder.lock();
+        match done {
+            Ok(Ok(_)) => {
+                if let Some(p) = inner.parts.remove(&f) {
+                    inner.part_bytes = inner.part_bytes.saturating_sub(p.bytes);
+                }
+                inner.high.remove(&f);
+                if !inner.have[fu] {
+                    inner.have[fu] = true;
+                    if inner.need[fu] {
+                        inner.need[fu] = false;
+                        inner.remaining -= 1;
+                        inner.fetched += folder.sizes[fu];
+                    }
+                    // Served by its own id too while the folder lives.
+                    if let (Some(d), Some(shared)) = (&folder.download, folder.shared.upgrade()) {
+                        let grant = shared
+                            .access
+                            .register_download(folder.manifest.entries()[fu].id, d.policy);
+                        inner.grants.push(grant);
+                    }
+                }
+                if let Some(d) = &folder.download {
+                    d.files.set(fu, folder.sizes[fu]);
+                }
+                inner.sessions.values().map(|s| s.ctl.clone()).collect()
+            }
+            Ok(Err(e)) => {
+                inner.fatal = Some(format!(
+                    "cannot place {}: {e}",
+                    folder.path_of(fu).display()
+                ));
+                Vec::new()
+            }
+            Err(e) => {
+                inner.fatal = Some(format!("placing a file failed: {e}"));
+                Vec::new()
+            }
+        }
+    };
+    for tx in sessions {
+        let _ = tx.try_send(Ctl::Have(f));
+    }
+    folder.changed.notify_waiters();
 }
 
 /// Makes verified files durable and links them into place, in batches.
@@ -1014,6 +1368,11 @@ enum In {
     Cancel(u32),
     File(u32, Vec<u8>),
     Reject(u32),
+    OutboardReq(u32),
+    Outboard(u32, Vec<u8>),
+    PartReq(u32, u32),
+    Part(u32, u32, Vec<u8>),
+    PartReject(u32, u32),
     Pex(Vec<(PeerId, Vec<shoal_net::Multiaddr>)>),
     Nothing,
     /// The peer closed, broke the protocol, or the stream failed.
@@ -1024,7 +1383,15 @@ async fn read_loop(
     mut fr: FrameReader<ReadHalf>,
     state: Arc<Mutex<FolderState>>,
     tx: mpsc::Sender<In>,
+    pool: crate::session::BufPool,
 ) {
+    // Received files and pieces are copied into reused buffers (given back
+    // once written), so a steady download does not allocate per piece.
+    let owned = |data: &[u8]| {
+        let mut buf = pool.take();
+        buf.extend_from_slice(data);
+        buf
+    };
     loop {
         let n = match tokio::time::timeout(IDLE_TIMEOUT, fr.fill_frame()).await {
             Err(_) => {
@@ -1076,8 +1443,13 @@ async fn read_loop(
                         Message::Have { piece } => In::Have(piece),
                         Message::Request { piece } => In::Request(piece),
                         Message::Cancel { piece } => In::Cancel(piece),
-                        Message::Piece { piece, data } => In::File(piece, data.to_vec()),
+                        Message::Piece { piece, data } => In::File(piece, owned(data)),
                         Message::Reject { piece, .. } => In::Reject(piece),
+                        Message::FileOutboardRequest { file } => In::OutboardReq(file),
+                        Message::FileOutboard { file, cvs } => In::Outboard(file, cvs.to_vec()),
+                        Message::PartRequest { file, piece } => In::PartReq(file, piece),
+                        Message::Part { file, piece, data } => In::Part(file, piece, owned(data)),
+                        Message::PartReject { file, piece, .. } => In::PartReject(file, piece),
                         Message::PeerExchange { added, .. } => {
                             In::Pex(added.iter().filter_map(PexPeer::parse).collect())
                         }
@@ -1156,6 +1528,67 @@ fn write_whole(folder: &Folder, i: usize, data: &[u8]) -> Result<bool, NodeError
     Ok(true)
 }
 
+/// Verifies piece `piece` of an open part file and writes it; every
+/// `PART_FLUSH_PIECES` pieces the file is made durable (outside its lock).
+/// `Ok(false)`: the bytes are not the piece.
+fn write_part(
+    file: &Mutex<Option<PartialFile>>,
+    verifier: &PieceVerifier,
+    piece: u32,
+    data: &[u8],
+) -> Result<bool, NodeError> {
+    let Ok(v) = verifier.verify(piece, data) else {
+        return Ok(false);
+    };
+    let mut g = file.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pf) = g.as_mut() else {
+        // Closed (placed) meanwhile: nothing to write into.
+        return Ok(true);
+    };
+    pf.write_verified(v)?;
+    let flush = if pf.unflushed() >= PART_FLUSH_PIECES {
+        pf.start_flush()
+    } else {
+        None
+    };
+    drop(g);
+    if let Some(flush) = flush {
+        flush.run()?;
+    }
+    Ok(true)
+}
+
+/// One session's request for piece `piece` of part file `f` is answered or
+/// void: the piece goes back to be asked for if nobody else asks for it and
+/// it is not in.
+fn unask_part(inner: &mut Inner, f: u32, piece: u32) {
+    let Some(p) = inner.parts.get_mut(&f) else {
+        return;
+    };
+    if let Some(a) = p.asked.get_mut(&piece) {
+        *a -= 1;
+        if *a == 0 {
+            p.asked.remove(&piece);
+        }
+    }
+    let here = p.got.get(piece as usize).copied().unwrap_or(true);
+    if p.file.is_some() && !here && !p.asked.contains_key(&piece) && !p.writing.contains(&piece) {
+        p.todo.insert(piece);
+    }
+}
+
+/// A request for the outboard of part file `f` is void (the session ended,
+/// or the peer lacks the file): if the file is not open yet, another
+/// session may ask.
+fn reopen_part(folder: &Folder, inner: &mut Inner, f: u32) {
+    if inner.parts.get(&f).is_some_and(|p| p.file.is_none()) {
+        inner.parts.remove(&f);
+        if inner.need[f as usize] {
+            folder.requeue(inner, f);
+        }
+    }
+}
+
 /// One folder session, both ways, until either side closes or the folder stops.
 #[allow(clippy::too_many_arguments)]
 async fn run_session(
@@ -1183,7 +1616,7 @@ async fn run_session(
         let _ = wtx.send(f);
     }
     let writer = tokio::spawn(write_loop(w, wrx, queued.clone(), drained.clone()));
-    let reader = tokio::spawn(read_loop(fr, state.clone(), itx));
+    let reader = tokio::spawn(read_loop(fr, state.clone(), itx, shared.pool.clone()));
     let key = {
         let mut inner = folder.lock();
         let key = inner.next_key;
@@ -1217,6 +1650,8 @@ async fn run_session(
         peer_count: 0,
         got_avail: false,
         mine: HashMap::new(),
+        mine_parts: HashMap::new(),
+        mine_obs: HashSet::new(),
         mine_bytes: 0,
         cursor: rand::random::<u32>() % (n.max(1) as u32),
         serve_queue: std::collections::VecDeque::new(),
@@ -1239,6 +1674,12 @@ async fn run_session(
             if inner.need[fu] && inner.requested[fu] == 0 && !inner.writing[fu] {
                 inner.pending.insert(f);
             }
+        }
+        for &(f, piece) in s.mine_parts.keys() {
+            unask_part(&mut inner, f, piece);
+        }
+        for &f in &s.mine_obs {
+            reopen_part(&folder, &mut inner, f);
         }
         if s.got_avail {
             for (i, h) in s.peer_has.iter().enumerate() {
@@ -1274,6 +1715,23 @@ async fn run_session(
 
 enum Done {
     Served(u32, Option<Vec<u8>>),
+    Outboard(u32, Option<Vec<u8>>),
+    Part(u32, u32, Option<Vec<u8>>),
+}
+
+/// A request of the peer waiting for an I/O slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    File(u32),
+    Outboard(u32),
+    Part(u32, u32),
+}
+
+/// A request this side is about to send.
+enum Ask {
+    File(u32, u64),
+    Outboard(u32),
+    Part(u32, u32, u64),
 }
 
 struct Session {
@@ -1292,12 +1750,15 @@ struct Session {
     peer_has: Vec<bool>,
     peer_count: usize,
     got_avail: bool,
-    /// This side's outstanding requests (file → size).
+    /// This side's outstanding requests: whole files (file → size), parts
+    /// ((file, piece) → length) and outboards; the bytes of the first two.
     mine: HashMap<u32, u64>,
+    mine_parts: HashMap<(u32, u32), u64>,
+    mine_obs: HashSet<u32>,
     mine_bytes: u64,
     cursor: u32,
     /// Requests of the peer waiting for an I/O slot.
-    serve_queue: std::collections::VecDeque<u32>,
+    serve_queue: std::collections::VecDeque<Serve>,
     io: JoinSet<Done>,
     uploaded: u64,
     /// Peers already named to this peer in peer exchange.
@@ -1328,6 +1789,39 @@ impl Session {
             }
             None => false,
         }
+    }
+
+    /// Sends a whole `Part` frame made by `Folder::part_frame`, if the
+    /// protocol allows it now; the piece's length if sent.
+    fn send_part(&mut self, f: u32, piece: u32, frame: Vec<u8>) -> Option<u64> {
+        let hdr = shoal_core::proto::LEN_PREFIX
+            + 1
+            + shoal_core::wire::varint_len(u64::from(f))
+            + shoal_core::wire::varint_len(u64::from(piece));
+        let data_len = frame.len().checked_sub(hdr)?;
+        let start = hdr;
+        let ok = self
+            .state
+            .lock()
+            .map(|mut s| {
+                s.on_send(&Message::Part {
+                    file: f,
+                    piece,
+                    data: &frame[start..],
+                })
+                .is_ok()
+            })
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        self.last_sent = Instant::now();
+        self.queued.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        if self.wtx.send(frame).is_err() {
+            self.broken = true;
+            return None;
+        }
+        Some(data_len as u64)
     }
 
     /// The main loop; returns the `Close` to send, if any.
@@ -1423,6 +1917,8 @@ impl Session {
         self.got_avail
             && self.peer_count == n
             && self.mine.is_empty()
+            && self.mine_parts.is_empty()
+            && self.mine_obs.is_empty()
             && self.serve_queue.is_empty()
             && self.io.is_empty()
             && self.folder.lock().remaining == 0
@@ -1452,9 +1948,23 @@ impl Session {
                     }
                 }
             }
-            In::Request(i) => self.serve_queue.push_back(i),
+            In::Request(i) => self.serve_queue.push_back(Serve::File(i)),
+            In::OutboardReq(f) => self.serve_queue.push_back(Serve::Outboard(f)),
+            In::PartReq(f, piece) => self.serve_queue.push_back(Serve::Part(f, piece)),
+            In::Outboard(f, cvs) => return self.on_outboard(f, cvs).map(Some),
+            In::Part(f, piece, data) => return self.on_part(f, piece, data).map(Some),
+            In::PartReject(f, piece) => {
+                if let Some(len) = self.mine_parts.remove(&(f, piece)) {
+                    self.mine_bytes -= len;
+                }
+                let mut inner = self.folder.lock();
+                unask_part(&mut inner, f, piece);
+                drop(inner);
+                self.lacks(f);
+                self.folder.changed.notify_waiters();
+            }
             In::Cancel(i) => {
-                if let Some(pos) = self.serve_queue.iter().position(|&q| q == i) {
+                if let Some(pos) = self.serve_queue.iter().position(|&q| q == Serve::File(i)) {
                     self.serve_queue.remove(pos);
                     self.send(&Message::Reject {
                         piece: i,
@@ -1466,13 +1976,7 @@ impl Session {
             In::Reject(i) => {
                 // It does not have the file (now): ask another peer.
                 self.forget(i);
-                let iu = i as usize;
-                if self.peer_has[iu] {
-                    self.peer_has[iu] = false;
-                    self.peer_count -= 1;
-                    let mut inner = self.folder.lock();
-                    inner.avail[iu] = inner.avail[iu].saturating_sub(1);
-                }
+                self.lacks(i);
                 self.folder.changed.notify_waiters();
             }
             In::Pex(peers) => {
@@ -1493,6 +1997,107 @@ impl Session {
                 return Some(close);
             }
         }
+        None
+    }
+
+    /// The peer does not have file `i` (any more).
+    fn lacks(&mut self, i: u32) {
+        let iu = i as usize;
+        if self.peer_has[iu] {
+            self.peer_has[iu] = false;
+            self.peer_count -= 1;
+            let mut inner = self.folder.lock();
+            inner.avail[iu] = inner.avail[iu].saturating_sub(1);
+        }
+    }
+
+    /// The outboard of part file `f` arrived (empty: the peer lacks the
+    /// file): checked against the file's id, then the file opens.
+    fn on_outboard(&mut self, f: u32, cvs: Vec<u8>) -> Option<(CloseCode, String)> {
+        self.mine_obs.remove(&f);
+        let folder = self.folder.clone();
+        let fu = f as usize;
+        let e = &folder.manifest.entries()[fu];
+        let ob = PieceLayout::for_len(e.size)
+            .ok()
+            .filter(|_| !cvs.is_empty())
+            .map(|l| Outboard::decode(e.id, l, &cvs));
+        let ob = match ob {
+            Some(Ok(ob)) => ob,
+            bad => {
+                reopen_part(&folder, &mut folder.lock(), f);
+                folder.changed.notify_waiters();
+                if bad.is_none() {
+                    self.lacks(f);
+                    return None;
+                }
+                folder.lock().peers.entry(self.peer).or_default().banned = true;
+                return Some((
+                    CloseCode::BadData,
+                    format!("the outboard of file {f} does not match its id"),
+                ));
+            }
+        };
+        {
+            let inner = folder.lock();
+            if !inner.need[fu] || inner.parts.get(&f).is_none_or(|p| p.file.is_some()) {
+                return None;
+            }
+        }
+        let shared = folder.shared.upgrade()?;
+        tokio::spawn(async move {
+            let (dest, temp) = (folder.path_of(fu), folder.temp_of(fu));
+            let opened = tokio::task::spawn_blocking(move || {
+                shared.store.open_download(ob, &dest, Some(&temp))
+            })
+            .await;
+            let res = match opened {
+                Ok(r) => r.map_err(NodeError::from),
+                Err(e) => Err(NodeError::Internal(format!("opening a file failed: {e}"))),
+            };
+            folder.part_opened(f, res);
+        });
+        None
+    }
+
+    /// Piece `piece` of part file `f` arrived: verified and written apart
+    /// from this session (it is kept if the session ends meanwhile).
+    fn on_part(&mut self, f: u32, piece: u32, data: Vec<u8>) -> Option<(CloseCode, String)> {
+        if let Some(len) = self.mine_parts.remove(&(f, piece)) {
+            self.mine_bytes -= len;
+        }
+        let len = data.len() as u64;
+        let folder = self.folder.clone();
+        let (file, verifier) = {
+            let mut inner = folder.lock();
+            unask_part(&mut inner, f, piece);
+            let p = inner.parts.get_mut(&f)?;
+            let (Some(file), Some(verifier)) = (p.file.clone(), p.verifier.clone()) else {
+                return None;
+            };
+            let here = p.got.get(piece as usize).copied().unwrap_or(true);
+            if p.finishing || here || p.writing.contains(&piece) {
+                // Another peer's copy won (endgame).
+                return None;
+            }
+            p.writing.insert(piece);
+            p.todo.remove(&piece);
+            inner.backlog += len;
+            (file, verifier)
+        };
+        let (io, peer, ctl) = (self.shared.io_limit.clone(), self.peer, self.ctl.clone());
+        let pool = self.shared.pool.clone();
+        tokio::spawn(async move {
+            let _permit = io.acquire_owned().await;
+            let res = tokio::task::spawn_blocking(move || {
+                let res = write_part(&file, &verifier, piece, &data);
+                pool.give(data);
+                res
+            })
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Internal(format!("writing a piece failed: {e}"))));
+            folder.part_written(f, piece, len, peer, res, &ctl);
+        });
         None
     }
 
@@ -1536,11 +2141,16 @@ impl Session {
         tokio::spawn(async move {
             let _permit = io.acquire_owned().await;
             let f = folder.clone();
-            let res = tokio::task::spawn_blocking(move || write_whole(&f, iu, &data))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(NodeError::Internal(format!("writing a file failed: {e}")))
-                });
+            let pool = f.shared.upgrade().map(|s| s.pool.clone());
+            let res = tokio::task::spawn_blocking(move || {
+                let res = write_whole(&f, iu, &data);
+                if let Some(pool) = pool {
+                    pool.give(data);
+                }
+                res
+            })
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Internal(format!("writing a file failed: {e}"))));
             folder.written(i, peer, res, &ctl);
         });
         None
@@ -1554,13 +2164,7 @@ impl Session {
                     piece: i,
                     data: &data,
                 }) {
-                    self.uploaded += size;
-                    let mut inner = self.folder.lock();
-                    inner.peers.entry(self.peer).or_default().up += size;
-                    drop(inner);
-                    if let Ok(mut all) = self.shared.uploads.lock() {
-                        all.entry(self.folder.id).or_default().uploaded += size;
-                    }
+                    self.count_upload(size);
                 }
             }
             Done::Served(i, None) => {
@@ -1569,86 +2173,203 @@ impl Session {
                     reason: RejectReason::NotAvailable,
                 });
             }
+            Done::Outboard(f, cvs) => {
+                self.send(&Message::FileOutboard {
+                    file: f,
+                    cvs: cvs.as_deref().unwrap_or(&[]),
+                });
+            }
+            Done::Part(f, piece, Some(frame)) => {
+                if let Some(size) = self.send_part(f, piece, frame) {
+                    self.count_upload(size);
+                }
+            }
+            Done::Part(f, piece, None) => {
+                self.send(&Message::PartReject {
+                    file: f,
+                    piece,
+                    reason: RejectReason::NotAvailable,
+                });
+            }
         }
         None
+    }
+
+    fn count_upload(&mut self, size: u64) {
+        self.uploaded += size;
+        self.folder.lock().peers.entry(self.peer).or_default().up += size;
+        if let Ok(mut all) = self.shared.uploads.lock() {
+            all.entry(self.folder.id).or_default().uploaded += size;
+        }
     }
 
     /// Starts reads for the peer's queued requests, up to the I/O bound.
     fn start_serving(&mut self) {
         while self.io.len() < IO_PER_SESSION && self.queued.load(Ordering::Relaxed) < WRITE_BYTES {
-            let Some(i) = self.serve_queue.pop_front() else {
+            let Some(item) = self.serve_queue.pop_front() else {
                 return;
+            };
+            let i = match item {
+                Serve::File(i) | Serve::Outboard(i) | Serve::Part(i, _) => i,
             };
             let iu = i as usize;
             let here = self.folder.lock().have[iu];
             if !here {
-                self.send(&Message::Reject {
-                    piece: i,
-                    reason: RejectReason::NotAvailable,
-                });
+                match item {
+                    Serve::File(_) => self.send(&Message::Reject {
+                        piece: i,
+                        reason: RejectReason::NotAvailable,
+                    }),
+                    Serve::Outboard(_) => self.send(&Message::FileOutboard { file: i, cvs: &[] }),
+                    Serve::Part(_, piece) => self.send(&Message::PartReject {
+                        file: i,
+                        piece,
+                        reason: RejectReason::NotAvailable,
+                    }),
+                };
                 continue;
             }
             let e = &self.folder.manifest.entries()[iu];
             let (path, id, size) = (self.folder.path_of(iu), e.id, e.size);
             let io = self.shared.io_limit.clone();
+            let folder = self.folder.clone();
             self.io.spawn(async move {
                 let _permit = io.acquire_owned().await;
-                let data = tokio::task::spawn_blocking(move || read_whole(&path, id, size))
-                    .await
-                    .ok()
-                    .flatten();
-                Done::Served(i, data)
+                let job = move || match item {
+                    Serve::File(_) => Done::Served(i, read_whole(&path, id, size)),
+                    Serve::Outboard(_) => {
+                        Done::Outboard(i, folder.source_for(iu).map(|s| s.ob.encode()))
+                    }
+                    Serve::Part(_, piece) => Done::Part(i, piece, folder.part_frame(iu, piece)),
+                };
+                let fallback = match item {
+                    Serve::File(_) => Done::Served(i, None),
+                    Serve::Outboard(_) => Done::Outboard(i, None),
+                    Serve::Part(_, piece) => Done::Part(i, piece, None),
+                };
+                tokio::task::spawn_blocking(job).await.unwrap_or(fallback)
             });
         }
     }
 
-    /// Asks the peer for needed files, rarest first, up to the bounds.
+    /// Requests this side has outstanding with the peer.
+    fn asks(&self) -> usize {
+        self.mine.len() + self.mine_parts.len() + self.mine_obs.len()
+    }
+
+    /// Asks the peer for needed files and pieces of part files, rarest
+    /// first, up to the bounds.
     fn fill_requests(&mut self) {
         if self.folder.download.is_none() || !self.got_avail {
             return;
         }
-        let n = self.folder.sizes.len() as u32;
-        let mut picks = Vec::new();
+        let folder = self.folder.clone();
+        let n = folder.sizes.len() as u32;
+        let mut picks: Vec<Ask> = Vec::new();
         {
-            let mut inner = self.folder.lock();
+            let mut inner = folder.lock();
             if inner.remaining == 0 || self.peer_count == 0 || inner.backlog >= WRITE_BACKLOG {
                 return;
             }
-            while self.mine.len() + picks.len() < WANT_REQUESTS
-                && self.mine_bytes + picks.iter().map(|&(_, s)| s).sum::<u64>() < WANT_BYTES
+            let mut bytes = self.mine_bytes;
+            let (mut no_whole, mut no_part) = (false, false);
+            while self.asks() + picks.len() < WANT_REQUESTS
+                && bytes < WANT_BYTES
+                && !(no_whole && no_part)
             {
-                let Some(i) = pick(&inner, &self.peer_has, self.cursor) else {
-                    break;
-                };
-                inner.pending.remove(&i);
-                inner.requested[i as usize] += 1;
-                self.cursor = (i + 1) % n.max(1);
-                picks.push((i, self.folder.sizes[i as usize]));
+                if !no_part {
+                    match pick_part(&mut inner, &self.peer_has, self.cursor) {
+                        Some(a) => {
+                            if let Ask::Part(_, _, len) = a {
+                                bytes += len;
+                            }
+                            picks.push(a);
+                            continue;
+                        }
+                        None => no_part = true,
+                    }
+                }
+                if !no_whole {
+                    match pick(&inner, &self.peer_has, self.cursor) {
+                        Some(i) => {
+                            inner.pending.remove(&i);
+                            inner.requested[i as usize] += 1;
+                            self.cursor = (i + 1) % n.max(1);
+                            let size = folder.sizes[i as usize];
+                            bytes += size;
+                            picks.push(Ask::File(i, size));
+                        }
+                        None => no_whole = true,
+                    }
+                }
             }
-            // Endgame: every needed file is asked for; an idle session asks
-            // again for some asked elsewhere.
-            if picks.is_empty() && self.mine.is_empty() && inner.pending.is_empty() {
+            // Endgame: every needed file (piece) is asked for; an idle
+            // session asks again for some asked elsewhere.
+            if picks.is_empty() && self.asks() == 0 && inner.pending.is_empty() {
                 let extra: Vec<u32> = (0..n)
                     .filter(|&i| {
                         let iu = i as usize;
-                        inner.need[iu] && !inner.writing[iu] && !inner.have[iu] && self.peer_has[iu]
+                        inner.need[iu]
+                            && !inner.writing[iu]
+                            && !inner.have[iu]
+                            && self.peer_has[iu]
+                            && !folder.is_part(iu)
                     })
                     .take(ENDGAME_REQUESTS)
                     .collect();
                 for i in extra {
                     inner.requested[i as usize] += 1;
-                    picks.push((i, self.folder.sizes[i as usize]));
+                    picks.push(Ask::File(i, folder.sizes[i as usize]));
+                }
+                if picks.is_empty() && inner.part_pending.is_empty() {
+                    for (&f, p) in inner.parts.iter_mut() {
+                        if picks.len() >= ENDGAME_REQUESTS {
+                            break;
+                        }
+                        let Some(layout) =
+                            p.layout.filter(|_| p.open() && self.peer_has[f as usize])
+                        else {
+                            continue;
+                        };
+                        let dup: Vec<u32> = p
+                            .asked
+                            .keys()
+                            .copied()
+                            .filter(|&x| !p.writing.contains(&x))
+                            .take(ENDGAME_REQUESTS - picks.len())
+                            .collect();
+                        for x in dup {
+                            *p.asked.entry(x).or_default() += 1;
+                            picks.push(Ask::Part(f, x, layout.piece_len(x) as u64));
+                        }
+                    }
                 }
             }
         }
-        for (i, size) in picks {
-            if self.send(&Message::Request { piece: i }) {
-                self.mine.insert(i, size);
-                self.mine_bytes += size;
-            } else {
-                self.mine.insert(i, size);
-                self.mine_bytes += size;
-                self.forget(i);
+        for a in picks {
+            match a {
+                Ask::File(i, size) => {
+                    self.mine.insert(i, size);
+                    self.mine_bytes += size;
+                    if !self.send(&Message::Request { piece: i }) {
+                        self.forget(i);
+                    }
+                }
+                Ask::Outboard(f) => {
+                    if self.send(&Message::FileOutboardRequest { file: f }) {
+                        self.mine_obs.insert(f);
+                    } else {
+                        reopen_part(&folder, &mut folder.lock(), f);
+                    }
+                }
+                Ask::Part(f, piece, len) => {
+                    if self.send(&Message::PartRequest { file: f, piece }) {
+                        self.mine_parts.insert((f, piece), len);
+                        self.mine_bytes += len;
+                    } else {
+                        unask_part(&mut folder.lock(), f, piece);
+                    }
+                }
             }
         }
     }
@@ -1700,25 +2421,26 @@ impl Session {
     }
 }
 
-/// The rarest of the first `PICK_WINDOW` pending files the peer has, looking
-/// from `cursor` on (each session starts at a random place, so that peers
-/// fetching the same folder fetch different files first and can trade).
+/// The rarest of the first `PICK_WINDOW` pending whole files the peer has,
+/// looking from `cursor` on (each session starts at a random place, so that
+/// peers fetching the same folder fetch different files first and can
+/// trade); high priority files first.
 fn pick(inner: &Inner, peer_has: &[bool], cursor: u32) -> Option<u32> {
+    pick_from(&inner.pending, inner, peer_has, cursor)
+}
+
+/// `pick` over the needed files `set`.
+fn pick_from(set: &BTreeSet<u32>, inner: &Inner, peer_has: &[bool], cursor: u32) -> Option<u32> {
     if let Some(&i) = inner
         .high
         .iter()
-        .find(|&&i| peer_has[i as usize] && inner.pending.contains(&i))
+        .find(|&&i| peer_has[i as usize] && set.contains(&i))
     {
         return Some(i);
     }
     let mut best: Option<(u16, u32)> = None;
     let mut seen = 0;
-    for (scanned, &i) in inner
-        .pending
-        .range(cursor..)
-        .chain(inner.pending.range(..cursor))
-        .enumerate()
-    {
+    for (scanned, &i) in set.range(cursor..).chain(set.range(..cursor)).enumerate() {
         if scanned >= PICK_SCAN || seen >= PICK_WINDOW {
             break;
         }
@@ -1737,7 +2459,35 @@ fn pick(inner: &Inner, peer_has: &[bool], cursor: u32) -> Option<u32> {
     best.map(|(_, i)| i)
 }
 
-/// Whether a file of this size goes through folder sessions.
-pub(crate) fn travels_whole(size: u64) -> bool {
-    is_whole_file(size)
+/// The next piece of an open part file the peer has (high priority files
+/// first, then the file with the fewest pieces left, so files complete
+/// early), or else a part file to open (its outboard to ask for), chosen as
+/// `pick` chooses whole files, while fewer than `OPEN_PARTS` are open.
+fn pick_part(inner: &mut Inner, peer_has: &[bool], cursor: u32) -> Option<Ask> {
+    let next = inner
+        .parts
+        .iter()
+        .filter(|(f, p)| p.open() && peer_has[**f as usize] && !p.todo.is_empty())
+        .min_by_key(|(f, p)| (!inner.high.contains(f), p.todo.len(), **f))
+        .map(|(f, _)| *f);
+    if let Some(f) = next {
+        let p = inner.parts.get_mut(&f)?;
+        let piece = p.todo.pop_first()?;
+        *p.asked.entry(piece).or_default() += 1;
+        let len = p.layout.map_or(0, |l| l.piece_len(piece) as u64);
+        return Some(Ask::Part(f, piece, len));
+    }
+    if inner.parts.len() >= OPEN_PARTS {
+        return None;
+    }
+    let f = pick_from(&inner.part_pending, inner, peer_has, cursor)?;
+    inner.part_pending.remove(&f);
+    inner.parts.insert(f, Part::new());
+    Some(Ask::Outboard(f))
+}
+
+/// Whether a file of this size goes through folder sessions (whole, or
+/// piece by piece).
+pub(crate) fn in_sessions(size: u64) -> bool {
+    is_whole_file(size) || is_part_file(size)
 }

@@ -601,8 +601,14 @@ fn own(msg: Message<'_>, r: Received) -> SessionEvent {
                 .filter_map(|b| PeerId::from_bytes(b).ok())
                 .collect(),
         },
-        // ConnectionState refuses it in a content session.
-        Message::KeepAlive | Message::FileBitfield { .. } => InMsg::Nothing,
+        // ConnectionState refuses the folder-session ones in a content session.
+        Message::KeepAlive
+        | Message::FileBitfield { .. }
+        | Message::FileOutboardRequest { .. }
+        | Message::FileOutboard { .. }
+        | Message::PartRequest { .. }
+        | Message::Part { .. }
+        | Message::PartReject { .. } => InMsg::Nothing,
     };
     SessionEvent::Msg(m)
 }

@@ -1323,11 +1323,13 @@ async fn download_collection(
     for folder in &empty_folders {
         place_under(root, folder, true)?;
     }
-    // Whole files (§6.5) travel over folder sessions, many per round trip;
-    // larger ones each in a swarm of its own, FOLDER_FILES_AT_ONCE at a time.
+    // Whole files (§6.5) travel over folder sessions, many per round trip,
+    // and part files (up to MAX_PART_FILE) piece by piece over the same
+    // sessions; larger ones each in a swarm of its own, FOLDER_FILES_AT_ONCE
+    // at a time.
     let (whole, larger): (Vec<usize>, Vec<usize>) = chosen
         .iter()
-        .partition(|&&i| crate::folder::travels_whole(manifest.entries()[i].size));
+        .partition(|&&i| crate::folder::in_sessions(manifest.entries()[i].size));
     let (present, mut wanted) = {
         let (m, d) = (manifest.clone(), dests.clone());
         let whole = whole.clone();
@@ -1335,8 +1337,11 @@ async fn download_collection(
             let (mut present, mut wanted) = (Vec::new(), Vec::new());
             for i in whole {
                 let e = &m.entries()[i];
-                // A temporary name left by an interrupted run (§ folder.rs).
-                crate::folder::remove_temp(&d[i], e.id)?;
+                // A temporary name left by an interrupted run (§ folder.rs);
+                // a part file's is its partial file, resumed.
+                if shoal_core::proto::is_whole_file(e.size) {
+                    crate::folder::remove_temp(&d[i], e.id)?;
+                }
                 if already_complete(&d[i], e.id, e.size)? {
                     present.push(i);
                 } else {
@@ -1374,7 +1379,7 @@ async fn download_collection(
         files.clone(),
     );
     for (&i, &p) in &prio {
-        if p == FilePriority::High && crate::folder::travels_whole(manifest.entries()[i].size) {
+        if p == FilePriority::High && crate::folder::in_sessions(manifest.entries()[i].size) {
             fd.folder().set_priority(i, p);
         }
     }
@@ -1574,7 +1579,7 @@ async fn download_collection(
                                 task.abort();
                             }
                         }
-                        if crate::folder::travels_whole(manifest.entries()[i].size) {
+                        if crate::folder::in_sessions(manifest.entries()[i].size) {
                             fd.folder().set_priority(i, p);
                             if p != FilePriority::Skip && whole_finished {
                                 // Needed again after the others arrived.

@@ -136,7 +136,7 @@ async fn unknown_message_type_closes_with_unknown_message() {
         let seeder = TestNode::new(1);
         let share = seeder.share_bytes("f", &random_bytes(300_000, 1));
         let mut raw = raw_initiator(&seeder, share.id).await;
-        raw.send_raw(&[0, 0, 0, 1, 0x14]).await;
+        raw.send_raw(&[0, 0, 0, 1, 0x19]).await;
         assert_eq!(
             raw.until_close().await,
             Some(CloseCode::UnknownMessage.to_u8())
@@ -144,6 +144,13 @@ async fn unknown_message_type_closes_with_unknown_message() {
         // A folder session's availability inside a content's session.
         let mut raw = raw_initiator(&seeder, share.id).await;
         raw.send_raw(&[0, 0, 0, 2, 0x13, 0]).await;
+        assert_eq!(
+            raw.until_close().await,
+            Some(CloseCode::UnexpectedMessage.to_u8())
+        );
+        // A folder session's part request inside a content's session.
+        let mut raw = raw_initiator(&seeder, share.id).await;
+        raw.send_raw(&[0, 0, 0, 3, 0x16, 0, 0]).await;
         assert_eq!(
             raw.until_close().await,
             Some(CloseCode::UnexpectedMessage.to_u8())

@@ -611,3 +611,267 @@ async fn an_idle_seeding_task_ends_and_a_later_download_starts_a_new_one() {
     .await
     .expect("timed out");
 }
+
+/// Writes `files` (relative path, bytes) under `dir`.
+fn write_tree(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
+    for (rel, bytes) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    }
+}
+
+/// A folder's larger files (over 1 MiB, up to 64 MiB) travel piece by piece
+/// in the folder sessions (§6.5 parts): no swarm of their own (the seeders
+/// start no task per file), every byte right, and a peer that sends damaged
+/// pieces is closed with BadData and banned while the folder completes from
+/// the honest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_files_travel_in_folder_sessions_and_a_damaging_peer_is_banned() {
+    timeout(TEST_TIMEOUT, async {
+        let good = TestNode::new(1);
+        let bad = TestNode::new(2);
+        // Part files only: a damaged whole file would get the peer banned
+        // before any piece is asked of it.
+        let mut files: Vec<(String, Vec<u8>)> = vec![
+            ("just-over.bin".into(), random_bytes((1 << 20) + 1, 2)),
+            ("photos/a.jpg".into(), random_bytes((5 << 19) + 777, 3)),
+            ("photos/b.jpg".into(), random_bytes(5 << 20, 4)),
+        ];
+        files.push(("photos/c.jpg".into(), random_bytes(3 << 20, 5)));
+        for node in [&good, &bad] {
+            write_tree(&node.path("album"), &files);
+        }
+        let share = good.share(&good.path("album"));
+        assert_eq!(bad.share(&bad.path("album")).id, share.id);
+        let leecher = TestNode::new(3);
+        let log = Arc::new(Mutex::new(TapLog::default()));
+        let bad_id = bad.id;
+        let l2 = log.clone();
+        // The honest peer is slow, so the damaging one is asked for pieces.
+        let wrap: Wrap = Arc::new(move |peer, s| {
+            if peer == bad_id {
+                Box::new(Tap::new(s, true, l2.clone())) as BoxStream
+            } else {
+                let log = Arc::new(Mutex::new(TapLog::default()));
+                Box::new(Tap::new(s, false, log).with_read_delay(Duration::from_millis(5)))
+                    as BoxStream
+            }
+        });
+        let conn = PipeConnector::wrapped(leecher.id, &[&bad, &good], wrap);
+        let out = leecher.path("out");
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, Some("album"), conn);
+        let root = h.result().await.expect("download");
+        for (rel, bytes) in &files {
+            assert!(
+                std::fs::read(root.join(rel)).expect("read") == *bytes,
+                "{rel} differs"
+            );
+        }
+        // Nothing but the final names (no partial or temporary file left).
+        let mut names: Vec<String> = walkdir(&root);
+        names.sort();
+        let mut want: Vec<String> = files.iter().map(|(r, _)| r.clone()).collect();
+        want.sort();
+        assert_eq!(names, want);
+        // At most the manifest's task on each seeder: no file had a swarm.
+        let tasks = good.node.content_tasks() + bad.node.content_tasks();
+        assert!(
+            tasks <= 2,
+            "{tasks} content tasks: larger files had swarms of their own"
+        );
+        let last = h.progress().borrow().clone();
+        let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        assert_eq!(last.done_bytes, total);
+        let from_bad: u64 = last
+            .peers
+            .iter()
+            .filter(|p| p.peer == bad_id)
+            .map(|p| p.downloaded)
+            .sum();
+        let l = log.lock().expect("log");
+        let parts_from_bad = l.received.iter().filter(|(t, _)| *t == 0x17).count();
+        let closes: Vec<u8> = l
+            .sent
+            .iter()
+            .filter(|(t, _)| *t == 0x12)
+            .filter_map(|(_, b)| b.first().copied())
+            .collect();
+        eprintln!(
+            "parts from the damaging peer: {parts_from_bad}, bytes counted from it: {from_bad}"
+        );
+        assert!(
+            parts_from_bad > 0,
+            "the damaging peer was never asked for a piece"
+        );
+        // The tap damages byte 100 of a frame: the 1-byte last piece of
+        // just-over.bin reaches us intact, and counts.
+        assert!(from_bad <= 1, "damaged bytes were counted: {from_bad}");
+        assert!(closes.contains(&15), "not closed with BadData: {closes:?}");
+        assert!(last.peers.iter().any(|p| p.peer == bad_id && p.banned));
+        assert!(last.pieces_failed > 0, "the damaged piece is not counted");
+    })
+    .await
+    .expect("timed out");
+}
+
+fn walkdir(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out
+}
+
+/// A folder download stopped while a part file is half in resumes it: no
+/// piece received before the stop is asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_file_resumes_without_asking_again_for_pieces_it_has() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("a.txt".into(), random_bytes(3000, 1)),
+            ("movie.bin".into(), random_bytes(12 << 20, 2)),
+        ];
+        write_tree(&seeder.path("src"), &files);
+        let share = seeder.share(&seeder.path("src"));
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        let run = |log: Arc<Mutex<TapLog>>| {
+            let wrap: Wrap = Arc::new(move |_, s| {
+                Box::new(Tap::new(s, false, log.clone()).with_read_delay(Duration::from_millis(15)))
+                    as BoxStream
+            });
+            PipeConnector::wrapped(leecher.id, &[&seeder], wrap)
+        };
+        let log1 = Arc::new(Mutex::new(TapLog::default()));
+        let h = leecher.node.download(
+            share.id,
+            Kind::Collection,
+            &out,
+            Some("f"),
+            run(log1.clone()),
+        );
+        let mut prog = h.progress();
+        while prog.borrow().done_bytes < (4 << 20) {
+            prog.changed().await.expect("progress");
+        }
+        h.stop().await;
+        assert!(!out.join("f/movie.bin").exists(), "placed before complete");
+
+        let log2 = Arc::new(Mutex::new(TapLog::default()));
+        let mut h = leecher.node.download(
+            share.id,
+            Kind::Collection,
+            &out,
+            Some("f"),
+            run(log2.clone()),
+        );
+        let root = h.result().await.expect("download");
+        for (rel, bytes) in &files {
+            assert!(
+                std::fs::read(root.join(rel)).expect("read") == *bytes,
+                "{rel} differs"
+            );
+        }
+        // Read now: a piece still arriving when the stop returned counts.
+        let received: std::collections::BTreeSet<(u32, u32)> = log1
+            .lock()
+            .expect("log")
+            .received
+            .iter()
+            .filter(|(t, _)| *t == 0x17)
+            .filter_map(|(_, b)| file_piece(b))
+            .collect();
+        assert!(
+            received.len() >= 16 && received.len() < 48,
+            "{} pieces before the stop",
+            received.len()
+        );
+        let asked: Vec<(u32, u32)> = log2
+            .lock()
+            .expect("log")
+            .sent_frames(0x16)
+            .into_iter()
+            .filter_map(|b| file_piece(&b))
+            .collect();
+        let again: Vec<_> = asked.iter().filter(|p| received.contains(p)).collect();
+        assert!(again.len() <= 1, "asked again for pieces it had: {again:?}");
+        let mut all: std::collections::BTreeSet<(u32, u32)> = asked.iter().copied().collect();
+        all.extend(received.iter().copied());
+        assert_eq!(all.len(), 48, "every piece once");
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Three leechers of a folder of part files from one slow seeder: all
+/// complete, and they serve each other the files they have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leechers_of_a_folder_of_part_files_trade_them() {
+    timeout(Duration::from_secs(120), async {
+        let seeder = TestNode::new(0);
+        let files: Vec<(String, Vec<u8>)> = (0..8)
+            .map(|i| (format!("p{i}.raw"), random_bytes(2 << 20, 50 + i)))
+            .collect();
+        write_tree(&seeder.path("src"), &files);
+        let share = seeder.share(&seeder.path("src"));
+        seeder.node.set_limits(shoal_node::Limits {
+            upload: Some(8 << 20),
+            download: None,
+        });
+        let leechers: Vec<TestNode> = (1..=3).map(TestNode::new).collect();
+        let mut handles = Vec::new();
+        for (i, l) in leechers.iter().enumerate() {
+            let mut targets: Vec<&TestNode> = vec![&seeder];
+            targets.extend(
+                leechers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, l)| l),
+            );
+            let conn = PipeConnector::new(l.id, &targets);
+            handles.push(l.node.download(
+                share.id,
+                Kind::Collection,
+                &l.path("out"),
+                Some("f"),
+                conn,
+            ));
+        }
+        for h in handles.iter_mut() {
+            let root = h.result().await.expect("download");
+            for (rel, bytes) in &files {
+                assert!(
+                    std::fs::read(root.join(rel)).expect("read") == *bytes,
+                    "{rel} differs"
+                );
+            }
+        }
+        let from_leechers: u64 = handles
+            .iter()
+            .flat_map(|h| h.progress().borrow().peers.clone())
+            .filter(|p| p.peer != seeder.id)
+            .map(|p| p.downloaded)
+            .sum();
+        eprintln!(
+            "bytes from leechers: {from_leechers} of {}",
+            3 * 8 * (2 << 20)
+        );
+        assert!(from_leechers > 0, "leechers never served each other");
+    })
+    .await
+    .expect("timed out");
+}

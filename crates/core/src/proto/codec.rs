@@ -233,6 +233,31 @@ pub fn decode_message(kind: MessageType, body: &[u8]) -> Result<Message<'_>, Pro
             Message::OutboardResponse { first, cvs }
         }
         MessageType::PeerExchange => decode_pex(&mut r)?,
+        MessageType::FileOutboardRequest => Message::FileOutboardRequest {
+            file: read_piece(&mut r, name)?,
+        },
+        MessageType::FileOutboard => {
+            let file = read_piece(&mut r, name)?;
+            let cvs = r.take(r.remaining(), "chaining values").map_err(&m)?;
+            super::message::check_file_outboard(cvs)?;
+            Message::FileOutboard { file, cvs }
+        }
+        MessageType::PartRequest => Message::PartRequest {
+            file: read_piece(&mut r, name)?,
+            piece: read_piece(&mut r, name)?,
+        },
+        MessageType::PartReject => Message::PartReject {
+            file: read_piece(&mut r, name)?,
+            piece: read_piece(&mut r, name)?,
+            reason: RejectReason::from_u8(r.u8("reject reason").map_err(&m)?),
+        },
+        MessageType::Part => {
+            let file = read_piece(&mut r, name)?;
+            let piece = read_piece(&mut r, name)?;
+            let data = r.take(r.remaining(), "piece data").map_err(&m)?;
+            check_piece_data(data.len())?;
+            Message::Part { file, piece, data }
+        }
     };
     r.finish().map_err(&m)?;
     Ok(msg)
@@ -443,6 +468,29 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) -> Result<usize, ProtoError>
             put_varint(out, u64::from(*first));
             out.extend_from_slice(cvs);
         }
+        Message::FileOutboardRequest { file } => put_varint(out, u64::from(*file)),
+        Message::FileOutboard { file, cvs } => {
+            put_varint(out, u64::from(*file));
+            out.extend_from_slice(cvs);
+        }
+        Message::PartRequest { file, piece } => {
+            put_varint(out, u64::from(*file));
+            put_varint(out, u64::from(*piece));
+        }
+        Message::PartReject {
+            file,
+            piece,
+            reason,
+        } => {
+            put_varint(out, u64::from(*file));
+            put_varint(out, u64::from(*piece));
+            out.push(reason.to_u8());
+        }
+        Message::Part { file, piece, data } => {
+            put_varint(out, u64::from(*file));
+            put_varint(out, u64::from(*piece));
+            out.extend_from_slice(data);
+        }
         Message::PeerExchange { added, dropped } => {
             put_varint(out, added.len() as u64);
             for p in added {
@@ -473,6 +521,27 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) -> Result<usize, ProtoError>
     }
     out[start..start + LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(frame_len)
+}
+
+/// Appends the start of a `Part` frame to `out`: length prefix, type, `file`
+/// and `piece`, for `data_len` bytes of piece data that the caller appends
+/// right after (so a sender can read a piece straight into its frame). The
+/// frame is then exactly what [`encode`] makes of the `Part`.
+pub fn encode_part_header(
+    file: u32,
+    piece: u32,
+    data_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtoError> {
+    check_piece_index(u64::from(file))?;
+    check_piece_index(u64::from(piece))?;
+    check_piece_data(data_len)?;
+    let len = 1 + varint_len(u64::from(file)) + varint_len(u64::from(piece)) + data_len;
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(MessageType::Part.to_u8());
+    put_varint(out, u64::from(file));
+    put_varint(out, u64::from(piece));
+    Ok(())
 }
 
 /// Writes the header of a `Piece` frame for `piece` with `data_len` bytes of data into

@@ -9,7 +9,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{ProtoError, MAX_OUTSTANDING_FILE_REQUESTS, MAX_WHOLE_FILE};
+use super::{
+    default_piece_size, num_pieces, ProtoError, CV_LEN, MAX_OUTSTANDING_FILE_REQUESTS,
+    MAX_PART_FILE, MAX_WHOLE_FILE,
+};
 use crate::proto::Message;
 
 const IN_FOLDER: &str = "in a folder session";
@@ -22,10 +25,34 @@ pub struct FolderState {
     got_availability: bool,
     sent_availability: bool,
     /// Requests this side sent that are not answered yet.
-    our_requests: HashSet<u32>,
+    our_requests: HashSet<Req>,
     /// Requests the peer sent that this side has not answered yet.
-    peer_requests: HashSet<u32>,
+    peer_requests: HashSet<Req>,
     closed: bool,
+}
+
+/// One outstanding request of a folder session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Req {
+    /// A whole file (`Request`).
+    File(u32),
+    /// A larger file's outboard (`FileOutboardRequest`).
+    Outboard(u32),
+    /// A piece of a larger file (`PartRequest`).
+    Part(u32, u32),
+}
+
+/// A file a folder session carries piece by piece (§6.5): larger than a
+/// whole file, at most [`MAX_PART_FILE`].
+pub fn is_part_file(size: u64) -> bool {
+    size > u64::from(MAX_WHOLE_FILE) && size <= MAX_PART_FILE
+}
+
+/// The piece size and piece count of a file of `size` bytes carried piece by
+/// piece: the default layout of a content of that size (§3).
+pub fn part_layout(size: u64) -> Option<(u32, u32)> {
+    let ps = default_piece_size(size)?;
+    Some((ps, num_pieces(size, ps) as u32))
 }
 
 /// A file whose size lets a folder session carry it whole (not empty: an
@@ -66,9 +93,112 @@ impl FolderState {
         self.our_requests.len()
     }
 
-    /// Whether this side's request for `file` is outstanding.
+    /// Whether this side's request for whole file `file` is outstanding.
     pub fn requested(&self, file: u32) -> bool {
-        self.our_requests.contains(&file)
+        self.our_requests.contains(&Req::File(file))
+    }
+
+    /// The piece count of part file `file`, or why it is none.
+    fn part_file(&self, file: u32, msg: &'static str) -> Result<(u64, u32, u32), ProtoError> {
+        let size = self.file(file)?;
+        match part_layout(size) {
+            Some((ps, n)) if is_part_file(size) => Ok((size, ps, n)),
+            _ => Err(ProtoError::Invalid {
+                msg,
+                why: "the file is not one a folder session carries piece by piece",
+            }),
+        }
+    }
+
+    /// Checks that piece `piece` of part file `file` exists; its length.
+    fn part(&self, file: u32, piece: u32, msg: &'static str) -> Result<u64, ProtoError> {
+        let (size, ps, n) = self.part_file(file, msg)?;
+        if piece >= n {
+            return Err(ProtoError::PieceOutOfRange {
+                piece: u64::from(piece),
+                num_pieces: n,
+            });
+        }
+        let start = u64::from(piece) * u64::from(ps);
+        Ok((size - start).min(u64::from(ps)))
+    }
+
+    /// Records a request of the peer (`theirs`) or ours, within the bound.
+    fn ask(set: &mut HashSet<Req>, req: Req) -> Result<(), ProtoError> {
+        if set.contains(&req) {
+            let piece = match req {
+                Req::File(f) | Req::Outboard(f) => f,
+                Req::Part(_, p) => p,
+            };
+            return Err(ProtoError::DuplicateRequest { piece });
+        }
+        if set.len() as u32 >= MAX_OUTSTANDING_FILE_REQUESTS {
+            return Err(ProtoError::TooManyRequests {
+                what: "file requests",
+                max: MAX_OUTSTANDING_FILE_REQUESTS,
+            });
+        }
+        set.insert(req);
+        Ok(())
+    }
+
+    /// Checks an answer to `req` against the requests of its asker.
+    fn answer(set: &mut HashSet<Req>, req: Req, msg: &'static str) -> Result<(), ProtoError> {
+        if !set.remove(&req) {
+            let piece = match req {
+                Req::File(f) | Req::Outboard(f) => f,
+                Req::Part(_, p) => p,
+            };
+            return Err(ProtoError::Unrequested { msg, piece });
+        }
+        Ok(())
+    }
+
+    /// Checks a message about a larger file's outboard or parts, sent or
+    /// received: `asks` holds the requests of the side that asks with it
+    /// (ours when we send a request or receive an answer).
+    fn on_part_msg(
+        &self,
+        msg: &Message<'_>,
+        requests: &mut HashSet<Req>,
+    ) -> Result<(), ProtoError> {
+        let name = msg.message_type().name();
+        match *msg {
+            Message::FileOutboardRequest { file } => {
+                self.part_file(file, name)?;
+                Self::ask(requests, Req::Outboard(file))
+            }
+            Message::FileOutboard { file, cvs } => {
+                let (_, _, n) = self.part_file(file, name)?;
+                if !cvs.is_empty() && cvs.len() != n as usize * CV_LEN {
+                    return Err(ProtoError::Invalid {
+                        msg: name,
+                        why: "not the file's number of chaining values",
+                    });
+                }
+                Self::answer(requests, Req::Outboard(file), name)
+            }
+            Message::PartRequest { file, piece } => {
+                self.part(file, piece, name)?;
+                Self::ask(requests, Req::Part(file, piece))
+            }
+            Message::Part { file, piece, data } => {
+                let len = self.part(file, piece, name)?;
+                if data.len() as u64 != len {
+                    return Err(ProtoError::WrongPieceLength {
+                        piece,
+                        len: data.len() as u64,
+                        expected: len,
+                    });
+                }
+                Self::answer(requests, Req::Part(file, piece), name)
+            }
+            Message::PartReject { file, piece, .. } => {
+                self.part(file, piece, name)?;
+                Self::answer(requests, Req::Part(file, piece), name)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn file(&self, file: u32) -> Result<u64, ProtoError> {
@@ -126,20 +256,11 @@ impl FolderState {
             }
             Message::Request { piece } => {
                 self.whole(piece, name)?;
-                if self.peer_requests.contains(&piece) {
-                    return Err(ProtoError::DuplicateRequest { piece });
-                }
-                if self.peer_requests.len() as u32 >= MAX_OUTSTANDING_FILE_REQUESTS {
-                    return Err(ProtoError::TooManyRequests {
-                        what: "file requests",
-                        max: MAX_OUTSTANDING_FILE_REQUESTS,
-                    });
-                }
-                self.peer_requests.insert(piece);
+                Self::ask(&mut self.peer_requests, Req::File(piece))?;
             }
             Message::Piece { piece, data } => {
                 let size = self.file(piece)?;
-                if !self.our_requests.contains(&piece) {
+                if !self.our_requests.contains(&Req::File(piece)) {
                     return Err(ProtoError::Unrequested { msg: name, piece });
                 }
                 if data.len() as u64 != size {
@@ -149,13 +270,23 @@ impl FolderState {
                         expected: size,
                     });
                 }
-                self.our_requests.remove(&piece);
+                self.our_requests.remove(&Req::File(piece));
             }
             Message::Reject { piece, .. } => {
                 self.file(piece)?;
-                if !self.our_requests.remove(&piece) {
-                    return Err(ProtoError::Unrequested { msg: name, piece });
-                }
+                Self::answer(&mut self.our_requests, Req::File(piece), name)?;
+            }
+            Message::FileOutboardRequest { .. } | Message::PartRequest { .. } => {
+                let mut theirs = std::mem::take(&mut self.peer_requests);
+                let r = self.on_part_msg(msg, &mut theirs);
+                self.peer_requests = theirs;
+                r?;
+            }
+            Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
+                let mut ours = std::mem::take(&mut self.our_requests);
+                let r = self.on_part_msg(msg, &mut ours);
+                self.our_requests = ours;
+                r?;
             }
             Message::PeerExchange { .. } | Message::KeepAlive | Message::Close { .. } => {}
             _ => {
@@ -193,16 +324,7 @@ impl FolderState {
             }
             Message::Request { piece } => {
                 self.whole(piece, name)?;
-                if self.our_requests.contains(&piece) {
-                    return Err(ProtoError::DuplicateRequest { piece });
-                }
-                if self.our_requests.len() as u32 >= MAX_OUTSTANDING_FILE_REQUESTS {
-                    return Err(ProtoError::TooManyRequests {
-                        what: "file requests",
-                        max: MAX_OUTSTANDING_FILE_REQUESTS,
-                    });
-                }
-                self.our_requests.insert(piece);
+                Self::ask(&mut self.our_requests, Req::File(piece))?;
             }
             Message::Piece { piece, data } => {
                 let size = self.file(piece)?;
@@ -213,14 +335,22 @@ impl FolderState {
                         expected: size,
                     });
                 }
-                if !self.peer_requests.remove(&piece) {
-                    return Err(ProtoError::Unrequested { msg: name, piece });
-                }
+                Self::answer(&mut self.peer_requests, Req::File(piece), name)?;
             }
             Message::Reject { piece, .. } => {
-                if !self.peer_requests.remove(&piece) {
-                    return Err(ProtoError::Unrequested { msg: name, piece });
-                }
+                Self::answer(&mut self.peer_requests, Req::File(piece), name)?;
+            }
+            Message::FileOutboardRequest { .. } | Message::PartRequest { .. } => {
+                let mut ours = std::mem::take(&mut self.our_requests);
+                let r = self.on_part_msg(msg, &mut ours);
+                self.our_requests = ours;
+                r?;
+            }
+            Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
+                let mut theirs = std::mem::take(&mut self.peer_requests);
+                let r = self.on_part_msg(msg, &mut theirs);
+                self.peer_requests = theirs;
+                r?;
             }
             Message::PeerExchange { .. } | Message::KeepAlive => {}
             _ => {
@@ -365,5 +495,131 @@ mod tests {
         })
         .unwrap();
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn parts_and_outboards_are_for_larger_files_in_range_once_and_answered_exactly() {
+        let whole = u64::from(MAX_WHOLE_FILE);
+        // 3 MiB: 12 pieces of 256 KiB; 1 MiB + 1: 5 pieces, the last of 1 byte.
+        let three = 3 << 20;
+        let mut s = state(&[10, three, whole + 1, MAX_PART_FILE + 1]);
+        assert_eq!(part_layout(three), Some((256 * 1024, 12)));
+        // Not for a whole file, nor one too large, nor past the last piece.
+        for m in [
+            Message::FileOutboardRequest { file: 0 },
+            Message::FileOutboardRequest { file: 3 },
+            Message::FileOutboardRequest { file: 4 },
+            Message::PartRequest { file: 0, piece: 0 },
+            Message::PartRequest { file: 3, piece: 0 },
+            Message::PartRequest { file: 1, piece: 12 },
+        ] {
+            assert!(s.clone().on_recv(&m).is_err(), "{m:?}");
+        }
+        s.on_recv(&Message::FileOutboardRequest { file: 1 })
+            .unwrap();
+        assert!(s
+            .on_recv(&Message::FileOutboardRequest { file: 1 })
+            .is_err());
+        // The outboard is all 12 CVs, or none.
+        let cvs = vec![0u8; 12 * CV_LEN];
+        assert!(s
+            .on_send(&Message::FileOutboard {
+                file: 1,
+                cvs: &cvs[..11 * CV_LEN]
+            })
+            .is_err());
+        s.on_send(&Message::FileOutboard { file: 1, cvs: &cvs })
+            .unwrap();
+        s.on_recv(&Message::FileOutboardRequest { file: 1 })
+            .unwrap();
+        s.on_send(&Message::FileOutboard { file: 1, cvs: &[] })
+            .unwrap();
+        assert!(s
+            .on_send(&Message::FileOutboard { file: 1, cvs: &[] })
+            .is_err());
+        // A part is answered once, with the piece's exact length.
+        s.on_recv(&Message::PartRequest { file: 2, piece: 4 })
+            .unwrap();
+        assert!(matches!(
+            s.on_recv(&Message::PartRequest { file: 2, piece: 4 }),
+            Err(ProtoError::DuplicateRequest { piece: 4 })
+        ));
+        assert!(s
+            .on_send(&Message::Part {
+                file: 2,
+                piece: 4,
+                data: &[0; 2]
+            })
+            .is_err());
+        s.on_send(&Message::Part {
+            file: 2,
+            piece: 4,
+            data: &[0; 1],
+        })
+        .unwrap();
+        assert!(s
+            .on_send(&Message::PartReject {
+                file: 2,
+                piece: 4,
+                reason: RejectReason::NotAvailable
+            })
+            .is_err());
+        // Ours: an unrequested part is a violation, a requested one is not.
+        let mut s = state(&[10, three]);
+        assert!(s
+            .on_recv(&Message::Part {
+                file: 1,
+                piece: 0,
+                data: &[0; 256 * 1024]
+            })
+            .is_err());
+        let mut s = state(&[10, three]);
+        s.on_send(&Message::PartRequest { file: 1, piece: 0 })
+            .unwrap();
+        s.on_send(&Message::PartRequest { file: 1, piece: 11 })
+            .unwrap();
+        s.on_recv(&Message::Part {
+            file: 1,
+            piece: 0,
+            data: &vec![0; 256 * 1024],
+        })
+        .unwrap();
+        s.on_recv(&Message::PartReject {
+            file: 1,
+            piece: 11,
+            reason: RejectReason::NotAvailable,
+        })
+        .unwrap();
+        assert_eq!(s.our_requests(), 0);
+        // Parts are folder-session messages only.
+        let mut c = crate::proto::ConnectionState::new(crate::proto::Role::Initiator);
+        assert!(c
+            .on_recv(&Message::PartRequest { file: 0, piece: 0 })
+            .is_err());
+    }
+
+    #[test]
+    fn whole_files_outboards_and_parts_share_one_bound() {
+        let mut sizes = vec![1u64; 60];
+        sizes.push(3 << 20);
+        let mut s = state(&sizes);
+        for i in 0..50 {
+            s.on_recv(&Message::Request { piece: i }).unwrap();
+        }
+        s.on_recv(&Message::FileOutboardRequest { file: 60 })
+            .unwrap();
+        for p in 0..12 {
+            s.on_recv(&Message::PartRequest { file: 60, piece: p })
+                .unwrap();
+        }
+        // 63 outstanding: one more of any kind, then a violation.
+        s.on_recv(&Message::Request { piece: 50 }).unwrap();
+        let e = s.on_recv(&Message::Request { piece: 51 }).unwrap_err();
+        assert_eq!(e.close_code(), CloseCode::TooManyRequests, "{e}");
+        let e = s
+            .clone()
+            .on_recv(&Message::FileOutboardRequest { file: 60 })
+            .unwrap_err();
+        assert!(matches!(e, ProtoError::DuplicateRequest { .. }), "{e}");
     }
 }

@@ -33,11 +33,16 @@ pub enum MessageType {
     KeepAlive = 0x11,
     Close = 0x12,
     FileBitfield = 0x13,
+    FileOutboardRequest = 0x14,
+    FileOutboard = 0x15,
+    PartRequest = 0x16,
+    Part = 0x17,
+    PartReject = 0x18,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 20] = [
+    pub const ALL: [MessageType; 25] = [
         Self::Hello,
         Self::Deny,
         Self::Bitfield,
@@ -58,6 +63,11 @@ impl MessageType {
         Self::KeepAlive,
         Self::Close,
         Self::FileBitfield,
+        Self::FileOutboardRequest,
+        Self::FileOutboard,
+        Self::PartRequest,
+        Self::Part,
+        Self::PartReject,
     ];
 
     /// The type for a type byte, `None` when unknown.
@@ -73,9 +83,9 @@ impl MessageType {
     /// The largest frame length (type byte + body) this type may have.
     pub const fn max_frame_len(self) -> usize {
         match self {
-            Self::Piece => MAX_FRAME_LEN,
+            Self::Piece | Self::Part => MAX_FRAME_LEN,
             Self::Bitfield | Self::FileBitfield => MAX_BITFIELD_FRAME_LEN,
-            Self::OutboardResponse => MAX_OUTBOARD_FRAME_LEN,
+            Self::OutboardResponse | Self::FileOutboard => MAX_OUTBOARD_FRAME_LEN,
             Self::PeerExchange => MAX_PEX_FRAME_LEN,
             _ => MAX_CONTROL_FRAME_LEN,
         }
@@ -104,6 +114,11 @@ impl MessageType {
             Self::KeepAlive => "KeepAlive",
             Self::Close => "Close",
             Self::FileBitfield => "FileBitfield",
+            Self::FileOutboardRequest => "FileOutboardRequest",
+            Self::FileOutboard => "FileOutboard",
+            Self::PartRequest => "PartRequest",
+            Self::Part => "Part",
+            Self::PartReject => "PartReject",
         }
     }
 }
@@ -317,6 +332,36 @@ pub enum Message<'a> {
         /// Exactly `num_files.div_ceil(8)` bytes.
         bits: &'a [u8],
     },
+    /// Folder sessions only (§6.5): asks for the outboard of a larger file
+    /// (one the session carries piece by piece), by manifest index.
+    FileOutboardRequest {
+        file: u32,
+    },
+    /// The piece chaining values of `file`, 32 bytes each, exactly its piece
+    /// count (at most [`MAX_OUTBOARD_CVS`]); empty when the sender does not
+    /// have the file.
+    FileOutboard {
+        file: u32,
+        cvs: &'a [u8],
+    },
+    /// Folder sessions only: asks for piece `piece` of larger file `file`.
+    PartRequest {
+        file: u32,
+        piece: u32,
+    },
+    /// Piece `piece` of larger file `file`, answering a `PartRequest`; 1 to
+    /// [`MAX_PIECE_SIZE`] bytes.
+    Part {
+        file: u32,
+        piece: u32,
+        data: &'a [u8],
+    },
+    /// Answers a `PartRequest` without data.
+    PartReject {
+        file: u32,
+        piece: u32,
+        reason: RejectReason,
+    },
     /// The sender closes the connection; nothing follows.
     Close {
         code: CloseCode,
@@ -373,6 +418,22 @@ pub(super) fn check_outboard_range(first: u32, count: u64) -> Result<(), ProtoEr
     Ok(())
 }
 
+pub(super) fn check_file_outboard(cvs: &[u8]) -> Result<(), ProtoError> {
+    if !cvs.len().is_multiple_of(CV_LEN) {
+        return Err(invalid(
+            "FileOutboard",
+            "not a whole number of 32-byte chaining values",
+        ));
+    }
+    if cvs.len() / CV_LEN > MAX_OUTBOARD_CVS as usize {
+        return Err(invalid(
+            "FileOutboard",
+            "more chaining values than the limit",
+        ));
+    }
+    Ok(())
+}
+
 fn check_text(msg: &'static str, text: &str) -> Result<(), ProtoError> {
     if text.len() > MAX_TEXT_LEN {
         return Err(invalid(msg, "text over the limit"));
@@ -404,6 +465,11 @@ impl Message<'_> {
             Self::KeepAlive => MessageType::KeepAlive,
             Self::Close { .. } => MessageType::Close,
             Self::FileBitfield { .. } => MessageType::FileBitfield,
+            Self::FileOutboardRequest { .. } => MessageType::FileOutboardRequest,
+            Self::FileOutboard { .. } => MessageType::FileOutboard,
+            Self::PartRequest { .. } => MessageType::PartRequest,
+            Self::Part { .. } => MessageType::Part,
+            Self::PartReject { .. } => MessageType::PartReject,
         }
     }
 
@@ -439,6 +505,20 @@ impl Message<'_> {
             | Self::Cancel { piece }
             | Self::Reject { piece, .. } => check_piece_index(u64::from(*piece)).map(|_| ()),
             Self::Piece { piece, data } => {
+                check_piece_index(u64::from(*piece))?;
+                check_piece_data(data.len())
+            }
+            Self::FileOutboardRequest { file } => check_piece_index(u64::from(*file)).map(|_| ()),
+            Self::FileOutboard { file, cvs } => {
+                check_piece_index(u64::from(*file))?;
+                check_file_outboard(cvs)
+            }
+            Self::PartRequest { file, piece } | Self::PartReject { file, piece, .. } => {
+                check_piece_index(u64::from(*file))?;
+                check_piece_index(u64::from(*piece)).map(|_| ())
+            }
+            Self::Part { file, piece, data } => {
+                check_piece_index(u64::from(*file))?;
                 check_piece_index(u64::from(*piece))?;
                 check_piece_data(data.len())
             }

@@ -29,12 +29,12 @@ use std::time::Duration;
 
 pub use bitfield::Bitfield;
 pub use codec::{
-    decode_frame, decode_header, decode_message, decode_piece_prefix, encode, encode_piece_header,
-    FrameHeader, PiecePrefix,
+    decode_frame, decode_header, decode_message, decode_piece_prefix, encode, encode_part_header,
+    encode_piece_header, FrameHeader, PiecePrefix,
 };
 pub use codes::{CloseCode, DenyReason, RejectReason};
 pub use error::ProtoError;
-pub use folder::{is_whole_file, FolderState};
+pub use folder::{is_part_file, is_whole_file, part_layout, FolderState};
 pub use message::{Hello, Message, MessageType, PexPeer};
 pub use state::{ConnectionState, Layout, Received, Role};
 
@@ -110,7 +110,11 @@ pub const PIECE_HEADER_MAX: usize = LEN_PREFIX + 1 + 3;
 pub const MAX_OUTSTANDING_REQUESTS: u32 = 128;
 /// The largest file a folder session carries whole, in one `Piece` (§6.5).
 pub const MAX_WHOLE_FILE: u32 = 1024 * 1024;
-/// File requests one side of a folder session may have outstanding (§6.5); a
+/// The largest file a folder session carries piece by piece, in `Part`s
+/// (§6.5); larger files are fetched in sessions of their own.
+pub const MAX_PART_FILE: u64 = 64 * 1024 * 1024;
+/// Requests (of whole files, outboards and parts together) one side of a
+/// folder session may have outstanding (§6.5); a
 /// receiver MUST accept this many and closes with
 /// [`CloseCode::TooManyRequests`] beyond it.
 pub const MAX_OUTSTANDING_FILE_REQUESTS: u32 = 64;

@@ -306,6 +306,14 @@ impl ConnectionState {
                 msg: name,
                 when: "in a session of one content (only a folder session's first message)",
             }),
+            Message::FileOutboardRequest { .. }
+            | Message::FileOutboard { .. }
+            | Message::PartRequest { .. }
+            | Message::Part { .. }
+            | Message::PartReject { .. } => Err(ProtoError::Unexpected {
+                msg: name,
+                when: "in a session of one content (only in a folder session)",
+            }),
             Message::Have { piece } | Message::Cancel { piece } => {
                 layout.check_piece(piece)?;
                 Ok(Received::Ok)
@@ -514,7 +522,12 @@ impl ConnectionState {
             | Message::Bitfield { .. }
             | Message::HaveAll
             | Message::HaveNone
-            | Message::FileBitfield { .. } => {
+            | Message::FileBitfield { .. }
+            | Message::FileOutboardRequest { .. }
+            | Message::FileOutboard { .. }
+            | Message::PartRequest { .. }
+            | Message::Part { .. }
+            | Message::PartReject { .. } => {
                 return Err(ProtoError::Unexpected {
                     msg: name,
                     when: "after the handshake",

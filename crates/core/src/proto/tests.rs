@@ -88,6 +88,23 @@ fn sample_messages() -> Vec<Message<'static>> {
             num_files: 12,
             bits: &[0x80, 0x10],
         },
+        Message::FileOutboardRequest { file: 70_000 },
+        Message::FileOutboard { file: 3, cvs: &CVS },
+        Message::FileOutboard { file: 3, cvs: &[] },
+        Message::PartRequest {
+            file: 2,
+            piece: 255,
+        },
+        Message::Part {
+            file: MAX_PIECES - 1,
+            piece: 7,
+            data: &DATA,
+        },
+        Message::PartReject {
+            file: 9,
+            piece: 0,
+            reason: RejectReason::NotAvailable,
+        },
     ]
 }
 
@@ -116,7 +133,8 @@ fn type_bytes_are_the_specified_ones() {
     }
     assert_eq!(MessageType::Piece.to_u8(), 0x0c);
     assert_eq!(MessageType::FileBitfield.to_u8(), 0x13);
-    assert_eq!(MessageType::from_u8(0x14), None);
+    assert_eq!(MessageType::PartReject.to_u8(), 0x18);
+    assert_eq!(MessageType::from_u8(0x19), None);
 }
 
 #[test]
@@ -193,8 +211,8 @@ fn empty_frame_is_malformed() {
 
 #[test]
 fn unknown_message_type_is_rejected_before_its_body() {
-    let e = decode_err(&[0, 0, 0, 100, 0x14]);
-    assert_eq!(e, ProtoError::UnknownType(0x14));
+    let e = decode_err(&[0, 0, 0, 100, 0x19]);
+    assert_eq!(e, ProtoError::UnknownType(0x19));
     assert_eq!(e.close_code(), CloseCode::UnknownMessage);
 }
 
@@ -732,4 +750,34 @@ fn pex_entries_parse_into_peer_ids_and_multiaddrs() {
     };
     assert_eq!(added[0].parse(), Some((peer, vec![addr])));
     assert_eq!(added[1].parse(), None);
+}
+
+#[test]
+fn a_part_header_and_its_data_are_the_encoded_part() {
+    for (file, piece, len) in [
+        (0u32, 0u32, 1usize),
+        (200, 70_000, 4096),
+        (MAX_PIECES - 1, 3, 262_144),
+    ] {
+        let data = vec![0x5a; len];
+        let mut want = Vec::new();
+        encode(
+            &Message::Part {
+                file,
+                piece,
+                data: &data,
+            },
+            &mut want,
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        encode_part_header(file, piece, len, &mut got).unwrap();
+        got.extend_from_slice(&data);
+        assert_eq!(got, want);
+    }
+    let mut out = Vec::new();
+    assert!(encode_part_header(0, 0, 0, &mut out).is_err());
+    assert!(encode_part_header(MAX_PIECES, 0, 1, &mut out).is_err());
+    assert!(encode_part_header(0, 0, MAX_PIECE_SIZE as usize + 1, &mut out).is_err());
+    assert!(out.is_empty());
 }

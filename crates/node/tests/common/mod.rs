@@ -198,7 +198,11 @@ impl FrameTrack {
             }
             let n = self.left.min(bytes.len() - i);
             const AT: usize = 100;
-            if corrupt && self.ty == 0x0c && self.pos <= AT && AT < self.pos + n {
+            if corrupt
+                && (self.ty == 0x0c || self.ty == 0x17)
+                && self.pos <= AT
+                && AT < self.pos + n
+            {
                 bytes[i + AT - self.pos] ^= 0x01;
             }
             let want = 16usize.saturating_sub(self.prefix.len()).min(n);
@@ -233,6 +237,22 @@ impl TapLog {
             .filter_map(|(_, b)| varint(b))
             .collect()
     }
+
+    /// The body prefixes of frames of type `ty` we sent.
+    pub fn sent_frames(&self, ty: u8) -> Vec<Vec<u8>> {
+        self.sent
+            .iter()
+            .filter(|(t, _)| *t == ty)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// The (file, piece) of a folder session's `PartRequest` or `Part` body.
+pub fn file_piece(b: &[u8]) -> Option<(u32, u32)> {
+    let f = varint(b)?;
+    let skip = b.iter().position(|x| x & 0x80 == 0)? + 1;
+    Some((f, varint(b.get(skip..)?)?))
 }
 
 pub fn varint(b: &[u8]) -> Option<u32> {
