@@ -66,12 +66,15 @@ const PICK_WINDOW: usize = 64;
 const PICK_SCAN: usize = 8192;
 /// Files read (to serve) or verified and written (received) at once per session.
 const IO_PER_SESSION: usize = 8;
-/// File bytes waiting for one session's writer before no more reads start.
-const WRITE_BYTES: u64 = 8 << 20;
+/// File bytes waiting for one session's writer before no more reads start
+/// (4 ms of a 1 GB/s link; the socket's own buffer holds more).
+const WRITE_BYTES: u64 = 4 << 20;
 /// Received file bytes waiting to be verified and written, per folder, before
 /// no more files are asked for: a disk slower than the network slows the
-/// requests instead of filling memory.
-const WRITE_BACKLOG: u64 = 16 << 20;
+/// requests instead of filling memory. With the per-peer outstanding bytes
+/// and the node's spare piece buffers this keeps a download of a folder
+/// under 64 MiB when the disk is the bottleneck.
+const WRITE_BACKLOG: u64 = 8 << 20;
 /// Sessions one folder download opens or accepts at most.
 const MAX_SESSIONS: usize = 32;
 /// Dials in flight at once.
@@ -86,6 +89,9 @@ const PLACE_EVERY: Duration = Duration::from_millis(200);
 const PLACE_BATCH: usize = 512;
 /// Part files open (outboard asked for, or pieces arriving) at once per folder.
 const OPEN_PARTS: usize = 4;
+/// Frames of at least this capacity go back to the piece buffer pool once
+/// written (`Part` frames, whose buffers came from it).
+const PART_FRAME_MIN: usize = 64 * 1024;
 /// Part files a serving folder keeps open (outboard and file handle) at once.
 const SOURCES_KEPT: usize = 64;
 /// A part file's written pieces are made durable (and recorded) at least
@@ -843,7 +849,13 @@ impl Folder {
             return None;
         }
         let len = layout.piece_len(piece);
-        let mut frame = Vec::with_capacity(len + 16);
+        let mut frame = self
+            .shared
+            .upgrade()
+            .map(|s| s.pool.take())
+            .unwrap_or_default();
+        frame.clear();
+        frame.reserve(len + 16);
         shoal_core::proto::encode_part_header(i as u32, piece, len, &mut frame).ok()?;
         let start = frame.len();
         frame.resize(start + len, 0);
@@ -1385,8 +1397,11 @@ async fn read_loop(
     tx: mpsc::Sender<In>,
     pool: crate::session::BufPool,
 ) {
-    // Received files and pieces are copied into reused buffers (given back
-    // once written), so a steady download does not allocate per piece.
+    // Received pieces of part files are copied into reused buffers (given
+    // back once written), so a steady download does not allocate (and fault
+    // in) 256 KiB per piece. Whole files are small and many: plain copies,
+    // so that the pool's spare buffers do not add to the write backlog's
+    // memory when the disk is slow.
     let owned = |data: &[u8]| {
         let mut buf = pool.take();
         buf.extend_from_slice(data);
@@ -1443,7 +1458,7 @@ async fn read_loop(
                         Message::Have { piece } => In::Have(piece),
                         Message::Request { piece } => In::Request(piece),
                         Message::Cancel { piece } => In::Cancel(piece),
-                        Message::Piece { piece, data } => In::File(piece, owned(data)),
+                        Message::Piece { piece, data } => In::File(piece, data.to_vec()),
                         Message::Reject { piece, .. } => In::Reject(piece),
                         Message::FileOutboardRequest { file } => In::OutboardReq(file),
                         Message::FileOutboard { file, cvs } => In::Outboard(file, cvs.to_vec()),
@@ -1479,14 +1494,25 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicU64>,
     drained: Arc<Notify>,
+    pool: crate::session::BufPool,
 ) -> std::io::Result<()> {
+    // A written `Part` frame's buffer goes back to the pool `part_frame`
+    // took it from: pieces read on many blocking threads would otherwise
+    // leave freed buffers in as many malloc arenas (tens of MiB).
+    let recycle = |f: Vec<u8>| {
+        if f.capacity() >= PART_FRAME_MIN {
+            pool.give(f);
+        }
+    };
     let mut w = BufWriter::with_capacity(256 * 1024, w);
     while let Some(f) = rx.recv().await {
         stalled(w.write_all(&f)).await?;
         let mut sent = f.len() as u64;
+        recycle(f);
         while let Ok(f) = rx.try_recv() {
             stalled(w.write_all(&f)).await?;
             sent += f.len() as u64;
+            recycle(f);
         }
         stalled(w.flush()).await?;
         queued.fetch_sub(sent.min(queued.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -1615,7 +1641,13 @@ async fn run_session(
     for f in first {
         let _ = wtx.send(f);
     }
-    let writer = tokio::spawn(write_loop(w, wrx, queued.clone(), drained.clone()));
+    let writer = tokio::spawn(write_loop(
+        w,
+        wrx,
+        queued.clone(),
+        drained.clone(),
+        shared.pool.clone(),
+    ));
     let reader = tokio::spawn(read_loop(fr, state.clone(), itx, shared.pool.clone()));
     let key = {
         let mut inner = folder.lock();
@@ -2141,16 +2173,11 @@ impl Session {
         tokio::spawn(async move {
             let _permit = io.acquire_owned().await;
             let f = folder.clone();
-            let pool = f.shared.upgrade().map(|s| s.pool.clone());
-            let res = tokio::task::spawn_blocking(move || {
-                let res = write_whole(&f, iu, &data);
-                if let Some(pool) = pool {
-                    pool.give(data);
-                }
-                res
-            })
-            .await
-            .unwrap_or_else(|e| Err(NodeError::Internal(format!("writing a file failed: {e}"))));
+            let res = tokio::task::spawn_blocking(move || write_whole(&f, iu, &data))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(NodeError::Internal(format!("writing a file failed: {e}")))
+                });
             folder.written(i, peer, res, &ctl);
         });
         None
