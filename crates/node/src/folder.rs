@@ -89,8 +89,9 @@ const PLACE_EVERY: Duration = Duration::from_millis(200);
 const PLACE_BATCH: usize = 512;
 /// Part files open (outboard asked for, or pieces arriving) at once per folder.
 const OPEN_PARTS: usize = 4;
-/// Frames of at least this capacity go back to the piece buffer pool once
-/// written (`Part` frames, whose buffers came from it).
+/// Frames of at least this size are built in the piece buffer pool's
+/// buffers and go back to it once written (`Part` frames, whole files of
+/// 64 KiB or more).
 const PART_FRAME_MIN: usize = 64 * 1024;
 /// Part files a serving folder keeps open (outboard and file handle) at once.
 const SOURCES_KEPT: usize = 64;
@@ -849,13 +850,8 @@ impl Folder {
             return None;
         }
         let len = layout.piece_len(piece);
-        let mut frame = self
-            .shared
-            .upgrade()
-            .map(|s| s.pool.take())
-            .unwrap_or_default();
-        frame.clear();
-        frame.reserve(len + 16);
+        let pool = self.shared.upgrade().map(|s| s.pool.clone());
+        let mut frame = framed(pool.as_ref(), len + 16);
         shoal_core::proto::encode_part_header(i as u32, piece, len, &mut frame).ok()?;
         let start = frame.len();
         frame.resize(start + len, 0);
@@ -1535,13 +1531,52 @@ async fn stalled<T>(
 }
 
 /// Reads file `i` for a peer, re-verified against its id.
-fn read_whole(path: &Path, id: ContentId, size: u64) -> Option<Vec<u8>> {
+/// Whole file `i` (of `size` bytes, at `path`) read straight into a whole
+/// `Piece` frame, re-verified against its id; `None` if the file no longer
+/// is that content. A frame of `PART_FRAME_MIN` or more is a pooled buffer.
+fn whole_frame(
+    pool: Option<&crate::session::BufPool>,
+    path: &Path,
+    i: u32,
+    id: ContentId,
+    size: u64,
+) -> Option<Vec<u8>> {
+    use std::io::Read;
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.is_file() || meta.len() != size {
         return None;
     }
-    let data = std::fs::read(path).ok()?;
-    (data.len() as u64 == size && ContentId::of(&data) == id).then_some(data)
+    let len = usize::try_from(size).ok()?;
+    let mut hdr = [0u8; shoal_core::proto::PIECE_HEADER_MAX];
+    let hdr = shoal_core::proto::encode_piece_header(i, len, &mut hdr).ok()?;
+    let mut frame = framed(pool, hdr.len() + len);
+    frame.extend_from_slice(hdr);
+    let start = frame.len();
+    frame.resize(start + len, 0);
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_exact(&mut frame[start..]).ok()?;
+    // Nothing after the expected size (the file did not grow meanwhile).
+    if file.read(&mut [0u8; 1]).ok()? != 0 || ContentId::of(&frame[start..]) != id {
+        return None;
+    }
+    Some(frame)
+}
+
+/// An empty buffer for a frame of `len` bytes: from the pool when large (a
+/// pooled buffer much larger than needed is let go, so that frames queued
+/// by length do not hold far more memory than they count).
+fn framed(pool: Option<&crate::session::BufPool>, len: usize) -> Vec<u8> {
+    if len >= PART_FRAME_MIN {
+        if let Some(pool) = pool {
+            let mut buf = pool.take();
+            if buf.capacity() <= 2 * len {
+                buf.clear();
+                buf.reserve_exact(len);
+                return buf;
+            }
+        }
+    }
+    Vec::with_capacity(len)
 }
 
 /// Verifies a received file and writes it to its temporary name.
@@ -1823,27 +1858,23 @@ impl Session {
         }
     }
 
-    /// Sends a whole `Part` frame made by `Folder::part_frame`, if the
-    /// protocol allows it now; the piece's length if sent.
-    fn send_part(&mut self, f: u32, piece: u32, frame: Vec<u8>) -> Option<u64> {
-        let hdr = shoal_core::proto::LEN_PREFIX
-            + 1
-            + shoal_core::wire::varint_len(u64::from(f))
-            + shoal_core::wire::varint_len(u64::from(piece));
+    /// Sends `frame`, a whole `Piece` or `Part` frame whose data starts at
+    /// `hdr` (`msg` makes the message of that data, for the protocol check),
+    /// if the protocol allows it now; the data's length if sent.
+    fn send_framed(
+        &mut self,
+        msg: impl for<'d> FnOnce(&'d [u8]) -> Message<'d>,
+        hdr: usize,
+        frame: Vec<u8>,
+    ) -> Option<u64> {
         let data_len = frame.len().checked_sub(hdr)?;
-        let start = hdr;
-        let ok = self
-            .state
-            .lock()
-            .map(|mut s| {
-                s.on_send(&Message::Part {
-                    file: f,
-                    piece,
-                    data: &frame[start..],
-                })
-                .is_ok()
-            })
-            .unwrap_or(false);
+        let ok = {
+            let m = msg(&frame[hdr..]);
+            self.state
+                .lock()
+                .map(|mut s| s.on_send(&m).is_ok())
+                .unwrap_or(false)
+        };
         if !ok {
             return None;
         }
@@ -2185,12 +2216,12 @@ impl Session {
 
     fn on_done(&mut self, d: Done) -> Option<(CloseCode, String)> {
         match d {
-            Done::Served(i, Some(data)) => {
-                let size = data.len() as u64;
-                if self.send(&Message::Piece {
-                    piece: i,
-                    data: &data,
-                }) {
+            Done::Served(i, Some(frame)) => {
+                let hdr =
+                    shoal_core::proto::LEN_PREFIX + 1 + shoal_core::wire::varint_len(u64::from(i));
+                if let Some(size) =
+                    self.send_framed(|data| Message::Piece { piece: i, data }, hdr, frame)
+                {
                     self.count_upload(size);
                 }
             }
@@ -2207,7 +2238,19 @@ impl Session {
                 });
             }
             Done::Part(f, piece, Some(frame)) => {
-                if let Some(size) = self.send_part(f, piece, frame) {
+                let hdr = shoal_core::proto::LEN_PREFIX
+                    + 1
+                    + shoal_core::wire::varint_len(u64::from(f))
+                    + shoal_core::wire::varint_len(u64::from(piece));
+                if let Some(size) = self.send_framed(
+                    |data| Message::Part {
+                        file: f,
+                        piece,
+                        data,
+                    },
+                    hdr,
+                    frame,
+                ) {
                     self.count_upload(size);
                 }
             }
@@ -2263,7 +2306,16 @@ impl Session {
             self.io.spawn(async move {
                 let _permit = io.acquire_owned().await;
                 let job = move || match item {
-                    Serve::File(_) => Done::Served(i, read_whole(&path, id, size)),
+                    Serve::File(_) => Done::Served(
+                        i,
+                        whole_frame(
+                            folder.shared.upgrade().map(|s| s.pool.clone()).as_ref(),
+                            &path,
+                            i,
+                            id,
+                            size,
+                        ),
+                    ),
                     Serve::Outboard(_) => {
                         Done::Outboard(i, folder.source_for(iu).map(|s| s.ob.encode()))
                     }
