@@ -538,6 +538,11 @@ impl Folder {
             if let Some(p) = inner.parts.remove(&(i as u32)) {
                 inner.part_bytes = inner.part_bytes.saturating_sub(p.bytes);
             }
+            if self.is_part(i) {
+                // The pieces an earlier folder session left under the
+                // hidden name are of no use any more.
+                let _ = std::fs::remove_file(self.temp_of(i));
+            }
             inner.part_pending.remove(&(i as u32));
             if let (Some(d), Some(shared)) = (&self.download, self.shared.upgrade()) {
                 let grant = shared
@@ -2401,13 +2406,20 @@ impl Session {
                     picks.push(Ask::File(i, folder.sizes[i as usize]));
                 }
                 if picks.is_empty() && inner.part_pending.is_empty() {
-                    for (&f, p) in inner.parts.iter_mut() {
+                    let files: Vec<u32> = inner
+                        .parts
+                        .keys()
+                        .copied()
+                        .filter(|&f| inner.need[f as usize] && self.peer_has[f as usize])
+                        .collect();
+                    for f in files {
                         if picks.len() >= ENDGAME_REQUESTS {
                             break;
                         }
-                        let Some(layout) =
-                            p.layout.filter(|_| p.open() && self.peer_has[f as usize])
-                        else {
+                        let Some(p) = inner.parts.get_mut(&f) else {
+                            continue;
+                        };
+                        let Some(layout) = p.layout.filter(|_| p.open()) else {
                             continue;
                         };
                         let dup: Vec<u32> = p
@@ -2543,10 +2555,14 @@ fn pick_from(set: &BTreeSet<u32>, inner: &Inner, peer_has: &[bool], cursor: u32)
 /// early), or else a part file to open (its outboard to ask for), chosen as
 /// `pick` chooses whole files, while fewer than `OPEN_PARTS` are open.
 fn pick_part(inner: &mut Inner, peer_has: &[bool], cursor: u32) -> Option<Ask> {
+    // Not a file set to skip whose pieces are still being written (it
+    // closes once they are).
     let next = inner
         .parts
         .iter()
-        .filter(|(f, p)| p.open() && peer_has[**f as usize] && !p.todo.is_empty())
+        .filter(|(f, p)| {
+            p.open() && inner.need[**f as usize] && peer_has[**f as usize] && !p.todo.is_empty()
+        })
         .min_by_key(|(f, p)| (!inner.high.contains(f), p.todo.len(), **f))
         .map(|(f, _)| *f);
     if let Some(f) = next {

@@ -875,3 +875,70 @@ async fn leechers_of_a_folder_of_part_files_trade_them() {
     .await
     .expect("timed out");
 }
+
+/// A part file set to skip while its pieces arrive is never created, and
+/// one set to high is complete before any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_file_set_to_skip_mid_download_is_never_created() {
+    timeout(TEST_TIMEOUT, async {
+        let seeder = TestNode::new(1);
+        let files: Vec<(String, Vec<u8>)> = (0..6)
+            .map(|i| (format!("v{i}.bin"), random_bytes(6 << 20, 70 + i)))
+            .collect();
+        write_tree(&seeder.path("src"), &files);
+        let share = seeder.share(&seeder.path("src"));
+        let leecher = TestNode::new(2);
+        let wrap: Wrap = Arc::new(move |_, s| {
+            let log = Arc::new(Mutex::new(TapLog::default()));
+            Box::new(Tap::new(s, false, log).with_read_delay(Duration::from_millis(10)))
+                as BoxStream
+        });
+        let conn = PipeConnector::wrapped(leecher.id, &[&seeder], wrap);
+        let out = leecher.path("out");
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, Some("f"), conn);
+        h.set_priority(vec!["v5.bin".into()], shoal_node::FilePriority::High);
+        // Skip whichever other file has pieces in first; the high one is
+        // complete whenever any file is.
+        let full = 6u64 << 20;
+        let mut prog = h.progress();
+        let mut skipped = None;
+        let mut first_done = false;
+        while skipped.is_none() || !first_done {
+            prog.changed().await.expect("progress");
+            let p = prog.borrow().clone();
+            let Some(fb) = p.files.as_ref() else { continue };
+            if !first_done && (0..6).any(|i| fb.get(i) == Some(full)) {
+                assert_eq!(fb.get(5), Some(full), "a file finished before the high one");
+                first_done = true;
+            }
+            if skipped.is_none() {
+                if let Some(i) = (0..5).find(|&i| fb.get(i).is_some_and(|b| b > 0 && b < full)) {
+                    h.set_priority(vec![format!("v{i}.bin")], shoal_node::FilePriority::Skip);
+                    skipped = Some(i);
+                }
+            }
+        }
+        let name = format!("v{}.bin", skipped.expect("skipped"));
+        let root = h.result().await.expect("download");
+        assert!(
+            !root.join(&name).exists(),
+            "{name} was set to skip and was created"
+        );
+        for (rel, bytes) in files.iter().filter(|(r, _)| *r != name) {
+            assert!(
+                std::fs::read(root.join(rel)).expect("read") == *bytes,
+                "{rel} differs"
+            );
+        }
+        let done = h.progress().borrow().clone();
+        assert_eq!(
+            done.total_bytes,
+            Some(5 * (6 << 20)),
+            "the total leaves the skipped file out"
+        );
+    })
+    .await
+    .expect("timed out");
+}
