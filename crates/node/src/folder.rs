@@ -186,6 +186,7 @@ struct Source {
 }
 
 /// A part file being fetched through the folder sessions.
+#[derive(Default)]
 struct Part {
     /// The partial file, once the outboard arrived and it opened (`None`
     /// again while it is being placed).
@@ -207,21 +208,6 @@ struct Part {
 }
 
 impl Part {
-    fn new() -> Self {
-        Self {
-            file: None,
-            verifier: None,
-            layout: None,
-            todo: BTreeSet::new(),
-            asked: HashMap::new(),
-            writing: HashSet::new(),
-            got: Vec::new(),
-            present: 0,
-            bytes: 0,
-            finishing: false,
-        }
-    }
-
     /// Whether it is open with pieces to ask for (or asked elsewhere).
     fn open(&self) -> bool {
         self.file.is_some() && !self.finishing
@@ -351,6 +337,34 @@ impl Folder {
     pub(crate) fn fetched(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.fetched + inner.part_bytes, inner.failed)
+    }
+
+    /// File `i` is in place here: have it, count it as fetched if this
+    /// download needed it, and show it whole.
+    fn mark_placed(&self, inner: &mut Inner, i: usize) {
+        inner.high.remove(&(i as u32));
+        if !inner.have[i] {
+            inner.have[i] = true;
+            if inner.need[i] {
+                inner.need[i] = false;
+                inner.remaining -= 1;
+                inner.fetched += self.sizes[i];
+            }
+        }
+        if let Some(d) = &self.download {
+            d.files.set(i, self.sizes[i]);
+        }
+    }
+
+    /// Serves file `i`, complete here, by its own id too while the folder
+    /// lives (a download's files only).
+    fn grant(&self, inner: &mut Inner, i: usize) {
+        if let (Some(d), Some(shared)) = (&self.download, self.shared.upgrade()) {
+            let grant = shared
+                .access
+                .register_download(self.manifest.entries()[i].id, d.policy);
+            inner.grants.push(grant);
+        }
     }
 
     /// Whether file `i` is fetched piece by piece here.
@@ -544,12 +558,7 @@ impl Folder {
                 let _ = std::fs::remove_file(self.temp_of(i));
             }
             inner.part_pending.remove(&(i as u32));
-            if let (Some(d), Some(shared)) = (&self.download, self.shared.upgrade()) {
-                let grant = shared
-                    .access
-                    .register_download(self.manifest.entries()[i].id, d.policy);
-                inner.grants.push(grant);
-            }
+            self.grant(&mut inner, i);
             inner.sessions.values().map(|s| s.ctl.clone()).collect()
         };
         for tx in sessions {
@@ -845,9 +854,9 @@ impl Folder {
     }
 
     /// Piece `piece` of part file `i` read straight into a whole `Part`
-    /// frame, re-verified against the file's outboard; `None` if the file no
-    /// longer has it. Blocking.
-    fn part_frame(&self, i: usize, piece: u32) -> Option<Vec<u8>> {
+    /// frame (and where its data starts), re-verified against the file's
+    /// outboard; `None` if the file no longer has it. Blocking.
+    fn part_frame(&self, i: usize, piece: u32) -> Option<Framed> {
         use std::os::unix::fs::FileExt;
         let src = self.source_for(i)?;
         let layout = src.ob.layout();
@@ -864,7 +873,7 @@ impl Folder {
             .read_exact_at(&mut frame[start..], layout.piece_offset(piece))
             .ok()?;
         src.ob.verify_piece(piece, &frame[start..]).ok()?;
-        Some(frame)
+        Some((frame, start))
     }
 
     async fn finished(self: &Arc<Self>) -> Result<(), NodeError> {
@@ -1010,25 +1019,10 @@ async fn finish_part(folder: Arc<Folder>, f: u32, file: Arc<Mutex<Option<Partial
                 if let Some(p) = inner.parts.remove(&f) {
                     inner.part_bytes = inner.part_bytes.saturating_sub(p.bytes);
                 }
-                inner.high.remove(&f);
                 if !inner.have[fu] {
-                    inner.have[fu] = true;
-                    if inner.need[fu] {
-                        inner.need[fu] = false;
-                        inner.remaining -= 1;
-                        inner.fetched += folder.sizes[fu];
-                    }
-                    // Served by its own id too while the folder lives.
-                    if let (Some(d), Some(shared)) = (&folder.download, folder.shared.upgrade()) {
-                        let grant = shared
-                            .access
-                            .register_download(folder.manifest.entries()[fu].id, d.policy);
-                        inner.grants.push(grant);
-                    }
+                    folder.grant(&mut inner, fu);
                 }
-                if let Some(d) = &folder.download {
-                    d.files.set(fu, folder.sizes[fu]);
-                }
+                folder.mark_placed(&mut inner, fu);
                 inner.sessions.values().map(|s| s.ctl.clone()).collect()
             }
             Ok(Err(e)) => {
@@ -1102,20 +1096,8 @@ async fn place_loop(folder: Arc<Folder>) {
         {
             let mut inner = folder.lock();
             for &i in &placed {
-                let iu = i as usize;
-                inner.writing[iu] = false;
-                inner.high.remove(&i);
-                if !inner.have[iu] {
-                    inner.have[iu] = true;
-                    if inner.need[iu] {
-                        inner.need[iu] = false;
-                        inner.remaining -= 1;
-                        inner.fetched += folder.sizes[iu];
-                    }
-                }
-                if let Some(d) = &folder.download {
-                    d.files.set(iu, folder.sizes[iu]);
-                }
+                inner.writing[i as usize] = false;
+                folder.mark_placed(&mut inner, i as usize);
             }
             sessions.extend(inner.sessions.values().map(|s| s.ctl.clone()));
         }
@@ -1545,7 +1527,7 @@ fn whole_frame(
     i: u32,
     id: ContentId,
     size: u64,
-) -> Option<Vec<u8>> {
+) -> Option<Framed> {
     use std::io::Read;
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.is_file() || meta.len() != size {
@@ -1564,7 +1546,7 @@ fn whole_frame(
     if file.read(&mut [0u8; 1]).ok()? != 0 || ContentId::of(&frame[start..]) != id {
         return None;
     }
-    Some(frame)
+    Some((frame, start))
 }
 
 /// An empty buffer for a frame of `len` bytes: from the pool when large (a
@@ -1785,10 +1767,13 @@ async fn run_session(
     });
 }
 
+/// A whole frame read by a serving job, and where its data starts.
+type Framed = (Vec<u8>, usize);
+
 enum Done {
-    Served(u32, Option<Vec<u8>>),
+    Served(u32, Option<Framed>),
     Outboard(u32, Option<Vec<u8>>),
-    Part(u32, u32, Option<Vec<u8>>),
+    Part(u32, u32, Option<Framed>),
 }
 
 /// A request of the peer waiting for an I/O slot.
@@ -2221,9 +2206,7 @@ impl Session {
 
     fn on_done(&mut self, d: Done) -> Option<(CloseCode, String)> {
         match d {
-            Done::Served(i, Some(frame)) => {
-                let hdr =
-                    shoal_core::proto::LEN_PREFIX + 1 + shoal_core::wire::varint_len(u64::from(i));
+            Done::Served(i, Some((frame, hdr))) => {
                 if let Some(size) =
                     self.send_framed(|data| Message::Piece { piece: i, data }, hdr, frame)
                 {
@@ -2242,11 +2225,7 @@ impl Session {
                     cvs: cvs.as_deref().unwrap_or(&[]),
                 });
             }
-            Done::Part(f, piece, Some(frame)) => {
-                let hdr = shoal_core::proto::LEN_PREFIX
-                    + 1
-                    + shoal_core::wire::varint_len(u64::from(f))
-                    + shoal_core::wire::varint_len(u64::from(piece));
+            Done::Part(f, piece, Some((frame, hdr))) => {
                 if let Some(size) = self.send_framed(
                     |data| Message::Part {
                         file: f,
@@ -2577,7 +2556,7 @@ fn pick_part(inner: &mut Inner, peer_has: &[bool], cursor: u32) -> Option<Ask> {
     }
     let f = pick_from(&inner.part_pending, inner, peer_has, cursor)?;
     inner.part_pending.remove(&f);
-    inner.parts.insert(f, Part::new());
+    inner.parts.insert(f, Part::default());
     Some(Ask::Outboard(f))
 }
 

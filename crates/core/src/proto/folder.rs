@@ -99,8 +99,18 @@ impl FolderState {
     }
 
     /// The piece count of part file `file`, or why it is none.
-    fn part_file(&self, file: u32, msg: &'static str) -> Result<(u64, u32, u32), ProtoError> {
-        let size = self.file(file)?;
+    fn part_file(
+        sizes: &[u64],
+        file: u32,
+        msg: &'static str,
+    ) -> Result<(u64, u32, u32), ProtoError> {
+        let size = sizes
+            .get(file as usize)
+            .copied()
+            .ok_or(ProtoError::PieceOutOfRange {
+                piece: u64::from(file),
+                num_pieces: sizes.len() as u32,
+            })?;
         match part_layout(size) {
             Some((ps, n)) if is_part_file(size) => Ok((size, ps, n)),
             _ => Err(ProtoError::Invalid {
@@ -111,8 +121,8 @@ impl FolderState {
     }
 
     /// Checks that piece `piece` of part file `file` exists; its length.
-    fn part(&self, file: u32, piece: u32, msg: &'static str) -> Result<u64, ProtoError> {
-        let (size, ps, n) = self.part_file(file, msg)?;
+    fn part(sizes: &[u64], file: u32, piece: u32, msg: &'static str) -> Result<u64, ProtoError> {
+        let (size, ps, n) = Self::part_file(sizes, file, msg)?;
         if piece >= n {
             return Err(ProtoError::PieceOutOfRange {
                 piece: u64::from(piece),
@@ -158,18 +168,18 @@ impl FolderState {
     /// received: `asks` holds the requests of the side that asks with it
     /// (ours when we send a request or receive an answer).
     fn on_part_msg(
-        &self,
+        sizes: &[u64],
         msg: &Message<'_>,
         requests: &mut HashSet<Req>,
     ) -> Result<(), ProtoError> {
         let name = msg.message_type().name();
         match *msg {
             Message::FileOutboardRequest { file } => {
-                self.part_file(file, name)?;
+                Self::part_file(sizes, file, name)?;
                 Self::ask(requests, Req::Outboard(file))
             }
             Message::FileOutboard { file, cvs } => {
-                let (_, _, n) = self.part_file(file, name)?;
+                let (_, _, n) = Self::part_file(sizes, file, name)?;
                 if !cvs.is_empty() && cvs.len() != n as usize * CV_LEN {
                     return Err(ProtoError::Invalid {
                         msg: name,
@@ -179,11 +189,11 @@ impl FolderState {
                 Self::answer(requests, Req::Outboard(file), name)
             }
             Message::PartRequest { file, piece } => {
-                self.part(file, piece, name)?;
+                Self::part(sizes, file, piece, name)?;
                 Self::ask(requests, Req::Part(file, piece))
             }
             Message::Part { file, piece, data } => {
-                let len = self.part(file, piece, name)?;
+                let len = Self::part(sizes, file, piece, name)?;
                 if data.len() as u64 != len {
                     return Err(ProtoError::WrongPieceLength {
                         piece,
@@ -194,7 +204,7 @@ impl FolderState {
                 Self::answer(requests, Req::Part(file, piece), name)
             }
             Message::PartReject { file, piece, .. } => {
-                self.part(file, piece, name)?;
+                Self::part(sizes, file, piece, name)?;
                 Self::answer(requests, Req::Part(file, piece), name)
             }
             _ => Ok(()),
@@ -277,16 +287,10 @@ impl FolderState {
                 Self::answer(&mut self.our_requests, Req::File(piece), name)?;
             }
             Message::FileOutboardRequest { .. } | Message::PartRequest { .. } => {
-                let mut theirs = std::mem::take(&mut self.peer_requests);
-                let r = self.on_part_msg(msg, &mut theirs);
-                self.peer_requests = theirs;
-                r?;
+                Self::on_part_msg(&self.sizes, msg, &mut self.peer_requests)?;
             }
             Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
-                let mut ours = std::mem::take(&mut self.our_requests);
-                let r = self.on_part_msg(msg, &mut ours);
-                self.our_requests = ours;
-                r?;
+                Self::on_part_msg(&self.sizes, msg, &mut self.our_requests)?;
             }
             Message::PeerExchange { .. } | Message::KeepAlive | Message::Close { .. } => {}
             _ => {
@@ -341,16 +345,10 @@ impl FolderState {
                 Self::answer(&mut self.peer_requests, Req::File(piece), name)?;
             }
             Message::FileOutboardRequest { .. } | Message::PartRequest { .. } => {
-                let mut ours = std::mem::take(&mut self.our_requests);
-                let r = self.on_part_msg(msg, &mut ours);
-                self.our_requests = ours;
-                r?;
+                Self::on_part_msg(&self.sizes, msg, &mut self.our_requests)?;
             }
             Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
-                let mut theirs = std::mem::take(&mut self.peer_requests);
-                let r = self.on_part_msg(msg, &mut theirs);
-                self.peer_requests = theirs;
-                r?;
+                Self::on_part_msg(&self.sizes, msg, &mut self.peer_requests)?;
             }
             Message::PeerExchange { .. } | Message::KeepAlive => {}
             _ => {
