@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::access::{DownloadGrant, Verdict};
+use crate::choke::{Cand, ChokeCfg, Choker};
 use crate::error::NodeError;
 use crate::limit::RateLimiter;
 use crate::session::{frame_of, BoxStream, FrameReader, ReadError, ReadHalf, WriteHalf};
@@ -111,6 +112,10 @@ pub(crate) struct PeerStat {
     /// Sessions open with it now.
     pub(crate) sessions: u32,
     pub(crate) banned: bool,
+    /// It wants files of this node (its last `Interested` /
+    /// `NotInterested`), and since when it has had a session.
+    interested: bool,
+    since: Option<Instant>,
 }
 
 /// A control message for one session from the folder.
@@ -176,6 +181,8 @@ struct Inner {
     part_bytes: u64,
     /// Part files this folder serves, once opened: outboard and open file.
     sources: HashMap<u32, Source>,
+    /// Which peers this node serves now (§6.5 choking).
+    choker: Choker,
 }
 
 /// A part file this folder serves: its outboard and the file, open.
@@ -258,6 +265,7 @@ impl Folder {
             requested: vec![0; n],
             writing: vec![false; n],
             avail: vec![0; n],
+            choker: Choker::new(ChokeCfg::of(&shared.cfg.swarm)),
             ..Inner::default()
         };
         Self {
@@ -1362,12 +1370,14 @@ enum In {
     Request(u32),
     Cancel(u32),
     File(u32, Vec<u8>),
-    Reject(u32),
+    /// A file request answered with `Reject`; `true` when only because
+    /// the peer chokes this side.
+    Reject(u32, bool),
     OutboardReq(u32),
     Outboard(u32, Vec<u8>),
     PartReq(u32, u32),
     Part(u32, u32, Vec<u8>),
-    PartReject(u32, u32),
+    PartReject(u32, u32, bool),
     Pex(Vec<(PeerId, Vec<shoal_net::Multiaddr>)>),
     Nothing,
     /// The peer closed, broke the protocol, or the stream failed.
@@ -1442,12 +1452,18 @@ async fn read_loop(
                         Message::Request { piece } => In::Request(piece),
                         Message::Cancel { piece } => In::Cancel(piece),
                         Message::Piece { piece, data } => In::File(piece, data.to_vec()),
-                        Message::Reject { piece, .. } => In::Reject(piece),
+                        Message::Reject { piece, reason } => {
+                            In::Reject(piece, reason == RejectReason::Choked)
+                        }
                         Message::FileOutboardRequest { file } => In::OutboardReq(file),
                         Message::FileOutboard { file, cvs } => In::Outboard(file, cvs.to_vec()),
                         Message::PartRequest { file, piece } => In::PartReq(file, piece),
                         Message::Part { file, piece, data } => In::Part(file, piece, owned(data)),
-                        Message::PartReject { file, piece, .. } => In::PartReject(file, piece),
+                        Message::PartReject {
+                            file,
+                            piece,
+                            reason,
+                        } => In::PartReject(file, piece, reason == RejectReason::Choked),
                         Message::PeerExchange { added, .. } => {
                             In::Pex(added.iter().filter_map(PexPeer::parse).collect())
                         }
@@ -1682,7 +1698,10 @@ async fn run_session(
                 ctl: ctx.clone(),
             },
         );
-        inner.peers.entry(peer).or_default().sessions += 1;
+        let p = inner.peers.entry(peer).or_default();
+        p.sessions += 1;
+        p.interested = true;
+        p.since.get_or_insert_with(Instant::now);
         key
     };
     let from = inbound
@@ -1713,6 +1732,8 @@ async fn run_session(
         uploaded: 0,
         told: HashSet::new(),
         last_sent: Instant::now(),
+        interest_cursor: 0,
+        interest_clean: 0,
     };
     let end = s.run(&mut irx, &mut crx, inbound.as_ref()).await;
     // Leave the folder: this session's requests go back to the pool.
@@ -1721,6 +1742,10 @@ async fn run_session(
         inner.sessions.remove(&key);
         if let Some(p) = inner.peers.get_mut(&peer) {
             p.sessions = p.sessions.saturating_sub(1);
+            if p.sessions == 0 {
+                p.since = None;
+                inner.choker.gone(&peer);
+            }
         }
         for &f in s.mine.keys() {
             let fu = f as usize;
@@ -1821,6 +1846,10 @@ struct Session {
     /// Peers already named to this peer in peer exchange.
     told: HashSet<PeerId>,
     last_sent: Instant,
+    /// Where the scan for files this side wants from the peer goes on, and
+    /// how many files in a row it found none.
+    interest_cursor: usize,
+    interest_clean: usize,
 }
 
 impl Session {
@@ -1917,6 +1946,7 @@ impl Session {
                     "the folder is no longer served here".into(),
                 ));
             }
+            self.apply_choke();
             self.fill_requests();
             self.start_serving();
             if self.broken {
@@ -1955,6 +1985,7 @@ impl Session {
                         self.send_pex();
                         pex_at = now + PEX_EVERY;
                     }
+                    self.update_interest();
                     if now.duration_since(self.last_sent) >= KEEPALIVE_INTERVAL {
                         self.send(&Message::KeepAlive);
                     }
@@ -2001,19 +2032,21 @@ impl Session {
                     }
                 }
             }
-            In::Request(i) => self.serve_queue.push_back(Serve::File(i)),
+            In::Request(i) => self.queue_request(Serve::File(i)),
             In::OutboardReq(f) => self.serve_queue.push_back(Serve::Outboard(f)),
-            In::PartReq(f, piece) => self.serve_queue.push_back(Serve::Part(f, piece)),
+            In::PartReq(f, piece) => self.queue_request(Serve::Part(f, piece)),
             In::Outboard(f, cvs) => return self.on_outboard(f, cvs).map(Some),
             In::Part(f, piece, data) => return self.on_part(f, piece, data).map(Some),
-            In::PartReject(f, piece) => {
+            In::PartReject(f, piece, choked) => {
                 if let Some(len) = self.mine_parts.remove(&(f, piece)) {
                     self.mine_bytes -= len;
                 }
                 let mut inner = self.folder.lock();
                 unask_part(&mut inner, f, piece);
                 drop(inner);
-                self.lacks(f);
+                if !choked {
+                    self.lacks(f);
+                }
                 self.folder.changed.notify_waiters();
             }
             In::Cancel(i) => {
@@ -2026,10 +2059,13 @@ impl Session {
                 }
             }
             In::File(i, data) => return self.on_file(i, data).map(Some),
-            In::Reject(i) => {
-                // It does not have the file (now): ask another peer.
+            In::Reject(i, choked) => {
+                // It does not have the file (now), or chokes this side: ask
+                // another peer.
                 self.forget(i);
-                self.lacks(i);
+                if !choked {
+                    self.lacks(i);
+                }
                 self.folder.changed.notify_waiters();
             }
             In::Pex(peers) => {
@@ -2315,6 +2351,148 @@ impl Session {
         }
     }
 
+    fn choked_by_peer(&self) -> bool {
+        self.state.lock().map(|s| s.peer_choking()).unwrap_or(true)
+    }
+
+    /// A request of the peer for a file or a piece: queued, or answered
+    /// `Choked` at once while this side chokes it.
+    fn queue_request(&mut self, item: Serve) {
+        let choking = self.state.lock().map(|s| s.am_choking()).unwrap_or(true);
+        if choking {
+            self.reject_choked(item);
+        } else {
+            self.serve_queue.push_back(item);
+        }
+    }
+
+    fn reject_choked(&mut self, item: Serve) {
+        let reason = RejectReason::Choked;
+        match item {
+            Serve::File(piece) => self.send(&Message::Reject { piece, reason }),
+            Serve::Part(file, piece) => self.send(&Message::PartReject {
+                file,
+                piece,
+                reason,
+            }),
+            Serve::Outboard(_) => false,
+        };
+    }
+
+    /// Follows the folder's choker: runs a round when one is due, gives the
+    /// peer a free slot when it wants files, and sends `Choke` (answering
+    /// its queued file and piece requests `Choked`; outboards are still
+    /// served) or `Unchoke` when its state here changed.
+    fn apply_choke(&mut self) {
+        let Ok((choking, interested)) = self
+            .state
+            .lock()
+            .map(|s| (s.am_choking(), s.peer_interested()))
+        else {
+            return;
+        };
+        let now = Instant::now();
+        let (unchoke, rechoked) = {
+            let mut inner = self.folder.lock();
+            let seeding = inner.remaining == 0;
+            if let Some(p) = inner.peers.get_mut(&self.peer) {
+                p.interested = interested;
+            }
+            let rechoked = inner.choker.due(now);
+            if rechoked {
+                let cands: Vec<Cand> = inner
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.sessions > 0 && p.interested && !p.banned)
+                    .map(|(peer, p)| Cand {
+                        peer: *peer,
+                        down: p.down,
+                        up: p.up,
+                        since: p.since.unwrap_or(now),
+                    })
+                    .collect();
+                inner.choker.round(now, seeding, &cands);
+            }
+            if !interested {
+                inner.choker.leave(&self.peer);
+            } else {
+                inner.choker.fill(self.peer, seeding);
+            }
+            (inner.choker.unchoked(&self.peer), rechoked)
+        };
+        if rechoked {
+            // The other sessions follow the new slots.
+            self.folder.changed.notify_waiters();
+        }
+        if unchoke && choking {
+            self.send(&Message::Unchoke);
+        } else if !unchoke && !choking && self.send(&Message::Choke) {
+            let queued: Vec<Serve> = self.serve_queue.drain(..).collect();
+            for item in queued {
+                if let Serve::Outboard(_) = item {
+                    self.serve_queue.push_back(item);
+                } else {
+                    self.reject_choked(item);
+                }
+            }
+        }
+    }
+
+    /// Tells the peer whether this side wants any of its files, from a
+    /// scan of at most `PICK_SCAN` files per tick (continued where the last
+    /// ended): not interested only once every file was looked at without
+    /// one that the peer has and this side still needs.
+    fn update_interest(&mut self) {
+        if !self.got_avail {
+            return;
+        }
+        let Ok(was) = self.state.lock().map(|s| s.am_interested()) else {
+            return;
+        };
+        let wants = if self.folder.download.is_none() {
+            false
+        } else if self.asks() > 0 {
+            true
+        } else {
+            let inner = self.folder.lock();
+            let n = self.peer_has.len();
+            if inner.remaining == 0 || self.peer_count == 0 || n == 0 {
+                false
+            } else {
+                let mut found = false;
+                for _ in 0..PICK_SCAN.min(n) {
+                    let i = self.interest_cursor % n;
+                    if self.peer_has[i]
+                        && inner.need[i]
+                        && !inner.have[i]
+                        && !inner.elsewhere.contains(&(i as u32))
+                    {
+                        found = true;
+                        break;
+                    }
+                    self.interest_cursor = (i + 1) % n;
+                    self.interest_clean += 1;
+                }
+                if found {
+                    self.interest_clean = 0;
+                    true
+                } else if self.interest_clean >= n {
+                    self.interest_clean = n;
+                    false
+                } else {
+                    was
+                }
+            }
+        };
+        if wants != was {
+            self.send(if wants {
+                &Message::Interested
+            } else {
+                &Message::NotInterested
+            });
+        }
+    }
+
     /// Requests this side has outstanding with the peer.
     fn asks(&self) -> usize {
         self.mine.len() + self.mine_parts.len() + self.mine_obs.len()
@@ -2323,7 +2501,7 @@ impl Session {
     /// Asks the peer for needed files and pieces of part files, rarest
     /// first, up to the bounds.
     fn fill_requests(&mut self) {
-        if self.folder.download.is_none() || !self.got_avail {
+        if self.folder.download.is_none() || !self.got_avail || self.choked_by_peer() {
             return;
         }
         let folder = self.folder.clone();

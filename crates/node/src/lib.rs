@@ -16,6 +16,7 @@
 //! - [`transfers`]: managed transfers (queue, pause, resume, cancel, persisted).
 
 pub mod access;
+mod choke;
 mod content;
 pub mod control;
 mod error;

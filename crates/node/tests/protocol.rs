@@ -5,9 +5,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use shoal_core::proto::{CloseCode, Hello, Message, DEFAULT_PIECE_SIZE};
+use shoal_core::proto::{CloseCode, Hello, Message, RejectReason, DEFAULT_PIECE_SIZE};
 use shoal_core::{ContentId, Kind};
-use shoal_node::NodeError;
+use shoal_node::{NodeConfig, NodeError};
+use std::time::Duration;
 use tokio::time::timeout;
 
 /// A raw responder that serves `bytes` (one piece) as content `id`, optionally
@@ -760,6 +761,122 @@ async fn a_lying_seeders_size_is_not_shown_before_it_is_verified() {
             shown.iter().all(|t| *t != (1u64 << 42) - 1),
             "the claimed size was shown: {shown:?} (result {res:?})"
         );
+    })
+    .await
+    .expect("timed out");
+}
+
+/// A raw folder-session initiator (peer `who`) holding none of the `files`
+/// files of collection `id`, past both `FileBitfield`s.
+async fn raw_folder_peer(seeder: &TestNode, id: ContentId, files: u32, who: u8) -> Raw {
+    let (near, far) = tokio::io::duplex(PIPE_BUF);
+    let node = seeder.node.clone();
+    tokio::spawn(async move {
+        let _ = node.accept(peer_id(who), far).await;
+    });
+    let mut raw = Raw::new(near);
+    raw.send(&Message::Hello(Hello::new(id))).await;
+    let bits = vec![0u8; (files as usize).div_ceil(8)];
+    raw.send(&Message::FileBitfield {
+        num_files: files,
+        bits: &bits,
+    })
+    .await;
+    let hello = raw.recv().await.expect("the seeder's hello");
+    assert!(matches!(hello.msg(), Message::Hello(_)));
+    let avail = raw.recv().await.expect("the seeder's file bitfield");
+    assert!(matches!(avail.msg(), Message::FileBitfield { .. }));
+    raw
+}
+
+/// The next message within 5 s that is not a `KeepAlive` nor the sender's
+/// interest (a seeder says it is not interested).
+async fn next_msg(raw: &mut Raw) -> RawFrame {
+    loop {
+        let f = timeout(Duration::from_secs(5), raw.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("the stream is open");
+        if !matches!(
+            f.msg(),
+            Message::KeepAlive | Message::Interested | Message::NotInterested
+        ) {
+            return f;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_seeder_serves_as_many_peers_as_it_has_slots_and_answers_the_others_choked() {
+    timeout(TEST_TIMEOUT, async {
+        // One upload slot, no optimistic one, and no round in the test's
+        // time: only interest moves the slot.
+        let cfg = NodeConfig {
+            swarm: shoal_swarm::Config {
+                regular_slots: 1,
+                optimistic_slots: 0,
+                initial_seeding: false,
+                rechoke_interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let seeder = TestNode::with_config(1, cfg);
+        let src = seeder.path("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        let contents: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 100]).collect();
+        for (i, c) in contents.iter().enumerate() {
+            std::fs::write(src.join(format!("{i}.txt")), c).expect("write");
+        }
+        let share = seeder.share(&src);
+        assert_eq!(share.kind, Kind::Collection);
+
+        // The first peer takes the slot: it is never choked and is served.
+        let mut a = raw_folder_peer(&seeder, share.id, 3, 9).await;
+        a.send(&Message::Request { piece: 0 }).await;
+        let f = next_msg(&mut a).await;
+        let Message::Piece { piece: 0, data } = f.msg() else {
+            panic!("expected file 0, got {:?}", f.msg());
+        };
+        assert!(contents.iter().any(|c| c == data));
+
+        // The second finds the slot taken: choked at once, and a request
+        // that crosses the Choke is answered Choked.
+        let mut b = raw_folder_peer(&seeder, share.id, 3, 10).await;
+        assert!(matches!(next_msg(&mut b).await.msg(), Message::Choke));
+        b.send(&Message::Request { piece: 1 }).await;
+        let f = next_msg(&mut b).await;
+        assert!(
+            matches!(
+                f.msg(),
+                Message::Reject {
+                    piece: 1,
+                    reason: RejectReason::Choked
+                }
+            ),
+            "{:?}",
+            f.msg()
+        );
+
+        // The first wants nothing more: its slot goes to the second, and
+        // the first is choked.
+        a.send(&Message::NotInterested).await;
+        assert!(matches!(next_msg(&mut a).await.msg(), Message::Choke));
+        assert!(matches!(next_msg(&mut b).await.msg(), Message::Unchoke));
+        b.send(&Message::Request { piece: 1 }).await;
+        let f = next_msg(&mut b).await;
+        let Message::Piece { piece: 1, data } = f.msg() else {
+            panic!("expected file 1, got {:?}", f.msg());
+        };
+        assert!(contents.iter().any(|c| c == data));
+        a.send(&Message::Request { piece: 2 }).await;
+        assert!(matches!(
+            next_msg(&mut a).await.msg(),
+            Message::Reject {
+                piece: 2,
+                reason: RejectReason::Choked
+            }
+        ));
     })
     .await
     .expect("timed out");

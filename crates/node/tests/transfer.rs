@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use shoal_core::Kind;
-use shoal_node::BoxStream;
+use shoal_node::{BoxStream, NodeConfig};
 use tokio::time::timeout;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -938,6 +938,116 @@ async fn a_part_file_set_to_skip_mid_download_is_never_created() {
             Some(5 * (6 << 20)),
             "the total leaves the skipped file out"
         );
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Six leechers of a folder, each with one regular and one optimistic
+/// upload slot and rounds of 300 ms, so that every leecher chokes some of
+/// its five peers and the choice moves while they download: all complete
+/// byte-identical, they served each other, and chokes and unchokes crossed
+/// the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leechers_of_a_folder_with_few_upload_slots_choke_each_other_and_all_complete() {
+    timeout(Duration::from_secs(120), async {
+        let seeder = TestNode::new(0);
+        let mut files: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| (format!("s/{i:03}.txt"), random_bytes(8 << 10, 900 + i)))
+            .collect();
+        files.push(("big/p.raw".into(), random_bytes(3 << 20, 1)));
+        write_tree(&seeder.path("src"), &files);
+        let share = seeder.share(&seeder.path("src"));
+        seeder.node.set_limits(shoal_node::Limits {
+            upload: Some(4 << 20),
+            download: None,
+        });
+        let cfg = NodeConfig {
+            swarm: shoal_swarm::Config {
+                regular_slots: 1,
+                optimistic_slots: 1,
+                rechoke_interval: Duration::from_millis(300),
+                optimistic_interval: Duration::from_millis(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let leechers: Vec<TestNode> = (1..=6)
+            .map(|i| TestNode::with_config(i, cfg.clone()))
+            .collect();
+        // One log per stream: the order of its frames matters.
+        let logs: Arc<Mutex<Vec<Arc<Mutex<TapLog>>>>> = Arc::default();
+        let mut handles = Vec::new();
+        for (i, l) in leechers.iter().enumerate() {
+            let mut targets: Vec<&TestNode> = vec![&seeder];
+            targets.extend(
+                leechers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, l)| l),
+            );
+            let logs = logs.clone();
+            let wrap: Wrap = Arc::new(move |_, s| {
+                let log = Arc::new(Mutex::new(TapLog::default()));
+                logs.lock().expect("logs").push(log.clone());
+                Box::new(Tap::new(s, false, log)) as BoxStream
+            });
+            let conn = PipeConnector::wrapped(l.id, &targets, wrap);
+            handles.push(l.node.download(
+                share.id,
+                Kind::Collection,
+                &l.path("out"),
+                Some("f"),
+                conn,
+            ));
+        }
+        for h in handles.iter_mut() {
+            let root = h.result().await.expect("download");
+            for (rel, bytes) in &files {
+                assert!(
+                    std::fs::read(root.join(rel)).expect("read") == *bytes,
+                    "{rel} differs"
+                );
+            }
+        }
+        let from_leechers: u64 = handles
+            .iter()
+            .flat_map(|h| h.progress().borrow().peers.clone())
+            .filter(|p| p.peer != seeder.id)
+            .map(|p| p.downloaded)
+            .sum();
+        // A peer is also choked when it says it wants nothing: count the
+        // chokes of a peer whose last word was that it wants files (it
+        // starts so), seen from either end of each stream.
+        let (chokes, unchokes) = logs.lock().expect("logs").iter().fold((0, 0), |acc, l| {
+            let l = l.lock().expect("log");
+            // Folder sessions only (the manifest comes over a content's).
+            if !l.order.contains(&(true, 0x13)) {
+                return acc;
+            }
+            // Whether each side (this end, the other) last said it is interested.
+            let mut interested = [true, true];
+            let (mut chokes, mut unchokes) = acc;
+            for &(ours, ty) in &l.order {
+                // The other side's flag when we choke it, ours when it chokes us.
+                let target = usize::from(ours);
+                match ty {
+                    0x06 | 0x07 => interested[usize::from(!ours)] = ty == 0x06,
+                    0x08 if interested[target] => chokes += 1,
+                    0x09 => unchokes += 1,
+                    _ => {}
+                }
+            }
+            (chokes, unchokes)
+        });
+        eprintln!(
+            "bytes from leechers: {from_leechers}; chokes of interested peers {chokes}, \
+             unchokes {unchokes}"
+        );
+        assert!(from_leechers > 0, "leechers never served each other");
+        assert!(chokes > 0, "no peer that wanted files was choked");
+        assert!(unchokes > 0, "no choked peer was ever unchoked");
     })
     .await
     .expect("timed out");

@@ -28,6 +28,12 @@ pub struct FolderState {
     our_requests: HashSet<Req>,
     /// Requests the peer sent that this side has not answered yet.
     peer_requests: HashSet<Req>,
+    /// Choking and interest, each direction (§6.5): both sides start
+    /// unchoked and interested.
+    am_choking: bool,
+    peer_choking: bool,
+    am_interested: bool,
+    peer_interested: bool,
     closed: bool,
 }
 
@@ -70,8 +76,45 @@ impl FolderState {
             sent_availability: false,
             our_requests: HashSet::new(),
             peer_requests: HashSet::new(),
+            am_choking: false,
+            peer_choking: false,
+            am_interested: true,
+            peer_interested: true,
             closed: false,
         }
+    }
+
+    /// Whether this side chokes the peer (its requests of files and pieces
+    /// are answered `Choked`).
+    pub fn am_choking(&self) -> bool {
+        self.am_choking
+    }
+
+    /// Whether the peer chokes this side (no `Request` or `PartRequest` may
+    /// be sent).
+    pub fn peer_choking(&self) -> bool {
+        self.peer_choking
+    }
+
+    pub fn am_interested(&self) -> bool {
+        self.am_interested
+    }
+
+    /// Whether the peer said it wants files of this side (the last of
+    /// `Interested` / `NotInterested`; interested until it says otherwise).
+    pub fn peer_interested(&self) -> bool {
+        self.peer_interested
+    }
+
+    /// A request this side is about to send while the peer chokes it.
+    fn choked(&self, msg: &'static str) -> Result<(), ProtoError> {
+        if self.peer_choking {
+            return Err(ProtoError::Unexpected {
+                msg,
+                when: "while the peer chokes this side",
+            });
+        }
+        Ok(())
     }
 
     /// The number of files of the collection.
@@ -292,6 +335,10 @@ impl FolderState {
             Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
                 Self::on_part_msg(&self.sizes, msg, &mut self.our_requests)?;
             }
+            Message::Choke => self.peer_choking = true,
+            Message::Unchoke => self.peer_choking = false,
+            Message::Interested => self.peer_interested = true,
+            Message::NotInterested => self.peer_interested = false,
             Message::PeerExchange { .. } | Message::KeepAlive | Message::Close { .. } => {}
             _ => {
                 return Err(ProtoError::Unexpected {
@@ -328,6 +375,7 @@ impl FolderState {
             }
             Message::Request { piece } => {
                 self.whole(piece, name)?;
+                self.choked(name)?;
                 Self::ask(&mut self.our_requests, Req::File(piece))?;
             }
             Message::Piece { piece, data } => {
@@ -344,12 +392,20 @@ impl FolderState {
             Message::Reject { piece, .. } => {
                 Self::answer(&mut self.peer_requests, Req::File(piece), name)?;
             }
-            Message::FileOutboardRequest { .. } | Message::PartRequest { .. } => {
+            Message::FileOutboardRequest { .. } => {
+                Self::on_part_msg(&self.sizes, msg, &mut self.our_requests)?;
+            }
+            Message::PartRequest { .. } => {
+                self.choked(name)?;
                 Self::on_part_msg(&self.sizes, msg, &mut self.our_requests)?;
             }
             Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
                 Self::on_part_msg(&self.sizes, msg, &mut self.peer_requests)?;
             }
+            Message::Choke => self.am_choking = true,
+            Message::Unchoke => self.am_choking = false,
+            Message::Interested => self.am_interested = true,
+            Message::NotInterested => self.am_interested = false,
             Message::PeerExchange { .. } | Message::KeepAlive => {}
             _ => {
                 return Err(ProtoError::Unexpected {
@@ -476,9 +532,8 @@ mod tests {
             Err(ProtoError::WrongPieceLength { .. })
         ));
         for m in [
-            Message::Unchoke,
-            Message::Interested,
             Message::HaveAll,
+            Message::HaveNone,
             Message::OutboardRequest { first: 0, count: 1 },
         ] {
             let mut s = state(&[3, 4]);
@@ -493,6 +548,44 @@ mod tests {
         })
         .unwrap();
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn a_choked_side_sends_no_file_or_piece_requests_but_may_ask_for_outboards() {
+        let three = 3 << 20;
+        let mut s = state(&[10, three]);
+        assert!(!s.peer_choking() && s.am_interested() && s.peer_interested());
+        s.on_recv(&Message::Choke).unwrap();
+        s.on_recv(&Message::Choke).unwrap();
+        assert!(s.peer_choking());
+        assert!(s.on_send(&Message::Request { piece: 0 }).is_err());
+        assert!(s
+            .on_send(&Message::PartRequest { file: 1, piece: 0 })
+            .is_err());
+        assert_eq!(s.our_requests(), 0);
+        s.on_send(&Message::FileOutboardRequest { file: 1 })
+            .unwrap();
+        s.on_send(&Message::NotInterested).unwrap();
+        assert!(!s.am_interested());
+        s.on_recv(&Message::Unchoke).unwrap();
+        s.on_send(&Message::Request { piece: 0 }).unwrap();
+        s.on_send(&Message::PartRequest { file: 1, piece: 0 })
+            .unwrap();
+        // The uploader's side: a request crossing its Choke is accepted, to
+        // be answered `Choked`.
+        let mut u = state(&[10, three]);
+        u.on_send(&Message::Choke).unwrap();
+        assert!(u.am_choking());
+        u.on_recv(&Message::Request { piece: 0 }).unwrap();
+        u.on_send(&Message::Reject {
+            piece: 0,
+            reason: RejectReason::Choked,
+        })
+        .unwrap();
+        u.on_recv(&Message::NotInterested).unwrap();
+        assert!(!u.peer_interested());
+        u.on_recv(&Message::Interested).unwrap();
+        assert!(u.peer_interested());
     }
 
     #[test]

@@ -225,6 +225,8 @@ pub struct TapLog {
     pub sent: Vec<(u8, Vec<u8>)>,
     /// Frames we read.
     pub received: Vec<(u8, Vec<u8>)>,
+    /// Both, in the order this end saw them: (we sent it, type).
+    pub order: Vec<(bool, u8)>,
 }
 
 impl TapLog {
@@ -317,6 +319,7 @@ impl AsyncRead for Tap {
             this.sleep = None;
             let frames = this.rd.feed(&mut buf.filled_mut()[before..], this.corrupt);
             if let Ok(mut l) = this.log.lock() {
+                l.order.extend(frames.iter().map(|f| (false, f.0)));
                 l.received.extend(frames);
             }
         }
@@ -336,6 +339,7 @@ impl AsyncWrite for Tap {
             let mut copy = buf[..n].to_vec();
             let frames = this.wr.feed(&mut copy, false);
             if let Ok(mut l) = this.log.lock() {
+                l.order.extend(frames.iter().map(|f| (true, f.0)));
                 l.sent.extend(frames);
             }
         }
