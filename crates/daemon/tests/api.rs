@@ -2575,9 +2575,12 @@ async fn a_files_priority_changes_while_its_folder_downloads() {
         for i in 0..300 {
             random_file(&folder, &format!("p{i:03}.jpg"), 24_000 + i);
         }
+        // And one file the folder sessions carry piece by piece (over 1 MiB).
+        let part = 3u64 << 20;
+        random_file(&folder, "m.mp4", part as usize);
         let s = share(&aa, &folder).await;
         let id = s["id"].as_str().unwrap().to_owned();
-        let total: u64 = (0..300u64).map(|i| 24_000 + i).sum();
+        let total: u64 = (0..300u64).map(|i| 24_000 + i).sum::<u64>() + part;
         let out = tmp.path().join("out");
         let (code, t) = ab
             .post(
@@ -2716,8 +2719,17 @@ async fn a_files_priority_changes_while_its_folder_downloads() {
                     std::fs::read(folder.join(path)).unwrap(),
                     "{path}"
                 );
+                assert_eq!(f["done_bytes"], f["size"], "{f}");
             }
         }
+        assert!(
+            l["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["path"] == "m.mp4" && f["done_bytes"] == part),
+            "{l}"
+        );
         b.shutdown().await;
         a.shutdown().await;
     })
