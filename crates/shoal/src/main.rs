@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let matches = cli::Cli::command().get_matches();
     cli::record_given(&matches);
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -31,6 +32,25 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc's malloc gives every thread that allocates under contention an
+/// arena of its own (up to 8 per core) and keeps what is freed in each: the
+/// blocking threads that read and hash pieces left a folder seeder at 60 MiB
+/// where two arenas hold it near 30 (docs/benchmarks.md, issue 14). So two
+/// arenas, unless `MALLOC_ARENA_MAX` says otherwise. Called first, before
+/// any other thread exists. The workspace's one `unsafe` block: a plain
+/// libc call with no pointer, on the binary only.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` only sets a tuning value of the allocator; no
+        // other thread is running yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
