@@ -1052,3 +1052,70 @@ async fn leechers_of_a_folder_with_few_upload_slots_choke_each_other_and_all_com
     .await
     .expect("timed out");
 }
+
+/// A folder of 70 part files (over 1 MiB each) from a slowed seeder: at most
+/// `OPEN_PARTS` (4) of them are open at once on the downloader (each open one
+/// is a hidden partial file), and 4 are; the seeder serves more part files
+/// than it keeps open (`SOURCES_KEPT`, 64); every file arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_four_part_files_are_open_at_once_and_a_seeder_serves_more_than_it_keeps() {
+    timeout(Duration::from_secs(120), async {
+        let seeder = TestNode::new(1);
+        let files: Vec<(String, Vec<u8>)> = (0..70)
+            .map(|i| {
+                (
+                    format!("p{i:02}.raw"),
+                    random_bytes((1 << 20) + 1 + i, 300 + i as u64),
+                )
+            })
+            .collect();
+        write_tree(&seeder.path("src"), &files);
+        let share = seeder.share(&seeder.path("src"));
+        seeder.node.set_limits(shoal_node::Limits {
+            upload: Some(16 << 20),
+            download: None,
+        });
+        let leecher = TestNode::new(2);
+        let out = leecher.path("out");
+        let conn = PipeConnector::new(leecher.id, &[&seeder]);
+        let mut h = leecher
+            .node
+            .download(share.id, Kind::Collection, &out, Some("f"), conn);
+        let root = out.join("f");
+        let open_now = |root: &std::path::Path| {
+            std::fs::read_dir(root).map_or(0, |d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".shoal-"))
+                    .count()
+            })
+        };
+        // Sampled beside the download, every 5 ms, until it ends.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (root, done) = (root.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut most = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    most = most.max(open_now(&root));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                most
+            })
+        };
+        let res = h.result().await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let most = sampler.await.expect("sampler");
+        res.expect("download");
+        eprintln!("most part files open at once: {most}");
+        assert_eq!(most, 4, "open part files at once");
+        assert_eq!(open_now(&root), 0, "a partial file was left");
+        for (rel, bytes) in &files {
+            assert!(
+                std::fs::read(root.join(rel)).expect("read") == *bytes,
+                "{rel} differs"
+            );
+        }
+    })
+    .await
+    .expect("timed out");
+}
