@@ -102,6 +102,10 @@ const PART_FLUSH_PIECES: u32 = 64;
 /// Peer exchange: first 1 s after a session starts, then at most every 60 s.
 const PEX_FIRST: Duration = Duration::from_secs(1);
 const PEX_EVERY: Duration = Duration::from_secs(60);
+/// Part files a peer announced pieces of (`PartHave`) that a session keeps
+/// track of; announcements for more are ignored (shoal itself has at most
+/// `OPEN_PARTS` open).
+const PEER_PARTIAL_FILES: usize = 16;
 
 /// One peer's part in a folder's sessions.
 #[derive(Debug, Default, Clone)]
@@ -122,6 +126,8 @@ pub(crate) struct PeerStat {
 enum Ctl {
     /// Announce this file (it was just placed).
     Have(u32),
+    /// Announce this piece of a part file (just verified and written).
+    PartHave(u32, u32),
     /// The peer sent this file with bytes that do not match its id.
     Bad(u32),
 }
@@ -212,6 +218,9 @@ struct Part {
     bytes: u64,
     /// Every piece is in: the file is being placed.
     finishing: bool,
+    /// Its outboard's chaining values, to serve peers that learned of its
+    /// pieces (`PartHave`) before it is complete.
+    cvs: Option<Arc<Vec<u8>>>,
 }
 
 impl Part {
@@ -748,6 +757,7 @@ impl Folder {
                 .map(|i| layout.piece_len(i) as u64)
                 .sum();
             p.verifier = Some(pf.verifier());
+            p.cvs = Some(Arc::new(pf.outboard().encode()));
             p.layout = Some(layout);
             let complete = pf.is_complete();
             let file = Arc::new(Mutex::new(Some(pf)));
@@ -781,6 +791,7 @@ impl Folder {
     ) {
         let fu = f as usize;
         let mut finish = None;
+        let mut announce = Vec::new();
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
@@ -798,6 +809,7 @@ impl Folder {
                         p.bytes += len;
                         inner.part_bytes += len;
                         inner.peers.entry(peer).or_default().down += len;
+                        announce = inner.sessions.values().map(|s| s.ctl.clone()).collect();
                     }
                     if let Some(d) = &self.download {
                         d.files.set(fu, p.bytes);
@@ -823,10 +835,90 @@ impl Folder {
                 self.close_part(inner, f);
             }
         }
+        for tx in announce {
+            let _ = tx.try_send(Ctl::PartHave(f, piece));
+        }
         if let Some(file) = finish {
             tokio::spawn(finish_part(self.clone(), f, file));
         }
         self.changed.notify_waiters();
+    }
+
+    /// The pieces of part files present here but not complete yet, to
+    /// announce to a new session (at most `OPEN_PARTS` files).
+    fn partial_pieces(&self) -> Vec<(u32, u32)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (&f, p) in &inner.parts {
+            if p.cvs.is_none() || p.finishing {
+                continue;
+            }
+            for (i, g) in p.got.iter().enumerate() {
+                if *g {
+                    out.push((f, i as u32));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether this side can answer a request for `item` now: the file is
+    /// here, or (for a part file's outboard or piece) its partial file
+    /// holds it.
+    fn can_serve(&self, item: Serve) -> bool {
+        let inner = self.lock();
+        match item {
+            Serve::File(i) => inner.have[i as usize],
+            Serve::Outboard(f) => {
+                inner.have[f as usize] || inner.parts.get(&f).is_some_and(|p| p.cvs.is_some())
+            }
+            Serve::Part(f, piece) => {
+                inner.have[f as usize]
+                    || inner.parts.get(&f).is_some_and(|p| {
+                        p.cvs.is_some() && p.got.get(piece as usize).copied().unwrap_or(false)
+                    })
+            }
+        }
+    }
+
+    /// The outboard of part file `i` for a peer: the served file's, or the
+    /// one its partial file was opened with. Blocking.
+    fn outboard_cvs(&self, i: usize) -> Option<Vec<u8>> {
+        let partial = self
+            .lock()
+            .parts
+            .get(&(i as u32))
+            .and_then(|p| p.cvs.clone());
+        match partial {
+            Some(cvs) if !self.lock().have[i] => Some(cvs.as_ref().clone()),
+            _ => self.source_for(i).map(|s| s.ob.encode()),
+        }
+    }
+
+    /// Piece `piece` of part file `i` read from its partial file (under its
+    /// hidden name) into a whole `Part` frame, verified; `None` if it is not
+    /// there (any more). Blocking.
+    fn partial_frame(&self, i: usize, piece: u32) -> Option<Framed> {
+        use std::os::unix::fs::FileExt;
+        let (layout, verifier) = {
+            let inner = self.lock();
+            let p = inner.parts.get(&(i as u32))?;
+            if !p.got.get(piece as usize).copied().unwrap_or(false) {
+                return None;
+            }
+            (p.layout?, p.verifier.clone()?)
+        };
+        let file = std::fs::File::open(self.temp_of(i)).ok()?;
+        let len = layout.piece_len(piece);
+        let pool = self.shared.upgrade().map(|s| s.pool.clone());
+        let mut frame = framed(pool.as_ref(), len + 16);
+        shoal_core::proto::encode_part_header(i as u32, piece, len, &mut frame).ok()?;
+        let start = frame.len();
+        frame.resize(start + len, 0);
+        file.read_exact_at(&mut frame[start..], layout.piece_offset(piece))
+            .ok()?;
+        verifier.verify(piece, &frame[start..]).ok()?;
+        Some((frame, start))
     }
 
     /// Part file `i` as this folder serves it (opened once, then kept): the
@@ -1378,6 +1470,7 @@ enum In {
     PartReq(u32, u32),
     Part(u32, u32, Vec<u8>),
     PartReject(u32, u32, bool),
+    PartHave(u32, u32),
     Pex(Vec<(PeerId, Vec<shoal_net::Multiaddr>)>),
     Nothing,
     /// The peer closed, broke the protocol, or the stream failed.
@@ -1464,6 +1557,7 @@ async fn read_loop(
                             piece,
                             reason,
                         } => In::PartReject(file, piece, reason == RejectReason::Choked),
+                        Message::PartHave { file, piece } => In::PartHave(file, piece),
                         Message::PeerExchange { added, .. } => {
                             In::Pex(added.iter().filter_map(PexPeer::parse).collect())
                         }
@@ -1734,7 +1828,12 @@ async fn run_session(
         last_sent: Instant::now(),
         interest_cursor: 0,
         interest_clean: 0,
+        peer_parts: HashMap::new(),
+        piece_start: rand::random(),
     };
+    for (file, piece) in folder.partial_pieces() {
+        s.send(&Message::PartHave { file, piece });
+    }
     let end = s.run(&mut irx, &mut crx, inbound.as_ref()).await;
     // Leave the folder: this session's requests go back to the pool.
     {
@@ -1850,6 +1949,12 @@ struct Session {
     /// how many files in a row it found none.
     interest_cursor: usize,
     interest_clean: usize,
+    /// Pieces of part files the peer announced (`PartHave`) and does not
+    /// have complete: at most `PEER_PARTIAL_FILES` files, needed ones.
+    peer_parts: HashMap<u32, HashSet<u32>>,
+    /// Where this session starts in a part file's pieces (random, so that
+    /// peers fetching a file at once hold different pieces to trade).
+    piece_start: u32,
 }
 
 impl Session {
@@ -1971,6 +2076,11 @@ impl Session {
                     Ctl::Have(i) => {
                         self.send(&Message::Have { piece: i });
                     }
+                    Ctl::PartHave(file, piece) => {
+                        if !self.peer_has[file as usize] {
+                            self.send(&Message::PartHave { file, piece });
+                        }
+                    }
                     Ctl::Bad(i) => {
                         return Some((CloseCode::BadData, format!("file {i} does not match its id")));
                     }
@@ -2023,6 +2133,7 @@ impl Session {
             }
             In::Have(i) => {
                 let iu = i as usize;
+                self.peer_parts.remove(&i);
                 if !self.peer_has[iu] {
                     self.peer_has[iu] = true;
                     self.peer_count += 1;
@@ -2045,9 +2156,28 @@ impl Session {
                 unask_part(&mut inner, f, piece);
                 drop(inner);
                 if !choked {
-                    self.lacks(f);
+                    if self.peer_has[f as usize] {
+                        self.lacks(f);
+                    } else if let Some(set) = self.peer_parts.get_mut(&f) {
+                        set.remove(&piece);
+                    }
                 }
                 self.folder.changed.notify_waiters();
+            }
+            In::PartHave(f, piece) => {
+                let fu = f as usize;
+                let wanted = {
+                    let inner = self.folder.lock();
+                    inner.need[fu] && !inner.have[fu]
+                };
+                if wanted
+                    && !self.peer_has[fu]
+                    && (self.peer_parts.len() < PEER_PARTIAL_FILES
+                        || self.peer_parts.contains_key(&f))
+                {
+                    self.peer_parts.entry(f).or_default().insert(piece);
+                    self.folder.changed.notify_waiters();
+                }
             }
             In::Cancel(i) => {
                 if let Some(pos) = self.serve_queue.iter().position(|&q| q == Serve::File(i)) {
@@ -2091,6 +2221,7 @@ impl Session {
 
     /// The peer does not have file `i` (any more).
     fn lacks(&mut self, i: u32) {
+        self.peer_parts.remove(&i);
         let iu = i as usize;
         if self.peer_has[iu] {
             self.peer_has[iu] = false;
@@ -2303,8 +2434,7 @@ impl Session {
                 Serve::File(i) | Serve::Outboard(i) | Serve::Part(i, _) => i,
             };
             let iu = i as usize;
-            let here = self.folder.lock().have[iu];
-            if !here {
+            if !self.folder.can_serve(item) {
                 match item {
                     Serve::File(_) => self.send(&Message::Reject {
                         piece: i,
@@ -2336,10 +2466,19 @@ impl Session {
                             size,
                         ),
                     ),
-                    Serve::Outboard(_) => {
-                        Done::Outboard(i, folder.source_for(iu).map(|s| s.ob.encode()))
+                    Serve::Outboard(_) => Done::Outboard(i, folder.outboard_cvs(iu)),
+                    Serve::Part(_, piece) => {
+                        let here = folder.lock().have[iu];
+                        Done::Part(
+                            i,
+                            piece,
+                            if here {
+                                folder.part_frame(iu, piece)
+                            } else {
+                                folder.partial_frame(iu, piece)
+                            },
+                        )
                     }
-                    Serve::Part(_, piece) => Done::Part(i, piece, folder.part_frame(iu, piece)),
                 };
                 let fallback = match item {
                     Serve::File(_) => Done::Served(i, None),
@@ -2456,7 +2595,10 @@ impl Session {
         } else {
             let inner = self.folder.lock();
             let n = self.peer_has.len();
-            if inner.remaining == 0 || self.peer_count == 0 || n == 0 {
+            if inner.remaining == 0
+                || (self.peer_count == 0 && self.peer_parts.is_empty())
+                || n == 0
+            {
                 false
             } else {
                 let mut found = false;
@@ -2472,6 +2614,12 @@ impl Session {
                     }
                     self.interest_cursor = (i + 1) % n;
                     self.interest_clean += 1;
+                }
+                if !found {
+                    found = self.peer_parts.keys().any(|&f| {
+                        let fu = f as usize;
+                        inner.need[fu] && !inner.have[fu]
+                    });
                 }
                 if found {
                     self.interest_clean = 0;
@@ -2509,7 +2657,10 @@ impl Session {
         let mut picks: Vec<Ask> = Vec::new();
         {
             let mut inner = folder.lock();
-            if inner.remaining == 0 || self.peer_count == 0 || inner.backlog >= WRITE_BACKLOG {
+            if inner.remaining == 0
+                || (self.peer_count == 0 && self.peer_parts.is_empty())
+                || inner.backlog >= WRITE_BACKLOG
+            {
                 return;
             }
             let mut bytes = self.mine_bytes;
@@ -2519,7 +2670,13 @@ impl Session {
                 && !(no_whole && no_part)
             {
                 if !no_part {
-                    match pick_part(&mut inner, &self.peer_has, self.cursor) {
+                    match pick_part(
+                        &mut inner,
+                        &self.peer_has,
+                        &self.peer_parts,
+                        self.cursor,
+                        self.piece_start,
+                    ) {
                         Some(a) => {
                             if let Ask::Part(_, _, len) = a {
                                 bytes += len;
@@ -2711,20 +2868,47 @@ fn pick_from(set: &BTreeSet<u32>, inner: &Inner, peer_has: &[bool], cursor: u32)
 /// first, then the file with the fewest pieces left, so files complete
 /// early), or else a part file to open (its outboard to ask for), chosen as
 /// `pick` chooses whole files, while fewer than `OPEN_PARTS` are open.
-fn pick_part(inner: &mut Inner, peer_has: &[bool], cursor: u32) -> Option<Ask> {
+fn pick_part(
+    inner: &mut Inner,
+    peer_has: &[bool],
+    peer_parts: &HashMap<u32, HashSet<u32>>,
+    cursor: u32,
+    piece_start: u32,
+) -> Option<Ask> {
+    // A piece the peer has: of a file it has complete, or one it announced.
+    let offers = |f: u32, p: &Part| {
+        peer_has[f as usize]
+            || peer_parts
+                .get(&f)
+                .is_some_and(|s| s.iter().any(|x| p.todo.contains(x)))
+    };
     // Not a file set to skip whose pieces are still being written (it
     // closes once they are).
     let next = inner
         .parts
         .iter()
         .filter(|(f, p)| {
-            p.open() && inner.need[**f as usize] && peer_has[**f as usize] && !p.todo.is_empty()
+            p.open() && inner.need[**f as usize] && !p.todo.is_empty() && offers(**f, p)
         })
         .min_by_key(|(f, p)| (!inner.high.contains(f), p.todo.len(), **f))
         .map(|(f, _)| *f);
     if let Some(f) = next {
         let p = inner.parts.get_mut(&f)?;
-        let piece = p.todo.pop_first()?;
+        let piece = if peer_has[f as usize] {
+            let start = piece_start % (p.got.len().max(1) as u32);
+            let x = *p.todo.range(start..).next().or_else(|| p.todo.first())?;
+            p.todo.remove(&x);
+            x
+        } else {
+            let x = peer_parts
+                .get(&f)?
+                .iter()
+                .copied()
+                .filter(|x| p.todo.contains(x))
+                .min()?;
+            p.todo.remove(&x);
+            x
+        };
         *p.asked.entry(piece).or_default() += 1;
         let len = p.layout.map_or(0, |l| l.piece_len(piece) as u64);
         return Some(Ask::Part(f, piece, len));
@@ -2732,7 +2916,15 @@ fn pick_part(inner: &mut Inner, peer_has: &[bool], cursor: u32) -> Option<Ask> {
     if inner.parts.len() >= OPEN_PARTS {
         return None;
     }
-    let f = pick_from(&inner.part_pending, inner, peer_has, cursor)?;
+    // A file the peer has complete, else one it has pieces of (it can
+    // give the outboard too).
+    let f = pick_from(&inner.part_pending, inner, peer_has, cursor).or_else(|| {
+        peer_parts
+            .keys()
+            .copied()
+            .filter(|f| inner.part_pending.contains(f))
+            .min()
+    })?;
     inner.part_pending.remove(&f);
     inner.parts.insert(f, Part::default());
     Some(Ask::Outboard(f))

@@ -608,7 +608,8 @@ fn own(msg: Message<'_>, r: Received) -> SessionEvent {
         | Message::FileOutboard { .. }
         | Message::PartRequest { .. }
         | Message::Part { .. }
-        | Message::PartReject { .. } => InMsg::Nothing,
+        | Message::PartReject { .. }
+        | Message::PartHave { .. } => InMsg::Nothing,
     };
     SessionEvent::Msg(m)
 }

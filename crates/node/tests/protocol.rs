@@ -137,7 +137,7 @@ async fn unknown_message_type_closes_with_unknown_message() {
         let seeder = TestNode::new(1);
         let share = seeder.share_bytes("f", &random_bytes(300_000, 1));
         let mut raw = raw_initiator(&seeder, share.id).await;
-        raw.send_raw(&[0, 0, 0, 1, 0x19]).await;
+        raw.send_raw(&[0, 0, 0, 1, 0x1a]).await;
         assert_eq!(
             raw.until_close().await,
             Some(CloseCode::UnknownMessage.to_u8())
@@ -149,13 +149,16 @@ async fn unknown_message_type_closes_with_unknown_message() {
             raw.until_close().await,
             Some(CloseCode::UnexpectedMessage.to_u8())
         );
-        // A folder session's part request inside a content's session.
-        let mut raw = raw_initiator(&seeder, share.id).await;
-        raw.send_raw(&[0, 0, 0, 3, 0x16, 0, 0]).await;
-        assert_eq!(
-            raw.until_close().await,
-            Some(CloseCode::UnexpectedMessage.to_u8())
-        );
+        // A folder session's part request, or part announcement, inside a
+        // content's session.
+        for ty in [0x16, 0x19] {
+            let mut raw = raw_initiator(&seeder, share.id).await;
+            raw.send_raw(&[0, 0, 0, 3, ty, 0, 0]).await;
+            assert_eq!(
+                raw.until_close().await,
+                Some(CloseCode::UnexpectedMessage.to_u8())
+            );
+        }
     })
     .await
     .expect("timed out");

@@ -1119,3 +1119,61 @@ async fn at_most_four_part_files_are_open_at_once_and_a_seeder_serves_more_than_
     .await
     .expect("timed out");
 }
+
+/// Three leechers of a folder holding one part file (16 MiB, 64 pieces)
+/// from a slowed seeder: none has the file complete before the end, so every
+/// byte they give each other is a piece of a file still downloading,
+/// announced with `PartHave` and read back from the giver's partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leechers_trade_the_pieces_of_a_part_file_none_has_complete() {
+    timeout(Duration::from_secs(120), async {
+        let seeder = TestNode::new(0);
+        let files = vec![("v.raw".to_string(), random_bytes(16 << 20, 77))];
+        write_tree(&seeder.path("src"), &files);
+        let share = seeder.share(&seeder.path("src"));
+        seeder.node.set_limits(shoal_node::Limits {
+            upload: Some(8 << 20),
+            download: None,
+        });
+        let leechers: Vec<TestNode> = (1..=3).map(TestNode::new).collect();
+        let mut handles = Vec::new();
+        for (i, l) in leechers.iter().enumerate() {
+            let mut targets: Vec<&TestNode> = vec![&seeder];
+            targets.extend(
+                leechers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, l)| l),
+            );
+            let conn = PipeConnector::new(l.id, &targets);
+            handles.push(l.node.download(
+                share.id,
+                Kind::Collection,
+                &l.path("out"),
+                Some("f"),
+                conn,
+            ));
+        }
+        for h in handles.iter_mut() {
+            let root = h.result().await.expect("download");
+            assert!(
+                std::fs::read(root.join("v.raw")).expect("read") == files[0].1,
+                "v.raw differs"
+            );
+        }
+        let from_leechers: u64 = handles
+            .iter()
+            .flat_map(|h| h.progress().borrow().peers.clone())
+            .filter(|p| p.peer != seeder.id)
+            .map(|p| p.downloaded)
+            .sum();
+        eprintln!("bytes from leechers: {from_leechers} of {}", 3 * (16 << 20));
+        assert!(
+            from_leechers >= 12 << 20,
+            "leechers gave each other only {from_leechers} bytes of a file none had complete"
+        );
+    })
+    .await
+    .expect("timed out");
+}

@@ -246,6 +246,10 @@ pub fn decode_message(kind: MessageType, body: &[u8]) -> Result<Message<'_>, Pro
             file: read_piece(&mut r, name)?,
             piece: read_piece(&mut r, name)?,
         },
+        MessageType::PartHave => Message::PartHave {
+            file: read_piece(&mut r, name)?,
+            piece: read_piece(&mut r, name)?,
+        },
         MessageType::PartReject => Message::PartReject {
             file: read_piece(&mut r, name)?,
             piece: read_piece(&mut r, name)?,
@@ -473,7 +477,7 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) -> Result<usize, ProtoError>
             put_varint(out, u64::from(*file));
             out.extend_from_slice(cvs);
         }
-        Message::PartRequest { file, piece } => {
+        Message::PartRequest { file, piece } | Message::PartHave { file, piece } => {
             put_varint(out, u64::from(*file));
             put_varint(out, u64::from(*piece));
         }

@@ -335,6 +335,9 @@ impl FolderState {
             Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
                 Self::on_part_msg(&self.sizes, msg, &mut self.our_requests)?;
             }
+            Message::PartHave { file, piece } => {
+                Self::part(&self.sizes, file, piece, name)?;
+            }
             Message::Choke => self.peer_choking = true,
             Message::Unchoke => self.peer_choking = false,
             Message::Interested => self.peer_interested = true,
@@ -401,6 +404,9 @@ impl FolderState {
             }
             Message::FileOutboard { .. } | Message::Part { .. } | Message::PartReject { .. } => {
                 Self::on_part_msg(&self.sizes, msg, &mut self.peer_requests)?;
+            }
+            Message::PartHave { file, piece } => {
+                Self::part(&self.sizes, file, piece, name)?;
             }
             Message::Choke => self.am_choking = true,
             Message::Unchoke => self.am_choking = false,
@@ -586,6 +592,25 @@ mod tests {
         assert!(!u.peer_interested());
         u.on_recv(&Message::Interested).unwrap();
         assert!(u.peer_interested());
+    }
+
+    #[test]
+    fn part_have_names_a_piece_of_a_part_file_in_range_either_way() {
+        let three = 3 << 20;
+        let mut s = state(&[10, three]);
+        for m in [
+            Message::PartHave { file: 0, piece: 0 },
+            Message::PartHave { file: 1, piece: 12 },
+            Message::PartHave { file: 2, piece: 0 },
+        ] {
+            assert!(s.clone().on_recv(&m).is_err(), "{m:?}");
+            assert!(s.clone().on_send(&m).is_err(), "{m:?}");
+        }
+        s.on_recv(&Message::PartHave { file: 1, piece: 11 })
+            .unwrap();
+        s.on_send(&Message::PartHave { file: 1, piece: 0 }).unwrap();
+        // Not a request: announcing needs no answer and has no bound.
+        assert_eq!(s.our_requests(), 0);
     }
 
     #[test]

@@ -38,11 +38,12 @@ pub enum MessageType {
     PartRequest = 0x16,
     Part = 0x17,
     PartReject = 0x18,
+    PartHave = 0x19,
 }
 
 impl MessageType {
     /// Every message type, in type-byte order.
-    pub const ALL: [MessageType; 25] = [
+    pub const ALL: [MessageType; 26] = [
         Self::Hello,
         Self::Deny,
         Self::Bitfield,
@@ -68,6 +69,7 @@ impl MessageType {
         Self::PartRequest,
         Self::Part,
         Self::PartReject,
+        Self::PartHave,
     ];
 
     /// The type for a type byte, `None` when unknown.
@@ -119,6 +121,7 @@ impl MessageType {
             Self::PartRequest => "PartRequest",
             Self::Part => "Part",
             Self::PartReject => "PartReject",
+            Self::PartHave => "PartHave",
         }
     }
 }
@@ -362,6 +365,12 @@ pub enum Message<'a> {
         piece: u32,
         reason: RejectReason,
     },
+    /// Folder sessions only: the sender has verified and stored piece
+    /// `piece` of larger file `file`, which it does not have complete yet.
+    PartHave {
+        file: u32,
+        piece: u32,
+    },
     /// The sender closes the connection; nothing follows.
     Close {
         code: CloseCode,
@@ -470,6 +479,7 @@ impl Message<'_> {
             Self::PartRequest { .. } => MessageType::PartRequest,
             Self::Part { .. } => MessageType::Part,
             Self::PartReject { .. } => MessageType::PartReject,
+            Self::PartHave { .. } => MessageType::PartHave,
         }
     }
 
@@ -513,7 +523,9 @@ impl Message<'_> {
                 check_piece_index(u64::from(*file))?;
                 check_file_outboard(cvs)
             }
-            Self::PartRequest { file, piece } | Self::PartReject { file, piece, .. } => {
+            Self::PartRequest { file, piece }
+            | Self::PartReject { file, piece, .. }
+            | Self::PartHave { file, piece } => {
                 check_piece_index(u64::from(*file))?;
                 check_piece_index(u64::from(*piece)).map(|_| ())
             }

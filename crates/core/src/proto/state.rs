@@ -310,7 +310,8 @@ impl ConnectionState {
             | Message::FileOutboard { .. }
             | Message::PartRequest { .. }
             | Message::Part { .. }
-            | Message::PartReject { .. } => Err(ProtoError::Unexpected {
+            | Message::PartReject { .. }
+            | Message::PartHave { .. } => Err(ProtoError::Unexpected {
                 msg: name,
                 when: "in a session of one content (only in a folder session)",
             }),
@@ -527,7 +528,8 @@ impl ConnectionState {
             | Message::FileOutboard { .. }
             | Message::PartRequest { .. }
             | Message::Part { .. }
-            | Message::PartReject { .. } => {
+            | Message::PartReject { .. }
+            | Message::PartHave { .. } => {
                 return Err(ProtoError::Unexpected {
                     msg: name,
                     when: "after the handshake",

@@ -95,6 +95,10 @@ fn sample_messages() -> Vec<Message<'static>> {
             file: 2,
             piece: 255,
         },
+        Message::PartHave {
+            file: 70_000,
+            piece: 3,
+        },
         Message::Part {
             file: MAX_PIECES - 1,
             piece: 7,
@@ -134,7 +138,8 @@ fn type_bytes_are_the_specified_ones() {
     assert_eq!(MessageType::Piece.to_u8(), 0x0c);
     assert_eq!(MessageType::FileBitfield.to_u8(), 0x13);
     assert_eq!(MessageType::PartReject.to_u8(), 0x18);
-    assert_eq!(MessageType::from_u8(0x19), None);
+    assert_eq!(MessageType::PartHave.to_u8(), 0x19);
+    assert_eq!(MessageType::from_u8(0x1a), None);
 }
 
 #[test]
@@ -211,8 +216,8 @@ fn empty_frame_is_malformed() {
 
 #[test]
 fn unknown_message_type_is_rejected_before_its_body() {
-    let e = decode_err(&[0, 0, 0, 100, 0x19]);
-    assert_eq!(e, ProtoError::UnknownType(0x19));
+    let e = decode_err(&[0, 0, 0, 100, 0x1a]);
+    assert_eq!(e, ProtoError::UnknownType(0x1a));
     assert_eq!(e.close_code(), CloseCode::UnknownMessage);
 }
 
