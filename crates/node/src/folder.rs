@@ -884,14 +884,14 @@ impl Folder {
     /// The outboard of part file `i` for a peer: the served file's, or the
     /// one its partial file was opened with. Blocking.
     fn outboard_cvs(&self, i: usize) -> Option<Vec<u8>> {
-        let partial = self
-            .lock()
-            .parts
-            .get(&(i as u32))
-            .and_then(|p| p.cvs.clone());
+        let partial = {
+            let inner = self.lock();
+            let cvs = inner.parts.get(&(i as u32)).and_then(|p| p.cvs.clone());
+            cvs.filter(|_| !inner.have[i])
+        };
         match partial {
-            Some(cvs) if !self.lock().have[i] => Some(cvs.as_ref().clone()),
-            _ => self.source_for(i).map(|s| s.ob.encode()),
+            Some(cvs) => Some(cvs.as_ref().clone()),
+            None => self.source_for(i).map(|s| s.ob.encode()),
         }
     }
 
@@ -899,7 +899,6 @@ impl Folder {
     /// hidden name) into a whole `Part` frame, verified; `None` if it is not
     /// there (any more). Blocking.
     fn partial_frame(&self, i: usize, piece: u32) -> Option<Framed> {
-        use std::os::unix::fs::FileExt;
         let (layout, verifier) = {
             let inner = self.lock();
             let p = inner.parts.get(&(i as u32))?;
@@ -909,6 +908,23 @@ impl Folder {
             (p.layout?, p.verifier.clone()?)
         };
         let file = std::fs::File::open(self.temp_of(i)).ok()?;
+        self.read_part(i, piece, &layout, &file, |data| {
+            verifier.verify(piece, data).is_ok()
+        })
+    }
+
+    /// Piece `piece` of part file `i` (cut by `layout`) read from `file`
+    /// straight into a whole `Part` frame, kept only if `verified` accepts
+    /// its bytes; the frame and where its data starts. Blocking.
+    fn read_part(
+        &self,
+        i: usize,
+        piece: u32,
+        layout: &PieceLayout,
+        file: &std::fs::File,
+        verified: impl FnOnce(&[u8]) -> bool,
+    ) -> Option<Framed> {
+        use std::os::unix::fs::FileExt;
         let len = layout.piece_len(piece);
         let pool = self.shared.upgrade().map(|s| s.pool.clone());
         let mut frame = framed(pool.as_ref(), len + 16);
@@ -917,8 +933,7 @@ impl Folder {
         frame.resize(start + len, 0);
         file.read_exact_at(&mut frame[start..], layout.piece_offset(piece))
             .ok()?;
-        verifier.verify(piece, &frame[start..]).ok()?;
-        Some((frame, start))
+        verified(&frame[start..]).then_some((frame, start))
     }
 
     /// Part file `i` as this folder serves it (opened once, then kept): the
@@ -957,23 +972,14 @@ impl Folder {
     /// frame (and where its data starts), re-verified against the file's
     /// outboard; `None` if the file no longer has it. Blocking.
     fn part_frame(&self, i: usize, piece: u32) -> Option<Framed> {
-        use std::os::unix::fs::FileExt;
         let src = self.source_for(i)?;
         let layout = src.ob.layout();
         if piece >= layout.num_pieces() {
             return None;
         }
-        let len = layout.piece_len(piece);
-        let pool = self.shared.upgrade().map(|s| s.pool.clone());
-        let mut frame = framed(pool.as_ref(), len + 16);
-        shoal_core::proto::encode_part_header(i as u32, piece, len, &mut frame).ok()?;
-        let start = frame.len();
-        frame.resize(start + len, 0);
-        src.file
-            .read_exact_at(&mut frame[start..], layout.piece_offset(piece))
-            .ok()?;
-        src.ob.verify_piece(piece, &frame[start..]).ok()?;
-        Some((frame, start))
+        self.read_part(i, piece, &layout, &src.file, |data| {
+            src.ob.verify_piece(piece, data).is_ok()
+        })
     }
 
     async fn finished(self: &Arc<Self>) -> Result<(), NodeError> {

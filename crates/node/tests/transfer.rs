@@ -104,16 +104,7 @@ async fn one_seeder_six_leechers_all_complete_and_leechers_trade() {
         let leechers: Vec<TestNode> = (1..=6).map(TestNode::new).collect();
         let mut handles = Vec::new();
         for (i, l) in leechers.iter().enumerate() {
-            // Full mesh: every leecher dials the seeder and every other leecher;
-            // of two streams between the same pair, one is kept.
-            let mut targets: Vec<&TestNode> = vec![&seeder];
-            targets.extend(
-                leechers
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, l)| l),
-            );
+            let targets = mesh(&seeder, &leechers, i);
             let conn = PipeConnector::new(l.id, &targets);
             let out = l.path("out");
             handles.push(l.node.download(share.id, Kind::File, &out, Some("f"), conn));
@@ -613,6 +604,30 @@ async fn an_idle_seeding_task_ends_and_a_later_download_starts_a_new_one() {
 }
 
 /// Writes `files` (relative path, bytes) under `dir`.
+/// Full mesh: leecher `i` dials the seeder and every other leecher (of two
+/// streams between the same pair, one is kept).
+fn mesh<'a>(seeder: &'a TestNode, leechers: &'a [TestNode], i: usize) -> Vec<&'a TestNode> {
+    let mut targets = vec![seeder];
+    targets.extend(
+        leechers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, l)| l),
+    );
+    targets
+}
+
+/// Verified bytes the downloads received from peers other than the seeder.
+fn bytes_from_others(handles: &[shoal_node::DownloadHandle], seeder: &TestNode) -> u64 {
+    handles
+        .iter()
+        .flat_map(|h| h.progress().borrow().peers.clone())
+        .filter(|p| p.peer != seeder.id)
+        .map(|p| p.downloaded)
+        .sum()
+}
+
 fn write_tree(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
     for (rel, bytes) in files {
         let p = dir.join(rel);
@@ -834,14 +849,7 @@ async fn leechers_of_a_folder_of_part_files_trade_them() {
         let leechers: Vec<TestNode> = (1..=3).map(TestNode::new).collect();
         let mut handles = Vec::new();
         for (i, l) in leechers.iter().enumerate() {
-            let mut targets: Vec<&TestNode> = vec![&seeder];
-            targets.extend(
-                leechers
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, l)| l),
-            );
+            let targets = mesh(&seeder, &leechers, i);
             let conn = PipeConnector::new(l.id, &targets);
             handles.push(l.node.download(
                 share.id,
@@ -860,12 +868,7 @@ async fn leechers_of_a_folder_of_part_files_trade_them() {
                 );
             }
         }
-        let from_leechers: u64 = handles
-            .iter()
-            .flat_map(|h| h.progress().borrow().peers.clone())
-            .filter(|p| p.peer != seeder.id)
-            .map(|p| p.downloaded)
-            .sum();
+        let from_leechers = bytes_from_others(&handles, &seeder);
         eprintln!(
             "bytes from leechers: {from_leechers} of {}",
             3 * 8 * (2 << 20)
@@ -979,14 +982,7 @@ async fn leechers_of_a_folder_with_few_upload_slots_choke_each_other_and_all_com
         let logs: Arc<Mutex<Vec<Arc<Mutex<TapLog>>>>> = Arc::default();
         let mut handles = Vec::new();
         for (i, l) in leechers.iter().enumerate() {
-            let mut targets: Vec<&TestNode> = vec![&seeder];
-            targets.extend(
-                leechers
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, l)| l),
-            );
+            let targets = mesh(&seeder, &leechers, i);
             let logs = logs.clone();
             let wrap: Wrap = Arc::new(move |_, s| {
                 let log = Arc::new(Mutex::new(TapLog::default()));
@@ -1011,12 +1007,7 @@ async fn leechers_of_a_folder_with_few_upload_slots_choke_each_other_and_all_com
                 );
             }
         }
-        let from_leechers: u64 = handles
-            .iter()
-            .flat_map(|h| h.progress().borrow().peers.clone())
-            .filter(|p| p.peer != seeder.id)
-            .map(|p| p.downloaded)
-            .sum();
+        let from_leechers = bytes_from_others(&handles, &seeder);
         // A peer is also choked when it says it wants nothing: count the
         // chokes of a peer whose last word was that it wants files (it
         // starts so), seen from either end of each stream.
@@ -1138,14 +1129,7 @@ async fn leechers_trade_the_pieces_of_a_part_file_none_has_complete() {
         let leechers: Vec<TestNode> = (1..=3).map(TestNode::new).collect();
         let mut handles = Vec::new();
         for (i, l) in leechers.iter().enumerate() {
-            let mut targets: Vec<&TestNode> = vec![&seeder];
-            targets.extend(
-                leechers
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, l)| l),
-            );
+            let targets = mesh(&seeder, &leechers, i);
             let conn = PipeConnector::new(l.id, &targets);
             handles.push(l.node.download(
                 share.id,
@@ -1162,12 +1146,7 @@ async fn leechers_trade_the_pieces_of_a_part_file_none_has_complete() {
                 "v.raw differs"
             );
         }
-        let from_leechers: u64 = handles
-            .iter()
-            .flat_map(|h| h.progress().borrow().peers.clone())
-            .filter(|p| p.peer != seeder.id)
-            .map(|p| p.downloaded)
-            .sum();
+        let from_leechers = bytes_from_others(&handles, &seeder);
         eprintln!("bytes from leechers: {from_leechers} of {}", 3 * (16 << 20));
         assert!(
             from_leechers >= 12 << 20,
